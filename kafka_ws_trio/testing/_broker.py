@@ -411,6 +411,8 @@ class _State(TypedDict):
     line: str
     env: dict[str, str]
     log: str
+    cmd: list[str]  # how to start it again on the same data (see ``stop``)
+    ports: list[int]  # the client listeners' ports, to tell when it answers
 
 
 def _read_state(name: str) -> _State | None:
@@ -459,6 +461,13 @@ def up(
             env = dict(state["env"])
             env["KAFKA_STARTED"] = "0"
             progress(f"Kafka {env['KAFKA_VERSION']} ({name}) is already up, pid {state['pid']}")
+            return env
+        if state is not None and (run / "data").is_dir() and state.get("cmd"):
+            # Stopped by `stop`: start it again on the same data, ports and credentials.
+            progress(f"restarting {name} on its existing data")
+            _launch(run, state, timeout, progress)
+            env = dict(state["env"])
+            env["KAFKA_STARTED"] = "1"
             return env
         if run.exists():
             shutil.rmtree(run)
@@ -518,15 +527,6 @@ def up(
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{(fmt.stdout + fmt.stderr).strip()[-3000:]}")
         log = run / "broker.log"
-        progress(f"starting the broker (log: {log})")
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in the caller's terminal must not hit the broker
-            )
         marker = str(config)
         env = {
             "KAFKA_VERSION": version,
@@ -542,33 +542,56 @@ def up(
             "KAFKA_BROKER_NAME": name,
             "KAFKA_BROKER_LOG": str(log),
         }
-        state_path = run / "state.json"
-        record: _State = {"pid": proc.pid, "marker": marker, "line": line, "env": env, "log": str(log)}
-        state_path.write_text(json.dumps(record, indent=2))
-        state_path.chmod(0o600)
-        deadline = time.monotonic() + timeout
-        client_ports = [ports[n] for n in LISTENERS if n != "CONTROLLER"]
-        while True:
-            if proc.poll() is not None:
-                shutil.rmtree(data, ignore_errors=True)
-                raise BrokerError(
-                    f"the broker exited with code {proc.returncode} while starting; "
-                    f"last lines of {log}:\n{_log_tail(log)}"
-                )
-            if READY_LINE in log.read_text(errors="replace") and all(_port_open(p) for p in client_ports):
-                break
-            if time.monotonic() > deadline:
-                _stop_pid(proc.pid, marker, DEFAULT_STOP_TIMEOUT_S)
-                raise BrokerError(
-                    f"the broker did not start within {timeout:.0f}s; last lines of {log}:\n{_log_tail(log)}"
-                )
-            time.sleep(0.2)
+        fresh: _State = {
+            "pid": 0,
+            "marker": marker,
+            "line": line,
+            "env": env,
+            "log": str(log),
+            "cmd": [*jvm, "kafka.Kafka", str(config)],
+            "ports": [ports[n] for n in LISTENERS if n != "CONTROLLER"],
+        }
+        _launch(run, fresh, timeout, progress)
         progress(
             f"Kafka {version} is up on 127.0.0.1:{base}..{base + len(LISTENERS) - 1}, "
-            f"pid {proc.pid}, in {time.monotonic() - started:.1f}s"
+            f"pid {fresh['pid']}, in {time.monotonic() - started:.1f}s"
         )
         env["KAFKA_STARTED"] = "1"
         return env
+
+
+def _launch(run: Path, state: _State, timeout: float, progress: Progress) -> None:
+    """Start the broker ``state`` describes, record its pid, and wait until it answers."""
+    log = Path(state["log"])
+    progress(f"starting the broker (log: {log})")
+    log_start = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            state["cmd"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the caller's terminal must not hit the broker
+        )
+    state["pid"] = proc.pid
+    state_path = run / "state.json"
+    state_path.write_text(json.dumps(state, indent=2))
+    state_path.chmod(0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise BrokerError(
+                f"the broker exited with code {proc.returncode} while starting; last lines of {log}:\n{_log_tail(log)}"
+            )
+        with open(log, "rb") as f:
+            f.seek(log_start)
+            ready = READY_LINE.encode() in f.read()
+        if ready and all(_port_open(p) for p in state["ports"]):
+            return
+        if time.monotonic() > deadline:
+            _stop_pid(proc.pid, state["marker"], DEFAULT_STOP_TIMEOUT_S)
+            raise BrokerError(f"the broker did not start within {timeout:.0f}s; last lines of {log}:\n{_log_tail(log)}")
+        time.sleep(0.2)
 
 
 def _stop_pid(pid: int, marker: str, timeout: float) -> None:
@@ -623,6 +646,26 @@ def down(
     return stopped
 
 
+def stop(
+    name: str, *, kill: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT_S, progress: Progress = _stderr
+) -> bool:
+    """Stop a broker but keep its data, so that ``up --name NAME`` starts it again.
+
+    With ``kill`` it gets SIGKILL, like a crash. Returns False when it was not running.
+    """
+    root = home_dir() / "run"
+    with _locked(root, name):
+        state = _read_state(name)
+        if state is None or not _state_alive(state):
+            progress(f"{name} was not running")
+            return False
+        progress(f"{'killing' if kill else 'stopping'} {name} (pid {state['pid']}); its data stays")
+        if kill:
+            os.kill(state["pid"], signal.SIGKILL)
+        _stop_pid(state["pid"], state["marker"], timeout)
+        return True
+
+
 def status() -> list[str]:
     lines = []
     for name in running():
@@ -655,7 +698,7 @@ def main(argv: list[str] | None = None, prog: str = "scripts/kafka") -> int:
         description="Run a real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for tests and demos.",
         epilog='Typical use:  eval "$(scripts/kafka up)"  ...  scripts/kafka down',
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,stop,status}")
     p_up = sub.add_parser("up", help="start a broker (or find the running one) and print its env as shell lines")
     p_up.add_argument(
         "--version",
@@ -681,6 +724,9 @@ def main(argv: list[str] | None = None, prog: str = "scripts/kafka") -> int:
     p_down = sub.add_parser("down", help="stop brokers started by 'up' and delete their data")
     p_down.add_argument("--name", help="stop only this instance (default: all)")
     p_down.add_argument("--version", metavar="LINE", help="stop only the default instance of this line")
+    p_stop = sub.add_parser("stop", help="stop a broker but keep its data ('up --name NAME' starts it again)")
+    p_stop.add_argument("--name", default=f"kafka{DEFAULT_LINE}", help="the instance (default kafka4)")
+    p_stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
     sub.add_parser("status", help="say which brokers are running")
     args = parser.parse_args(argv)
     try:
@@ -690,6 +736,8 @@ def main(argv: list[str] | None = None, prog: str = "scripts/kafka") -> int:
         elif args.command == "down":
             name = args.name or (f"kafka{resolve_line(args.version).replace('.', '')}" if args.version else None)
             down(name)
+        elif args.command == "stop":
+            stop(args.name, kill=args.kill)
         else:
             lines = status()
             print("\n".join(lines) if lines else "no broker is running")

@@ -1,0 +1,653 @@
+"""The Kafka edge: one kafka-python consumer per topic-partition, shared by sessions.
+
+kafka-python is blocking and not thread-safe, so:
+
+* every call runs in a worker thread through one :class:`trio.CapacityLimiter`
+  the server owns, and never two threads touch one consumer at once (each
+  consumer has its own :class:`trio.Lock`);
+* every call has a deadline. Calls kafka-python bounds itself (poll, offset
+  lookups) get a ``timeout_ms``; the ones it does not bound (metadata) are
+  guarded by a kill switch that closes the consumer from another thread when
+  the deadline passes, which makes the blocked call return;
+* consumers live in a registry owned by the route's :class:`KafkaUpstream`,
+  keyed by (topic, partition), not by session. Sessions reading the same
+  partition share its :class:`_PartitionReader` and its bounded cache of
+  recent records: many sessions tailing one partition cost the broker one
+  stream of fetches. Idle readers are closed after ``idle_timeout``;
+* closing a consumer happens in a shielded, time-limited scope.
+
+kafka-python reports a wrong password or a bad certificate only as "Unable
+to bootstrap" after its timeout; :func:`_diagnose` then probes the brokers
+itself (TCP, then TLS) to name the real cause.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import logging
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+import attrs
+import outcome
+import trio
+
+from ._config import RouteConfig
+from ._errors import CommandFailed, partition_not_found, topic_not_found
+from ._protocol import ErrorCode, Record
+
+log = logging.getLogger("kafka_ws_trio.kafka")
+
+#: Seconds allowed for closing one kafka-python client.
+CLOSE_TIMEOUT: Final = 5.0
+#: How long a topic's partition list is trusted before it is asked again.
+METADATA_TTL: Final = 10.0
+#: How long "no such topic" is trusted (short: topics get created).
+MISSING_TOPIC_TTL: Final = 1.0
+#: How long a failed connection attempt is reported without trying again,
+#: so a burst of commands to a dead cluster costs one attempt, not one each.
+CONNECT_FAILURE_TTL: Final = 1.0
+#: Records kafka-python hands over per poll.
+MAX_POLL_RECORDS: Final = 2000
+#: Bytes of records one partition's cache may hold, besides ``cache_records``.
+DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
+#: Seconds for each TCP or TLS probe of a broker when naming a failure.
+PROBE_TIMEOUT: Final = 1.0
+#: Extra seconds the kill switch waits past a call's own deadline.
+KILL_SWITCH_MARGIN: Final = 1.0
+
+#: Fixed per-record overhead estimate (offset, timestamp, tags) for size budgets.
+_RECORD_OVERHEAD: Final = 24
+
+_client_ids = itertools.count(1)
+
+
+class ConsumerLike(Protocol):
+    """The part of ``kafka.KafkaConsumer`` we use; fakes implement it in unit tests."""
+
+    def assign(self, partitions: list[Any]) -> None: ...
+    def seek(self, partition: Any, offset: int) -> None: ...
+    def poll(self, timeout_ms: int = ..., max_records: int | None = ...) -> dict[Any, list[Any]]: ...
+    def beginning_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
+    def end_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
+    def offsets_for_times(self, timestamps: dict[Any, int], timeout_ms: int | None = ...) -> dict[Any, Any]: ...
+    def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def close(self) -> None: ...
+
+
+ConsumerFactory = Callable[..., ConsumerLike]
+
+
+@attrs.frozen
+class UpstreamStatistics:
+    """Counters of one route's Kafka side."""
+
+    readers_open: int
+    consumers_created: int
+    consumers_closed: int
+    broker_polls: int
+    cache_hits: int
+    connect_failures: int
+
+
+@attrs.define
+class _Counters:
+    consumers_created: int = 0
+    consumers_closed: int = 0
+    broker_polls: int = 0
+    cache_hits: int = 0
+    connect_failures: int = 0
+
+
+def _ssl_context(route: RouteConfig) -> ssl.SSLContext | None:
+    """The TLS context for the route's brokers, or None for plaintext."""
+    tls = route.tls
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.verify:
+        if tls.ca_file:
+            context.load_verify_locations(cafile=tls.ca_file)
+        else:
+            context.load_default_certs()
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        password = tls.key_password.reveal() if tls.key_password is not None else None
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=password)
+    return context
+
+
+def consumer_config(route: RouteConfig) -> dict[str, Any]:
+    """kafka-python settings for one of this route's consumers (secrets included)."""
+    request_timeout_ms = int(route.request_timeout * 1000)
+    config: dict[str, Any] = {
+        "bootstrap_servers": list(route.nodes),
+        "client_id": f"{route.client_id}-{next(_client_ids)}",
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "none",
+        "security_protocol": route.security_protocol,
+        "bootstrap_timeout_ms": request_timeout_ms,
+        # kafka-python requires fetch_max_wait_ms < request_timeout_ms.
+        "request_timeout_ms": max(request_timeout_ms, int(route.fetch_max_wait * 1000) + 1000),
+        "fetch_max_wait_ms": int(route.fetch_max_wait * 1000),
+        "max_partition_fetch_bytes": route.fetch_max_bytes,
+        "fetch_max_bytes": route.fetch_max_bytes,
+        "max_poll_records": MAX_POLL_RECORDS,
+        "reconnect_backoff_max_ms": 1000,
+    }
+    context = _ssl_context(route)
+    if context is not None:
+        config["ssl_context"] = context
+    if route.sasl is not None:
+        config["sasl_mechanism"] = route.sasl.mechanism
+        config["sasl_plain_username"] = route.sasl.username
+        config["sasl_plain_password"] = route.sasl.password.reveal()
+    return config
+
+
+def _split_node(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _diagnose(route: RouteConfig, *, tcp_only: bool = False) -> CommandFailed | None:
+    """Name why the route's brokers cannot be used, probing them directly (blocking).
+
+    Returns None when ``tcp_only`` and some broker accepts TCP connections.
+    Bounded by PROBE_TIMEOUT per node for the TCP connect and again for TLS.
+    """
+    context = None if tcp_only else _ssl_context(route)
+    reachable = []
+    for node in route.nodes:
+        host, port = _split_node(node)
+        try:
+            sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
+        except OSError:
+            continue
+        with sock:
+            if context is not None:
+                try:
+                    with context.wrap_socket(sock, server_hostname=host):
+                        pass
+                except ssl.SSLCertVerificationError as exc:
+                    return CommandFailed(ErrorCode.TLS_FAILED, f"TLS certificate verify failed: {exc.verify_message}")
+                except (ssl.SSLError, OSError) as exc:
+                    return CommandFailed(ErrorCode.TLS_FAILED, f"TLS handshake failed with {node}: {exc}")
+        reachable.append(node)
+    if not reachable:
+        return CommandFailed(ErrorCode.BROKER_UNREACHABLE, f"broker unreachable: {', '.join(route.nodes)}")
+    if tcp_only:
+        return None
+    if route.sasl is not None:
+        return CommandFailed(ErrorCode.AUTHENTICATION_FAILED, "SASL authentication failed")
+    return CommandFailed(ErrorCode.BROKER_UNREACHABLE, f"broker not responding: {', '.join(reachable)}")
+
+
+def _named_failure(route: RouteConfig, exc: Exception, what: str) -> CommandFailed:
+    """A kafka-python failure as a command failure; a timeout is probed to name its cause."""
+    failure = _kafka_failure(exc, what)
+    if failure.code == ErrorCode.TIMEOUT:
+        return _diagnose(route) or failure
+    return failure
+
+
+def _kafka_failure(exc: Exception, what: str) -> CommandFailed:
+    """Turn a kafka-python exception into a command failure with Kafka's own error name."""
+    from kafka.errors import KafkaTimeoutError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
+
+    if isinstance(exc, OffsetOutOfRangeError):
+        return CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
+    if isinstance(exc, UnknownTopicOrPartitionError):
+        return topic_not_found()
+    if isinstance(exc, KafkaTimeoutError):
+        return CommandFailed(ErrorCode.TIMEOUT, f"{what} timed out")
+    name = getattr(exc, "message", None)
+    if isinstance(name, str) and name:
+        if name == "NOT_LEADER_FOR_PARTITION":
+            name = "NOT_LEADER_OR_FOLLOWER"  # Kafka's current name for errno 6
+        return CommandFailed(ErrorCode.KAFKA_ERROR, name)
+    return CommandFailed(ErrorCode.KAFKA_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _to_record(message: Any) -> Record:
+    return Record(
+        offset=message.offset,
+        timestamp=message.timestamp,
+        key=message.key,
+        value=message.value,
+        headers=tuple(message.headers or ()),
+    )
+
+
+def _record_size(record: Record) -> int:
+    size = _RECORD_OVERHEAD + len(record.key or b"") + len(record.value or b"")
+    for key, value in record.headers:
+        size += len(key) + len(value or b"") + 4
+    return size
+
+
+class _Client:
+    """One kafka-python consumer and the lock that keeps it to one thread at a time."""
+
+    def __init__(self, upstream: KafkaUpstream, consumer: ConsumerLike) -> None:
+        self._upstream = upstream
+        self.consumer = consumer
+        self.lock = trio.Lock()
+        self.closed = False
+
+    async def call(self, fn: Callable[[], Any], deadline: float) -> Any:
+        """Run ``fn`` (which uses the consumer) in a thread; the caller holds ``lock``.
+
+        If ``fn`` has not returned ``deadline`` seconds after its thread
+        started (plus a margin), the consumer is closed from another thread,
+        which makes a stuck kafka-python call return; the client is then
+        unusable and the registry replaces it.
+        """
+        started = trio.Event()
+        kill_scope = trio.CancelScope(shield=True)
+
+        def in_thread() -> outcome.Outcome[Any]:
+            trio.from_thread.run_sync(started.set)
+            # Captured, so that fn's exception is not wrapped in the nursery's ExceptionGroup.
+            captured: outcome.Outcome[Any] = outcome.capture(fn)
+            return captured
+
+        async def kill_switch() -> None:
+            with kill_scope:
+                await started.wait()
+                await trio.sleep(deadline + KILL_SWITCH_MARGIN)
+                log.warning("a Kafka call overran its %.1fs deadline; closing its consumer", deadline)
+                self.closed = True
+                await trio.to_thread.run_sync(self.consumer.close)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_switch)
+            try:
+                result = await trio.to_thread.run_sync(in_thread, limiter=self._upstream.limiter)
+            finally:
+                kill_scope.cancel()
+        return result.unwrap()
+
+    async def aclose(self) -> None:
+        """Close the consumer: shielded, time-limited, and never twice."""
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+            async with self.lock:
+                if not self.closed:
+                    self.closed = True
+                    await trio.to_thread.run_sync(self.consumer.close)
+                    self._upstream.counters.consumers_closed += 1
+        if scope.cancelled_caught:
+            log.warning("closing a Kafka consumer took longer than %.0fs; left to finish in its thread", CLOSE_TIMEOUT)
+
+
+class _PartitionReader:
+    """Reads one topic-partition for every session that asks, through one consumer.
+
+    Keeps a window of recently fetched records ``[start, next)``; a fetch at an
+    offset inside the window is answered from memory. At the log end, one
+    poll serves every session waiting there (``_tail``).
+    """
+
+    def __init__(self, upstream: KafkaUpstream, topic: str, partition: int, client: _Client) -> None:
+        from kafka import TopicPartition
+
+        self._upstream = upstream
+        self._route = upstream.route
+        self.topic = topic
+        self.partition = partition
+        self.tp = TopicPartition(topic, partition)
+        self.client = client
+        self._records: deque[Record] = deque()
+        self._offsets: deque[int] = deque()
+        self._bytes = 0
+        #: First offset the window covers, and the consumer's position after it.
+        self._start: int | None = None
+        self._next: int | None = None
+        self._tail: trio.Event | None = None
+        self.users = 0
+        self.last_used = trio.current_time()
+
+    # ---------------------------------------------------------------- window
+
+    def _from_window(self, offset: int, max_bytes: int) -> list[Record] | None:
+        if self._start is None or self._next is None or not (self._start <= offset < self._next):
+            return None
+        first = bisect.bisect_left(self._offsets, offset)
+        out: list[Record] = []
+        budget = max_bytes
+        for index in range(first, len(self._records)):
+            record = self._records[index]
+            budget -= _record_size(record)
+            if out and budget < 0:
+                break
+            out.append(record)
+        if not out:
+            # Offsets in [offset, next) hold no records (compaction, markers).
+            return None if self._next == offset else []
+        return out
+
+    def _remember(self, start: int, records: list[Record], position: int) -> None:
+        if self._next != start:
+            self._records.clear()
+            self._offsets.clear()
+            self._bytes = 0
+            self._start = start
+        for record in records:
+            self._records.append(record)
+            self._offsets.append(record.offset)
+            self._bytes += _record_size(record)
+        self._next = position
+        limit_records, limit_bytes = self._route.cache_records, DEFAULT_CACHE_BYTES
+        while self._records and (len(self._records) > limit_records or self._bytes > limit_bytes):
+            dropped = self._records.popleft()
+            self._offsets.popleft()
+            self._bytes -= _record_size(dropped)
+            self._start = dropped.offset + 1
+
+    # ----------------------------------------------------------------- fetch
+
+    async def fetch(self, offset: int, max_bytes: int) -> list[Record]:
+        """Records from ``offset`` on, about ``max_bytes`` of them; [] at the log end after a bounded wait."""
+        found = self._from_window(offset, max_bytes)
+        if found:
+            self._upstream.counters.cache_hits += 1
+            return found
+        if self._tail is not None and offset == self._next:
+            # Another session is already polling at the log end: share its result.
+            await self._tail.wait()
+            self._upstream.counters.cache_hits += 1
+            return self._from_window(offset, max_bytes) or []
+        return await self._poll(offset, max_bytes)
+
+    async def _poll(self, offset: int, max_bytes: int) -> list[Record]:
+        event = trio.Event()
+        if offset == self._next:
+            self._tail = event
+        try:
+            async with self.client.lock:
+                self._check_open()
+                found = self._from_window(offset, max_bytes)
+                if found:
+                    return found
+                seek = self._next != offset
+                try:
+                    records, position = await self.client.call(
+                        lambda: self._poll_sync(offset, seek), self._upstream.call_budget
+                    )
+                except CommandFailed:
+                    self._next = None  # the consumer's position is unknown now: seek next time
+                    raise
+                self._upstream.counters.broker_polls += 1
+                self._remember(offset, records, position)
+                return self._from_window(offset, max_bytes) or []
+        finally:
+            event.set()
+            if self._tail is event:
+                self._tail = None
+
+    def _check_open(self) -> None:
+        if self.client.closed:
+            raise CommandFailed(ErrorCode.BROKER_UNREACHABLE, "connection to Kafka was reset; try again")
+
+    def _poll_sync(self, offset: int, seek: bool) -> tuple[list[Record], int]:
+        """In a thread: read from ``offset``; when nothing comes, find out why."""
+        consumer = self.client.consumer
+        give_up = time.monotonic() + self._route.request_timeout
+        wait_ms = int(self._route.fetch_max_wait * 1000)
+        if seek:
+            consumer.seek(self.tp, offset)
+        while True:
+            try:
+                batches = consumer.poll(timeout_ms=wait_ms, max_records=MAX_POLL_RECORDS)
+            except Exception as exc:
+                raise _named_failure(self._route, exc, "fetch") from exc
+            records = [_to_record(m) for m in batches.get(self.tp, ())]
+            if records:
+                return records, records[-1].offset + 1
+            # Nothing came: the log end, data not fetched yet, or a broker that
+            # is gone. poll() cannot tell these apart; the log end offset can.
+            end = self._end_offset_sync()
+            if offset == end:
+                return [], offset
+            if offset > end:
+                raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                raise CommandFailed(ErrorCode.TIMEOUT, "fetch timed out")
+            wait_ms = int(min(remaining, self._route.request_timeout) * 1000)
+
+    def _end_offset_sync(self) -> int:
+        consumer = self.client.consumer
+        try:
+            ends = consumer.end_offsets([self.tp], timeout_ms=int(self._route.request_timeout * 1000))
+        except Exception as exc:
+            raise _named_failure(self._route, exc, "list offsets") from exc
+        return int(ends[self.tp])
+
+    # ------------------------------------------------------------ list offset
+
+    async def list_offset(self, timestamp: int) -> int:
+        async with self.client.lock:
+            self._check_open()
+            result: int = await self.client.call(lambda: self._list_offset_sync(timestamp), self._upstream.call_budget)
+            return result
+
+    def _list_offset_sync(self, timestamp: int) -> int:
+        consumer = self.client.consumer
+        timeout_ms = int(self._route.request_timeout * 1000)
+        if timestamp == -1:
+            return self._end_offset_sync()
+        try:
+            if timestamp == -2:
+                return int(consumer.beginning_offsets([self.tp], timeout_ms=timeout_ms)[self.tp])
+            found = consumer.offsets_for_times({self.tp: timestamp}, timeout_ms=timeout_ms)
+        except Exception as exc:
+            raise _named_failure(self._route, exc, "list offsets") from exc
+        hit = found.get(self.tp)
+        return -1 if hit is None else int(hit.offset)
+
+
+class KafkaUpstream:
+    """The Kafka side of one route: metadata, the partition-reader registry, idle cleanup.
+
+    Implements the session's ``Backend`` protocol. Start it with
+    ``await nursery.start(upstream.run)``; cancelling ``run`` closes every
+    consumer it opened.
+    """
+
+    def __init__(
+        self,
+        route: RouteConfig,
+        limiter: trio.CapacityLimiter,
+        *,
+        consumer_factory: ConsumerFactory | None = None,
+    ) -> None:
+        self.route = route
+        self.limiter = limiter
+        self._factory = consumer_factory
+        self.counters = _Counters()
+        self._readers: dict[tuple[str, int], _PartitionReader] = {}
+        self._opening: dict[tuple[str, int], trio.Event] = {}
+        self._meta: _Client | None = None
+        self._meta_lock = trio.Lock()
+        self._partitions: dict[str, tuple[float, frozenset[int]]] = {}
+        self._connect_failure: tuple[float, CommandFailed] | None = None
+
+    @property
+    def call_budget(self) -> float:
+        """Seconds one thread call may take: a wait at the log end, a Kafka request, probing the brokers."""
+        return self.route.fetch_max_wait + self.route.request_timeout + 2 * PROBE_TIMEOUT * len(self.route.nodes)
+
+    @property
+    def deadline(self) -> float:
+        """Seconds within which a command returns or fails: connecting, then one call."""
+        return self.route.request_timeout + self.call_budget
+
+    def statistics(self) -> UpstreamStatistics:
+        return UpstreamStatistics(
+            readers_open=len(self._readers),
+            consumers_created=self.counters.consumers_created,
+            consumers_closed=self.counters.consumers_closed,
+            broker_polls=self.counters.broker_polls,
+            cache_hits=self.counters.cache_hits,
+            connect_failures=self.counters.connect_failures,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Close idle readers until cancelled; then close every consumer."""
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(max(self.route.idle_timeout / 4, 0.05))
+                await self._close_idle()
+        finally:
+            with trio.CancelScope(shield=True):
+                readers = list(self._readers.values())
+                self._readers.clear()
+                async with trio.open_nursery() as nursery:
+                    for reader in readers:
+                        nursery.start_soon(reader.client.aclose)
+                    if self._meta is not None:
+                        nursery.start_soon(self._meta.aclose)
+                self._meta = None
+
+    async def _close_idle(self) -> None:
+        now = trio.current_time()
+        for key, reader in list(self._readers.items()):
+            if reader.users == 0 and now - reader.last_used >= self.route.idle_timeout:
+                del self._readers[key]
+                log.debug("closing idle reader for %s/%d", *key)
+                await reader.client.aclose()
+
+    # ------------------------------------------------------------- consumers
+
+    def _new_consumer(self) -> ConsumerLike:
+        """In a thread: a consumer connected to the route's brokers, or CommandFailed naming why not."""
+        if self._factory is not None:
+            return self._factory(**consumer_config(self.route))
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+        from kafka.net.compat import KafkaNetClient
+
+        unreachable = _diagnose(self.route, tcp_only=True)
+        if unreachable is not None:
+            raise unreachable
+        made: list[Any] = []
+
+        def client_factory(**config: Any) -> Any:
+            client = KafkaNetClient(**config)
+            made.append(client)
+            return client
+
+        try:
+            return KafkaConsumer(**consumer_config(self.route), kafka_client=client_factory)  # type: ignore[no-any-return]
+        except KafkaError as exc:
+            # A failed constructor leaves its I/O thread running: stop it.
+            for client in made:
+                with contextlib.suppress(Exception):
+                    client.close()
+            raise (_diagnose(self.route) or _kafka_failure(exc, "connect")) from exc
+
+    async def _open_client(self) -> _Client:
+        now = trio.current_time()
+        if self._connect_failure is not None and now - self._connect_failure[0] < CONNECT_FAILURE_TTL:
+            raise self._connect_failure[1]
+        try:
+            with trio.fail_after(self.deadline):
+                consumer = await trio.to_thread.run_sync(self._new_consumer, limiter=self.limiter)
+        except CommandFailed as exc:
+            self.counters.connect_failures += 1
+            self._connect_failure = (trio.current_time(), exc)
+            raise
+        except trio.TooSlowError:
+            raise CommandFailed(ErrorCode.TIMEOUT, "connecting to Kafka timed out") from None
+        self._connect_failure = None
+        self.counters.consumers_created += 1
+        return _Client(self, consumer)
+
+    # -------------------------------------------------------------- metadata
+
+    async def _partitions_of(self, topic: str) -> frozenset[int]:
+        now = trio.current_time()
+        cached = self._partitions.get(topic)
+        if cached is not None:
+            stamp, partitions = cached
+            if now - stamp < (METADATA_TTL if partitions else MISSING_TOPIC_TTL):
+                return partitions
+        async with self._meta_lock:
+            if self._meta is None or self._meta.closed:
+                self._meta = await self._open_client()
+            meta = self._meta
+            async with meta.lock:
+                try:
+                    found = await meta.call(lambda: meta.consumer.partitions_for_topic(topic), self.call_budget)
+                except Exception as exc:
+                    failure = await trio.to_thread.run_sync(_diagnose, self.route, limiter=self.limiter)
+                    await meta.aclose()
+                    self._meta = None
+                    raise (failure or _kafka_failure(exc, "metadata")) from exc
+        partitions = frozenset(found or ())
+        self._partitions[topic] = (trio.current_time(), partitions)
+        return partitions
+
+    async def _reader(self, topic: str, partition: int) -> _PartitionReader:
+        key = (topic, partition)
+        while True:
+            reader = self._readers.get(key)
+            if reader is not None and not reader.client.closed:
+                return reader
+            opening = self._opening.get(key)
+            if opening is None:
+                break
+            await opening.wait()
+        partitions = await self._partitions_of(topic)
+        if not partitions:
+            raise topic_not_found()
+        if partition not in partitions:
+            raise partition_not_found()
+        opening = self._opening[key] = trio.Event()
+        try:
+            stale = self._readers.pop(key, None)
+            if stale is not None:
+                await stale.client.aclose()
+            client = await self._open_client()
+            reader = _PartitionReader(self, topic, partition, client)
+            async with client.lock:
+                await client.call(lambda: client.consumer.assign([reader.tp]), self.call_budget)
+            self._readers[key] = reader
+            return reader
+        finally:
+            del self._opening[key]
+            opening.set()
+
+    # ------------------------------------------------------- Backend protocol
+
+    async def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
+        reader = await self._reader(topic, partition)
+        reader.users += 1
+        try:
+            return await reader.list_offset(timestamp)
+        finally:
+            reader.users -= 1
+            reader.last_used = trio.current_time()
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Sequence[Record]:
+        reader = await self._reader(topic, partition)
+        reader.users += 1
+        try:
+            return await reader.fetch(offset, max_bytes)
+        finally:
+            reader.users -= 1
+            reader.last_used = trio.current_time()
