@@ -1,27 +1,214 @@
-"""The ``kafka-ws-trio`` console command."""
+"""The ``kafka-ws-trio`` console command: serve, offsets, tail, broker."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Final
 
+import attrs
+import trio
+
+from ._config import ConfigError, ProxyConfig, ServerConfig, load_config
 from ._version import __version__
 
+log = logging.getLogger("kafka_ws_trio.cli")
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the process exit status."""
+#: Exit statuses.
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kafka-ws-trio",
-        description="A WebSocket proxy that lets browsers and other clients read Apache Kafka "
-        "using Apache APISIX's PubSub protocol.",
+        description="A WebSocket proxy that lets browsers and other clients read Apache Kafka, "
+        "speaking Apache APISIX's PubSub protocol.",
+        epilog="Run 'kafka-ws-trio COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Run the proxy until SIGINT or SIGTERM; then close every session with 1001 and exit 0.",
+        epilog="Examples:\n  kafka-ws-trio serve --config proxy.toml\n"
+        "  kafka-ws-trio serve --kafka 127.0.0.1:9092   (one route, /kafka, no TLS or SASL)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="TOML config file (see examples/proxy.toml)")
+    source.add_argument(
+        "--kafka", metavar="HOST:PORT[,HOST:PORT...]", help="serve one route, /kafka, to these plaintext brokers"
+    )
+    serve.add_argument("--host", help="listen on this address (overrides [server] host)")
+    serve.add_argument("--port", type=int, help="listen on this port, 0 for any free one (overrides [server] port)")
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides [server] log_level"
+    )
+
+    offsets = sub.add_parser(
+        "offsets",
+        help="ask a proxy for a partition's offset (ListOffset)",
+        epilog="Example: kafka-ws-trio offsets ws://127.0.0.1:9080/kafka --topic demo --partition 0 --at earliest",
+    )
+    _client_args(offsets)
+    offsets.add_argument(
+        "--at",
+        default="latest",
+        metavar="earliest|latest|MS",
+        help="earliest, latest (the next offset to be written; default), or a time in ms since the epoch",
+    )
+
+    tail = sub.add_parser(
+        "tail",
+        help="print a partition's records through a proxy (Fetch)",
+        epilog="Example: kafka-ws-trio tail ws://127.0.0.1:9080/kafka --topic demo --partition 0 --follow",
+    )
+    _client_args(tail)
+    tail.add_argument(
+        "--from",
+        dest="start",
+        default="earliest",
+        metavar="earliest|latest|OFFSET",
+        help="where to start (default earliest)",
+    )
+    tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new records (Ctrl-C to stop)")
+    tail.add_argument("--max", type=int, metavar="N", help="stop after N records")
+
     sub.add_parser(
         "broker",
-        help="run a local Kafka broker for tests and demos (same as scripts/kafka; see 'broker --help')",
+        help="run a local Kafka broker for tests and demos (see 'kafka-ws-trio broker --help')",
         add_help=False,
     )
+    return parser
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="the proxy route, e.g. ws://127.0.0.1:9080/kafka")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--partition", type=int, default=0, help="default 0")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default 30)")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python logs every reconnect attempt at ERROR; our own messages name the cause.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
+
+
+def _serve_config(args: argparse.Namespace) -> ProxyConfig:
+    if args.config:
+        config = load_config(args.config)
+    else:
+        nodes = [n.strip() for n in args.kafka.split(",") if n.strip()]
+        config = ProxyConfig.single_route(nodes, server=ServerConfig())
+    overrides = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v is not None
+    }
+    if overrides:
+        try:
+            config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
+        except ConfigError as exc:
+            raise ConfigError(exc.problem, key=f"--{exc.key.rsplit('.', 1)[-1]}") from None
+    return config
+
+
+async def _serve(config: ProxyConfig) -> None:
+    from ._server import serve_proxy
+
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            server = await nursery.start(serve_proxy, config)
+            print(
+                f"kafka-ws-trio {__version__} listening on {server.url} "
+                f"(routes: {', '.join(r.uri for r in config.routes)}); Ctrl-C to stop",
+                flush=True,
+            )
+            async for signum in signals:
+                log.info(
+                    "got %s; closing sessions (grace period %.0fs)",
+                    signal.Signals(signum).name,
+                    config.server.grace_period,
+                )
+                nursery.cancel_scope.cancel()
+                break
+    log.info("stopped")
+
+
+def _parse_at(text: str) -> int:
+    named = {"latest": -1, "earliest": -2}
+    if text in named:
+        return named[text]
+    try:
+        value = int(text)
+    except ValueError:
+        raise SystemExit(f"kafka-ws-trio: error: --at takes earliest, latest or milliseconds, not {text!r}") from None
+    if value < 0:
+        raise SystemExit("kafka-ws-trio: error: --at milliseconds must be 0 or more")
+    return value
+
+
+def _format_record(record: object) -> str:
+    from ._protocol import Record
+
+    assert isinstance(record, Record)
+    when = datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    key = "null" if record.key is None else record.key.decode("utf-8", "backslashreplace")
+    value = "null" if record.value is None else record.value.decode("utf-8", "backslashreplace")
+    headers = "".join(
+        f" {k}={'null' if v is None else v.decode('utf-8', 'backslashreplace')}" for k, v in record.headers
+    )
+    return f"offset={record.offset} time={when} key={key}{headers}\t{value}"
+
+
+async def _offsets(args: argparse.Namespace) -> int:
+    from .client import open_client
+
+    async with open_client(args.url, request_timeout=args.timeout) as client:
+        print(await client.list_offset(args.topic, args.partition, _parse_at(args.at)))
+    return EXIT_OK
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    from .client import open_client
+
+    count = 0
+    async with open_client(args.url, request_timeout=args.timeout) as client:
+        if args.start in ("earliest", "latest"):
+            offset = await client.list_offset(args.topic, args.partition, -2 if args.start == "earliest" else -1)
+        else:
+            try:
+                offset = int(args.start)
+            except ValueError:
+                raise SystemExit(
+                    f"kafka-ws-trio: error: --from takes earliest, latest or an offset, not {args.start!r}"
+                ) from None
+        while True:
+            records = await client.fetch(args.topic, args.partition, offset)
+            for record in records:
+                print(_format_record(record), flush=True)
+                offset = record.offset + 1
+                count += 1
+                if args.max is not None and count >= args.max:
+                    return EXIT_OK
+            if not records and not args.follow:
+                return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    parser = _build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "broker":
         from .testing import _broker
@@ -29,8 +216,53 @@ def main(argv: list[str] | None = None) -> int:
         return _broker.main(rest, prog="kafka-ws-trio broker")
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    parser.print_help()
-    return 2
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "serve":
+            config = _serve_config(args)
+            _setup_logging(config.server.log_level)
+            trio.run(_serve, config)
+            return EXIT_OK
+        _setup_logging("WARNING")
+        runner = _offsets if args.command == "offsets" else _tail
+        return trio.run(runner, args)
+    except ConfigError as exc:
+        print(f"kafka-ws-trio: config error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    """One line saying what went wrong and what to do, instead of a traceback."""
+    from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
+    from .client import PubSubError
+
+    # Errors from inside nurseries arrive wrapped in single-member exception groups.
+    while len(getattr(exc, "exceptions", ())) == 1:
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    if isinstance(exc, PubSubError):
+        message = f"the proxy answered: {exc.message} (code {exc.code})"
+    elif isinstance(exc, ConnectionRejected):
+        body = (exc.body or b"").decode("utf-8", "replace").strip()
+        message = f"the proxy refused the connection with HTTP {exc.status_code} ({body}); check the URL's path"
+    elif isinstance(exc, HandshakeError | OSError):
+        cause = exc.__cause__ or exc.__context__ or exc
+        message = f"could not connect to the proxy ({cause}); is it running at that address?"
+    elif isinstance(exc, ConnectionClosed):
+        message = f"the proxy closed the connection: {exc.reason}"
+    elif isinstance(exc, trio.TooSlowError):
+        message = "the proxy did not answer in time (raise --timeout?)"
+    else:
+        log.exception("unexpected error")
+        message = f"unexpected error: {exc!r}"
+    print(f"kafka-ws-trio: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

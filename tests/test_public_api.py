@@ -5,9 +5,41 @@ import kafka_ws_trio.testing
 
 
 def test_package_exports() -> None:
-    assert sorted(kafka_ws_trio.__all__) == ["__version__"]
+    assert sorted(kafka_ws_trio.__all__) == [
+        "ConfigError",
+        "ErrorCode",
+        "ProxyConfig",
+        "ProxyServer",
+        "ProxyStatistics",
+        "Record",
+        "RouteConfig",
+        "SaslConfig",
+        "Secret",
+        "ServerConfig",
+        "TlsConfig",
+        "UpstreamStatistics",
+        "__version__",
+        "load_config",
+        "parse_config",
+        "serve_proxy",
+    ]
     for name in kafka_ws_trio.__all__:
         assert hasattr(kafka_ws_trio, name)
+
+
+def test_client_exports() -> None:
+    import kafka_ws_trio.client
+
+    assert sorted(kafka_ws_trio.client.__all__) == [
+        "EARLIEST",
+        "LATEST",
+        "PubSubClient",
+        "PubSubError",
+        "Record",
+        "open_client",
+    ]
+    for name in kafka_ws_trio.client.__all__:
+        assert hasattr(kafka_ws_trio.client, name)
 
 
 def test_testing_exports() -> None:
