@@ -127,8 +127,9 @@ def _serve_config(args: argparse.Namespace) -> ProxyConfig:
 async def _serve(config: ProxyConfig) -> None:
     from ._server import serve_proxy
 
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # The receiver stays installed until shutdown is over: a second signal is absorbed.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
             server = await nursery.start(serve_proxy, config)
             print(
                 f"kafka-ws-trio {__version__} listening on {server.url} "

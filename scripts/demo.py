@@ -1,0 +1,114 @@
+"""The main job on an embedded default (run through ./scripts/demo).
+
+Starts a local Kafka broker, creates a ``demo`` topic fed by a live ticker of
+JSON price events, and serves the proxy at ws://127.0.0.1:9080/kafka until
+Ctrl-C. Then it stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import time
+
+import trio
+
+from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
+from kafka_ws_trio.testing import KafkaBroker, start_broker, stop_broker
+
+TOPIC = "demo"
+SYMBOLS = ("ACME", "GLOBEX", "INITECH", "UMBRELLA")
+
+
+def ensure_topic(broker: KafkaBroker) -> None:
+    from kafka.errors import TopicAlreadyExistsError
+
+    from kafka_ws_trio.testing import create_topic
+
+    try:
+        create_topic(broker, TOPIC, partitions=1)
+    except TopicAlreadyExistsError:
+        pass
+
+
+async def ticker(broker: KafkaBroker, interval: float) -> None:
+    """Produce one JSON event every ``interval`` seconds, keyed by symbol."""
+    from kafka import KafkaProducer
+
+    producer = await trio.to_thread.run_sync(lambda: KafkaProducer(**broker.client_config(), linger_ms=0))
+    prices = {symbol: 100.0 for symbol in SYMBOLS}
+
+    def publish(value: bytes, key: bytes) -> None:
+        producer.send(TOPIC, value, key=key).get(timeout=10)
+
+    try:
+        while True:
+            symbol = random.choice(SYMBOLS)
+            prices[symbol] = round(prices[symbol] * random.uniform(0.99, 1.01), 2)
+            event = {"symbol": symbol, "price": prices[symbol], "ts": int(time.time() * 1000)}
+            await trio.to_thread.run_sync(publish, json.dumps(event).encode(), symbol.encode())
+            await trio.sleep(interval)
+    finally:
+        with trio.move_on_after(5, shield=True):
+            await trio.to_thread.run_sync(lambda: producer.close(timeout=5))
+
+
+async def run(args: argparse.Namespace) -> None:
+    print("Starting a local Kafka broker (the first run downloads it from Maven Central) ...", file=sys.stderr)
+    broker = await trio.to_thread.run_sync(lambda: start_broker(args.kafka_version))
+    try:
+        await trio.to_thread.run_sync(ensure_topic, broker)
+        config = ProxyConfig.single_route([broker.bootstrap], server=ServerConfig(host=args.host, port=args.port))
+        # The receiver stays installed until everything has stopped, so a second
+        # Ctrl-C during shutdown is absorbed instead of interrupting the cleanup.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticker, broker, args.interval)
+                server = await nursery.start(serve_proxy, config)
+                url = f"{server.url}/kafka"
+                print(
+                    f"""
+  kafka-ws-trio is serving Kafka {broker.version} over WebSocket at  {url}
+  Topic '{TOPIC}' (partition 0) gets a JSON price event every {args.interval}s.
+
+  Watch it live, in another terminal:
+      .venv/bin/kafka-ws-trio tail {url} --topic {TOPIC} --from latest --follow
+  Ask for offsets:
+      .venv/bin/kafka-ws-trio offsets {url} --topic {TOPIC} --at earliest
+  Any APISIX PubSub client works unchanged against {url}.
+  Kafka itself: {broker.bootstrap} (PLAINTEXT).
+
+  Press Ctrl-C to stop.
+""",
+                    flush=True,
+                )
+                async for _ in signals:
+                    print("Stopping ...", file=sys.stderr)
+                    nursery.cancel_scope.cancel()
+                    break
+    finally:
+        await trio.to_thread.run_sync(stop_broker, broker)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run kafka-ws-trio on a local broker with a live demo topic.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9080, help="port to serve on (default 9080)")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between demo events (default 0.5)")
+    parser.add_argument("--kafka-version", default="4", help="Kafka release line: 4 or 3.9 (default 4)")
+    args = parser.parse_args()
+    try:
+        trio.run(run, args)
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C during shutdown; the cleanup already ran
+    except OSError as exc:
+        print(f"demo: error: {exc}; is port {args.port} taken? Try --port 9081", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
