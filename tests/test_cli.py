@@ -1,0 +1,120 @@
+"""The console command and the trio.run script, as a user runs them: separate processes."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from kafka_ws_trio.testing import KafkaBroker, Record, produce
+
+COMMAND = str(Path(sys.executable).parent / "kafka-ws-trio")
+START_TIMEOUT = 30
+
+
+async def _start(args: list[str], nursery: trio.Nursery) -> tuple[trio.Process, str]:
+    """Start a server process; return it and the URL from its 'listening on' line."""
+    run = functools.partial(trio.run_process, args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    process: trio.Process = await nursery.start(run)
+    assert process.stdout is not None
+    seen = b""
+    with trio.fail_after(START_TIMEOUT):
+        while b"listening on ws://" not in seen or not seen.endswith(b"\n"):
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"the server exited before listening: {seen!r}"
+            seen += chunk
+    url = seen.split(b"listening on ", 1)[1].split()[0].decode()
+    return process, url
+
+
+@pytest.mark.timeout(90)
+async def test_serve_exits_0_on_sigterm_and_closes_sessions_with_1001(kafka_broker: KafkaBroker) -> None:
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"], nursery)
+        async with open_websocket_url(url + "/kafka") as ws:
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1001
+        with trio.fail_after(15):
+            assert await process.wait() == 0
+
+
+@pytest.mark.timeout(90)
+async def test_offsets_and_tail_print_what_the_proxy_reads(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
+    produce(kafka_broker, kafka_topic, [Record(b"v1", key=b"k1", headers=[("h", b"x")]), Record(b"v2")])
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"], nursery)
+        route = url + "/kafka"
+        try:
+            with trio.fail_after(30):
+                earliest = await trio.run_process(
+                    [COMMAND, "offsets", route, "--topic", kafka_topic, "--at", "earliest"], capture_stdout=True
+                )
+                latest = await trio.run_process(
+                    [COMMAND, "offsets", route, "--topic", kafka_topic], capture_stdout=True
+                )
+                tail = await trio.run_process(
+                    [COMMAND, "tail", route, "--topic", kafka_topic, "--from", "earliest"], capture_stdout=True
+                )
+                missing = await trio.run_process(
+                    [COMMAND, "tail", route, "--topic", "no-such-topic"], capture_stderr=True, check=False
+                )
+        finally:
+            process.send_signal(signal.SIGINT)
+    assert earliest.stdout.decode().strip() == "0"
+    assert latest.stdout.decode().strip() == "2"
+    lines = tail.stdout.decode().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("offset=0 ")
+    assert "key=k1 h=x" in lines[0]
+    assert lines[0].endswith("\tv1")
+    assert lines[1].startswith("offset=1 ")
+    assert "key=null" in lines[1]
+    assert lines[1].endswith("\tv2")
+    assert missing.returncode == 1
+    assert b"not found topic" in missing.stderr
+
+
+def test_a_bad_config_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[server]\nport = 9080\n[[routes]]\nuri = "/kafka"\nnodes = ["127.0.0.1:9092"]\n'
+        'sasl = { mechanism = "MD5", username = "u", password = "hunter2" }\n'
+    )
+    result = subprocess.run([COMMAND, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "routes[0].sasl.mechanism" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_help_explains_every_command() -> None:
+    result = subprocess.run([COMMAND, "--help"], capture_output=True, text=True, timeout=60, check=True)
+    for command in ("serve", "offsets", "tail", "broker"):
+        assert command in result.stdout
+    serve = subprocess.run([COMMAND, "serve", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    for text in ("--config", "--kafka", "--host", "--port", "SIGTERM"):
+        assert text in serve.stdout
+
+
+@pytest.mark.timeout(90)
+async def test_trio_run_script_serves_and_stops_on_ctrl_c(
+    kafka_broker: KafkaBroker, tmp_path: Path, repo_root: Path
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(f'[server]\nport = 0\n[[routes]]\nuri = "/kafka"\nnodes = ["{kafka_broker.bootstrap}"]\n')
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([sys.executable, str(repo_root / "scripts" / "serve.py"), str(config)], nursery)
+        from kafka_ws_trio.client import open_client
+
+        async with open_client(url + "/kafka") as client:
+            assert await client.ping(b"hello") == b"hello"
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await process.wait() == 0
