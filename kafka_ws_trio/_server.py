@@ -9,7 +9,7 @@ from typing import Final, NoReturn
 
 import attrs
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest, WebSocketServer, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer, serve_websocket
 
 from ._config import ProxyConfig, RouteConfig
 from ._kafka import KafkaUpstream, UpstreamStatistics
@@ -104,6 +104,8 @@ class ProxyServer:
         """trio-websocket's handler: must never raise, or it would stop the server."""
         try:
             await self._serve_request(request)
+        except ConnectionClosed:
+            pass  # the client left during the handshake
         except Exception:
             log.exception("unexpected error while serving %s", request.path)
 
