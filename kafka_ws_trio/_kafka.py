@@ -612,20 +612,25 @@ class KafkaUpstream:
             if opening is None:
                 break
             await opening.wait()
-        partitions = await self._partitions_of(topic)
-        if not partitions:
-            raise topic_not_found()
-        if partition not in partitions:
-            raise partition_not_found()
+        # Claim the key before the first checkpoint, so one task opens it and the rest wait.
         opening = self._opening[key] = trio.Event()
         try:
+            partitions = await self._partitions_of(topic)
+            if not partitions:
+                raise topic_not_found()
+            if partition not in partitions:
+                raise partition_not_found()
             stale = self._readers.pop(key, None)
             if stale is not None:
                 await stale.client.aclose()
             client = await self._open_client()
-            reader = _PartitionReader(self, topic, partition, client)
-            async with client.lock:
-                await client.call(lambda: client.consumer.assign([reader.tp]), self.call_budget)
+            try:
+                reader = _PartitionReader(self, topic, partition, client)
+                async with client.lock:
+                    await client.call(lambda: client.consumer.assign([reader.tp]), self.call_budget)
+            except BaseException:
+                await client.aclose()  # shielded: runs even when we are cancelled
+                raise
             self._readers[key] = reader
             return reader
         finally:
