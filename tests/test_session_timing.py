@@ -1,0 +1,123 @@
+"""Session logic with fakes and Trio's mock clock: no Kafka, no sockets, no threads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed
+
+from kafka_ws_trio._pb import pubsub_pb2 as pb
+from kafka_ws_trio._protocol import Record
+from kafka_ws_trio._session import CLOSE_POLICY_VIOLATION, Session, SessionLimits, _PartitionOrder
+
+
+class FakeWebSocket:
+    """Frames in through a channel; sends either recorded or blocked forever (a client that never reads)."""
+
+    def __init__(self, *, reads_responses: bool = True) -> None:
+        self.incoming_send, self._incoming = trio.open_memory_channel[bytes](100)
+        self.sent: list[pb.PubSubResp] = []
+        self.sent_event = trio.Event()
+        self.closed_with: tuple[int, str] | None = None
+        self._reads = reads_responses
+
+    async def get_message(self) -> bytes:
+        try:
+            return await self._incoming.receive()
+        except trio.EndOfChannel:
+            raise ConnectionClosed(None) from None  # type: ignore[arg-type]
+
+    async def send_message(self, frame: bytes) -> None:
+        if not self._reads:
+            await trio.sleep_forever()
+        response = pb.PubSubResp()
+        response.ParseFromString(frame)
+        self.sent.append(response)
+        self.sent_event.set()
+        self.sent_event = trio.Event()
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = (code, reason or "")
+
+
+class SlowBackend:
+    """Answers after a per-partition delay in Trio time, to reorder completions."""
+
+    deadline = 5.0
+
+    def __init__(self, delays: dict[int, float]) -> None:
+        self.delays = delays
+
+    async def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
+        await trio.sleep(self.delays.get(partition, 0))
+        return 100 + partition
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Sequence[Record]:
+        await trio.sleep(self.delays.get(offset, 0))
+        return [Record(offset=offset, timestamp=0, key=None, value=b"v")]
+
+
+def _fetch(sequence: int, partition: int, offset: int) -> bytes:
+    request = pb.PubSubReq(sequence=sequence)
+    request.cmd_kafka_fetch.topic = "t"
+    request.cmd_kafka_fetch.partition = partition
+    request.cmd_kafka_fetch.offset = offset
+    return request.SerializeToString()
+
+
+async def test_same_partition_answers_keep_request_order_even_when_later_ones_finish_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Offset 1 takes 3 s, offset 2 takes 1 s, offset 3 is instant: completion order 3, 2, 1.
+    ws = FakeWebSocket()
+    session = Session(ws, SlowBackend({1: 3.0, 2: 1.0}), SessionLimits(max_message_size=4096))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        for sequence, offset in ((10, 1), (11, 2), (12, 3)):
+            await ws.incoming_send.send(_fetch(sequence, 0, offset))
+        with trio.fail_after(10):
+            while len(ws.sent) < 3:
+                await ws.sent_event.wait()
+        await ws.incoming_send.aclose()
+    assert [r.sequence for r in ws.sent] == [10, 11, 12]
+
+
+async def test_other_partitions_may_overtake(autojump_clock: trio.testing.MockClock) -> None:
+    ws = FakeWebSocket()
+    session = Session(ws, SlowBackend({1: 3.0}), SessionLimits(max_message_size=4096))  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await ws.incoming_send.send(_fetch(1, 0, 1))  # slow, partition 0
+        await ws.incoming_send.send(_fetch(2, 5, 7))  # fast, partition 5
+        with trio.fail_after(10):
+            while len(ws.sent) < 2:
+                await ws.sent_event.wait()
+        await ws.incoming_send.aclose()
+    assert [r.sequence for r in ws.sent] == [2, 1]
+
+
+async def test_a_client_that_stops_reading_is_closed_after_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws = FakeWebSocket(reads_responses=False)
+    limits = SessionLimits(max_message_size=4096, send_timeout=30.0)
+    session = Session(ws, SlowBackend({}), limits)  # type: ignore[arg-type]
+    await ws.incoming_send.send(_fetch(1, 0, 0))
+    start = trio.current_time()
+    with trio.fail_after(60):
+        await session.run()
+    assert trio.current_time() - start == pytest.approx(30.0, abs=0.5)
+    assert ws.closed_with == (CLOSE_POLICY_VIOLATION, "client too slow")
+
+
+async def test_partition_order_table_forgets_finished_lanes() -> None:
+    order = _PartitionOrder()
+    tickets = [order.take_ticket(("t", 0)) for _ in range(3)]
+    assert tickets == [0, 1, 2]
+    for ticket in tickets:
+        await order.wait_turn(("t", 0), ticket)
+        order.done(("t", 0))
+    assert order._lanes == {}
