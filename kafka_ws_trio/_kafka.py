@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
@@ -292,12 +292,38 @@ class _Client:
             log.warning("closing a Kafka consumer took longer than %.0fs; left to finish in its thread", CLOSE_TIMEOUT)
 
 
+@attrs.define
+class _Poll:
+    """A poll in progress at one offset; sessions asking for the same offset share it."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    records: list[Record] = attrs.Factory(list)
+    failure: CommandFailed | None = None
+
+
+def _take(records: Iterable[Record], offset: int, max_bytes: int) -> list[Record]:
+    """The records at or after ``offset``, about ``max_bytes`` of them (at least one)."""
+    out: list[Record] = []
+    budget = max_bytes
+    for record in records:
+        if record.offset < offset:
+            continue
+        budget -= _record_size(record)
+        if out and budget < 0:
+            break
+        out.append(record)
+    return out
+
+
 class _PartitionReader:
     """Reads one topic-partition for every session that asks, through one consumer.
 
     Keeps a window of recently fetched records ``[start, next)``; a fetch at an
-    offset inside the window is answered from memory. At the log end, one
-    poll serves every session waiting there (``_tail``).
+    offset inside it is answered from memory. A fetch outside it polls the
+    consumer; sessions asking for the same offset while that poll runs share
+    its result (at the log end, that is every tailing session). The window
+    follows the newest data: reading older records (a client catching up)
+    does not evict what the tailing sessions need.
     """
 
     def __init__(self, upstream: KafkaUpstream, topic: str, partition: int, client: _Client) -> None:
@@ -312,10 +338,12 @@ class _PartitionReader:
         self._records: deque[Record] = deque()
         self._offsets: deque[int] = deque()
         self._bytes = 0
-        #: First offset the window covers, and the consumer's position after it.
+        #: The window covers offsets [start, next).
         self._start: int | None = None
         self._next: int | None = None
-        self._tail: trio.Event | None = None
+        #: Where the consumer will read next; None when unknown (seek first).
+        self._position: int | None = None
+        self._polls: dict[int, _Poll] = {}
         self.users = 0
         self.last_used = trio.current_time()
 
@@ -325,21 +353,18 @@ class _PartitionReader:
         if self._start is None or self._next is None or not (self._start <= offset < self._next):
             return None
         first = bisect.bisect_left(self._offsets, offset)
-        out: list[Record] = []
-        budget = max_bytes
-        for index in range(first, len(self._records)):
-            record = self._records[index]
-            budget -= _record_size(record)
-            if out and budget < 0:
-                break
-            out.append(record)
-        if not out:
-            # Offsets in [offset, next) hold no records (compaction, markers).
-            return None if self._next == offset else []
-        return out
+        found = _take(itertools.islice(self._records, first, None), offset, max_bytes)
+        if not found:
+            # Offsets in [offset, next) hold no records (compaction, transaction markers).
+            return None
+        return found
 
     def _remember(self, start: int, records: list[Record], position: int) -> None:
-        if self._next != start:
+        """Add a poll's result to the window, unless it is older than what the window holds."""
+        contiguous = self._next == start
+        if not contiguous and self._next is not None and position <= self._next:
+            return  # older data, read for one client: keep the window on the newest records
+        if not contiguous:
             self._records.clear()
             self._offsets.clear()
             self._bytes = 0
@@ -364,38 +389,42 @@ class _PartitionReader:
         if found:
             self._upstream.counters.cache_hits += 1
             return found
-        if self._tail is not None and offset == self._next:
-            # Another session is already polling at the log end: share its result.
-            await self._tail.wait()
+        shared = self._polls.get(offset)
+        if shared is not None:
+            await shared.done.wait()
             self._upstream.counters.cache_hits += 1
-            return self._from_window(offset, max_bytes) or []
+            if shared.failure is not None:
+                raise shared.failure
+            return _take(shared.records, offset, max_bytes)
         return await self._poll(offset, max_bytes)
 
     async def _poll(self, offset: int, max_bytes: int) -> list[Record]:
-        event = trio.Event()
-        if offset == self._next:
-            self._tail = event
+        poll = self._polls[offset] = _Poll()
         try:
             async with self.client.lock:
                 self._check_open()
                 found = self._from_window(offset, max_bytes)
                 if found:
+                    poll.records = found
                     return found
-                seek = self._next != offset
+                seek = self._position != offset
                 try:
                     records, position = await self.client.call(
                         lambda: self._poll_sync(offset, seek), self._upstream.call_budget
                     )
-                except CommandFailed:
-                    self._next = None  # the consumer's position is unknown now: seek next time
+                except CommandFailed as exc:
+                    self._position = None  # unknown after a failure: seek next time
+                    poll.failure = exc
                     raise
+                self._position = position
                 self._upstream.counters.broker_polls += 1
                 self._remember(offset, records, position)
-                return self._from_window(offset, max_bytes) or []
+                poll.records = records
+                return _take(records, offset, max_bytes)
         finally:
-            event.set()
-            if self._tail is event:
-                self._tail = None
+            poll.done.set()
+            if self._polls.get(offset) is poll:
+                del self._polls[offset]
 
     def _check_open(self) -> None:
         if self.client.closed:
