@@ -128,7 +128,7 @@ def test_kafka_up_then_down_leaves_no_process_and_no_data(repo_root: Path) -> No
     env = {**os.environ, "PYTHON": sys.executable}
     try:
         first = subprocess.run(
-            [*script, "up", "--version", line, "--name", name, "--port-base", "39292"],
+            [*script, "up", "--version", line, "--name", name, "--port-base", "25292"],
             capture_output=True,
             text=True,
             timeout=180,
@@ -148,13 +148,13 @@ def test_kafka_up_then_down_leaves_no_process_and_no_data(repo_root: Path) -> No
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
         } <= keys
-        assert "export KAFKA_BOOTSTRAP=127.0.0.1:39292" in exports
+        assert "export KAFKA_BOOTSTRAP=127.0.0.1:25292" in exports
         assert f"export KAFKA_VERSION={_broker.VERSIONS[line]}" in exports
         assert run_dir.is_dir()
         assert _processes_mentioning(str(run_dir))
 
         again = subprocess.run(
-            [*script, "up", "--version", line, "--name", name, "--port-base", "39292"],
+            [*script, "up", "--version", line, "--name", name, "--port-base", "25292"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -166,10 +166,10 @@ def test_kafka_up_then_down_leaves_no_process_and_no_data(repo_root: Path) -> No
 
         status = subprocess.run([*script, "status"], capture_output=True, text=True, timeout=60, env=env)
         assert name in status.stdout
-        assert "127.0.0.1:39292" in status.stdout
+        assert "127.0.0.1:25292" in status.stdout
     finally:
         down = subprocess.run([*script, "down", "--name", name], capture_output=True, text=True, timeout=120, env=env)
     assert down.returncode == 0, down.stderr
     assert _processes_mentioning(str(run_dir)) == []
     assert not run_dir.exists()
-    assert _broker._port_free(39292)
+    assert _broker._port_free(25292)

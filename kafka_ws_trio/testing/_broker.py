@@ -39,9 +39,13 @@ from typing import TypedDict, cast
 VERSIONS: dict[str, str] = {"3.9": "3.9.2", "4": "4.3.1"}
 DEFAULT_LINE = "4"
 
-#: First port of each line's block of five. Far from Kafka's 9092 and from
-#: the ephemeral range, and different per line so both can run at once.
-DEFAULT_PORT_BASES: dict[str, int] = {"3.9": 39192, "4": 39092}
+#: First port of each line's block of five: away from Kafka's usual 9092,
+#: 19092 and 29092, below Linux's ephemeral range (32768 and up, where a
+#: random outgoing connection may hold a port at the moment we bind it), and
+#: different per line so both can run at once.
+DEFAULT_PORT_BASES: dict[str, int] = {"3.9": 25192, "4": 25092}
+#: How long a busy port may take to free up before ``up`` gives up on it.
+PORT_WAIT_S = 3.0
 LISTENERS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "CONTROLLER")
 
 DEFAULT_START_TIMEOUT_S = 120.0
@@ -473,7 +477,9 @@ def up(
             shutil.rmtree(run)
         base = port_base if port_base is not None else DEFAULT_PORT_BASES[line]
         ports = {listener: base + i for i, listener in enumerate(LISTENERS)}
-        busy = [p for p in ports.values() if not _port_free(p)]
+        wait_until = time.monotonic() + PORT_WAIT_S
+        while (busy := [p for p in ports.values() if not _port_free(p)]) and time.monotonic() < wait_until:
+            time.sleep(0.2)
         if busy:
             raise BrokerError(
                 f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use; "
