@@ -1,0 +1,294 @@
+"""Helpers for the tests that run a real proxy: start it, speak raw PubSub frames to it
+through two independent WebSocket libraries, and send it raw HTTP.
+
+Plain functions and classes, imported by the test modules; the fixtures built on them
+live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, Final, Protocol
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from kafka_ws_trio._config import ProxyConfig
+from kafka_ws_trio._pb import pubsub_pb2 as pb
+from kafka_ws_trio._server import BackendFactory, ProxyServer, serve_proxy
+
+#: Seconds any single wait for the proxy may take before the test fails.
+WAIT: Final = 10.0
+#: What a failing Kafka call may take beyond its route's request_timeout: the proxy's own
+#: probe of the brokers that names the cause (a TCP connect and a TLS handshake on loopback).
+DIAGNOSIS_MARGIN: Final = 2.0
+#: The WebSocket libraries the protocol-level tests drive the proxy with.
+WS_LIBRARIES: Final = ("trio-websocket", "websockets")
+
+_IDLE_TRIO_WORKER: Final = re.compile(r"Trio thread \d+")
+
+
+@asynccontextmanager
+async def running_proxy(
+    config: ProxyConfig, *, backend_factory: BackendFactory | None = None
+) -> AsyncIterator[ProxyServer]:
+    """Serve ``config`` for the block; leaving it shuts the proxy down gracefully."""
+    async with trio.open_nursery() as nursery:
+        server: ProxyServer = await nursery.start(partial(serve_proxy, config, backend_factory=backend_factory))
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def settled(condition: Callable[[], bool], seconds: float = WAIT) -> bool:
+    """Wait until ``condition()`` holds, for a state nothing signals (a statistics counter,
+    the thread list); False if it still does not after ``seconds``.
+
+    Use as ``assert await settled(lambda: ...), "what did not happen"``.
+    """
+    with trio.move_on_after(seconds):
+        # Polling on purpose: no event tells when a counter or the thread list changes.
+        while not condition():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ------------------------------------------------------------------ frames
+
+
+def ping(sequence: int, state: bytes = b"") -> bytes:
+    return pb.PubSubReq(sequence=sequence, cmd_ping=pb.CmdPing(state=state)).SerializeToString()
+
+
+def list_offset(sequence: int, topic: str, partition: int, timestamp: int) -> bytes:
+    command = pb.CmdKafkaListOffset(topic=topic, partition=partition, timestamp=timestamp)
+    return pb.PubSubReq(sequence=sequence, cmd_kafka_list_offset=command).SerializeToString()
+
+
+def fetch(sequence: int, topic: str, partition: int, offset: int) -> bytes:
+    command = pb.CmdKafkaFetch(topic=topic, partition=partition, offset=offset)
+    return pb.PubSubReq(sequence=sequence, cmd_kafka_fetch=command).SerializeToString()
+
+
+def varint(value: int) -> bytes:
+    """Protobuf's base-128 varint; negative numbers as their 64-bit two's complement."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (a sub-message), written by hand."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def sequence_field(sequence: int) -> bytes:
+    """``PubSubReq.sequence`` (field 1, varint), written by hand."""
+    return varint(1 << 3) + varint(sequence)
+
+
+def parse(frame: bytes) -> pb.PubSubResp:
+    return pb.PubSubResp.FromString(frame)
+
+
+def expect_error(response: pb.PubSubResp, sequence: int, code: int, message: str) -> None:
+    assert response.WhichOneof("resp") == "error_resp", response
+    assert (response.sequence, response.error_resp.code, response.error_resp.message) == (sequence, code, message)
+
+
+def fetched(response: pb.PubSubResp, sequence: int) -> Sequence[pb.KafkaMessage]:
+    """The messages of a fetch response to the request with ``sequence``."""
+    assert response.WhichOneof("resp") == "kafka_fetch_resp", response
+    assert response.sequence == sequence
+    return response.kafka_fetch_resp.messages
+
+
+def listed(response: pb.PubSubResp, sequence: int) -> int:
+    """The offset of a list-offset response to the request with ``sequence``."""
+    assert response.WhichOneof("resp") == "kafka_list_offset_resp", response
+    assert response.sequence == sequence
+    offset: int = response.kafka_list_offset_resp.offset
+    return offset
+
+
+def message_fields(message: pb.KafkaMessage) -> tuple[Any, ...]:
+    """A fetched message as (offset, timestamp, key, value, headers); None where the field is null."""
+    return (
+        message.offset,
+        message.timestamp,
+        message.key if message.HasField("key") else None,
+        message.value if message.HasField("value") else None,
+        [(h.key, h.value if h.HasField("value") else None) for h in message.headers],
+    )
+
+
+# ------------------------------------------------------ WebSocket clients
+
+
+class FrameClient(Protocol):
+    """One WebSocket connection to the proxy, whichever library holds it."""
+
+    async def send(self, frame: bytes | str) -> None: ...
+
+    async def receive(self) -> bytes: ...
+
+
+class TrioFrames:
+    """A trio-websocket connection (the library the proxy itself is built on)."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: bytes | str) -> None:
+        await self.ws.send_message(frame)
+
+    async def receive(self) -> bytes:
+        with trio.fail_after(WAIT):
+            frame = await self.ws.get_message()
+        assert isinstance(frame, bytes), f"the proxy sent a text frame: {frame!r}"
+        return frame
+
+
+class WebsocketsFrames:
+    """A connection made by the ``websockets`` library's blocking client, run in threads.
+
+    Independent of trio-websocket and wsproto, so it shows that the proxy speaks
+    RFC 6455 and not only to its own library.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def send(self, frame: bytes | str) -> None:
+        await trio.to_thread.run_sync(self.connection.send, frame)
+
+    async def receive(self) -> bytes:
+        frame = await trio.to_thread.run_sync(self.connection.recv, WAIT)
+        assert isinstance(frame, bytes), f"the proxy sent a text frame: {frame!r}"
+        return frame
+
+
+@asynccontextmanager
+async def open_frames(library: str, url: str) -> AsyncIterator[FrameClient]:
+    """Connect to ``url`` with ``library`` (one of :data:`WS_LIBRARIES`)."""
+    if library == "trio-websocket":
+        async with open_websocket_url(url, connect_timeout=WAIT, disconnect_timeout=WAIT) as ws:
+            yield TrioFrames(ws)
+        return
+    assert library == "websockets", library
+    connection = await trio.to_thread.run_sync(_websockets_connect, url)
+    try:
+        yield WebsocketsFrames(connection)
+    finally:
+        await trio.to_thread.run_sync(connection.__exit__, None, None, None)
+
+
+def _websockets_connect(url: str) -> Any:
+    """Open a ``websockets`` connection; blocking, so run it in a thread."""
+    from websockets.sync.client import connect
+
+    host, _, port = url.removeprefix("ws://").partition("/")[0].rpartition(":")
+    # Our own socket: websockets (15 and later) would otherwise go through any HTTP proxy
+    # the environment names, and this works the same from websockets 12 on.
+    sock = socket.create_connection((host, int(port)), timeout=WAIT)
+    sock.settimeout(None)
+    connection = connect(url, sock=sock, open_timeout=WAIT, close_timeout=WAIT, compression=None)
+    # Entered as a context manager, the way websockets 17.1 and later want it used.
+    return connection.__enter__()
+
+
+async def request(client: FrameClient, frame: bytes) -> pb.PubSubResp:
+    """Send one request frame and parse the next response (for one request at a time)."""
+    await client.send(frame)
+    return parse(await client.receive())
+
+
+async def fetch_all(client: FrameClient, topic: str, partition: int, start: int, end: int) -> list[pb.KafkaMessage]:
+    """Fetch until every offset below ``end`` has come, following the offsets returned."""
+    messages: list[pb.KafkaMessage] = []
+    offset = start
+    while offset < end:
+        response = await request(client, fetch(offset, topic, partition, offset))
+        assert response.WhichOneof("resp") == "kafka_fetch_resp", response
+        assert response.kafka_fetch_resp.messages, f"no records at {offset} though the log ends at {end}"
+        messages.extend(response.kafka_fetch_resp.messages)
+        offset = messages[-1].offset + 1
+    return messages
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+#: The headers that turn an HTTP/1.1 GET into a WebSocket opening handshake.
+UPGRADE_HEADERS: Final = (
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+)
+
+
+def http_get(path: str, *, upgrade: bool) -> bytes:
+    headers = UPGRADE_HEADERS if upgrade else b""
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n"
+
+
+async def http_status(port: int, raw_request: bytes) -> int:
+    """Send ``raw_request`` over a fresh TCP connection; return the status of the answer."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(raw_request)
+        received = b""
+        with trio.fail_after(WAIT):
+            while b"\r\n" not in received:
+                chunk = await stream.receive_some()
+                assert chunk, f"connection closed after {received!r}"
+                received += chunk
+    status_line = received.split(b"\r\n", 1)[0].decode()
+    match = re.fullmatch(r"HTTP/1\.[01] (\d{3})( .*)?", status_line)
+    assert match, status_line
+    return int(match[1])
+
+
+# -------------------------------------------------------------- resources
+
+
+def threads_except_idle_workers() -> set[threading.Thread]:
+    """Every live thread except Trio's idle cached workers.
+
+    Trio keeps a finished ``to_thread`` worker for 10 s in case more work comes
+    (``trio._core._thread_cache.IDLE_TIMEOUT``), under its default name. A worker that
+    is running something carries the name of what it runs, so it is still counted.
+    """
+    return {t for t in threading.enumerate() if not _IDLE_TRIO_WORKER.fullmatch(t.name)}
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def describe_threads(threads: Iterable[threading.Thread]) -> list[str]:
+    return sorted(t.name for t in threads)
