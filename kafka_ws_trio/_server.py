@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Final, NoReturn
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
 from ._config import ProxyConfig, RouteConfig
 from ._kafka import KafkaUpstream, UpstreamStatistics
@@ -23,6 +22,65 @@ WS_MESSAGE_QUEUE_SIZE: Final = 4
 #: Seconds a client has to finish the opening handshake, and to answer our close.
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 5.0
+#: Bytes of HTTP request head read to route a connection; a longer head gets 431.
+MAX_REQUEST_HEAD: Final = 16 * 1024
+#: Bytes read from a socket at a time, also by trio-websocket.
+RECEIVE_BYTES: Final = 64 * 1024
+
+
+class _ReplayStream(trio.abc.Stream):
+    """A stream that first gives back bytes already read from it (the request head)."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            await trio.lowlevel.checkpoint()
+            data, self._prefix = self._prefix, b""
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _read_head(stream: trio.abc.Stream) -> bytes | None:
+    """Bytes up to the end of the HTTP request head (maybe a little more); None if it never ends."""
+    head = bytearray()
+    while b"\r\n\r\n" not in head:
+        if len(head) > MAX_REQUEST_HEAD:
+            return None
+        chunk = await stream.receive_some(RECEIVE_BYTES)
+        if not chunk:
+            return None
+        head += chunk
+    return bytes(head)
+
+
+def _request_path(head: bytes) -> str | None:
+    """The path of the request line ``GET /path?query HTTP/1.1``, or None when it is not one."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return None
+    return parts[1].split(b"?", 1)[0].decode("latin-1")
+
+
+async def _respond_http(stream: trio.abc.Stream, status: str, body: str) -> None:
+    data = body.encode()
+    await stream.send_all(
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
+        f"Connection: close\r\n\r\n".encode()
+        + data
+    )
+
 
 #: Builds the Kafka side of one route; tests inject fakes here.
 BackendFactory = Callable[[RouteConfig, trio.CapacityLimiter], "KafkaUpstream | Backend"]
@@ -53,7 +111,7 @@ class ProxyServer:
         self._limiter = limiter
         self._scope = trio.CancelScope(shield=True)
         self._sessions_changed = trio.Event()
-        self._ws_server: WebSocketServer | None = None
+        self._listeners: list[trio.SocketListener] = []
         self._sessions: dict[Session, WebSocketConnection] = {}
         self._closed_counters = SessionCounters()
         self._sessions_total = 0
@@ -69,14 +127,12 @@ class ProxyServer:
     @property
     def port(self) -> int:
         """The TCP port the server listens on (the kernel's choice when configured as 0)."""
-        assert self._ws_server is not None
-        return self._ws_server.port
+        return self.ports[0]
 
     @property
     def ports(self) -> list[int]:
-        """Every listening port."""
-        assert self._ws_server is not None
-        return [listener.port for listener in self._ws_server.listeners if not isinstance(listener, str)]
+        """Every listening port (one per address the host resolved to)."""
+        return [int(listener.socket.getsockname()[1]) for listener in self._listeners]
 
     @property
     def url(self) -> str:
@@ -100,21 +156,46 @@ class ProxyServer:
             upstreams={uri: b.statistics() for uri, b in self._backends.items() if isinstance(b, KafkaUpstream)},
         )
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        """trio-websocket's handler: must never raise, or it would stop the server."""
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        """One TCP connection: route it by its request head, then hand it to trio-websocket.
+
+        Routing before the WebSocket handshake lets an unknown path get 404
+        even on a plain GET (trio-websocket would answer 400 first). Never
+        raises: an exception here would stop the whole server.
+        """
         try:
-            await self._serve_request(request)
-        except ConnectionClosed:
-            pass  # the client left during the handshake
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                    head = await _read_head(stream)
+                    path = _request_path(head) if head is not None else None
+                    if head is None or path is None:
+                        await _respond_http(stream, "400 Bad Request", "not an HTTP request\n")
+                        return
+                    if self.config.route_for(path) is None:
+                        await _respond_http(stream, "404 Not Found", f"no route for {path}\n")
+                        return
+                    request = await wrap_server_stream(
+                        nursery,
+                        _ReplayStream(stream, head),
+                        message_queue_size=WS_MESSAGE_QUEUE_SIZE,
+                        max_message_size=self.config.server.max_message_size,
+                        receive_buffer_size=RECEIVE_BYTES,
+                    )
+                if request is not None:
+                    await self._serve_request(request)
+                nursery.cancel_scope.cancel()  # trio-websocket's reader task
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
         except Exception:
-            log.exception("unexpected error while serving %s", request.path)
+            log.exception("unexpected error while serving a connection")
+        finally:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await stream.aclose()
 
     async def _serve_request(self, request: WebSocketRequest) -> None:
-        path = request.path.split("?", 1)[0]
-        route = self.config.route_for(path)
-        if route is None:
-            await request.reject(404, body=f"no route for {path}\n".encode())
-            return
+        route = self.config.route_for(request.path.split("?", 1)[0])
+        assert route is not None  # _serve_connection routed it
         if self._shutting_down:
             await request.reject(503, body=b"server is shutting down\n")
             return
@@ -131,6 +212,8 @@ class ProxyServer:
         try:
             await session.run()
         finally:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await ws.aclose()
             del self._sessions[session]
             self._sessions_changed.set()
             self._sessions_changed = trio.Event()
@@ -159,19 +242,8 @@ class ProxyServer:
                         self._backends[route.uri] = upstream
                     else:
                         self._backends[route.uri] = backend_factory(route, self._limiter)
-                self._ws_server = await nursery.start(
-                    partial(
-                        serve_websocket,
-                        self._handle,
-                        server.host,
-                        server.port,
-                        None,
-                        message_queue_size=WS_MESSAGE_QUEUE_SIZE,
-                        max_message_size=server.max_message_size,
-                        connect_timeout=HANDSHAKE_TIMEOUT,
-                        disconnect_timeout=CLOSE_TIMEOUT,
-                    )
-                )
+                self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+                await nursery.start(trio.serve_listeners, self._serve_connection, self._listeners)
                 log.info(
                     "kafka-ws-trio listening on %s (routes: %s)", self.url, ", ".join(r.uri for r in self.config.routes)
                 )
