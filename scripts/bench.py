@@ -78,8 +78,11 @@ CHURN_CONCURRENCY: Final = 16
 SETTLE_SECONDS: Final = 11.0
 #: "Flat": the broker fetch rate at the most sessions is at most this times the rate at the fewest.
 FLAT_FACTOR: Final = 1.5
-#: Latency histogram buckets, in milliseconds.
+#: Latency histogram buckets, in milliseconds; from COARSE_FROM buckets on, ten are merged into one (1 ms).
 BUCKET_MS: Final = 0.1
+COARSE_FROM: Final = 1000
+#: A client process busier than this (% of a core) may be what limits a figure: the table says so.
+CLIENT_BOUND_PCT: Final = 80.0
 
 #: Deadlines, seconds.
 BROKER_UP_TIMEOUT: Final = 600.0
@@ -645,7 +648,8 @@ async def worker_fanout(spec: dict[str, Any], commands: Commands) -> None:
     lagging = sum(1 for t in live if t.next < end or t.client is None or t.client.lost.done())
     hist: collections.Counter[int] = collections.Counter()
     for second in range(first_second, last_second):
-        hist.update(by_second.get(second, {}))
+        for bucket, count in by_second.get(second, {}).items():
+            hist[bucket if bucket < COARSE_FROM else bucket - bucket % 10] += count
     for client in clients.values():
         client.abort()
     emit(
@@ -828,7 +832,7 @@ def worker_producer(spec: dict[str, Any]) -> None:
     """Produce ``rate`` records a second, each stamped with the wall clock when it is handed over."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": spec["bootstrap"], "linger.ms": 0, "acks": "all"})
+    producer = Producer({"bootstrap.servers": spec["bootstrap"], "acks": "all"})  # librdkafka defaults: linger.ms 5
     stop = threading.Event()
     command: dict[str, Any] = {}
     per_second: collections.Counter[int] = collections.Counter()
@@ -926,9 +930,8 @@ async def _serve_for_bench(spec: dict[str, Any]) -> None:
 
     from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
 
-    config = ProxyConfig.single_route(
-        [spec["bootstrap"]], ROUTE, server=ServerConfig(port=0, max_sessions=spec["max_sessions"], log_level="WARNING")
-    )
+    server = {"max_sessions": spec["max_sessions"], "log_level": "WARNING", **spec["server"], "port": 0}
+    config = ProxyConfig.single_route([spec["bootstrap"]], ROUTE, server=ServerConfig(**server), **spec["route"])
     out = trio.lowlevel.FdStream(os.dup(1))
     commands = trio.lowlevel.FdStream(os.dup(0))
 
@@ -1045,10 +1048,10 @@ class Child:
 class Proxy:
     """The proxy process, its psutil handle, and its statistics on request."""
 
-    def __init__(self, name: str, bootstrap: str, logdir: Path, max_sessions: int = 20_000) -> None:
+    def __init__(self, name: str, spec: dict[str, Any], logdir: Path) -> None:
         import psutil
 
-        self.child = Child(name, "_proxy", {"bootstrap": bootstrap, "max_sessions": max_sessions}, logdir)
+        self.child = Child(name, "_proxy", spec, logdir)
         ready = self.child.expect("ready", CHILD_START_TIMEOUT)
         self.port: int = ready["port"]
         self.process = psutil.Process(self.child.pid)
@@ -1191,10 +1194,23 @@ class Bench:
     client_procs: int
     depth: int
     profile_dir: Path | None
+    #: ServerConfig and RouteConfig fields to override (what-if runs); empty for a standard run.
+    server_options: dict[str, Any] = attrs.Factory(dict)
+    route_options: dict[str, Any] = attrs.Factory(dict)
     results: dict[str, Any] = attrs.Factory(dict)
     topics: dict[str, tuple[str, int]] = attrs.Factory(dict)
 
     # ------------------------------------------------------------------ helpers
+
+    def proxy(self, name: str, max_sessions: int = 20_000) -> Proxy:
+        """Start a fresh proxy process on the default config (plus any --server/--route overrides)."""
+        spec = {
+            "bootstrap": self.bootstrap,
+            "max_sessions": max_sessions,
+            "server": self.server_options,
+            "route": self.route_options,
+        }
+        return Proxy(name, spec, self.logdir)
 
     def spec(self, proxy: Proxy, **fields: Any) -> dict[str, Any]:
         return {"host": "127.0.0.1", "port": proxy.port, **fields}
@@ -1280,7 +1296,7 @@ class Bench:
 
     def run_first_byte(self) -> None:
         topic, _ = self.create_topic("small", SMALL_TOPIC_RECORDS, SMALL_RECORD_BYTES)
-        proxy = Proxy("proxy-first-byte", self.bootstrap, self.logdir)
+        proxy = self.proxy("proxy-first-byte")
         try:
             (worker,) = self.workers(
                 "first-byte",
@@ -1338,7 +1354,7 @@ class Bench:
 
     def run_fetch(self, record_bytes: int, key: str) -> None:
         topic, count = self.create_topic(f"fetch-{record_bytes}b", self.plan.fetch_records, record_bytes)
-        proxy = Proxy(f"proxy-fetch-{record_bytes}b", self.bootstrap, self.logdir)
+        proxy = self.proxy(f"proxy-fetch-{record_bytes}b")
         rates: dict[str, list[float]] = {"kafka_python": [], "confluent": [], "fetch": []}
         proxy_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         try:
@@ -1407,7 +1423,7 @@ class Bench:
     def _fanout_once(self, topic: str, sessions: int) -> dict[str, Any]:
         procs = min(self.client_procs, math.ceil(sessions / FANOUT_SESSIONS_PER_PROC))
         shares = [sessions // procs + (1 if i < sessions % procs else 0) for i in range(procs)]
-        proxy = Proxy(f"proxy-fanout-{sessions}", self.bootstrap, self.logdir)
+        proxy = self.proxy(f"proxy-fanout-{sessions}")
         children: list[Child] = []
         try:
             (producer,) = self.workers(
@@ -1454,7 +1470,7 @@ class Bench:
             resources = probe.stop()
             producer.send("stop", t0=t0, t1=t1)
             produced = producer.expect("result", CHILD_START_TIMEOUT)
-            wait = 15.0
+            wait = max(15.0, self.plan.fanout_window)  # for records of the window still on their way
             for client in clients:
                 client.send("finish", end=produced["last_offset"] + 1, t0=t0, t1=t1, wait=wait)
             results = [client.expect("result", wait + CHILD_START_TIMEOUT) for client in clients]
@@ -1495,7 +1511,7 @@ class Bench:
         sessions = self.plan.idle_sessions
         procs = math.ceil(sessions / IDLE_SESSIONS_PER_PROC)
         shares = [sessions // procs + (1 if i < sessions % procs else 0) for i in range(procs)]
-        proxy = Proxy("proxy-idle", self.bootstrap, self.logdir, max_sessions=sessions + 1000)
+        proxy = self.proxy("proxy-idle", max_sessions=sessions + 1000)
         try:
             self._warm(proxy, 10)
             time.sleep(1.0)
@@ -1589,7 +1605,7 @@ class Bench:
     def run_churn(self) -> None:
         topic, _ = self.create_topic("small", SMALL_TOPIC_RECORDS, SMALL_RECORD_BYTES)
         sessions = self.plan.churn_sessions
-        proxy = Proxy("proxy-churn", self.bootstrap, self.logdir)
+        proxy = self.proxy("proxy-churn")
         try:
             self._churn_batch(proxy, topic, self.plan.churn_warmup_sessions, "churn-warm")
             before = self._settled(proxy)
@@ -1683,10 +1699,12 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         return f"{target} {verdict[figure]}" if figure in verdict else target
 
     def load(section: dict[str, Any]) -> str:
+        bound = " CLIENT-BOUND" if section["client_proc_max_cpu_pct"] > CLIENT_BOUND_PCT else ""
         return (
             f"proxy CPU {section['proxy_cpu_pct']:.0f}% of a core, RSS {section['proxy_rss_mib']:.0f} MiB; "
             f"broker {section['broker_cpu_pct']:.0f}%, clients {section['clients_cpu_pct']:.0f}% "
-            f"(max {section['client_proc_max_cpu_pct']:.0f}%/proc), other load {section['other_load_cpu_pct']:.0f}%"
+            f"(max {section['client_proc_max_cpu_pct']:.0f}%/proc{bound}), "
+            f"other load {section['other_load_cpu_pct']:.0f}%"
         )
 
     rows: list[tuple[str, str, str, str, str]] = []
@@ -1867,7 +1885,25 @@ def run_meta(plan: Plan, args: argparse.Namespace, kafka_version: str) -> dict[s
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "client": CLIENT_DESCRIPTION,
         "client_procs": args.client_procs,
+        "pipeline_depth": args.pipeline,
+        # Anything here means a what-if run, not the proxy's defaults.
+        "server_overrides": args.server_options,
+        "route_overrides": args.route_options,
     }
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings as a dict; VALUE is read as JSON when it parses (numbers), else kept as text."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -1888,9 +1924,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="fetches in flight when reading through the proxy (default 4)",
     )
     parser.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="what-if: override a [server] setting of the proxy, e.g. workers=1 (repeatable)",
+    )
+    parser.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="what-if: override a [[routes]] setting of the proxy, e.g. fetch_max_wait=0.05 (repeatable)",
+    )
+    parser.add_argument(
         "--profile", metavar="DIR", type=Path, help="record py-spy profiles of the proxy (collapsed stacks) into DIR"
     )
     args = parser.parse_args(argv)
+    try:
+        args.server_options = _options(args.server)
+        args.route_options = _options(args.route)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.scenarios = SCENARIOS if not args.only else tuple(s.strip() for s in args.only.split(","))
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
@@ -1920,11 +1975,13 @@ def main(argv: list[str]) -> int:
         bench = Bench(
             plan=plan,
             bootstrap=env["KAFKA_BOOTSTRAP"],
-            broker_pid=broker_pid() if own_broker else None,
+            broker_pid=broker_pid() if env["KAFKA_BOOTSTRAP"] == f"127.0.0.1:{BROKER_PORT_BASE}" else None,
             logdir=logdir,
             client_procs=args.client_procs,
             depth=args.pipeline,
             profile_dir=args.profile,
+            server_options=args.server_options,
+            route_options=args.route_options,
             results=results,
         )
         results["meta"] = run_meta(plan, args, env.get("KAFKA_VERSION", "unknown"))
