@@ -1,0 +1,117 @@
+"""Graceful shutdown under load: SIGTERM while many sessions are busy fetching.
+
+The proxy runs as ``kafka-ws-trio serve`` with a short ``grace_period``. Every session
+has a fetch on its way when the signal comes (some wait at the log end, inside Kafka);
+each must be closed with 1001 ("going away") within the grace period, and the process
+must exit with status 0.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Final
+
+import _reliability
+import attrs
+import pytest
+import trio
+from _reliability import WAIT, mode, settled
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from kafka_ws_trio._pb import pubsub_pb2 as pb
+from kafka_ws_trio.testing import KafkaBroker, create_topic, produce
+
+pytestmark = pytest.mark.reliability
+
+GRACE_PERIOD: Final = 3.0
+#: Records in the topic the sessions read; a quarter of the sessions wait at its end.
+RECORDS: Final = 100
+#: How long a fetch at the log end waits inside Kafka: long enough to be caught there.
+FETCH_MAX_WAIT: Final = 1.0
+#: Round trips each session makes before the signal.
+WARM_ROUNDS: Final = 2
+#: Seconds beyond the grace period for the close frame to arrive at a loaded client.
+DELIVERY_MARGIN: Final = 1.0
+#: Seconds beyond the grace period for the process to exit: closing Kafka consumers is
+#: bounded by the proxy's CLOSE_TIMEOUT (5 s).
+EXIT_MARGIN: Final = 10.0
+
+
+@attrs.define
+class Busy:
+    """One session's view: round trips made, and how and when its connection ended."""
+
+    rounds: int = 0
+    closed_at: float | None = None
+    code: int | None = None
+    problem: str | None = None
+
+
+async def busy_session(url: str, topic: str, index: int, busy: Busy) -> None:
+    """Fetch without pause until the proxy closes the connection."""
+    at_end = index % 4 == 0
+    sequence = 0
+    try:
+        async with open_websocket_url(url, connect_timeout=WAIT) as ws:
+            while True:
+                sequence += 1
+                offset = RECORDS if at_end else (index + sequence) % RECORDS
+                command = pb.CmdKafkaFetch(topic=topic, partition=0, offset=offset)
+                await ws.send_message(pb.PubSubReq(sequence=sequence, cmd_kafka_fetch=command).SerializeToString())
+                with trio.fail_after(WAIT):
+                    reply = await ws.get_message()
+                assert isinstance(reply, bytes)
+                response = pb.PubSubResp.FromString(reply)
+                if response.sequence != sequence or response.WhichOneof("resp") != "kafka_fetch_resp":
+                    busy.problem = f"round {sequence}: {response}"
+                    return
+                busy.rounds += 1
+    except ConnectionClosed as exc:
+        busy.closed_at = trio.current_time()
+        busy.code = exc.reason.code
+
+
+@pytest.mark.timeout(mode().limit(120, 300))
+async def test_sigterm_closes_every_busy_session_with_1001_within_the_grace_period(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    sessions = mode().shutdown_sessions
+    topic = await trio.to_thread.run_sync(create_topic, kafka_broker)
+    await trio.to_thread.run_sync(produce, kafka_broker, topic, [f"r{n}".encode() for n in range(RECORDS)])
+    config = _reliability.write_config(
+        tmp_path / "proxy.toml",
+        kafka_broker.bootstrap,
+        server={"grace_period": GRACE_PERIOD},
+        route={"fetch_max_wait": FETCH_MAX_WAIT},
+    )
+    views = [Busy() for _ in range(sessions)]
+    async with _reliability.proxy_process(config, tmp_path / "proxy.log") as proxy, trio.open_nursery() as nursery:
+        for index, busy in enumerate(views):
+            nursery.start_soon(busy_session, proxy.url, topic, index, busy)
+        warmed = await settled(lambda: all(v.rounds >= WARM_ROUNDS or v.problem for v in views), 60)
+        assert warmed, f"sessions did not get going: {sorted(v.rounds for v in views)[:10]}"
+        assert not [v.problem for v in views if v.problem]
+        assert proxy.established() == sessions
+
+        signalled = trio.current_time()
+        proxy.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(GRACE_PERIOD + EXIT_MARGIN):
+            status = await proxy.process.wait()
+        exited = trio.current_time() - signalled
+        # The sessions' tasks end by themselves once their connection is closed.
+    log = proxy.log_text()
+
+    closes = sorted(v.closed_at - signalled for v in views if v.closed_at is not None)
+    codes = sorted({v.code for v in views})
+    print(
+        f"\nshutdown: {sessions} busy sessions; closed {len(closes)}, codes {codes}, "
+        f"last close {closes[-1] if closes else float('nan'):.2f}s after SIGTERM; "
+        f"the process exited {status} after {exited:.2f}s"
+    )
+    assert not [v.problem for v in views if v.problem]
+    assert codes == [1001], f"close codes {codes}"
+    assert len(closes) == sessions
+    assert closes[-1] <= GRACE_PERIOD + DELIVERY_MARGIN, f"the last session closed {closes[-1]:.2f}s after SIGTERM"
+    assert status == 0, f"exit status {status}\n{log[-3000:]}"
+    assert "Traceback" not in log, log[-3000:]
