@@ -435,7 +435,13 @@ def _state_alive(state: _State) -> bool:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random KRaft cluster id: 16 bytes, URL-safe base64, never starting with "-".
+
+    The storage tool would read an id starting with "-" as an option; the first
+    character only encodes the top six bits, so any other letter is as good.
+    """
+    encoded = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return "A" + encoded[1:] if encoded.startswith("-") else encoded
 
 
 def up(
