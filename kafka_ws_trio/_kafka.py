@@ -78,6 +78,7 @@ class ConsumerLike(Protocol):
     def end_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
     def offsets_for_times(self, timestamps: dict[Any, int], timeout_ms: int | None = ...) -> dict[Any, Any]: ...
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def topics(self) -> set[str]: ...
     def close(self) -> None: ...
 
 
@@ -219,6 +220,12 @@ def _kafka_failure(exc: Exception, what: str) -> CommandFailed:
             name = "NOT_LEADER_OR_FOLLOWER"  # Kafka's current name for errno 6
         return CommandFailed(ErrorCode.KAFKA_ERROR, name)
     return CommandFailed(ErrorCode.KAFKA_ERROR, f"{type(exc).__name__}: {exc}")
+
+
+def _all_topics_sync(consumer: ConsumerLike) -> dict[str, frozenset[int]]:
+    """In a thread: every topic of the cluster and its partitions (one metadata request)."""
+    names = consumer.topics()  # always asks the cluster; partitions_for_topic then reads its cache
+    return {name: frozenset(consumer.partitions_for_topic(name) or ()) for name in names}
 
 
 def _to_record(message: Any) -> Record:
@@ -510,8 +517,9 @@ class KafkaUpstream:
         self._readers: dict[tuple[str, int], _PartitionReader] = {}
         self._opening: dict[tuple[str, int], trio.Event] = {}
         self._meta: _Client | None = None
-        self._meta_lock = trio.Lock()
-        self._partitions: dict[str, tuple[float, frozenset[int]]] = {}
+        self._topics: dict[str, frozenset[int]] = {}
+        self._topics_stamp: float | None = None
+        self._refreshing: _Poll | None = None
         self._connect_failure: tuple[float, CommandFailed] | None = None
 
     @property
@@ -609,27 +617,50 @@ class KafkaUpstream:
     # -------------------------------------------------------------- metadata
 
     async def _partitions_of(self, topic: str) -> frozenset[int]:
-        now = trio.current_time()
-        cached = self._partitions.get(topic)
-        if cached is not None:
-            stamp, partitions = cached
-            if now - stamp < (METADATA_TTL if partitions else MISSING_TOPIC_TTL):
+        """The partitions of ``topic`` (empty when it does not exist), from a shared metadata map.
+
+        The map holds every topic of the cluster and is refreshed by one call at
+        a time that every waiting lookup shares, so a burst of lookups (say, of
+        topics that do not exist) costs one metadata request, not one each.
+        """
+        if self._topics_stamp is not None:
+            age = trio.current_time() - self._topics_stamp
+            partitions = self._topics.get(topic)
+            if partitions is not None and age < METADATA_TTL:
                 return partitions
-        async with self._meta_lock:
+            if partitions is None and age < MISSING_TOPIC_TTL:
+                return frozenset()
+        await self._refresh_topics()
+        return self._topics.get(topic, frozenset())
+
+    async def _refresh_topics(self) -> None:
+        shared = self._refreshing
+        if shared is not None:
+            await shared.done.wait()
+            if shared.failure is not None:
+                raise shared.failure
+            return
+        refresh = self._refreshing = _Poll()
+        try:
             if self._meta is None or self._meta.closed:
                 self._meta = await self._open_client()
             meta = self._meta
             async with meta.lock:
                 try:
-                    found = await meta.call(lambda: meta.consumer.partitions_for_topic(topic), self.call_budget)
+                    topics = await meta.call(lambda: _all_topics_sync(meta.consumer), self.call_budget)
                 except Exception as exc:
                     failure = await trio.to_thread.run_sync(_diagnose, self.route, limiter=self.limiter)
                     await meta.aclose()
                     self._meta = None
                     raise (failure or _kafka_failure(exc, "metadata")) from exc
-        partitions = frozenset(found or ())
-        self._partitions[topic] = (trio.current_time(), partitions)
-        return partitions
+            self._topics = topics
+            self._topics_stamp = trio.current_time()
+        except CommandFailed as exc:
+            refresh.failure = exc
+            raise
+        finally:
+            refresh.done.set()
+            self._refreshing = None
 
     async def _reader(self, topic: str, partition: int) -> _PartitionReader:
         key = (topic, partition)
