@@ -77,7 +77,7 @@ FAST: Final = Mode(
     load_sessions=100,
     load_seconds=10.0,
     load_processes=1,
-    load_interval=0.1,
+    load_interval=0.2,
     outage_records=200,
 )
 LONG: Final = Mode(
@@ -91,7 +91,7 @@ LONG: Final = Mode(
     load_sessions=1_000,
     load_seconds=60.0,
     load_processes=4,
-    load_interval=1.0,
+    load_interval=2.0,
     outage_records=2_000,
 )
 
@@ -170,6 +170,11 @@ class ProxyProcess:
     def rss(self) -> int:
         """Resident memory of the proxy process, in bytes."""
         return int(psutil.Process(self.pid).memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the proxy process has used."""
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
 
     def established(self) -> int:
         """TCP connections from clients the proxy holds (its own Kafka connections excluded)."""
