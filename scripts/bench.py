@@ -1412,7 +1412,7 @@ class Bench:
             runs[str(sessions)] = self._fanout_once(topic, sessions)
             run = runs[str(sessions)]
             say(
-                f"fan-out {sessions}: p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
+                f"fan-out {sessions}: p50 {_late(run, 'p50_ms')} ms, p99 {_late(run, 'p99_ms')} ms, "
                 f"{run['broker_fetch_requests_per_s']} broker polls/s, proxy CPU {run['proxy_cpu_pct']}%"
             )
         largest = runs[str(max(self.plan.fanout_sessions))]
@@ -1703,9 +1703,9 @@ def _n(value: float | None, digits: int = 0) -> str:
 
 
 def _late(run: dict[str, Any], key: str) -> str:
-    """A fan-out percentile, or "> N s" when it lies among deliveries still missing after the wait."""
+    """A fan-out percentile in ms, or "> WAIT" when it lies among deliveries still missing after the wait."""
     value = run[key]
-    return _n(value, 1) if value is not None else f"> {run['wait_seconds']:.0f} s"
+    return _n(value, 1) if value is not None else f"> {run['wait_seconds'] * 1000:,.0f}"
 
 
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
