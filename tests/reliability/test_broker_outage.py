@@ -126,10 +126,12 @@ async def timed(watch: Watch, call: Any) -> Any:
     return result
 
 
-async def read_topic(client: PubSubClient, topic: str, watch: Watch, values: list[bytes | None], offsets: list[int]):
-    """Drive offsets from 0, forever: after an error, ask again for the same offset."""
+async def read_topic(
+    client: PubSubClient, topic: str, watch: Watch, values: list[bytes | None], offsets: list[int], stop: trio.Event
+) -> None:
+    """Drive offsets from 0 until ``stop``: after an error, ask again for the same offset."""
     offset = 0
-    while True:
+    while not stop.is_set():
         records = await timed(watch, partial(client.fetch, topic, 0, offset))
         if records is None:
             await trio.sleep(0.1)
@@ -140,14 +142,14 @@ async def read_topic(client: PubSubClient, topic: str, watch: Watch, values: lis
             offset = record.offset + 1
 
 
-async def ask_log_end(client: PubSubClient, topic: str, watch: Watch) -> None:
-    while True:
+async def ask_log_end(client: PubSubClient, topic: str, watch: Watch, stop: trio.Event) -> None:
+    while not stop.is_set():
         await timed(watch, lambda: client.list_offset(topic, 0, -1))
         await trio.sleep(0.1)
 
 
-async def ping(client: PubSubClient, watch: Watch) -> None:
-    while True:
+async def ping(client: PubSubClient, watch: Watch, stop: trio.Event) -> None:
+    while not stop.is_set():
         state = await timed(watch, lambda: client.ping(b"still there"))
         assert state == b"still there"
         await trio.sleep(0.05)
@@ -197,9 +199,11 @@ async def test_broker_killed_and_restarted_mid_stream(own_broker: KafkaBroker) -
             open_client(url, request_timeout=CLIENT_TIMEOUT) as pinging,
             trio.open_nursery() as sessions,
         ):
-            sessions.start_soon(read_topic, reading, topic, reader, values, offsets)
-            sessions.start_soon(ask_log_end, listing, topic, lister)
-            sessions.start_soon(ping, pinging, pinger)
+            # The sessions stop between requests, never in the middle of one.
+            stop = trio.Event()
+            sessions.start_soon(read_topic, reading, topic, reader, values, offsets, stop)
+            sessions.start_soon(ask_log_end, listing, topic, lister, stop)
+            sessions.start_soon(ping, pinging, pinger, stop)
 
             await produce(own_broker, topic, 0, records // 2)
             assert await settled(lambda: len(values) >= records // 2), f"read {len(values)} records"
@@ -220,7 +224,7 @@ async def test_broker_killed_and_restarted_mid_stream(own_broker: KafkaBroker) -
             await produce(own_broker, topic, records // 2, records - records // 2)
             assert await settled(lambda: len(values) >= records, RECOVERY_LIMIT), f"read {len(values)} records"
             await trio.sleep(0.5)  # anything duplicated would come now
-            sessions.cancel_scope.cancel()
+            stop.set()
             statistics = server.statistics()
         proxy_nursery.cancel_scope.cancel()
 
