@@ -102,13 +102,14 @@ class Watch:
 
     name: str
     successes: list[float] = attrs.Factory(list)
-    errors: list[tuple[float, int, str]] = attrs.Factory(list)
+    #: (when it came, code, message, seconds since the request was sent)
+    errors: list[tuple[float, int, str, float]] = attrs.Factory(list)
     slowest: float = 0.0
 
     def first_success_after(self, moment: float) -> float | None:
         return next((t for t in self.successes if t >= moment), None)
 
-    def errors_between(self, start: float, end: float) -> list[tuple[float, int, str]]:
+    def errors_between(self, start: float, end: float) -> list[tuple[float, int, str, float]]:
         return [e for e in self.errors if start <= e[0] <= end]
 
 
@@ -118,7 +119,7 @@ async def timed(watch: Watch, call: Any) -> Any:
     try:
         result = await call()
     except PubSubError as exc:
-        watch.errors.append((trio.current_time(), exc.code, exc.message))
+        watch.errors.append((trio.current_time(), exc.code, exc.message, trio.current_time() - started))
         return None
     finally:
         watch.slowest = max(watch.slowest, trio.current_time() - started)
@@ -230,12 +231,15 @@ async def test_broker_killed_and_restarted_mid_stream(own_broker: KafkaBroker) -
 
     recovery = {w.name: (w.first_success_after(restarted) or float("inf")) - restarted for w in (reader, lister)}
     outage_errors = {w.name: w.errors_between(killed, restarted) for w in (reader, lister)}
+    all_errors = outage_errors["reader"] + outage_errors["log end"] or [(0.0, 0, "", 0.0)]
     print(
         f"\nbroker outage: first error responses {first_errors:.1f}s after SIGKILL; "
         f"error responses during the outage: reader {len(outage_errors['reader'])}, "
         f"log end {len(outage_errors['log end'])}; recovery after the restart: "
         + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in recovery.items())
-        + f"; slowest answer {max(reader.slowest, lister.slowest):.1f}s, slowest ping {pinger.slowest * 1000:.0f} ms; "
+        + f"; error responses took {min(e[3] for e in all_errors):.1f}..{max(e[3] for e in all_errors):.1f}s "
+        f"(request_timeout {REQUEST_TIMEOUT:.0f}s, codes {sorted({e[1] for e in all_errors})}); "
+        f"slowest answer {max(reader.slowest, lister.slowest):.1f}s, slowest ping {pinger.slowest * 1000:.0f} ms; "
         f"{len(values)} records read"
     )
     assert offsets == list(range(records)), "records missing or duplicated (offsets)"
