@@ -14,6 +14,7 @@ waits for the response carrying its own ``sequence``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,7 +100,9 @@ class PubSubClient:
                 response.ParseFromString(frame)
                 waiter = self._waiting.pop(response.sequence, None)
                 if waiter is not None:
-                    waiter.send_nowait(response)
+                    # The request may have been cancelled (its channel closed) just now.
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        waiter.send_nowait(response)
         except ConnectionClosed as exc:
             self._closed = exc
         finally:
