@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._protocol import (
+    FETCH_FRAME_OVERHEAD,
     NOT_FOUND_TOPIC,
     UNKNOWN_COMMAND_MESSAGE,
     WRONG_COMMAND_MESSAGE,
+    EncodedBatch,
     ErrorCode,
     Fetch,
     Invalid,
@@ -23,7 +25,9 @@ from kafka_ws_trio._protocol import (
     decode_request,
     encode_error,
     encode_fetch,
+    encode_fetch_frame,
     encode_list_offset,
+    encode_message_entry,
     encode_pong,
     fetch_error,
     list_offset_error,
@@ -352,3 +356,44 @@ def test_fetch_frame_may_be_exactly_max_size(sequence: int) -> None:
     whole, _ = encode_fetch(sequence, records, 10**6)
     assert encode_fetch(sequence, records, len(whole)) == (whole, 2)
     assert encode_fetch(sequence, records, len(whole) - 1)[1] == 1
+
+
+# -------------------------------------------------------- encode once, send many
+
+OPTIONAL_BYTES = st.none() | st.binary(max_size=40)
+HEADERS = st.lists(st.tuples(st.text(max_size=8), OPTIONAL_BYTES), max_size=3)
+ENTRIES = st.tuples(INT64, INT64, OPTIONAL_BYTES, OPTIONAL_BYTES, HEADERS)
+
+
+def _reference_message(
+    offset: int, timestamp: int, key: bytes | None, value: bytes | None, headers: list
+) -> pb.KafkaMessage:  # type: ignore[type-arg]
+    return pb.KafkaMessage(
+        offset=offset,
+        timestamp=timestamp,
+        key=key,
+        value=value,
+        headers=[pb.KafkaHeader(key=k, value=v) for k, v in headers],
+    )
+
+
+@given(ENTRIES)
+@example((0, 0, None, None, []))
+@example((0, -1, b"", b"", [("", None), ("", b"")]))
+def test_an_encoded_entry_is_byte_identical_to_protobuf(entry: tuple) -> None:  # type: ignore[type-arg]
+    expected = pb.KafkaFetchResp(messages=[_reference_message(*entry)]).SerializeToString()
+    assert encode_message_entry(*entry) == expected
+
+
+@given(INT64, st.lists(ENTRIES, max_size=4))
+def test_an_encoded_fetch_frame_is_byte_identical_to_protobuf(sequence: int, entries: list) -> None:  # type: ignore[type-arg]
+    body = b"".join(encode_message_entry(*entry) for entry in entries)
+    frame = encode_fetch_frame(sequence, EncodedBatch(body, len(entries)))
+    expected = pb.PubSubResp(sequence=sequence)
+    expected.kafka_fetch_resp.SetInParent()
+    expected.kafka_fetch_resp.messages.extend(_reference_message(*entry) for entry in entries)
+    assert frame == expected.SerializeToString()
+    assert len(frame) <= len(body) + FETCH_FRAME_OVERHEAD
+    decoded = pb.PubSubResp.FromString(frame)
+    assert decoded.sequence == sequence
+    assert len(decoded.kafka_fetch_resp.messages) == len(entries)
