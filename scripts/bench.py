@@ -1094,6 +1094,11 @@ def rss_mib(process: Any) -> float:
     return float(process.memory_info().rss) / 2**20
 
 
+def _busy_seconds(times: Any) -> float:
+    """CPU seconds the machine spent working (guest time is already in user; steal and idle are not work)."""
+    return float(sum(getattr(times, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq")))
+
+
 class Probe:
     """CPU of every process in a scenario and the proxy's RSS, sampled from outside with psutil."""
 
@@ -1158,10 +1163,7 @@ class Probe:
         if self._thread is not None:
             self._thread.join(5.0)
         wall = time.monotonic() - self._wall0
-        machine = self._psutil.cpu_times()
-        busy = (sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)) - (
-            sum(self._machine0) - self._machine0.idle - getattr(self._machine0, "iowait", 0.0)
-        )
+        busy = _busy_seconds(self._psutil.cpu_times()) - _busy_seconds(self._machine0)
 
         def used(process: Any) -> float:
             return self._last.get(process.pid, 0.0) - self._first.get(process.pid, 0.0)
