@@ -1831,6 +1831,13 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def print_table(results: dict[str, Any]) -> None:
+    meta = results["meta"]
+    changes = ", ".join(line[3:] for line in meta["package_changes"]) or "none"
+    print(
+        f"{meta['plan']['name']} run of {meta['commit']} (package sources {meta['package_sha256']}, "
+        f"uncommitted package changes: {changes}); {meta['cpus']} CPUs, Kafka {meta['kafka_version']}, "
+        f"Python {meta['python']}"
+    )
     rows = table_rows(results)
     header = ("scenario", "figure", "measured", "target", "up against")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -1887,6 +1894,19 @@ def _git_commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def _package_state() -> dict[str, Any]:
+    """Which code was measured: uncommitted changes under kafka_ws_trio/, and a digest of its sources."""
+    import hashlib
+
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--", "kafka_ws_trio"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "kafka_ws_trio").rglob("*.py")):
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return {"package_changes": done.stdout.splitlines(), "package_sha256": digest.hexdigest()[:16]}
+
+
 def run_meta(plan: Plan, args: argparse.Namespace, kafka_version: str) -> dict[str, Any]:
     import psutil
     from google.protobuf.internal import api_implementation
@@ -1895,6 +1915,7 @@ def run_meta(plan: Plan, args: argparse.Namespace, kafka_version: str) -> dict[s
         "plan": attrs.asdict(plan),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": _git_commit(),
+        **_package_state(),
         "python": platform.python_version(),
         "protobuf_backend": api_implementation.Type(),
         "kafka_version": kafka_version,
