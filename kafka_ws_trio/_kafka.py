@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import itertools
 import logging
 import socket
 import ssl
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import attrs
@@ -40,7 +40,7 @@ import trio
 
 from ._config import RouteConfig
 from ._errors import CommandFailed, partition_not_found, topic_not_found
-from ._protocol import ErrorCode, Record
+from ._protocol import FETCH_FRAME_OVERHEAD, EncodedBatch, ErrorCode, encode_message_entry
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
@@ -62,8 +62,14 @@ PROBE_TIMEOUT: Final = 1.0
 #: Extra seconds the kill switch waits past a call's own deadline.
 KILL_SWITCH_MARGIN: Final = 1.0
 
-#: Fixed per-record overhead estimate (offset, timestamp, tags) for size budgets.
-_RECORD_OVERHEAD: Final = 24
+#: Joined response bodies a partition keeps for sessions asking the same thing.
+MAX_SHARED_BODIES: Final = 64
+#: A fetch at most this many offsets ahead of the consumer reads forward instead of seeking ...
+READ_AHEAD_RECORDS: Final = 10_000
+#: ... in at most this many polls.
+READ_AHEAD_POLLS: Final = 4
+
+_EMPTY: Final = EncodedBatch(b"", 0)
 
 _client_ids = itertools.count(1)
 
@@ -228,21 +234,9 @@ def _all_topics_sync(consumer: ConsumerLike) -> dict[str, frozenset[int]]:
     return {name: frozenset(consumer.partitions_for_topic(name) or ()) for name in names}
 
 
-def _to_record(message: Any) -> Record:
-    return Record(
-        offset=message.offset,
-        timestamp=message.timestamp,
-        key=message.key,
-        value=message.value,
-        headers=tuple(message.headers or ()),
-    )
-
-
-def _record_size(record: Record) -> int:
-    size = _RECORD_OVERHEAD + len(record.key or b"") + len(record.value or b"")
-    for key, value in record.headers:
-        size += len(key) + len(value or b"") + 4
-    return size
+def _encode(message: Any) -> bytes:
+    """A kafka-python ConsumerRecord as the bytes it takes in a fetch response (done once per record)."""
+    return encode_message_entry(message.offset, message.timestamp, message.key, message.value, message.headers)
 
 
 class _Client:
@@ -299,38 +293,87 @@ class _Client:
             log.warning("closing a Kafka consumer took longer than %.0fs; left to finish in its thread", CLOSE_TIMEOUT)
 
 
+class _Entries:
+    """Encoded records in offset order, with running byte totals to slice them fast.
+
+    ``ends[i]`` is the total size of every entry up to and including ``i``,
+    counted from the first entry ever appended, so dropping entries from the
+    front changes no other number (``base`` is the total before ``entries[0]``).
+    """
+
+    __slots__ = ("base", "ends", "entries", "offsets")
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.entries: list[bytes] = []
+        self.ends: list[int] = []
+        self.base = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def size(self) -> int:
+        return (self.ends[-1] if self.ends else self.base) - self.base
+
+    def append(self, offset: int, entry: bytes) -> None:
+        self.offsets.append(offset)
+        self.entries.append(entry)
+        self.ends.append((self.ends[-1] if self.ends else self.base) + len(entry))
+
+    def extend(self, other: _Entries) -> None:
+        for offset, entry in zip(other.offsets, other.entries, strict=True):
+            self.append(offset, entry)
+
+    def drop_front(self, count: int) -> None:
+        if count <= 0:
+            return
+        self.base = self.ends[count - 1]
+        del self.offsets[:count], self.entries[:count], self.ends[:count]
+
+    def take(self, offset: int, max_body: int) -> EncodedBatch | None:
+        """The entries at or after ``offset`` that fit in ``max_body`` bytes; None when there are none.
+
+        Raises:
+            CommandFailed: the first of them alone is larger than ``max_body``.
+        """
+        first = bisect.bisect_left(self.offsets, offset)
+        if first == len(self.offsets):
+            return None
+        before = self.ends[first - 1] if first else self.base
+        last = bisect.bisect_right(self.ends, before + max_body, lo=first)
+        if last == first:
+            size = self.ends[first] - before
+            raise CommandFailed(
+                ErrorCode.RECORD_TOO_LARGE,
+                f"record at offset {self.offsets[first]} is {size} bytes encoded, "
+                f"more than fits in max_message_size ({max_body + FETCH_FRAME_OVERHEAD})",
+            )
+        if last - first == 1:
+            return EncodedBatch(self.entries[first], 1)
+        return EncodedBatch(b"".join(self.entries[first:last]), last - first)
+
+
 @attrs.define
 class _Poll:
     """A poll in progress at one offset; sessions asking for the same offset share it."""
 
     done: trio.Event = attrs.Factory(trio.Event)
-    records: list[Record] = attrs.Factory(list)
+    entries: _Entries = attrs.Factory(_Entries)
     failure: CommandFailed | None = None
-
-
-def _take(records: Iterable[Record], offset: int, max_bytes: int) -> list[Record]:
-    """The records at or after ``offset``, about ``max_bytes`` of them (at least one)."""
-    out: list[Record] = []
-    budget = max_bytes
-    for record in records:
-        if record.offset < offset:
-            continue
-        budget -= _record_size(record)
-        if out and budget < 0:
-            break
-        out.append(record)
-    return out
 
 
 class _PartitionReader:
     """Reads one topic-partition for every session that asks, through one consumer.
 
-    Keeps a window of recently fetched records ``[start, next)``; a fetch at an
-    offset inside it is answered from memory. A fetch outside it polls the
-    consumer; sessions asking for the same offset while that poll runs share
-    its result (at the log end, that is every tailing session). The window
-    follows the newest data: reading older records (a client catching up)
-    does not evict what the tailing sessions need.
+    Records are encoded once, as they arrive, into the bytes they take in a
+    fetch response; a response is then a header and a join of those bytes.
+    A window of recent records ``[start, next)`` answers any fetch inside it
+    from memory, and sessions asking for the same offset with the same size
+    limit share one joined body. A fetch outside the window polls the
+    consumer; sessions asking for that offset meanwhile share the poll (at the
+    log end, that is every tailing session). The window follows the newest
+    data: reading older records for one client does not evict it.
     """
 
     def __init__(self, upstream: KafkaUpstream, topic: str, partition: int, client: _Client) -> None:
@@ -342,12 +385,12 @@ class _PartitionReader:
         self.partition = partition
         self.tp = TopicPartition(topic, partition)
         self.client = client
-        self._records: deque[Record] = deque()
-        self._offsets: deque[int] = deque()
-        self._bytes = 0
+        self._window = _Entries()
         #: The window covers offsets [start, next).
         self._start: int | None = None
         self._next: int | None = None
+        #: Joined bodies recently sent, by (offset, max_body); cleared when the window changes.
+        self._bodies: dict[tuple[int, int], EncodedBatch] = {}
         #: Where the consumer will read next; None when unknown (seek first).
         self._position: int | None = None
         self._polls: dict[int, _Poll] = {}
@@ -356,78 +399,99 @@ class _PartitionReader:
 
     # ---------------------------------------------------------------- window
 
-    def _from_window(self, offset: int, max_bytes: int) -> list[Record] | None:
+    def from_window(self, offset: int, max_body: int) -> EncodedBatch | None:
+        """Records at ``offset`` from memory, or None when the window does not hold any."""
         if self._start is None or self._next is None or not (self._start <= offset < self._next):
             return None
-        first = bisect.bisect_left(self._offsets, offset)
-        found = _take(itertools.islice(self._records, first, None), offset, max_bytes)
-        if not found:
-            # Offsets in [offset, next) hold no records (compaction, transaction markers).
-            return None
-        return found
+        key = (offset, max_body)
+        batch = self._bodies.get(key)
+        if batch is None:
+            batch = self._window.take(offset, max_body)
+            if batch is None:
+                return None  # [offset, next) holds no records (compaction, transaction markers)
+            if len(self._bodies) >= MAX_SHARED_BODIES:
+                self._bodies.clear()
+            self._bodies[key] = batch
+        self._upstream.counters.cache_hits += 1
+        return batch
 
-    def _remember(self, start: int, records: list[Record], position: int) -> None:
+    def _remember(self, start: int, entries: _Entries, position: int) -> None:
         """Add a poll's result to the window, unless it is older than what the window holds."""
         contiguous = self._next == start
         if not contiguous and self._next is not None and position <= self._next:
             return  # older data, read for one client: keep the window on the newest records
+        self._bodies.clear()
         if not contiguous:
-            self._records.clear()
-            self._offsets.clear()
-            self._bytes = 0
+            self._window = _Entries()
             self._start = start
-        for record in records:
-            self._records.append(record)
-            self._offsets.append(record.offset)
-            self._bytes += _record_size(record)
+        self._window.extend(entries)
         self._next = position
-        limit_records, limit_bytes = self._route.cache_records, DEFAULT_CACHE_BYTES
-        while self._records and (len(self._records) > limit_records or self._bytes > limit_bytes):
-            dropped = self._records.popleft()
-            self._offsets.popleft()
-            self._bytes -= _record_size(dropped)
-            self._start = dropped.offset + 1
+        window = self._window
+        excess_records = len(window) - self._route.cache_records
+        if excess_records > 0 or window.size > DEFAULT_CACHE_BYTES:
+            drop = max(excess_records, 0)
+            while drop < len(window) and window.ends[-1] - window.ends[drop] > DEFAULT_CACHE_BYTES:
+                drop += 1
+            drop = min(drop, len(window))
+            if drop:
+                self._start = window.offsets[drop - 1] + 1
+                window.drop_front(drop)
 
     # ----------------------------------------------------------------- fetch
 
-    async def fetch(self, offset: int, max_bytes: int) -> list[Record]:
-        """Records from ``offset`` on, about ``max_bytes`` of them; [] at the log end after a bounded wait."""
-        found = self._from_window(offset, max_bytes)
-        if found:
-            self._upstream.counters.cache_hits += 1
+    async def fetch(self, offset: int, max_body: int) -> EncodedBatch:
+        """Records from ``offset`` on, at most ``max_body`` bytes of them; empty at the log end after a bounded wait."""
+        found = self.from_window(offset, max_body)
+        if found is not None:
             return found
         shared = self._polls.get(offset)
         if shared is not None:
             await shared.done.wait()
-            self._upstream.counters.cache_hits += 1
             if shared.failure is not None:
                 raise shared.failure
-            return _take(shared.records, offset, max_bytes)
-        return await self._poll(offset, max_bytes)
+            return self.from_window(offset, max_body) or shared.entries.take(offset, max_body) or _EMPTY
+        return await self._poll(offset, max_body)
 
-    async def _poll(self, offset: int, max_bytes: int) -> list[Record]:
+    async def _poll(self, offset: int, max_body: int) -> EncodedBatch:
         poll = self._polls[offset] = _Poll()
         try:
             async with self.client.lock:
                 self._check_open()
-                found = self._from_window(offset, max_bytes)
-                if found:
-                    poll.records = found
-                    return found
-                seek = self._position != offset
-                try:
-                    records, position = await self.client.call(
-                        lambda: self._poll_sync(offset, seek), self._upstream.call_budget
+                for attempt in range(READ_AHEAD_POLLS):
+                    found = self.from_window(offset, max_body)
+                    if found is not None:
+                        return found
+                    # A fetch a little ahead of the consumer (a client pipelining its
+                    # requests) reads forward from where the consumer is: a seek
+                    # would throw away what kafka-python has already fetched.
+                    ahead = (
+                        attempt < READ_AHEAD_POLLS - 1  # the last attempt seeks
+                        and self._position is not None
+                        and self._position == self._next
+                        and self._position < offset <= self._position + READ_AHEAD_RECORDS
                     )
-                except CommandFailed as exc:
-                    self._position = None  # unknown after a failure: seek next time
-                    poll.failure = exc
-                    raise
-                self._position = position
-                self._upstream.counters.broker_polls += 1
-                self._remember(offset, records, position)
-                poll.records = records
-                return _take(records, offset, max_bytes)
+                    start = self._position if ahead and self._position is not None else offset
+                    seek = self._position != start
+                    try:
+                        entries, position = await self.client.call(
+                            functools.partial(self._poll_sync, start, seek), self._upstream.call_budget
+                        )
+                    except CommandFailed as exc:
+                        self._position = None  # unknown after a failure: seek next time
+                        poll.failure = exc
+                        raise
+                    self._position = position
+                    self._upstream.counters.broker_polls += 1
+                    self._remember(start, entries, position)
+                    poll.entries = entries
+                    if ahead and not len(entries):
+                        # Nothing after the consumer's position: that is the log end, and offset is past it.
+                        failure = CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
+                        poll.failure = failure
+                        raise failure
+                    if not ahead or position > offset:
+                        return self.from_window(offset, max_body) or entries.take(offset, max_body) or _EMPTY
+                raise AssertionError("the last attempt returns or raises")  # pragma: no cover
         finally:
             poll.done.set()
             if self._polls.get(offset) is poll:
@@ -437,7 +501,7 @@ class _PartitionReader:
         if self.client.closed:
             raise CommandFailed(ErrorCode.BROKER_UNREACHABLE, "connection to Kafka was reset; try again")
 
-    def _poll_sync(self, offset: int, seek: bool) -> tuple[list[Record], int]:
+    def _poll_sync(self, offset: int, seek: bool) -> tuple[_Entries, int]:
         """In a thread: read from ``offset``; when nothing comes, find out why."""
         consumer = self.client.consumer
         give_up = time.monotonic() + self._route.request_timeout
@@ -449,14 +513,17 @@ class _PartitionReader:
                 batches = consumer.poll(timeout_ms=wait_ms, max_records=MAX_POLL_RECORDS)
             except Exception as exc:
                 raise _named_failure(self._route, exc, "fetch") from exc
-            records = [_to_record(m) for m in batches.get(self.tp, ())]
-            if records:
-                return records, records[-1].offset + 1
+            messages = batches.get(self.tp)
+            if messages:
+                entries = _Entries()
+                for message in messages:
+                    entries.append(message.offset, _encode(message))
+                return entries, entries.offsets[-1] + 1
             # Nothing came: the log end, data not fetched yet, or a broker that
             # is gone. poll() cannot tell these apart; the log end offset can.
             end = self._end_offset_sync()
             if offset == end:
-                return [], offset
+                return _Entries(), offset
             if offset > end:
                 raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
             remaining = give_up - time.monotonic()
@@ -515,6 +582,7 @@ class KafkaUpstream:
         self._factory = consumer_factory
         self.counters = _Counters()
         self._readers: dict[tuple[str, int], _PartitionReader] = {}
+        self._closing = 0
         self._opening: dict[tuple[str, int], trio.Event] = {}
         self._meta: _Client | None = None
         self._topics: dict[str, frozenset[int]] = {}
@@ -534,7 +602,7 @@ class KafkaUpstream:
 
     def statistics(self) -> UpstreamStatistics:
         return UpstreamStatistics(
-            readers_open=len(self._readers),
+            readers_open=len(self._readers) + self._closing,
             consumers_created=self.counters.consumers_created,
             consumers_closed=self.counters.consumers_closed,
             broker_polls=self.counters.broker_polls,
@@ -564,9 +632,13 @@ class KafkaUpstream:
         now = trio.current_time()
         for key, reader in list(self._readers.items()):
             if reader.users == 0 and now - reader.last_used >= self.route.idle_timeout:
-                del self._readers[key]
+                del self._readers[key]  # new sessions open a fresh reader from now on
                 log.debug("closing idle reader for %s/%d", *key)
-                await reader.client.aclose()
+                self._closing += 1  # still counted open until its consumer is closed
+                try:
+                    await reader.client.aclose()
+                finally:
+                    self._closing -= 1
 
     # ------------------------------------------------------------- consumers
 
@@ -708,11 +780,21 @@ class KafkaUpstream:
             reader.users -= 1
             reader.last_used = trio.current_time()
 
-    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Sequence[Record]:
+    def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None:
+        """The answer to a fetch when memory holds it, without waiting; else None."""
+        reader = self._readers.get((topic, partition))
+        if reader is None or reader.client.closed:
+            return None
+        found = reader.from_window(offset, max_bytes - FETCH_FRAME_OVERHEAD)
+        if found is not None:
+            reader.last_used = trio.current_time()
+        return found
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch:
         reader = await self._reader(topic, partition)
         reader.users += 1
         try:
-            return await reader.fetch(offset, max_bytes)
+            return await reader.fetch(offset, max_bytes - FETCH_FRAME_OVERHEAD)
         finally:
             reader.users -= 1
             reader.last_used = trio.current_time()

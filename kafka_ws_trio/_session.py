@@ -6,10 +6,13 @@ The shape (see the design card in the README):
   with the sans-IO core, answers what needs no Kafka (ping, unknown and
   malformed commands) at once, and puts Kafka commands on a bounded queue.
   A full queue blocks the reader: that is backpressure, not an error.
-* a fixed pool of **workers** takes commands off the queue and runs them
-  against the route's :class:`Backend`. Commands run concurrently, but the
-  responses for one topic-partition are sent in request order (tickets, see
-  :class:`_PartitionOrder`).
+* a dispatcher takes commands off the queue in order and starts a **worker**
+  task for each, at most ``workers`` at once, against the route's
+  :class:`Backend`. Commands run concurrently, but the responses for one
+  topic-partition are sent in request order (tickets, see
+  :class:`_PartitionOrder`). A fetch whose records the backend already holds
+  in memory, for a partition with nothing in flight, is answered by the
+  reader itself.
 * **responses** are written one at a time under a lock, each with a deadline:
   a client that stops reading is disconnected instead of holding memory.
 
@@ -31,6 +34,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from ._config import DEFAULT_QUEUE_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WORKERS
 from ._errors import CommandFailed
 from ._protocol import (
+    EncodedBatch,
     ErrorCode,
     Fetch,
     Invalid,
@@ -43,6 +47,7 @@ from ._protocol import (
     decode_request,
     encode_error,
     encode_fetch,
+    encode_fetch_frame,
     encode_list_offset,
     encode_pong,
     fetch_error,
@@ -76,7 +81,15 @@ class Backend(Protocol):
 
     async def list_offset(self, topic: str, partition: int, timestamp: int) -> int: ...
 
-    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Sequence[Record]: ...
+    async def fetch(
+        self, topic: str, partition: int, offset: int, max_bytes: int
+    ) -> Sequence[Record] | EncodedBatch: ...
+
+
+class CachingBackend(Backend, Protocol):
+    """A backend that can answer some fetches from memory at once (the real one can)."""
+
+    def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None: ...
 
 
 @attrs.frozen
@@ -126,6 +139,10 @@ class _PartitionOrder:
         lane.issued += 1
         return ticket
 
+    def pending(self, key: tuple[str, int]) -> bool:
+        """Whether commands for this partition are queued or running."""
+        return key in self._lanes
+
     async def wait_turn(self, key: tuple[str, int], ticket: int) -> None:
         lane = self._lanes[key]
         while lane.turn != ticket:
@@ -174,6 +191,8 @@ class Session:
         self._order = _PartitionOrder()
         self._scope = trio.CancelScope()
         self._too_slow = False
+        self._workers = trio.Semaphore(limits.workers)
+        self._cached = getattr(backend, "fetch_cached", None)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} route={self._route!r}>"
@@ -189,8 +208,7 @@ class Session:
                 async with trio.open_nursery() as nursery:
                     send_jobs, receive_jobs = trio.open_memory_channel[_Job](self._limits.queue_size)
                     async with send_jobs, receive_jobs:
-                        for _ in range(self._limits.workers):
-                            nursery.start_soon(self._worker, receive_jobs.clone())
+                        nursery.start_soon(self._dispatch, receive_jobs.clone(), nursery)
                         await self._reader(send_jobs)
                         nursery.cancel_scope.cancel()
         except Exception:  # also an ExceptionGroup of Exceptions; never Cancelled
@@ -228,26 +246,51 @@ class Session:
                 await self._send_error(0, ErrorCode.WRONG_COMMAND, "wrong command")
             else:
                 key = _key(request)
+                if isinstance(request, Fetch) and self._cached is not None and not self._order.pending(key):
+                    answer = self._answer_from_memory(request)
+                    if answer is not None:
+                        await self._send(answer)
+                        continue
                 job = _Job(request, key, self._order.take_ticket(key))
                 self.counters.queued += 1
                 await jobs.send(job)
 
+    def _answer_from_memory(self, request: Fetch) -> bytes | None:
+        """A fetch the backend holds in memory, answered in the reader: no queue, no worker."""
+        assert self._cached is not None
+        try:
+            batch = self._cached(request.topic, request.partition, request.offset, self._limits.max_message_size)
+        except CommandFailed as exc:
+            self.counters.errors += 1
+            return encode_error(request.sequence, exc.code, fetch_error(request.topic, request.partition, exc.reason))
+        return None if batch is None else encode_fetch_frame(request.sequence, batch)
+
     # ---------------------------------------------------------------- workers
 
-    async def _worker(self, jobs: trio.MemoryReceiveChannel[_Job]) -> None:
+    async def _dispatch(self, jobs: trio.MemoryReceiveChannel[_Job], nursery: trio.Nursery) -> None:
+        """Start a worker task per command, at most ``workers`` at once, in queue order.
+
+        Workers exist only while they have work: an idle session holds its
+        reader and this task, nothing more.
+        """
         async with jobs:
             async for job in jobs:
+                await self._workers.acquire()
                 self.counters.queued -= 1
-                self.counters.in_flight += 1
-                try:
-                    frame = await self._respond(job.request)
-                    await self._order.wait_turn(job.key, job.ticket)
-                    try:
-                        await self._send(frame)
-                    finally:
-                        self._order.done(job.key)
-                finally:
-                    self.counters.in_flight -= 1
+                nursery.start_soon(self._work, job)
+
+    async def _work(self, job: _Job) -> None:
+        self.counters.in_flight += 1
+        try:
+            frame = await self._respond(job.request)
+            await self._order.wait_turn(job.key, job.ticket)
+            try:
+                await self._send(frame)
+            finally:
+                self._order.done(job.key)
+        finally:
+            self.counters.in_flight -= 1
+            self._workers.release()
 
     async def _respond(self, request: ListOffset | Fetch | Invalid) -> bytes:
         """The response frame for one Kafka command; failures become error frames."""
@@ -263,6 +306,8 @@ class Session:
                 records = await self._backend.fetch(
                     request.topic, request.partition, request.offset, self._limits.max_message_size
                 )
+                if isinstance(records, EncodedBatch):
+                    return encode_fetch_frame(request.sequence, records)
                 try:
                     frame, _ = encode_fetch(request.sequence, records, self._limits.max_message_size)
                 except RecordTooLarge as exc:
