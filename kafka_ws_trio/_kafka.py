@@ -62,14 +62,19 @@ PROBE_TIMEOUT: Final = 1.0
 #: Extra seconds the kill switch waits past a call's own deadline.
 KILL_SWITCH_MARGIN: Final = 1.0
 
-#: Joined response bodies a partition keeps for sessions asking the same thing.
-MAX_SHARED_BODIES: Final = 64
+#: Bytes of joined response bodies a partition keeps for sessions asking the same
+#: thing (tailing sessions); on top of the window's own DEFAULT_CACHE_BYTES.
+SHARED_BODY_BYTES: Final = 4 * 1024 * 1024
 #: A fetch at most this many offsets ahead of the consumer reads forward instead of seeking ...
 READ_AHEAD_RECORDS: Final = 10_000
 #: ... in at most this many polls.
 READ_AHEAD_POLLS: Final = 4
 
 _EMPTY: Final = EncodedBatch(b"", 0)
+#: Failures that say Kafka cannot be reached (as opposed to a bad request).
+_CONNECTION_FAILURES: Final = frozenset(
+    {ErrorCode.BROKER_UNREACHABLE, ErrorCode.TIMEOUT, ErrorCode.AUTHENTICATION_FAILED, ErrorCode.TLS_FAILED}
+)
 
 _client_ids = itertools.count(1)
 
@@ -391,6 +396,10 @@ class _PartitionReader:
         self._next: int | None = None
         #: Joined bodies recently sent, by (offset, max_body); cleared when the window changes.
         self._bodies: dict[tuple[int, int], EncodedBatch] = {}
+        self._bodies_bytes = 0
+        #: The last failure to reach Kafka and when: repeated at once for a moment, so
+        #: that commands queued behind a failing call do not each wait a deadline.
+        self._failure: tuple[float, CommandFailed] | None = None
         #: Where the consumer will read next; None when unknown (seek first).
         self._position: int | None = None
         self._polls: dict[int, _Poll] = {}
@@ -409,9 +418,12 @@ class _PartitionReader:
             batch = self._window.take(offset, max_body)
             if batch is None:
                 return None  # [offset, next) holds no records (compaction, transaction markers)
-            if len(self._bodies) >= MAX_SHARED_BODIES:
-                self._bodies.clear()
-            self._bodies[key] = batch
+            if batch.count > 1:  # a single entry is the window's own bytes, not a copy
+                if self._bodies_bytes + len(batch.body) > SHARED_BODY_BYTES:
+                    self._bodies.clear()
+                    self._bodies_bytes = 0
+                self._bodies[key] = batch
+                self._bodies_bytes += len(batch.body)
         self._upstream.counters.cache_hits += 1
         return batch
 
@@ -421,6 +433,7 @@ class _PartitionReader:
         if not contiguous and self._next is not None and position <= self._next:
             return  # older data, read for one client: keep the window on the newest records
         self._bodies.clear()
+        self._bodies_bytes = 0
         if not contiguous:
             self._window = _Entries()
             self._start = start
@@ -457,6 +470,7 @@ class _PartitionReader:
         try:
             async with self.client.lock:
                 self._check_open()
+                self._check_recent_failure()
                 for attempt in range(READ_AHEAD_POLLS):
                     found = self.from_window(offset, max_body)
                     if found is not None:
@@ -479,6 +493,8 @@ class _PartitionReader:
                     except CommandFailed as exc:
                         self._position = None  # unknown after a failure: seek next time
                         poll.failure = exc
+                        if exc.code in _CONNECTION_FAILURES:
+                            self._failure = (trio.current_time(), exc)
                         raise
                     self._position = position
                     self._upstream.counters.broker_polls += 1
@@ -496,6 +512,13 @@ class _PartitionReader:
             poll.done.set()
             if self._polls.get(offset) is poll:
                 del self._polls[offset]
+
+    def _check_recent_failure(self) -> None:
+        if self._failure is not None:
+            stamp, failure = self._failure
+            if trio.current_time() - stamp < CONNECT_FAILURE_TTL:
+                raise failure
+            self._failure = None
 
     def _check_open(self) -> None:
         if self.client.closed:
@@ -544,7 +567,15 @@ class _PartitionReader:
     async def list_offset(self, timestamp: int) -> int:
         async with self.client.lock:
             self._check_open()
-            result: int = await self.client.call(lambda: self._list_offset_sync(timestamp), self._upstream.call_budget)
+            self._check_recent_failure()
+            try:
+                result: int = await self.client.call(
+                    lambda: self._list_offset_sync(timestamp), self._upstream.call_budget
+                )
+            except CommandFailed as exc:
+                if exc.code in _CONNECTION_FAILURES:
+                    self._failure = (trio.current_time(), exc)
+                raise
             return result
 
     def _list_offset_sync(self, timestamp: int) -> int:
