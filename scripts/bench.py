@@ -1382,6 +1382,8 @@ class Bench:
         rates: dict[str, list[float]] = {"kafka_python": [], "confluent": [], "fetch": []}
         proxy_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         try:
+            # Untimed: the broker's JIT warms up on its fetch path (the first timed runs were slower).
+            self._read_once("kafka_python", proxy, topic, count)
             for repeat in range(self.plan.fetch_repeats):
                 for kind in ("kafka_python", "confluent", "fetch"):
                     if kind == "fetch" and repeat == 0:
