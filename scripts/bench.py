@@ -471,8 +471,9 @@ class _PipelinedRead:
     """One session reading [start, end) with ``depth`` Fetch requests in flight.
 
     Offsets are contiguous, so the next response's first offset is predictable:
-    requests go out at ``next``, ``next + step``, ... where ``step`` is the size of
-    the latest response. Responses for one partition come back in request order;
+    requests go out at ``next``, ``next + step``, ... where ``step`` is the median
+    size of the latest responses (one short response, the rest of a poll, does
+    not throw the predictions off). Responses for one partition come back in request order;
     when one ends short of the next request in flight, the gap is asked for at
     once, and records that arrive twice are counted as duplicates.
     """
@@ -490,6 +491,7 @@ class _PipelinedRead:
         self._sequence = 0
         self._frontier = start
         self._step = 0
+        self._sizes: collections.deque[int] = collections.deque(maxlen=5)
         self.hw = start
         self.records = self.duplicates = self.fills = self.frames = self.frame_bytes = self.value_bytes = 0
         self.t_first = self.t_done = 0.0
@@ -527,7 +529,8 @@ class _PipelinedRead:
             self._seen[low:high] = b"\x01" * (high - low)
             self.records += new
             self.duplicates += count - new
-            self._step = count
+            self._sizes.append(count)
+            self._step = sorted(self._sizes)[len(self._sizes) // 2]
             found = self._seen.find(0, self.hw - self.start)
             self.hw = self.end if found < 0 else self.start + found
         if self.hw >= self.end:
