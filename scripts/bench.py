@@ -3,7 +3,7 @@
 One file, three roles, chosen by the first argument:
 
 * no role: the **orchestrator**. It starts a Kafka broker of its own through
-  ``scripts/kafka`` (instance ``bench``, ports 39492..39496), loads the topics,
+  ``scripts/kafka`` (instance ``bench``, ports 25492..25496), loads the topics,
   runs every scenario with the proxy in a process of its own and the load
   clients in further processes, prints a table and, with ``--json FILE``,
   writes every figure. Whatever happens, it stops each process it started,
@@ -54,7 +54,7 @@ import attrs
 REPO: Final = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT: Final = REPO / "scripts" / "kafka"
 BROKER_NAME: Final = "bench"
-BROKER_PORT_BASE: Final = 39492
+BROKER_PORT_BASE: Final = 25492  # below the ephemeral port range, like scripts/kafka's defaults
 ROUTE: Final = "/kafka"
 PARTITION: Final = 0
 LATEST: Final = -1
