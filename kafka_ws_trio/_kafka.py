@@ -327,8 +327,11 @@ class _Entries:
         self.ends.append((self.ends[-1] if self.ends else self.base) + len(entry))
 
     def extend(self, other: _Entries) -> None:
-        for offset, entry in zip(other.offsets, other.entries, strict=True):
-            self.append(offset, entry)
+        start = self.ends[-1] if self.ends else self.base
+        self.offsets += other.offsets
+        self.entries += other.entries
+        self.ends += itertools.accumulate(map(len, other.entries), initial=start)
+        del self.ends[len(self.ends) - len(other.entries) - 1]  # the running total's start value
 
     def drop_front(self, count: int) -> None:
         if count <= 0:
@@ -539,8 +542,9 @@ class _PartitionReader:
             messages = batches.get(self.tp)
             if messages:
                 entries = _Entries()
-                for message in messages:
-                    entries.append(message.offset, _encode(message))
+                entries.offsets = [message.offset for message in messages]
+                entries.entries = [_encode(message) for message in messages]
+                entries.ends = list(itertools.accumulate(map(len, entries.entries)))
                 return entries, entries.offsets[-1] + 1
             # Nothing came: the log end, data not fetched yet, or a broker that
             # is gone. poll() cannot tell these apart; the log end offset can.
