@@ -80,7 +80,7 @@ _client_ids = itertools.count(1)
 
 
 class ConsumerLike(Protocol):
-    """The part of ``kafka.KafkaConsumer`` we use; fakes implement it in unit tests."""
+    """The part of ``kafka.KafkaConsumer`` the edge uses (kafka-python ships no types)."""
 
     def assign(self, partitions: list[Any]) -> None: ...
     def seek(self, partition: Any, offset: int) -> None: ...
@@ -91,9 +91,6 @@ class ConsumerLike(Protocol):
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
     def topics(self) -> set[str]: ...
     def close(self) -> None: ...
-
-
-ConsumerFactory = Callable[..., ConsumerLike]
 
 
 @attrs.frozen
@@ -605,16 +602,9 @@ class KafkaUpstream:
     consumer it opened.
     """
 
-    def __init__(
-        self,
-        route: RouteConfig,
-        limiter: trio.CapacityLimiter,
-        *,
-        consumer_factory: ConsumerFactory | None = None,
-    ) -> None:
+    def __init__(self, route: RouteConfig, limiter: trio.CapacityLimiter) -> None:
         self.route = route
         self.limiter = limiter
-        self._factory = consumer_factory
         self.counters = _Counters()
         self._readers: dict[tuple[str, int], _PartitionReader] = {}
         self._closing = 0
@@ -679,8 +669,6 @@ class KafkaUpstream:
 
     def _new_consumer(self) -> ConsumerLike:
         """In a thread: a consumer connected to the route's brokers, or CommandFailed naming why not."""
-        if self._factory is not None:
-            return self._factory(**consumer_config(self.route))
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
         from kafka.net.compat import KafkaNetClient
