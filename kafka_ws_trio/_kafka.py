@@ -41,6 +41,7 @@ import trio
 from ._config import RouteConfig
 from ._errors import CommandFailed, partition_not_found, topic_not_found
 from ._protocol import FETCH_FRAME_OVERHEAD, EncodedBatch, ErrorCode, encode_message_entry
+from ._session import ParkedResult
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
@@ -103,6 +104,10 @@ class UpstreamStatistics:
     broker_polls: int
     cache_hits: int
     connect_failures: int
+    #: Fetches held at a log end right now, waiting for records (tailing sessions).
+    fetches_parked: int = 0
+    #: Parked fetches answered so far.
+    parked_answered: int = 0
 
 
 @attrs.define
@@ -112,6 +117,7 @@ class _Counters:
     broker_polls: int = 0
     cache_hits: int = 0
     connect_failures: int = 0
+    parked_answered: int = 0
 
 
 def _ssl_context(route: RouteConfig) -> ssl.SSLContext | None:
@@ -368,6 +374,19 @@ class _Poll:
     failure: CommandFailed | None = None
 
 
+@attrs.define(slots=True)
+class _Waiter:
+    """A fetch parked at a partition's log end (see :meth:`_PartitionReader.park`)."""
+
+    offset: int
+    max_body: int
+    deliver: Callable[[ParkedResult], None]
+    withdrawn: bool = False
+
+    def withdraw(self) -> None:
+        self.withdrawn = True
+
+
 class _PartitionReader:
     """Reads one topic-partition for every session that asks, through one consumer.
 
@@ -403,6 +422,9 @@ class _PartitionReader:
         #: Where the consumer will read next; None when unknown (seek first).
         self._position: int | None = None
         self._polls: dict[int, _Poll] = {}
+        #: Fetches parked at the log end, and whether a pump task is answering them.
+        self._waiters: list[_Waiter] = []
+        self._pumping = False
         self.users = 0
         self.last_used = trio.current_time()
 
@@ -457,24 +479,39 @@ class _PartitionReader:
         found = self.from_window(offset, max_body)
         if found is not None:
             return found
+        entries = await self._read(offset)
+        return self.from_window(offset, max_body) or entries.take(offset, max_body) or _EMPTY
+
+    def _holds(self, offset: int) -> bool:
+        """Whether the window has a record at or after ``offset`` (so a fetch there needs no poll)."""
+        window = self._window
+        return (
+            self._start is not None
+            and self._next is not None
+            and self._start <= offset < self._next
+            and bool(window.offsets)
+            and offset <= window.offsets[-1]
+        )
+
+    async def _read(self, offset: int) -> _Entries:
+        """Poll until the window holds ``offset`` or the log end is reached; the last poll's records.
+
+        Sessions asking for the same offset meanwhile share this poll.
+        """
         shared = self._polls.get(offset)
         if shared is not None:
             await shared.done.wait()
             if shared.failure is not None:
                 raise shared.failure
-            return self.from_window(offset, max_body) or shared.entries.take(offset, max_body) or _EMPTY
-        return await self._poll(offset, max_body)
-
-    async def _poll(self, offset: int, max_body: int) -> EncodedBatch:
+            return shared.entries
         poll = self._polls[offset] = _Poll()
         try:
             async with self.client.lock:
                 self._check_open()
                 self._check_recent_failure()
                 for attempt in range(READ_AHEAD_POLLS):
-                    found = self.from_window(offset, max_body)
-                    if found is not None:
-                        return found
+                    if self._holds(offset):
+                        return poll.entries
                     # A fetch a little ahead of the consumer (a client pipelining its
                     # requests) reads forward from where the consumer is: a seek
                     # would throw away what kafka-python has already fetched.
@@ -487,9 +524,10 @@ class _PartitionReader:
                     start = self._position if ahead and self._position is not None else offset
                     seek = self._position != start
                     try:
-                        entries, position = await self.client.call(
+                        read: tuple[_Entries, int] = await self.client.call(
                             functools.partial(self._poll_sync, start, seek), self._upstream.call_budget
                         )
+                        entries, position = read
                     except CommandFailed as exc:
                         self._position = None  # unknown after a failure: seek next time
                         poll.failure = exc
@@ -506,12 +544,91 @@ class _PartitionReader:
                         poll.failure = failure
                         raise failure
                     if not ahead or position > offset:
-                        return self.from_window(offset, max_body) or entries.take(offset, max_body) or _EMPTY
+                        return entries
                 raise AssertionError("the last attempt returns or raises")  # pragma: no cover
         finally:
             poll.done.set()
             if self._polls.get(offset) is poll:
                 del self._polls[offset]
+
+    # --------------------------------------------------------------- parking
+
+    def park(self, offset: int, max_body: int, deliver: Callable[[ParkedResult], None]) -> Callable[[], None] | None:
+        """Hold a fetch at the log end; :meth:`_pump` answers it when a poll lands. None: not held.
+
+        Tailing sessions then cost no task each while they wait, and one task
+        writes every waiting session's answer (the same shared body) as soon as
+        records arrive.
+        """
+        nursery = self._upstream.nursery
+        if offset != self._next or self._failure is not None or self.client.closed or nursery is None:
+            return None
+        waiter = _Waiter(offset, max_body, deliver)
+        self._waiters.append(waiter)
+        if not self._pumping:
+            self._pumping = True
+            self.users += 1
+            nursery.start_soon(self._pump)
+        return waiter.withdraw
+
+    async def _pump(self) -> None:
+        """Poll at the log end while fetches are parked there, answering them after each poll."""
+        try:
+            while self._waiters:
+                offset = self._next
+                assert offset is not None  # park() requires it
+                entries = _Entries()
+                failure: CommandFailed | None = None
+                try:
+                    with trio.fail_after(self._upstream.deadline):
+                        entries = await self._read(offset)
+                except CommandFailed as exc:
+                    failure = exc
+                except trio.TooSlowError:
+                    failure = CommandFailed(ErrorCode.TIMEOUT, f"fetch timed out after {self._upstream.deadline:.0f}s")
+                except Exception:
+                    log.exception("bug while reading %s/%d for parked fetches", self.topic, self.partition)
+                    failure = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
+                self._answer_waiters(offset, entries, failure)
+        finally:
+            self._pumping = False
+            self.users -= 1
+            self.last_used = trio.current_time()
+            if self._waiters:  # only when cancelled (shutdown): nobody may wait for an answer that never comes
+                self._answer_waiters(None, _Entries(), CommandFailed(ErrorCode.INTERNAL_ERROR, "proxy shutting down"))
+
+    @property
+    def waiting(self) -> list[_Waiter]:
+        """The fetches parked here and not withdrawn."""
+        return [waiter for waiter in self._waiters if not waiter.withdrawn]
+
+    def _answer_waiters(self, polled: int | None, entries: _Entries, failure: CommandFailed | None) -> None:
+        """Answer every parked fetch the poll at ``polled`` settles; keep the ones parked at a newer log end."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if waiter.withdrawn:
+                continue
+            result: ParkedResult
+            if failure is not None:
+                result = failure
+            else:
+                try:
+                    result = self.from_window(waiter.offset, waiter.max_body) or entries.take(
+                        waiter.offset, waiter.max_body
+                    )
+                except CommandFailed as exc:
+                    result = exc
+                if result is None:
+                    if waiter.offset == self._next and waiter.offset != polled:
+                        self._waiters.append(waiter)  # parked after this poll began: wait for the next
+                        continue
+                    # At the log end after a full wait: an empty answer. Behind the window: fetch normally.
+                    result = _EMPTY if waiter.offset == self._next else None
+            self._upstream.counters.parked_answered += 1
+            try:
+                waiter.deliver(result)
+            except Exception:
+                log.exception("bug while answering a parked fetch on %s/%d", self.topic, self.partition)
 
     def _check_recent_failure(self) -> None:
         if self._failure is not None:
@@ -614,6 +731,8 @@ class KafkaUpstream:
         self._topics_stamp: float | None = None
         self._refreshing: _Poll | None = None
         self._connect_failure: tuple[float, CommandFailed] | None = None
+        #: Where partition readers run their pumps; set while :meth:`run` runs.
+        self.nursery: trio.Nursery | None = None
 
     @property
     def call_budget(self) -> float:
@@ -633,16 +752,21 @@ class KafkaUpstream:
             broker_polls=self.counters.broker_polls,
             cache_hits=self.counters.cache_hits,
             connect_failures=self.counters.connect_failures,
+            fetches_parked=sum(len(reader.waiting) for reader in self._readers.values()),
+            parked_answered=self.counters.parked_answered,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Close idle readers until cancelled; then close every consumer."""
-        task_status.started()
+        """Run the readers' pumps and close idle readers until cancelled; then close every consumer."""
         try:
-            while True:
-                await trio.sleep(max(self.route.idle_timeout / 4, 0.05))
-                await self._close_idle()
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                task_status.started()
+                while True:
+                    await trio.sleep(max(self.route.idle_timeout / 4, 0.05))
+                    await self._close_idle()
         finally:
+            self.nursery = None
             with trio.CancelScope(shield=True):
                 readers = list(self._readers.values())
                 self._readers.clear()
@@ -812,6 +936,15 @@ class KafkaUpstream:
         if found is not None:
             reader.last_used = trio.current_time()
         return found
+
+    def park(
+        self, topic: str, partition: int, offset: int, max_bytes: int, deliver: Callable[[ParkedResult], None]
+    ) -> Callable[[], None] | None:
+        """Hold a fetch at the partition's log end until records arrive; None when not held (fetch it instead)."""
+        reader = self._readers.get((topic, partition))
+        if reader is None:
+            return None
+        return reader.park(offset, max_bytes - FETCH_FRAME_OVERHEAD, deliver)
 
     async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch:
         reader = await self._reader(topic, partition)

@@ -384,11 +384,33 @@ class EncodedBatch:
     count: int
 
 
+def encode_fetch_head(sequence: int, body_size: int) -> bytes:
+    """The bytes before a fetch response's body: ``head + body`` is the whole frame.
+
+    Lets one shared body go to many sessions without being copied for each
+    (see :func:`encode_fetch_frame`).
+    """
+    head = b"\x08" + _varint(sequence) if sequence else b""
+    return head + b"\x8a\x02" + _varint(body_size)
+
+
 def encode_fetch_frame(sequence: int, batch: EncodedBatch) -> bytes:
     """The frame answering a :class:`Fetch` with an encoded body (never more than
     ``len(batch.body) + FETCH_FRAME_OVERHEAD`` bytes)."""
-    head = b"\x08" + _varint(sequence) if sequence else b""
-    return head + b"\x8a\x02" + _varint(len(batch.body)) + batch.body
+    return encode_fetch_head(sequence, len(batch.body)) + batch.body
+
+
+def websocket_binary_header(size: int) -> bytes:
+    """RFC 6455 header of one unmasked, unfragmented binary frame of ``size`` bytes (server to client).
+
+    The same bytes wsproto writes when no extension is negotiated (the proxy
+    negotiates none), so a frame can be written straight to the socket.
+    """
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 0x10000:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big")
+    return bytes((0x82, 127)) + size.to_bytes(8, "big")
 
 
 def list_offset_error(topic: str, partition: int, reason: str) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
 import attrs
@@ -26,14 +27,28 @@ CLOSE_TIMEOUT: Final = 5.0
 MAX_REQUEST_HEAD: Final = 16 * 1024
 #: Bytes read from a socket at a time, also by trio-websocket.
 RECEIVE_BYTES: Final = 64 * 1024
+#: Whether this platform can write a frame's parts to a socket in one call (not Windows).
+_WRITEV: Final = hasattr(os, "writev")
 
 
 class _ReplayStream(trio.abc.Stream):
-    """A stream that first gives back bytes already read from it (the request head)."""
+    """The stream trio-websocket runs on: replays the request head, and can write without waiting.
 
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+    It first gives back bytes already read from the socket (the request
+    head, read to route the connection). It also lets a session write a
+    whole frame straight into the socket's kernel buffer from any task,
+    without a checkpoint (:meth:`write_now`): that is how one task delivers a
+    shared response to every session tailing a partition. Whatever the kernel
+    does not take at once stays pending and goes out before anything else
+    written later, so frames never interleave.
+    """
+
+    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
         self._stream = stream
         self._prefix = prefix
+        self._lock = trio.Lock()
+        self._pending = b""
+        self._close_sent = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
@@ -43,7 +58,48 @@ class _ReplayStream(trio.abc.Stream):
         return await self._stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        # The lock is taken without a checkpoint when free (the common case);
+        # the socket send below is the checkpoint.
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            if data[:1] == b"\x88":  # a close frame: nothing may follow it
+                self._close_sent = True
+            if self._pending:
+                data, self._pending = self._pending + bytes(data), b""
+            await self._stream.send_all(data)
+        finally:
+            self._lock.release()
+
+    def write_now(self, buffers: Sequence[bytes]) -> bool | None:
+        """Write ``buffers`` (one whole frame) into the socket without waiting.
+
+        Returns None when nothing was written because a send is in progress,
+        the close frame has gone out or the socket is closed or broken (send
+        the normal way instead); True when all of it went out; False when
+        part of it is pending and the caller must get :meth:`flush` called.
+        """
+        if self._lock.locked() or self._pending or self._close_sent or not _WRITEV:
+            return None
+        fd = self._stream.socket.fileno()
+        if fd < 0:
+            return None
+        try:
+            written = os.writev(fd, buffers)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return None
+        if written == sum(map(len, buffers)):
+            return True
+        self._pending = b"".join(buffers)[written:]
+        return False
+
+    async def flush(self) -> None:
+        """Send what :meth:`write_now` left pending."""
+        await self.send_all(b"")
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -175,15 +231,16 @@ class ProxyServer:
                     if self.config.route_for(path) is None:
                         await _respond_http(stream, "404 Not Found", f"no route for {path}\n")
                         return
+                    replay = _ReplayStream(stream, head)
                     request = await wrap_server_stream(
                         nursery,
-                        _ReplayStream(stream, head),
+                        replay,
                         message_queue_size=WS_MESSAGE_QUEUE_SIZE,
                         max_message_size=self.config.server.max_message_size,
                         receive_buffer_size=RECEIVE_BYTES,
                     )
                 if request is not None:
-                    await self._serve_request(request)
+                    await self._serve_request(request, replay)
                 nursery.cancel_scope.cancel()  # trio-websocket's reader task
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
@@ -193,7 +250,7 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
-    async def _serve_request(self, request: WebSocketRequest) -> None:
+    async def _serve_request(self, request: WebSocketRequest, stream: _ReplayStream) -> None:
         route = self.config.route_for(request.path.split("?", 1)[0])
         assert route is not None  # _serve_connection routed it
         if self._shutting_down:
@@ -205,7 +262,7 @@ class ProxyServer:
             return
         subprotocol = request.proposed_subprotocols[0] if request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
-        session = Session(ws, self._backends[route.uri], self._limits, route=route.uri)
+        session = Session(ws, self._backends[route.uri], self._limits, route=route.uri, writer=stream)
         self._sessions[session] = ws
         self._sessions_total += 1
         log.debug("%r opened from %s", session, ws.remote)

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 import attrs
 import trio
@@ -48,10 +48,12 @@ from ._protocol import (
     encode_error,
     encode_fetch,
     encode_fetch_frame,
+    encode_fetch_head,
     encode_list_offset,
     encode_pong,
     fetch_error,
     list_offset_error,
+    websocket_binary_header,
 )
 
 log = logging.getLogger("kafka_ws_trio.session")
@@ -90,6 +92,32 @@ class CachingBackend(Backend, Protocol):
     """A backend that can answer some fetches from memory at once (the real one can)."""
 
     def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None: ...
+
+
+#: What a parked fetch is answered with: records (maybe none, at the log end), a
+#: failure, or None for "not from here after all: fetch it the normal way".
+ParkedResult = EncodedBatch | CommandFailed | None
+
+
+class ParkingBackend(Backend, Protocol):
+    """A backend that can hold a fetch at the log end and answer it when records arrive (the real one can).
+
+    ``park`` returns at once: None when it will not hold this fetch, else a
+    function that withdraws it. A held fetch is answered exactly once, unless
+    withdrawn, by calling ``deliver`` from another task, within the backend's
+    ``deadline``. ``deliver`` must not block.
+    """
+
+    def park(
+        self, topic: str, partition: int, offset: int, max_bytes: int, deliver: Callable[[ParkedResult], None]
+    ) -> Callable[[], None] | None: ...
+
+
+class FrameWriter(Protocol):
+    """Writes a whole WebSocket frame into the connection without waiting (see ``_server._ReplayStream``)."""
+
+    def write_now(self, buffers: Sequence[bytes]) -> bool | None: ...
+    async def flush(self) -> None: ...
 
 
 @attrs.frozen
@@ -180,6 +208,7 @@ class Session:
         *,
         route: str = "",
         counters: SessionCounters | None = None,
+        writer: FrameWriter | None = None,
     ) -> None:
         self.id = next(_session_ids)
         self._ws = ws
@@ -193,6 +222,11 @@ class Session:
         self._too_slow = False
         self._workers = trio.Semaphore(limits.workers)
         self._cached = getattr(backend, "fetch_cached", None)
+        self._park: Callable[..., Callable[[], None] | None] | None = getattr(backend, "park", None)
+        #: Fetches the backend holds for us, by partition: at most one each, as the first in its lane.
+        self._parked: dict[tuple[str, int], Callable[[], None]] = {}
+        self._writer = writer
+        self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} route={self._route!r}>"
@@ -206,11 +240,16 @@ class Session:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    send_jobs, receive_jobs = trio.open_memory_channel[_Job](self._limits.queue_size)
-                    async with send_jobs, receive_jobs:
-                        nursery.start_soon(self._dispatch, receive_jobs.clone(), nursery)
-                        await self._reader(send_jobs)
-                        nursery.cancel_scope.cancel()
+                    self._nursery = nursery
+                    try:
+                        send_jobs, receive_jobs = trio.open_memory_channel[_Job](self._limits.queue_size)
+                        async with send_jobs, receive_jobs:
+                            nursery.start_soon(self._dispatch, receive_jobs.clone(), nursery)
+                            await self._reader(send_jobs)
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        self._unpark_all()
+                        self._nursery = None
         except Exception:  # also an ExceptionGroup of Exceptions; never Cancelled
             log.exception("%r: internal error; closing the session", self)
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -246,12 +285,16 @@ class Session:
                 await self._send_error(0, ErrorCode.WRONG_COMMAND, "wrong command")
             else:
                 key = _key(request)
-                if isinstance(request, Fetch) and self._cached is not None and not self._order.pending(key):
+                at_front = not self._order.pending(key)
+                if isinstance(request, Fetch) and self._cached is not None and at_front:
                     answer = self._answer_from_memory(request)
                     if answer is not None:
                         await self._send(answer)
                         continue
-                job = _Job(request, key, self._order.take_ticket(key))
+                ticket = self._order.take_ticket(key)
+                if isinstance(request, Fetch) and at_front and self._try_park(request, key):
+                    continue
+                job = _Job(request, key, ticket)
                 self.counters.queued += 1
                 await jobs.send(job)
 
@@ -264,6 +307,90 @@ class Session:
             self.counters.errors += 1
             return encode_error(request.sequence, exc.code, fetch_error(request.topic, request.partition, exc.reason))
         return None if batch is None else encode_fetch_frame(request.sequence, batch)
+
+    # ---------------------------------------------------------------- parking
+
+    def _try_park(self, request: Fetch, key: tuple[str, int]) -> bool:
+        """Hand a fetch at the log end to the backend to answer when records arrive: no worker waits for it.
+
+        The fetch keeps its ticket (the first of its partition's lane), so
+        later commands for that partition are answered after it.
+        """
+        if self._park is None or self._nursery is None or len(self._parked) >= self._limits.queue_size:
+            return False
+
+        def deliver(result: ParkedResult) -> None:
+            if self._parked.pop(key, None) is None:
+                return  # withdrawn: the session is ending
+            self.counters.in_flight -= 1
+            try:
+                self._answer_parked(request, key, result)
+            except Exception:
+                log.exception("%r: bug while answering a parked fetch", self)
+                self._scope.cancel()
+
+        withdraw = self._park(request.topic, request.partition, request.offset, self._limits.max_message_size, deliver)
+        if withdraw is None:
+            return False
+        self._parked[key] = withdraw
+        self.counters.in_flight += 1
+        return True
+
+    def _unpark_all(self) -> None:
+        parked, self._parked = self._parked, {}
+        self.counters.in_flight -= len(parked)
+        for withdraw in parked.values():
+            withdraw()
+
+    def _answer_parked(self, request: Fetch, key: tuple[str, int], result: ParkedResult) -> None:
+        """Send the answer to a parked fetch: straight into the socket when it takes it, else from a task."""
+        if result is None:
+            self._spawn(self._work_parked, request, key)
+            return
+        if isinstance(result, CommandFailed):
+            self.counters.errors += 1
+            message = fetch_error(request.topic, request.partition, result.reason)
+            self._spawn(self._send_in_turn, encode_error(request.sequence, result.code, message), key)
+            return
+        head = encode_fetch_head(request.sequence, len(result.body))
+        writer = self._writer
+        if writer is not None and not self._send_lock.locked():
+            header = websocket_binary_header(len(head) + len(result.body))
+            written = writer.write_now((header, head, result.body))
+            if written is not None:
+                self._order.done(key)
+                if not written:
+                    self._spawn(self._flush)
+                return
+        self._spawn(self._send_in_turn, head + result.body, key)
+
+    def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _send_in_turn(self, frame: bytes, key: tuple[str, int]) -> None:
+        """Send a parked fetch's answer (its ticket is the lane's turn), then let the lane move on."""
+        try:
+            await self._send(frame)
+        finally:
+            self._order.done(key)
+
+    async def _work_parked(self, request: Fetch, key: tuple[str, int]) -> None:
+        """A parked fetch the backend gave back: answer it like any other command."""
+        await self._send_in_turn(await self._respond(request), key)
+
+    async def _flush(self) -> None:
+        """Send what a direct write left in the stream; a client that does not take it in time ends the session."""
+        assert self._writer is not None
+        async with self._send_lock:
+            try:
+                with trio.fail_after(self._limits.send_timeout):
+                    await self._writer.flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader sees the connection end too
+            except trio.TooSlowError:
+                self._too_slow = True
+                self._scope.cancel()
 
     # ---------------------------------------------------------------- workers
 

@@ -26,11 +26,13 @@ from kafka_ws_trio._protocol import (
     encode_error,
     encode_fetch,
     encode_fetch_frame,
+    encode_fetch_head,
     encode_list_offset,
     encode_message_entry,
     encode_pong,
     fetch_error,
     list_offset_error,
+    websocket_binary_header,
 )
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -397,3 +399,37 @@ def test_an_encoded_fetch_frame_is_byte_identical_to_protobuf(sequence: int, ent
     decoded = pb.PubSubResp.FromString(frame)
     assert decoded.sequence == sequence
     assert len(decoded.kafka_fetch_resp.messages) == len(entries)
+
+
+# ------------------------------------------------ frames written directly
+
+
+@given(size=st.one_of(st.integers(0, 140), st.integers(65_500, 65_600), st.integers(0, 300_000)))
+@example(size=125)
+@example(size=126)
+@example(size=65_535)
+@example(size=65_536)
+def test_websocket_binary_header_is_what_wsproto_writes(size: int) -> None:
+    """A frame written straight to the socket is byte for byte the frame wsproto (trio-websocket) would write."""
+    from wsproto.frame_protocol import FrameProtocol
+
+    payload = bytes(size)
+    expected = FrameProtocol(client=False, extensions=[]).send_data(payload, fin=True)
+    assert websocket_binary_header(size) + payload == expected
+
+
+@given(
+    sequence=INT64,
+    values=st.lists(st.binary(max_size=300), max_size=20),
+)
+def test_fetch_head_and_shared_body_make_the_fetch_frame(sequence: int, values: list[bytes]) -> None:
+    """``encode_fetch_head`` + a shared body parses as the fetch response with every record."""
+    body = b"".join(
+        encode_message_entry(offset, 1_700_000_000_000, None, value, []) for offset, value in enumerate(values)
+    )
+    frame = encode_fetch_head(sequence, len(body)) + body
+    assert frame == encode_fetch_frame(sequence, EncodedBatch(body, len(values)))
+    response = pb.PubSubResp.FromString(frame)
+    assert response.sequence == sequence
+    assert response.WhichOneof("resp") == "kafka_fetch_resp"
+    assert [m.value for m in response.kafka_fetch_resp.messages] == values
