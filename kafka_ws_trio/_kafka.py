@@ -56,6 +56,11 @@ MISSING_TOPIC_TTL: Final = 1.0
 CONNECT_FAILURE_TTL: Final = 1.0
 #: Records kafka-python hands over per poll.
 MAX_POLL_RECORDS: Final = 2000
+#: A poll that returns records within this many seconds answered from a fetch kafka-python
+#: made ahead (no round trip to the broker): its records may be stale ...
+BUFFERED_POLL: Final = 0.001
+#: ... so the poll asks once more, waiting at most this many milliseconds, for what came since.
+FRESH_POLL_MS: Final = 10
 #: Bytes of records one partition's cache may hold, besides ``cache_records``.
 DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
 #: Seconds for each TCP or TLS probe of a broker when naming a failure.
@@ -264,19 +269,25 @@ class _Client:
         which makes a stuck kafka-python call return; the client is then
         unusable and the registry replaces it.
         """
-        started = trio.Event()
+        # When the thread started (it may wait for a Kafka thread token first). Set in
+        # the thread without a round trip to Trio: that would cost each call a pass of
+        # the run loop, which under load is most of a poll's latency.
+        started_at: list[float] = []
         kill_scope = trio.CancelScope(shield=True)
 
         def in_thread() -> outcome.Outcome[Any]:
-            trio.from_thread.run_sync(started.set)
+            started_at.append(time.monotonic())
             # Captured, so that fn's exception is not wrapped in the nursery's ExceptionGroup.
             captured: outcome.Outcome[Any] = outcome.capture(fn)
             return captured
 
         async def kill_switch() -> None:
             with kill_scope:
-                await started.wait()
-                await trio.sleep(deadline + KILL_SWITCH_MARGIN)
+                allowed = deadline + KILL_SWITCH_MARGIN
+                left = allowed
+                while left > 0:
+                    await trio.sleep(left)
+                    left = started_at[0] + allowed - time.monotonic() if started_at else allowed
                 log.warning("a Kafka call overran its %.1fs deadline; closing its consumer", deadline)
                 self.closed = True
                 await trio.to_thread.run_sync(self.consumer.close)
@@ -649,11 +660,20 @@ class _PartitionReader:
         if seek:
             consumer.seek(self.tp, offset)
         while True:
+            asked = time.monotonic()
             try:
                 batches = consumer.poll(timeout_ms=wait_ms, max_records=MAX_POLL_RECORDS)
+                messages = batches.get(self.tp)
+                if messages and len(messages) < MAX_POLL_RECORDS and time.monotonic() - asked < BUFFERED_POLL:
+                    # kafka-python answered from a fetch it made ahead, at the end of the previous
+                    # poll: those records may be as old as the time since. What came meanwhile is
+                    # one round trip away; take it too, so tailing sessions get it now, not a poll later.
+                    fresh = consumer.poll(timeout_ms=FRESH_POLL_MS, max_records=MAX_POLL_RECORDS - len(messages))
+                    more = fresh.get(self.tp)
+                    if more and more[0].offset > messages[-1].offset:
+                        messages = messages + more
             except Exception as exc:
                 raise _named_failure(self._route, exc, "fetch") from exc
-            messages = batches.get(self.tp)
             if messages:
                 entries = _Entries()
                 entries.offsets = [message.offset for message in messages]
