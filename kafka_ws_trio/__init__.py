@@ -17,6 +17,7 @@ from ._config import parse_config as parse_config
 from ._kafka import UpstreamStatistics as UpstreamStatistics
 from ._protocol import ErrorCode as ErrorCode
 from ._protocol import Record as Record
+from ._runtime import tune_gc as tune_gc
 from ._server import ProxyServer as ProxyServer
 from ._server import ProxyStatistics as ProxyStatistics
 from ._server import serve_proxy as serve_proxy
@@ -39,4 +40,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "serve_proxy",
+    "tune_gc",
 ]

@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from ._config import ConfigError, ProxyConfig, ServerConfig, load_config
+from ._runtime import tune_gc
 from ._version import __version__
 
 log = logging.getLogger("kafka_ws_trio.cli")
@@ -224,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             config = _serve_config(args)
             _setup_logging(config.server.log_level)
+            tune_gc()
             trio.run(_serve, config)
             return EXIT_OK
         _setup_logging("WARNING")

@@ -943,8 +943,11 @@ def proxy_main(spec: dict[str, Any]) -> None:
 
     import trio
 
+    from kafka_ws_trio import tune_gc
+
     raise_nofile()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tune_gc()  # as `kafka-ws-trio serve` does
     trio.run(_serve_for_bench, spec)
 
 

@@ -16,7 +16,7 @@ import time
 
 import trio
 
-from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
+from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy, tune_gc
 from kafka_ws_trio.testing import KafkaBroker, start_broker, stop_broker
 
 TOPIC = "demo"
@@ -100,6 +100,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between demo events (default 0.5)")
     parser.add_argument("--kafka-version", default="4", help="Kafka release line: 4 or 3.9 (default 4)")
     args = parser.parse_args()
+    tune_gc()
     try:
         trio.run(run, args)
     except KeyboardInterrupt:

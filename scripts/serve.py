@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-from kafka_ws_trio import ProxyServer, load_config, serve_proxy
+from kafka_ws_trio import ProxyServer, load_config, serve_proxy, tune_gc
 
 
 async def report(server: ProxyServer) -> None:
@@ -40,6 +40,7 @@ async def main(config_path: str) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
+    tune_gc()  # this process is all proxy: see tune_gc's docstring
     try:
         trio.run(main, sys.argv[1])
     except KeyboardInterrupt:

@@ -118,3 +118,20 @@ async def test_trio_run_script_serves_and_stops_on_ctrl_c(
         process.send_signal(signal.SIGINT)
         with trio.fail_after(15):
             assert await process.wait() == 0
+
+
+def test_tune_gc_freezes_what_exists_and_raises_the_thresholds() -> None:
+    import gc
+
+    from kafka_ws_trio import tune_gc
+    from kafka_ws_trio._runtime import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        assert GC_THRESHOLDS[0] > before[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

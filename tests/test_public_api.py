@@ -22,6 +22,7 @@ def test_package_exports() -> None:
         "load_config",
         "parse_config",
         "serve_proxy",
+        "tune_gc",
     ]
     for name in kafka_ws_trio.__all__:
         assert hasattr(kafka_ws_trio, name)
