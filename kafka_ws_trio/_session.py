@@ -47,7 +47,6 @@ from ._protocol import (
     decode_request,
     encode_error,
     encode_fetch,
-    encode_fetch_frame,
     encode_fetch_head,
     encode_list_offset,
     encode_pong,
@@ -69,6 +68,10 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 
 _session_ids = itertools.count(1)
+
+#: A response ready to send: a whole frame, or a fetch response as its per-session
+#: head and its body (shared between sessions, and written without being copied).
+Frame = bytes | tuple[bytes, bytes]
 
 
 class Backend(Protocol):
@@ -298,7 +301,7 @@ class Session:
                 self.counters.queued += 1
                 await jobs.send(job)
 
-    def _answer_from_memory(self, request: Fetch) -> bytes | None:
+    def _answer_from_memory(self, request: Fetch) -> Frame | None:
         """A fetch the backend holds in memory, answered in the reader: no queue, no worker."""
         assert self._cached is not None
         try:
@@ -306,7 +309,7 @@ class Session:
         except CommandFailed as exc:
             self.counters.errors += 1
             return encode_error(request.sequence, exc.code, fetch_error(request.topic, request.partition, exc.reason))
-        return None if batch is None else encode_fetch_frame(request.sequence, batch)
+        return None if batch is None else _fetch_frame(request.sequence, batch)
 
     # ---------------------------------------------------------------- parking
 
@@ -352,23 +355,21 @@ class Session:
             message = fetch_error(request.topic, request.partition, result.reason)
             self._spawn(self._send_in_turn, encode_error(request.sequence, result.code, message), key)
             return
-        head = encode_fetch_head(request.sequence, len(result.body))
-        writer = self._writer
-        if writer is not None and not self._send_lock.locked():
-            header = websocket_binary_header(len(head) + len(result.body))
-            written = writer.write_now((header, head, result.body))
+        frame = _fetch_frame(request.sequence, result)
+        if not self._send_lock.locked():
+            written = self._write_now(frame)
             if written is not None:
                 self._order.done(key)
                 if not written:
                     self._spawn(self._flush)
                 return
-        self._spawn(self._send_in_turn, head + result.body, key)
+        self._spawn(self._send_in_turn, frame, key)
 
     def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
-    async def _send_in_turn(self, frame: bytes, key: tuple[str, int]) -> None:
+    async def _send_in_turn(self, frame: Frame, key: tuple[str, int]) -> None:
         """Send a parked fetch's answer (its ticket is the lane's turn), then let the lane move on."""
         try:
             await self._send(frame)
@@ -419,7 +420,7 @@ class Session:
             self.counters.in_flight -= 1
             self._workers.release()
 
-    async def _respond(self, request: ListOffset | Fetch | Invalid) -> bytes:
+    async def _respond(self, request: ListOffset | Fetch | Invalid) -> Frame:
         """The response frame for one Kafka command; failures become error frames."""
         command = request.command if isinstance(request, Invalid) else request
         describe = list_offset_error if isinstance(command, ListOffset) else fetch_error
@@ -434,7 +435,7 @@ class Session:
                     request.topic, request.partition, request.offset, self._limits.max_message_size
                 )
                 if isinstance(records, EncodedBatch):
-                    return encode_fetch_frame(request.sequence, records)
+                    return _fetch_frame(request.sequence, records)
                 try:
                     frame, _ = encode_fetch(request.sequence, records, self._limits.max_message_size)
                 except RecordTooLarge as exc:
@@ -460,14 +461,33 @@ class Session:
         self.counters.errors += 1
         await self._send(encode_error(sequence, code, message))
 
-    async def _send(self, frame: bytes) -> None:
+    async def _send(self, frame: Frame) -> None:
         """Write one frame; a client that does not take it in time ends the session."""
         async with self._send_lock:
             try:
                 with trio.fail_after(self._limits.send_timeout):
-                    await self._ws.send_message(frame)
-            except ConnectionClosed:
+                    if isinstance(frame, bytes):
+                        await self._ws.send_message(frame)
+                        return
+                    written = self._write_now(frame)
+                    if written is None:
+                        await self._ws.send_message(frame[0] + frame[1])
+                    elif not written:
+                        assert self._writer is not None
+                        await self._writer.flush()
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the reader sees the close too and ends the session
             except trio.TooSlowError:
                 self._too_slow = True
                 self._scope.cancel()
+
+    def _write_now(self, frame: tuple[bytes, bytes]) -> bool | None:
+        """Write a fetch response straight into the socket (see :class:`FrameWriter`); None: not done."""
+        if self._writer is None:
+            return None
+        head, body = frame
+        return self._writer.write_now((websocket_binary_header(len(head) + len(body)), head, body))
+
+
+def _fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
+    return encode_fetch_head(sequence, len(batch.body)), batch.body
