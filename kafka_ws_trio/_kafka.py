@@ -93,6 +93,7 @@ class ConsumerLike(Protocol):
     def poll(self, timeout_ms: int = ..., max_records: int | None = ...) -> dict[Any, list[Any]]: ...
     def beginning_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
     def end_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
+    def highwater(self, partition: Any) -> int | None: ...
     def offsets_for_times(self, timestamps: dict[Any, int], timeout_ms: int | None = ...) -> dict[Any, Any]: ...
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
     def topics(self) -> set[str]: ...
@@ -371,9 +372,10 @@ class _Entries:
                 f"record at offset {self.offsets[first]} is {size} bytes encoded, "
                 f"more than fits in max_message_size ({max_body + FETCH_FRAME_OVERHEAD})",
             )
+        after = self.offsets[last - 1] + 1
         if last - first == 1:
-            return EncodedBatch(self.entries[first], 1)
-        return EncodedBatch(b"".join(self.entries[first:last]), last - first)
+            return EncodedBatch(self.entries[first], 1, after)
+        return EncodedBatch(b"".join(self.entries[first:last]), last - first, after)
 
 
 @attrs.define
@@ -436,6 +438,11 @@ class _PartitionReader:
         #: Fetches parked at the log end, and whether a pump task is answering them.
         self._waiters: list[_Waiter] = []
         self._pumping = False
+        #: The offset after the furthest record any answer has held, whether a task is
+        #: reading ahead of it, and the log end offset as of the last poll (None: unknown).
+        self._served_to = 0
+        self._reading_ahead = False
+        self._highwater: int | None = None
         self.users = 0
         self.last_used = trio.current_time()
 
@@ -458,6 +465,7 @@ class _PartitionReader:
                 self._bodies[key] = batch
                 self._bodies_bytes += len(batch.body)
         self._upstream.counters.cache_hits += 1
+        self._served(batch)
         return batch
 
     def _remember(self, start: int, entries: _Entries, position: int) -> None:
@@ -492,6 +500,47 @@ class _PartitionReader:
             return found
         entries = await self._read(offset)
         return self.from_window(offset, max_body) or entries.take(offset, max_body) or _EMPTY
+
+    # ------------------------------------------------------------ read-ahead
+
+    def _served(self, batch: EncodedBatch) -> None:
+        """Note how far answers reach; a reader near the window's end gets the next records polled early."""
+        if batch.next_offset > self._served_to:
+            self._served_to = batch.next_offset
+        if not self._reading_ahead and self._wants_reading_ahead():
+            nursery = self._upstream.nursery
+            if nursery is not None:
+                self._reading_ahead = True
+                self.users += 1
+                nursery.start_soon(self._read_ahead)
+
+    def _wants_reading_ahead(self) -> bool:
+        """Whether an answer reached the window's end while the log holds more: the client's next fetch is there."""
+        end, highwater = self._next, self._highwater
+        return (
+            end is not None
+            and highwater is not None
+            and self._served_to == end < highwater
+            and self._failure is None
+            and not self.client.closed
+        )
+
+    async def _read_ahead(self) -> None:
+        """Poll the records after the window's end while the answer that reached it is sent and read.
+
+        One poll at a time: the next answer that reaches the new end starts the next one.
+        """
+        try:
+            offset = self._next
+            assert offset is not None  # _wants_reading_ahead requires it
+            with trio.move_on_after(self._upstream.deadline):
+                await self._read(offset)
+        except CommandFailed:
+            pass  # the next fetch meets the failure itself
+        finally:
+            self._reading_ahead = False
+            self.users -= 1
+            self.last_used = trio.current_time()
 
     def _holds(self, offset: int) -> bool:
         """Whether the window has a record at or after ``offset`` (so a fetch there needs no poll)."""
@@ -674,6 +723,7 @@ class _PartitionReader:
                         messages = messages + more
             except Exception as exc:
                 raise _named_failure(self._route, exc, "fetch") from exc
+            self._highwater = consumer.highwater(self.tp)
             if messages:
                 entries = _Entries()
                 entries.offsets = [message.offset for message in messages]

@@ -382,6 +382,8 @@ class EncodedBatch:
 
     body: bytes
     count: int
+    #: The offset after the batch's last record (0 when not known): where the client reads next.
+    next_offset: int = 0
 
 
 def encode_fetch_head(sequence: int, body_size: int) -> bytes:

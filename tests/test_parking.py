@@ -6,7 +6,9 @@ every parked fetch when its poll lands, writing the shared response straight
 into each session's socket. These tests check what a client sees: records
 exactly once and in order, answers in request order per partition, an empty
 answer after the wait, sessions that leave or stop reading while parked, and
-shutdown with fetches parked.
+shutdown with fetches parked. The last test covers the other end of the same
+reader: a session reading history front to back gets its next records polled
+while its answer is on the way.
 """
 
 from __future__ import annotations
@@ -260,3 +262,29 @@ async def test_shutdown_with_parked_fetches_closes_every_session_with_1001(
         took = trio.current_time() - started
     assert codes == [1001] * 10
     assert took < 1.0 + WAIT
+
+
+# ------------------------------------------------------------------ read-ahead
+
+
+async def test_a_session_reading_front_to_back_finds_its_next_records_already_polled(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """When an answer reaches the end of what the proxy has read, it polls the next records at once."""
+    from kafka_ws_trio._kafka import MAX_POLL_RECORDS
+
+    total = MAX_POLL_RECORDS * 2 + 500
+    produce(kafka_broker, kafka_topic, [f"v{n}".encode() for n in range(total)])
+    async with (
+        running_proxy(config(kafka_broker, fetch_max_wait=0.5)) as server,
+        open_client(server.url + ROUTE) as client,
+    ):
+        first = await client.fetch(kafka_topic, 0, 0)
+        assert 0 < len(first) < total, "one poll brought everything: nothing left to read ahead"
+        # No fetch is sent now, yet the proxy polls the records after the first answer.
+        assert await settled(lambda: upstream_of(server).broker_polls >= 2), upstream_of(server)
+        before = upstream_of(server)
+        second = await client.fetch(kafka_topic, 0, first[-1].offset + 1)
+        after = upstream_of(server)
+    assert second[0].offset == first[-1].offset + 1
+    assert after.cache_hits == before.cache_hits + 1, "the second fetch was not answered from memory"
