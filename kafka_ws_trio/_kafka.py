@@ -31,6 +31,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -71,6 +72,8 @@ KILL_SWITCH_MARGIN: Final = 1.0
 #: Bytes of joined response bodies a partition keeps for sessions asking the same
 #: thing (tailing sessions); on top of the window's own DEFAULT_CACHE_BYTES.
 SHARED_BODY_BYTES: Final = 4 * 1024 * 1024
+#: How many of the latest fetches of a partition reading ahead keeps in the window.
+READ_AHEAD_GUARD: Final = 8
 #: A fetch at most this many offsets ahead of the consumer reads forward instead of seeking ...
 READ_AHEAD_RECORDS: Final = 10_000
 #: ... in at most this many polls.
@@ -441,6 +444,8 @@ class _PartitionReader:
         #: The offset after the furthest record any answer has held, whether a task is
         #: reading ahead of it, and the log end offset as of the last poll (None: unknown).
         self._served_to = 0
+        #: The offsets the latest fetches asked for: reading ahead must not push them out of the window.
+        self._asked: deque[int] = deque(maxlen=READ_AHEAD_GUARD)
         self._reading_ahead = False
         self._highwater: int | None = None
         self.users = 0
@@ -465,7 +470,7 @@ class _PartitionReader:
                 self._bodies[key] = batch
                 self._bodies_bytes += len(batch.body)
         self._upstream.counters.cache_hits += 1
-        self._served(batch)
+        self._served(offset, batch)
         return batch
 
     def _remember(self, start: int, entries: _Entries, position: int) -> None:
@@ -503,8 +508,9 @@ class _PartitionReader:
 
     # ------------------------------------------------------------ read-ahead
 
-    def _served(self, batch: EncodedBatch) -> None:
+    def _served(self, offset: int, batch: EncodedBatch) -> None:
         """Note how far answers reach; a reader near the window's end gets the next records polled early."""
+        self._asked.append(offset)
         if batch.next_offset > self._served_to:
             self._served_to = batch.next_offset
         if not self._reading_ahead and self._wants_reading_ahead():
@@ -515,15 +521,30 @@ class _PartitionReader:
                 nursery.start_soon(self._read_ahead)
 
     def _wants_reading_ahead(self) -> bool:
-        """Whether an answer reached the window's end while the log holds more: the client's next fetch is there."""
+        """Whether an answer reached the window's end while the log holds more: the client's next fetch is there.
+
+        Not when the poll could push out of the window records that recent
+        fetches asked for: a client pipelining its fetches still needs them,
+        and a seek back would throw away what kafka-python has read.
+        """
         end, highwater = self._next, self._highwater
-        return (
-            end is not None
-            and highwater is not None
-            and self._served_to == end < highwater
-            and self._failure is None
-            and not self.client.closed
-        )
+        if (
+            end is None
+            or highwater is None
+            or not self._served_to == end < highwater
+            or self._failure is not None
+            or self.client.closed
+            or not self._asked
+        ):
+            return False
+        lowest = min(self._asked)
+        if end + MAX_POLL_RECORDS - lowest > self._route.cache_records:
+            return False
+        window = self._window
+        kept = bisect.bisect_left(window.offsets, lowest)
+        before = window.ends[kept - 1] if kept else window.base
+        newest = window.ends[-1] if window.ends else window.base
+        return newest - before + self._route.fetch_max_bytes <= DEFAULT_CACHE_BYTES
 
     async def _read_ahead(self) -> None:
         """Poll the records after the window's end while the answer that reached it is sent and read.
