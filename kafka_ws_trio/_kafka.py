@@ -57,9 +57,12 @@ MISSING_TOPIC_TTL: Final = 1.0
 CONNECT_FAILURE_TTL: Final = 1.0
 #: Records kafka-python hands over per poll.
 MAX_POLL_RECORDS: Final = 2000
-#: A poll that returns records within this many seconds answered from a fetch kafka-python
-#: made ahead (no round trip to the broker): its records may be stale ...
+#: A poll that returns records within this many seconds, or within BUFFERED_SHARE of the time
+#: since the previous poll returned, most likely answered from the fetch kafka-python sent
+#: ahead at the end of that poll (no round trip to the broker): its records are as old as
+#: that gap (a round of every tailing session) ...
 BUFFERED_POLL: Final = 0.001
+BUFFERED_SHARE: Final = 0.25
 #: ... so the poll asks once more, waiting at most this many milliseconds, for what came since.
 FRESH_POLL_MS: Final = 10
 #: Bytes of records one partition's cache may hold, besides ``cache_records``.
@@ -448,6 +451,8 @@ class _PartitionReader:
         self._asked: deque[int] = deque(maxlen=READ_AHEAD_GUARD)
         self._reading_ahead = False
         self._highwater: int | None = None
+        #: When the consumer's last poll returned (time.monotonic(), in its thread).
+        self._polled_at = 0.0
         self.users = 0
         self.last_used = trio.current_time()
 
@@ -734,7 +739,13 @@ class _PartitionReader:
             try:
                 batches = consumer.poll(timeout_ms=wait_ms, max_records=MAX_POLL_RECORDS)
                 messages = batches.get(self.tp)
-                if messages and len(messages) < MAX_POLL_RECORDS and time.monotonic() - asked < BUFFERED_POLL:
+                took = time.monotonic() - asked
+                gap = asked - self._polled_at
+                if (
+                    messages
+                    and len(messages) < MAX_POLL_RECORDS
+                    and (took < BUFFERED_POLL or took < BUFFERED_SHARE * gap)
+                ):
                     # kafka-python answered from a fetch it made ahead, at the end of the previous
                     # poll: those records may be as old as the time since. What came meanwhile is
                     # one round trip away; take it too, so tailing sessions get it now, not a poll later.
@@ -744,6 +755,8 @@ class _PartitionReader:
                         messages = messages + more
             except Exception as exc:
                 raise _named_failure(self._route, exc, "fetch") from exc
+            finally:
+                self._polled_at = time.monotonic()
             self._highwater = consumer.highwater(self.tp)
             if messages:
                 entries = _Entries()
