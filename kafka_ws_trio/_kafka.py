@@ -32,7 +32,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 import attrs
@@ -447,10 +447,10 @@ class _PartitionReader:
         #: The offset after the furthest record any answer has held, whether a task is
         #: reading ahead of it, and the log end offset as of the last poll (None: unknown).
         self._served_to = 0
-        #: The offsets the latest fetches asked for: reading ahead must not push them out of the window.
-        self._asked: deque[int] = deque(maxlen=READ_AHEAD_GUARD)
         self._reading_ahead = False
         self._highwater: int | None = None
+        #: The offsets the latest fetches asked for: reading ahead must not push them out of the window.
+        self._asked: deque[int] = deque(maxlen=READ_AHEAD_GUARD)
         #: When the consumer's last poll returned (time.monotonic(), in its thread).
         self._polled_at = 0.0
         self.users = 0
@@ -519,11 +519,27 @@ class _PartitionReader:
         if batch.next_offset > self._served_to:
             self._served_to = batch.next_offset
         if not self._reading_ahead and self._wants_reading_ahead():
-            nursery = self._upstream.nursery
-            if nursery is not None:
-                self._reading_ahead = True
-                self.users += 1
-                nursery.start_soon(self._read_ahead)
+            self._reading_ahead = self._in_background(self._read_ahead)
+
+    def _in_background(self, task: Callable[[], Awaitable[None]]) -> bool:
+        """Start ``task`` in the upstream's nursery, counted as a user of this reader while it runs.
+
+        False when the upstream is not running (no nursery to start it in).
+        """
+        nursery = self._upstream.nursery
+        if nursery is None:
+            return False
+
+        async def counted() -> None:
+            try:
+                await task()
+            finally:
+                self.users -= 1
+                self.last_used = trio.current_time()
+
+        self.users += 1  # now, not when the task first runs: the idle closer must not get in between
+        nursery.start_soon(counted)
+        return True
 
     def _wants_reading_ahead(self) -> bool:
         """Whether an answer reached the window's end while the log holds more: the client's next fetch is there.
@@ -565,8 +581,6 @@ class _PartitionReader:
             pass  # the next fetch meets the failure itself
         finally:
             self._reading_ahead = False
-            self.users -= 1
-            self.last_used = trio.current_time()
 
     def _holds(self, offset: int) -> bool:
         """Whether the window has a record at or after ``offset`` (so a fetch there needs no poll)."""
@@ -648,15 +662,12 @@ class _PartitionReader:
         writes every waiting session's answer (the same shared body) as soon as
         records arrive.
         """
-        nursery = self._upstream.nursery
-        if offset != self._next or self._failure is not None or self.client.closed or nursery is None:
+        if offset != self._next or self._failure is not None or self.client.closed or self._upstream.nursery is None:
             return None
         waiter = _Waiter(offset, max_body, deliver)
         self._waiters.append(waiter)
         if not self._pumping:
-            self._pumping = True
-            self.users += 1
-            nursery.start_soon(self._pump)
+            self._pumping = self._in_background(self._pump)
         return waiter.withdraw
 
     async def _pump(self) -> None:
@@ -680,8 +691,6 @@ class _PartitionReader:
                 self._answer_waiters(offset, entries, failure)
         finally:
             self._pumping = False
-            self.users -= 1
-            self.last_used = trio.current_time()
             if self._waiters:  # only when cancelled (shutdown): nobody may wait for an answer that never comes
                 self._answer_waiters(None, _Entries(), CommandFailed(ErrorCode.INTERNAL_ERROR, "proxy shutting down"))
 

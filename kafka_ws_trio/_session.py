@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
@@ -383,15 +383,7 @@ class Session:
     async def _flush(self) -> None:
         """Send what a direct write left in the stream; a client that does not take it in time ends the session."""
         assert self._writer is not None
-        async with self._send_lock:
-            try:
-                with trio.fail_after(self._limits.send_timeout):
-                    await self._writer.flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the reader sees the connection end too
-            except trio.TooSlowError:
-                self._too_slow = True
-                self._scope.cancel()
+        await self._guarded(self._writer.flush)
 
     # ---------------------------------------------------------------- workers
 
@@ -463,18 +455,26 @@ class Session:
 
     async def _send(self, frame: Frame) -> None:
         """Write one frame; a client that does not take it in time ends the session."""
+
+        async def send() -> None:
+            if isinstance(frame, bytes):
+                await self._ws.send_message(frame)
+                return
+            written = self._write_now(frame)
+            if written is None:
+                await self._ws.send_message(frame[0] + frame[1])
+            elif not written:
+                assert self._writer is not None
+                await self._writer.flush()
+
+        await self._guarded(send)
+
+    async def _guarded(self, send: Callable[[], Awaitable[None]]) -> None:
+        """Run ``send`` alone and within ``send_timeout``; a client that does not take it in time ends the session."""
         async with self._send_lock:
             try:
                 with trio.fail_after(self._limits.send_timeout):
-                    if isinstance(frame, bytes):
-                        await self._ws.send_message(frame)
-                        return
-                    written = self._write_now(frame)
-                    if written is None:
-                        await self._ws.send_message(frame[0] + frame[1])
-                    elif not written:
-                        assert self._writer is not None
-                        await self._writer.flush()
+                    await send()
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the reader sees the close too and ends the session
             except trio.TooSlowError:

@@ -40,6 +40,7 @@ from trio_websocket import ConnectionClosed
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._kafka import UpstreamStatistics
+from kafka_ws_trio._server import ProxyServer
 from kafka_ws_trio.client import open_client
 from kafka_ws_trio.testing import KafkaBroker, produce
 
@@ -56,10 +57,8 @@ def config(broker: KafkaBroker, *, fetch_max_wait: float = LONG_WAIT, **server_o
     )
 
 
-def upstream_of(server: object) -> UpstreamStatistics:
-    stats = server.statistics()  # type: ignore[attr-defined]
-    upstream: UpstreamStatistics = stats.upstreams[ROUTE]
-    return upstream
+def upstream_of(server: ProxyServer) -> UpstreamStatistics:
+    return server.statistics().upstreams[ROUTE]
 
 
 async def test_tailing_sessions_get_every_record_once_in_order_from_parked_fetches(
