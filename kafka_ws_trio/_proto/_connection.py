@@ -1,0 +1,110 @@
+"""One connection's protocol state, server side, without I/O.
+
+The session feeds it each binary frame and gets back either a reply to send
+at once (ping, unknown and malformed commands, a topic name Kafka would
+refuse) or a Kafka command with the partitions whose order it must keep.
+Results from Kafka come back through :meth:`ServerConnection.answer`, which
+turns them into the response frame, failures included. The ordering lanes
+live here too; streams and credit (and later the authentication phase) will
+join them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import attrs
+
+from ._codec import RecordTooLarge, decode_request, encode_error, encode_fetch, encode_list_offset, encode_pong
+from ._entries import EncodedBatch, encode_fetch_head, record_too_large
+from ._errors import (
+    UNKNOWN_COMMAND_MESSAGE,
+    WRONG_COMMAND_MESSAGE,
+    CommandFailed,
+    ErrorCode,
+    fetch_error,
+    list_offset_error,
+)
+from ._events import Fetch, Invalid, KafkaCommand, ListOffset, Malformed, Ping, Record, UnknownCommand
+from ._lanes import Key, Lanes
+
+#: A response ready to send: a whole frame, or a fetch response as its per-session
+#: head and its body (shared between sessions, and written without being copied).
+Frame: TypeAlias = bytes | tuple[bytes, bytes]
+
+
+@attrs.frozen
+class Reply:
+    """Send ``frame`` now; no Kafka work. ``error`` says whether it is an error response."""
+
+    frame: bytes
+    error: bool
+    #: For the log: why a frame was malformed, else "".
+    note: str = ""
+
+
+@attrs.frozen
+class Command:
+    """A command for the Kafka side; its answer must keep the order of the partitions in ``keys``."""
+
+    request: KafkaCommand
+    keys: tuple[Key, ...]
+
+
+def command_of(request: KafkaCommand) -> ListOffset | Fetch:
+    """The ListOffset or Fetch a command is, or was meant to be (for an :class:`Invalid` one)."""
+    return request.command if isinstance(request, Invalid) else request
+
+
+#: What the Kafka side may answer a command with.
+Result: TypeAlias = int | EncodedBatch | Sequence[Record] | CommandFailed
+
+
+def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
+    """A fetch answer as its per-session head and its (shared) body."""
+    return encode_fetch_head(sequence, len(batch.body)), batch.body
+
+
+class ServerConnection:
+    """The server end of one PubSub connection."""
+
+    def __init__(self, max_message_size: int) -> None:
+        self.max_message_size = max_message_size
+        self.lanes = Lanes()
+
+    def receive(self, frame: bytes) -> Reply | Command:
+        """What to do with one binary frame from the client."""
+        request = decode_request(frame)
+        if isinstance(request, Ping):
+            return Reply(encode_pong(request.sequence, request.state), error=False)
+        if isinstance(request, UnknownCommand):
+            return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE), True)
+        if isinstance(request, Malformed):
+            return Reply(encode_error(0, ErrorCode.WRONG_COMMAND, WRONG_COMMAND_MESSAGE), True, note=request.reason)
+        if isinstance(request, Invalid) and not request.queued:
+            failure = CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
+            answer = self.answer(request, failure)
+            assert isinstance(answer, bytes)
+            return Reply(answer, error=True)
+        command = command_of(request)
+        return Command(request, ((command.topic, command.partition),))
+
+    def answer(self, request: KafkaCommand, result: Result) -> Frame:
+        """The response frame for a command's result; a :class:`CommandFailed` becomes an error response."""
+        command = command_of(request)
+        if isinstance(request, Invalid) and not isinstance(result, CommandFailed):
+            result = CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
+        if isinstance(result, CommandFailed):
+            describe = list_offset_error if isinstance(command, ListOffset) else fetch_error
+            message = describe(command.topic, command.partition, result.reason)
+            return encode_error(command.sequence, result.code, message)
+        if isinstance(result, int):
+            return encode_list_offset(command.sequence, result)
+        if isinstance(result, EncodedBatch):
+            return fetch_frame(command.sequence, result)
+        try:
+            frame, _ = encode_fetch(command.sequence, result, self.max_message_size)
+        except RecordTooLarge as exc:
+            return self.answer(request, record_too_large(exc.offset, exc.size, self.max_message_size))
+        return frame
