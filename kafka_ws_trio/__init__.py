@@ -15,8 +15,8 @@ from ._config import TlsConfig as TlsConfig
 from ._config import load_config as load_config
 from ._config import parse_config as parse_config
 from ._kafka import UpstreamStatistics as UpstreamStatistics
-from ._protocol import ErrorCode as ErrorCode
-from ._protocol import Record as Record
+from ._proto import ErrorCode as ErrorCode
+from ._proto import Record as Record
 from ._runtime import tune_gc as tune_gc
 from ._server import ProxyServer as ProxyServer
 from ._server import ProxyStatistics as ProxyStatistics

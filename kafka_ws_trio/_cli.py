@@ -162,7 +162,7 @@ def _parse_at(text: str) -> int:
 
 
 def _format_record(record: object) -> str:
-    from ._protocol import Record
+    from ._proto import Record
 
     assert isinstance(record, Record)
     when = datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")

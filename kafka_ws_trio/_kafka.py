@@ -40,9 +40,9 @@ import outcome
 import trio
 
 from ._config import RouteConfig
-from ._errors import CommandFailed, partition_not_found, topic_not_found
-from ._protocol import FETCH_FRAME_OVERHEAD, EncodedBatch, ErrorCode, encode_message_entry
-from ._session import ParkedResult
+from ._proto import CommandFailed, partition_not_found, topic_not_found
+from ._proto import FETCH_FRAME_OVERHEAD, EncodedBatch, ErrorCode, encode_message_entry
+from ._ports import ParkedResult
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 

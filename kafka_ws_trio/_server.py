@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final, NoReturn
 
 import attrs
@@ -13,7 +12,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from ._config import ProxyConfig, RouteConfig
 from ._kafka import KafkaUpstream, UpstreamStatistics
-from ._session import CLOSE_GOING_AWAY, Backend, Session, SessionCounters, SessionLimits
+from ._ports import Backend
+from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
+from ._transport import ReplayStream
 
 log = logging.getLogger("kafka_ws_trio.server")
 
@@ -27,87 +28,6 @@ CLOSE_TIMEOUT: Final = 5.0
 MAX_REQUEST_HEAD: Final = 16 * 1024
 #: Bytes read from a socket at a time, also by trio-websocket.
 RECEIVE_BYTES: Final = 64 * 1024
-#: Whether this platform can write a frame's parts to a socket in one call (not Windows).
-_WRITEV: Final = hasattr(os, "writev")
-
-
-class _ReplayStream(trio.abc.Stream):
-    """The stream trio-websocket runs on: replays the request head, and can write without waiting.
-
-    It first gives back bytes already read from the socket (the request
-    head, read to route the connection). It also lets a session write a
-    whole frame straight into the socket's kernel buffer from any task,
-    without a checkpoint (:meth:`write_now`): that is how one task delivers a
-    shared response to every session tailing a partition. Whatever the kernel
-    does not take at once stays pending and goes out before anything else
-    written later, so frames never interleave.
-    """
-
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self._lock = trio.Lock()
-        self._pending = b""
-        self._close_sent = False
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            data, self._prefix = self._prefix, b""
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        # The lock is taken without a checkpoint when free (the common case);
-        # the socket send below is the checkpoint.
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-        try:
-            if data[:1] == b"\x88":  # a close frame: nothing may follow it
-                self._close_sent = True
-            if self._pending:
-                data, self._pending = self._pending + bytes(data), b""
-            await self._stream.send_all(data)
-        finally:
-            self._lock.release()
-
-    def write_now(self, buffers: Sequence[bytes]) -> bool | None:
-        """Write ``buffers`` (one whole frame) into the socket without waiting.
-
-        Returns None when nothing was written because a send is in progress,
-        the close frame has gone out or the socket is closed or broken (send
-        the normal way instead); True when all of it went out; False when
-        part of it is pending and the caller must get :meth:`flush` called.
-        """
-        if self._lock.locked() or self._pending or self._close_sent or not _WRITEV:
-            return None
-        fd = self._stream.socket.fileno()
-        if fd < 0:
-            return None
-        try:
-            written = os.writev(fd, buffers)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            return None
-        if written == sum(map(len, buffers)):
-            return True
-        self._pending = b"".join(buffers)[written:]
-        return False
-
-    async def flush(self) -> None:
-        """Send what :meth:`write_now` left pending."""
-        await self.send_all(b"")
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 async def _read_head(stream: trio.abc.Stream) -> bytes | None:
     """Bytes up to the end of the HTTP request head (maybe a little more); None if it never ends."""
     head = bytearray()
@@ -231,7 +151,7 @@ class ProxyServer:
                     if self.config.route_for(path) is None:
                         await _respond_http(stream, "404 Not Found", f"no route for {path}\n")
                         return
-                    replay = _ReplayStream(stream, head)
+                    replay = ReplayStream(stream, head)
                     request = await wrap_server_stream(
                         nursery,
                         replay,
@@ -250,7 +170,7 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
-    async def _serve_request(self, request: WebSocketRequest, stream: _ReplayStream) -> None:
+    async def _serve_request(self, request: WebSocketRequest, stream: ReplayStream) -> None:
         route = self.config.route_for(request.path.split("?", 1)[0])
         assert route is not None  # _serve_connection routed it
         if self._shutting_down:

@@ -2,17 +2,19 @@
 
 The shape (see the design card in the README):
 
-* the **reader** is the only caller of ``get_message()``. It decodes each frame
-  with the sans-IO core, answers what needs no Kafka (ping, unknown and
-  malformed commands) at once, and puts Kafka commands on a bounded queue.
-  A full queue blocks the reader: that is backpressure, not an error.
+* the **reader** is the only caller of ``get_message()``. It hands each frame
+  to the sans-IO :class:`~kafka_ws_trio._proto.ServerConnection`, sends at
+  once what needs no Kafka (ping, unknown and malformed commands), and puts
+  Kafka commands on a bounded queue. A full queue blocks the reader: that is
+  backpressure, not an error.
 * a dispatcher takes commands off the queue in order and starts a **worker**
   task for each, at most ``workers`` at once, against the route's
-  :class:`Backend`. Commands run concurrently, but the responses for one
-  topic-partition are sent in request order (tickets, see
-  :class:`_PartitionOrder`). A fetch whose records the backend already holds
-  in memory, for a partition with nothing in flight, is answered by the
-  reader itself.
+  :class:`~kafka_ws_trio._ports.Backend`. Commands run concurrently, but the
+  responses for one topic-partition are sent in request order (the
+  connection's ordering lanes). A fetch whose records the backend already
+  holds in memory, for a partition with nothing in flight, is answered by the
+  reader itself; one at the log end is parked with the backend, which answers
+  it when records arrive, with no task of ours waiting.
 * **responses** are written one at a time under a lock, each with a deadline:
   a client that stops reading is disconnected instead of holding memory.
 
@@ -24,35 +26,29 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ._config import DEFAULT_QUEUE_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WORKERS
-from ._errors import CommandFailed
-from ._protocol import (
-    EncodedBatch,
+from ._ports import Backend, CachingBackend, FrameWriter, ParkedResult, ParkingBackend, Withdraw
+from ._proto import (
+    Command,
+    CommandFailed,
     ErrorCode,
     Fetch,
-    Invalid,
+    Frame,
+    Key,
+    KafkaCommand,
     ListOffset,
-    Malformed,
-    Ping,
-    Record,
-    RecordTooLarge,
-    UnknownCommand,
-    decode_request,
-    encode_error,
-    encode_fetch,
-    encode_fetch_head,
-    encode_list_offset,
-    encode_pong,
-    fetch_error,
-    list_offset_error,
-    websocket_binary_header,
+    Reply,
+    Result,
+    ServerConnection,
+    Ticket,
+    fetch_frame,
 )
 
 log = logging.getLogger("kafka_ws_trio.session")
@@ -68,59 +64,6 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 
 _session_ids = itertools.count(1)
-
-#: A response ready to send: a whole frame, or a fetch response as its per-session
-#: head and its body (shared between sessions, and written without being copied).
-Frame = bytes | tuple[bytes, bytes]
-
-
-class Backend(Protocol):
-    """What a session needs from Kafka, for one route. Injected; faked in unit tests.
-
-    Both methods raise :class:`CommandFailed` for every expected failure and
-    must return or raise within :attr:`deadline` seconds.
-    """
-
-    @property
-    def deadline(self) -> float: ...
-
-    async def list_offset(self, topic: str, partition: int, timestamp: int) -> int: ...
-
-    async def fetch(
-        self, topic: str, partition: int, offset: int, max_bytes: int
-    ) -> Sequence[Record] | EncodedBatch: ...
-
-
-class CachingBackend(Backend, Protocol):
-    """A backend that can answer some fetches from memory at once (the real one can)."""
-
-    def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None: ...
-
-
-#: What a parked fetch is answered with: records (maybe none, at the log end), a
-#: failure, or None for "not from here after all: fetch it the normal way".
-ParkedResult = EncodedBatch | CommandFailed | None
-
-
-class ParkingBackend(Backend, Protocol):
-    """A backend that can hold a fetch at the log end and answer it when records arrive (the real one can).
-
-    ``park`` returns at once: None when it will not hold this fetch, else a
-    function that withdraws it. A held fetch is answered exactly once, unless
-    withdrawn, by calling ``deliver`` from another task, within the backend's
-    ``deadline``. ``deliver`` must not block.
-    """
-
-    def park(
-        self, topic: str, partition: int, offset: int, max_bytes: int, deliver: Callable[[ParkedResult], None]
-    ) -> Callable[[], None] | None: ...
-
-
-class FrameWriter(Protocol):
-    """Writes a whole WebSocket frame into the connection without waiting (see ``_server._ReplayStream``)."""
-
-    def write_now(self, buffers: Sequence[bytes]) -> bool | None: ...
-    async def flush(self) -> None: ...
 
 
 @attrs.frozen
@@ -144,60 +87,10 @@ class SessionCounters:
     queued: int = 0
 
 
-@attrs.define
-class _Lane:
-    issued: int = 0
-    turn: int = 0
-    changed: trio.Event = attrs.Factory(trio.Event)
-
-
-class _PartitionOrder:
-    """Keeps responses for one topic-partition in request order.
-
-    The reader takes a ticket per command; a worker with a finished response
-    waits until every earlier ticket of its partition has been sent. Workers
-    take commands in queue order, so an earlier ticket is always already in
-    some worker's hands: no deadlock. Lanes with nothing pending are dropped,
-    so the table holds at most queue_size + workers entries.
-    """
-
-    def __init__(self) -> None:
-        self._lanes: dict[tuple[str, int], _Lane] = {}
-
-    def take_ticket(self, key: tuple[str, int]) -> int:
-        lane = self._lanes.setdefault(key, _Lane())
-        ticket = lane.issued
-        lane.issued += 1
-        return ticket
-
-    def pending(self, key: tuple[str, int]) -> bool:
-        """Whether commands for this partition are queued or running."""
-        return key in self._lanes
-
-    async def wait_turn(self, key: tuple[str, int], ticket: int) -> None:
-        lane = self._lanes[key]
-        while lane.turn != ticket:
-            await lane.changed.wait()
-
-    def done(self, key: tuple[str, int]) -> None:
-        lane = self._lanes[key]
-        lane.turn += 1
-        lane.changed.set()
-        lane.changed = trio.Event()
-        if lane.turn == lane.issued:
-            del self._lanes[key]
-
-
 @attrs.frozen
 class _Job:
-    request: ListOffset | Fetch | Invalid
-    key: tuple[str, int]
-    ticket: int
-
-
-def _key(request: ListOffset | Fetch | Invalid) -> tuple[str, int]:
-    command = request.command if isinstance(request, Invalid) else request
-    return (command.topic, command.partition)
+    request: KafkaCommand
+    ticket: Ticket
 
 
 class Session:
@@ -219,15 +112,18 @@ class Session:
         self._limits = limits
         self._route = route
         self.counters = counters if counters is not None else SessionCounters()
+        self._connection = ServerConnection(limits.max_message_size)
+        self._lanes = self._connection.lanes
+        #: Workers waiting for their ticket's turn.
+        self._turns: dict[Ticket, trio.Event] = {}
         self._send_lock = trio.Lock()
-        self._order = _PartitionOrder()
         self._scope = trio.CancelScope()
         self._too_slow = False
         self._workers = trio.Semaphore(limits.workers)
-        self._cached = getattr(backend, "fetch_cached", None)
-        self._park: Callable[..., Callable[[], None] | None] | None = getattr(backend, "park", None)
+        self._cache = backend if isinstance(backend, CachingBackend) else None
+        self._parking = backend if isinstance(backend, ParkingBackend) else None
         #: Fetches the backend holds for us, by partition: at most one each, as the first in its lane.
-        self._parked: dict[tuple[str, int], Callable[[], None]] = {}
+        self._parked: dict[Key, Withdraw] = {}
         self._writer = writer
         self._nursery: trio.Nursery | None = None
 
@@ -278,61 +174,68 @@ class Session:
                 self.counters.text_frames += 1
                 continue
             self.counters.commands += 1
-            request = decode_request(frame)
-            if isinstance(request, Ping):
-                await self._send(encode_pong(request.sequence, request.state))
-            elif isinstance(request, UnknownCommand):
-                await self._send_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, "unknown command")
-            elif isinstance(request, Malformed):
-                log.debug("%r: frame does not decode: %s", self, request.reason)
-                await self._send_error(0, ErrorCode.WRONG_COMMAND, "wrong command")
-            else:
-                key = _key(request)
-                at_front = not self._order.pending(key)
-                if isinstance(request, Fetch) and self._cached is not None and at_front:
-                    answer = self._answer_from_memory(request)
-                    if answer is not None:
-                        await self._send(answer)
-                        continue
-                ticket = self._order.take_ticket(key)
-                if isinstance(request, Fetch) and at_front and self._try_park(request, key):
-                    continue
-                job = _Job(request, key, ticket)
-                self.counters.queued += 1
-                await jobs.send(job)
+            action = self._connection.receive(frame)
+            if isinstance(action, Reply):
+                if action.note:
+                    log.debug("%r: frame does not decode: %s", self, action.note)
+                if action.error:
+                    self.counters.errors += 1
+                await self._send(action.frame)
+                continue
+            await self._take(action, jobs)
+
+    async def _take(self, command: Command, jobs: trio.MemorySendChannel[_Job]) -> None:
+        """Answer a Kafka command from memory, park it, or queue it for a worker."""
+        request = command.request
+        at_front = self._lanes.idle(command.keys)
+        if isinstance(request, Fetch) and at_front and self._cache is not None:
+            answer = self._answer_from_memory(request)
+            if answer is not None:
+                await self._send(answer)
+                return
+        ticket = self._lanes.take(command.keys)
+        if isinstance(request, Fetch) and at_front and self._try_park(request, ticket):
+            return
+        self.counters.queued += 1
+        await jobs.send(_Job(request, ticket))
 
     def _answer_from_memory(self, request: Fetch) -> Frame | None:
         """A fetch the backend holds in memory, answered in the reader: no queue, no worker."""
-        assert self._cached is not None
+        assert self._cache is not None
         try:
-            batch = self._cached(request.topic, request.partition, request.offset, self._limits.max_message_size)
+            batch = self._cache.fetch_cached(
+                request.topic, request.partition, request.offset, self._limits.max_message_size
+            )
         except CommandFailed as exc:
             self.counters.errors += 1
-            return encode_error(request.sequence, exc.code, fetch_error(request.topic, request.partition, exc.reason))
-        return None if batch is None else _fetch_frame(request.sequence, batch)
+            return self._connection.answer(request, exc)
+        return None if batch is None else fetch_frame(request.sequence, batch)
 
     # ---------------------------------------------------------------- parking
 
-    def _try_park(self, request: Fetch, key: tuple[str, int]) -> bool:
+    def _try_park(self, request: Fetch, ticket: Ticket) -> bool:
         """Hand a fetch at the log end to the backend to answer when records arrive: no worker waits for it.
 
         The fetch keeps its ticket (the first of its partition's lane), so
         later commands for that partition are answered after it.
         """
-        if self._park is None or self._nursery is None or len(self._parked) >= self._limits.queue_size:
+        if self._parking is None or self._nursery is None or len(self._parked) >= self._limits.queue_size:
             return False
+        key = ticket.keys[0]
 
         def deliver(result: ParkedResult) -> None:
             if self._parked.pop(key, None) is None:
                 return  # withdrawn: the session is ending
             self.counters.in_flight -= 1
             try:
-                self._answer_parked(request, key, result)
+                self._answer_parked(request, ticket, result)
             except Exception:
                 log.exception("%r: bug while answering a parked fetch", self)
                 self._scope.cancel()
 
-        withdraw = self._park(request.topic, request.partition, request.offset, self._limits.max_message_size, deliver)
+        withdraw = self._parking.park(
+            request.topic, request.partition, request.offset, self._limits.max_message_size, deliver
+        )
         if withdraw is None:
             return False
         self._parked[key] = withdraw
@@ -345,40 +248,37 @@ class Session:
         for withdraw in parked.values():
             withdraw()
 
-    def _answer_parked(self, request: Fetch, key: tuple[str, int], result: ParkedResult) -> None:
+    def _answer_parked(self, request: Fetch, ticket: Ticket, result: ParkedResult) -> None:
         """Send the answer to a parked fetch: straight into the socket when it takes it, else from a task."""
         if result is None:
-            self._spawn(self._work_parked, request, key)
+            self._spawn(self._work_parked, request, ticket)
             return
         if isinstance(result, CommandFailed):
             self.counters.errors += 1
-            message = fetch_error(request.topic, request.partition, result.reason)
-            self._spawn(self._send_in_turn, encode_error(request.sequence, result.code, message), key)
-            return
-        frame = _fetch_frame(request.sequence, result)
-        if not self._send_lock.locked():
+        frame = self._connection.answer(request, result)
+        if isinstance(frame, tuple) and not self._send_lock.locked():
             written = self._write_now(frame)
             if written is not None:
-                self._order.done(key)
+                self._done(ticket)
                 if not written:
                     self._spawn(self._flush)
                 return
-        self._spawn(self._send_in_turn, frame, key)
+        self._spawn(self._send_in_turn, frame, ticket)
 
     def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
-    async def _send_in_turn(self, frame: Frame, key: tuple[str, int]) -> None:
+    async def _send_in_turn(self, frame: Frame, ticket: Ticket) -> None:
         """Send a parked fetch's answer (its ticket is the lane's turn), then let the lane move on."""
         try:
             await self._send(frame)
         finally:
-            self._order.done(key)
+            self._done(ticket)
 
-    async def _work_parked(self, request: Fetch, key: tuple[str, int]) -> None:
+    async def _work_parked(self, request: Fetch, ticket: Ticket) -> None:
         """A parked fetch the backend gave back: answer it like any other command."""
-        await self._send_in_turn(await self._respond(request), key)
+        await self._send_in_turn(await self._respond(request), ticket)
 
     async def _flush(self) -> None:
         """Send what a direct write left in the stream; a client that does not take it in time ends the session."""
@@ -403,55 +303,53 @@ class Session:
         self.counters.in_flight += 1
         try:
             frame = await self._respond(job.request)
-            await self._order.wait_turn(job.key, job.ticket)
+            await self._wait_turn(job.ticket)
             try:
                 await self._send(frame)
             finally:
-                self._order.done(job.key)
+                self._done(job.ticket)
         finally:
             self.counters.in_flight -= 1
             self._workers.release()
 
-    async def _respond(self, request: ListOffset | Fetch | Invalid) -> Frame:
+    async def _wait_turn(self, ticket: Ticket) -> None:
+        if not self._lanes.ready(ticket):
+            turn = self._turns[ticket] = trio.Event()
+            await turn.wait()
+
+    def _done(self, ticket: Ticket) -> None:
+        for front in self._lanes.done(ticket):
+            turn = self._turns.pop(front, None)
+            if turn is not None:
+                turn.set()
+
+    async def _respond(self, request: KafkaCommand) -> Frame:
         """The response frame for one Kafka command; failures become error frames."""
-        command = request.command if isinstance(request, Invalid) else request
-        describe = list_offset_error if isinstance(command, ListOffset) else fetch_error
+        result: Result
         try:
-            if isinstance(request, Invalid):
-                raise CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
-            with trio.fail_after(self._backend.deadline + COMMAND_DEADLINE_MARGIN):
-                if isinstance(request, ListOffset):
-                    offset = await self._backend.list_offset(request.topic, request.partition, request.timestamp)
-                    return encode_list_offset(request.sequence, offset)
-                records = await self._backend.fetch(
-                    request.topic, request.partition, request.offset, self._limits.max_message_size
-                )
-                if isinstance(records, EncodedBatch):
-                    return _fetch_frame(request.sequence, records)
-                try:
-                    frame, _ = encode_fetch(request.sequence, records, self._limits.max_message_size)
-                except RecordTooLarge as exc:
-                    raise CommandFailed(
-                        ErrorCode.RECORD_TOO_LARGE,
-                        f"record at offset {exc.offset} is {exc.size} bytes encoded, "
-                        f"more than max_message_size {self._limits.max_message_size}",
-                    ) from None
-                return frame
+            result = await self._call_backend(request)
         except CommandFailed as exc:
-            failure = exc
+            result = exc
         except trio.TooSlowError:
-            failure = CommandFailed(ErrorCode.TIMEOUT, f"timed out after {self._backend.deadline:.0f}s")
+            result = CommandFailed(ErrorCode.TIMEOUT, f"timed out after {self._backend.deadline:.0f}s")
         except Exception:
             log.exception("%r: bug while handling %r", self, request)
-            failure = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
-        self.counters.errors += 1
-        return encode_error(request.sequence, failure.code, describe(command.topic, command.partition, failure.reason))
+            result = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
+        if isinstance(result, CommandFailed):
+            self.counters.errors += 1
+        return self._connection.answer(request, result)
+
+    async def _call_backend(self, request: KafkaCommand) -> Result:
+        if not isinstance(request, ListOffset | Fetch):
+            raise CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
+        with trio.fail_after(self._backend.deadline + COMMAND_DEADLINE_MARGIN):
+            if isinstance(request, ListOffset):
+                return await self._backend.list_offset(request.topic, request.partition, request.timestamp)
+            return await self._backend.fetch(
+                request.topic, request.partition, request.offset, self._limits.max_message_size
+            )
 
     # ---------------------------------------------------------------- sending
-
-    async def _send_error(self, sequence: int, code: ErrorCode, message: str) -> None:
-        self.counters.errors += 1
-        await self._send(encode_error(sequence, code, message))
 
     async def _send(self, frame: Frame) -> None:
         """Write one frame; a client that does not take it in time ends the session."""
@@ -485,9 +383,4 @@ class Session:
         """Write a fetch response straight into the socket (see :class:`FrameWriter`); None: not done."""
         if self._writer is None:
             return None
-        head, body = frame
-        return self._writer.write_now((websocket_binary_header(len(head) + len(body)), head, body))
-
-
-def _fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
-    return encode_fetch_head(sequence, len(batch.body)), batch.body
+        return self._writer.write_now(*frame)

@@ -25,7 +25,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from ._pb import pubsub_pb2 as pb
-from ._protocol import Record
+from ._proto import Record
 
 __all__ = [
     "EARLIEST",

@@ -10,8 +10,8 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._protocol import Record
-from kafka_ws_trio._session import CLOSE_POLICY_VIOLATION, Session, SessionLimits, _PartitionOrder
+from kafka_ws_trio._proto import Lanes, Record
+from kafka_ws_trio._session import CLOSE_POLICY_VIOLATION, Session, SessionLimits
 
 
 class FakeWebSocket:
@@ -113,11 +113,10 @@ async def test_a_client_that_stops_reading_is_closed_after_send_timeout(
     assert ws.closed_with == (CLOSE_POLICY_VIOLATION, "client too slow")
 
 
-async def test_partition_order_table_forgets_finished_lanes() -> None:
-    order = _PartitionOrder()
-    tickets = [order.take_ticket(("t", 0)) for _ in range(3)]
-    assert tickets == [0, 1, 2]
+def test_partition_order_table_forgets_finished_lanes() -> None:
+    lanes = Lanes()
+    tickets = [lanes.take([("t", 0)]) for _ in range(3)]
     for ticket in tickets:
-        await order.wait_turn(("t", 0), ticket)
-        order.done(("t", 0))
-    assert order._lanes == {}
+        assert lanes.ready(ticket)
+        lanes.done(ticket)
+    assert len(lanes) == 0
