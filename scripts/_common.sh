@@ -23,13 +23,68 @@ ensure_system_tools() {
 }
 
 # Put every pyenv-installed CPython 3.10+ on PATH, so tox finds python3.X.
+# Appended, not prepended: `python3` keeps meaning what it meant before.
 add_pyenv_pythons() {
-  local root
+  local root dir
   root="$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")"
   for dir in "$root"/versions/3.1[0-9]*/bin; do
     [ -x "$dir/python3" ] && PATH="$PATH:$dir"
   done
   export PATH
+}
+
+# tox_pythons TOX_ARG...: the CPython versions (3.NN, one a line) that the tox environments
+# these arguments select run on: those named by -e/--env (or $TOXENV), else those of
+# tox.ini's default envlist (also for -e ALL). Environments without a pyNNN factor
+# (lint, type, reliability) run on tox's own Python and need nothing more.
+tox_pythons() {
+  local arg take=0 envs=() names
+  for arg in "$@"; do
+    [ "$arg" = -- ] && break
+    if [ "$take" = 1 ]; then envs+=("$arg"); take=0; continue; fi
+    case "$arg" in
+      -e | --env) take=1 ;;
+      --env=*) envs+=("${arg#--env=}") ;;
+      -e*) envs+=("${arg#-e}") ;;
+    esac
+  done
+  if [ ${#envs[@]} -eq 0 ] && [ -n "${TOXENV:-}" ]; then envs+=("$TOXENV"); fi
+  names="$(printf '%s\n' "${envs[@]+"${envs[@]}"}" | tr , '\n')"
+  if [ ${#envs[@]} -eq 0 ] || grep -qx ALL <<<"$names"; then
+    names="$(sed -n '/^envlist *=/,/^[^[:space:]]/p' "$repo/tox.ini")"
+  fi
+  grep -oE 'py(\{[0-9.,]+\}|[0-9.]+)' <<<"$names" | grep -oE '[0-9.]+' \
+    | sed -nE 's/^3\.?([0-9]+)$/3.\1/p' | sort -uV || true
+}
+
+# has_python 3.NN: some python3.NN on PATH runs and is that version. Every PATH entry
+# is tried, because a pyenv shim for a version that is installed but not selected
+# comes first and fails; tox's interpreter discovery also looks past it.
+has_python() {
+  local dir dirs
+  IFS=: read -ra dirs <<<"$PATH"
+  for dir in "${dirs[@]}"; do
+    if [ -x "$dir/python$1" ] \
+      && "$dir/python$1" -c "import sys; sys.exit(sys.version_info[:2] != (${1/./, }))" >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+# require_pythons 3.NN...: die, naming every missing one and how to install it, unless all
+# are found. tox.ini has skip_missing_interpreters = false, so tox would fail too, but
+# only after minutes of other environments; this says it at once and in one line.
+require_pythons() {
+  local v missing=() install=()
+  for v in "$@"; do
+    has_python "$v" || { missing+=("$v"); install+=("pyenv install $v"); }
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    local list="${missing[*]}" how
+    how="$(printf '%s && ' "${install[@]}")"
+    die "Python ${list// /, } not found (tox needs python${list// /, python} for the selected environments); install with '${how% && }' and run again, or pick other environments with -e"
+  fi
 }
 
 # A python3 >= 3.10 to build the project's virtual environments with.
