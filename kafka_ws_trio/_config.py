@@ -79,6 +79,12 @@ DEFAULT_FETCH_MAX_BYTES: Final = 1_048_576
 DEFAULT_IDLE_TIMEOUT: Final = 60.0
 #: Records kept per partition for readers that ask again.
 DEFAULT_CACHE_RECORDS: Final = 10_000
+#: Bytes of encoded records kept per partition (the window), besides ``cache_records``.
+DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
+#: Bytes of joined response bodies kept per partition for sessions asking the same thing.
+DEFAULT_SHARED_BODY_BYTES: Final = 4 * 1024 * 1024
+#: Partition readers (one Kafka consumer each) a route may have open at once.
+DEFAULT_MAX_PARTITION_READERS: Final = 128
 DEFAULT_CLIENT_ID: Final = "kafka-ws-trio"
 #: Like APISIX: TLS to Kafka encrypts, but checks the broker only when asked to.
 DEFAULT_TLS_VERIFY: Final = False
@@ -505,6 +511,13 @@ class RouteConfig:
         default=DEFAULT_IDLE_TIMEOUT, kw_only=True, validator=_seconds(0, inclusive=False)
     )
     cache_records: int = attrs.field(default=DEFAULT_CACHE_RECORDS, kw_only=True, validator=_integer(1))
+    cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, kw_only=True, validator=_integer(1, note=" bytes"))
+    shared_body_bytes: int = attrs.field(
+        default=DEFAULT_SHARED_BODY_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
+    )
+    max_partition_readers: int = attrs.field(
+        default=DEFAULT_MAX_PARTITION_READERS, kw_only=True, validator=_integer(1)
+    )
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
 
     def __attrs_post_init__(self) -> None:

@@ -67,7 +67,7 @@ class FrameWriter(Protocol):
     """Writes one whole binary WebSocket message into the connection without waiting (``_transport``)."""
 
     def write_now(self, head: bytes, body: bytes) -> bool | None:
-        """Write the message ``head + body``: True all sent, False part pending (call :meth:`flush`), None not written."""
+        """Write the message ``head + body``: True sent, False part pending (call :meth:`flush`), None not written."""
         ...
 
     async def flush(self) -> None:

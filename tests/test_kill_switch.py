@@ -1,4 +1,4 @@
-"""The deadline on every blocking kafka-python call (``_Client.call``'s kill switch).
+"""The deadline on every blocking kafka-python call (``ThreadedConsumer.call``'s kill switch).
 
 kafka-python does not bound every call itself; the proxy closes the consumer
 from another thread when a call overruns, which makes the call return. These
@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from kafka_ws_trio._config import ProxyConfig
-from kafka_ws_trio._kafka import KILL_SWITCH_MARGIN, KafkaUpstream, _Client
+from kafka_ws_trio._kafka import KILL_SWITCH_MARGIN, KafkaUpstream, ThreadedConsumer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,7 +46,7 @@ def upstream(tokens: int) -> KafkaUpstream:
 
 async def test_a_call_that_overruns_its_deadline_is_ended_by_closing_its_consumer() -> None:
     consumer = BlockingConsumer()
-    client = _Client(upstream(1), consumer)  # type: ignore[arg-type]
+    client = ThreadedConsumer(upstream(1).context, consumer)  # type: ignore[arg-type]
     deadline = 0.2
     started = time.monotonic()
     with pytest.raises(ConnectionError):
@@ -59,7 +59,7 @@ async def test_a_call_that_overruns_its_deadline_is_ended_by_closing_its_consume
 
 async def test_a_call_within_its_deadline_is_left_alone() -> None:
     consumer = BlockingConsumer()
-    client = _Client(upstream(1), consumer)  # type: ignore[arg-type]
+    client = ThreadedConsumer(upstream(1).context, consumer)  # type: ignore[arg-type]
     assert await client.call(lambda: "done", 0.2) == "done"
     await trio.sleep(0.2 + KILL_SWITCH_MARGIN + 0.3)  # past the deadline: the kill switch must be gone
     assert not client.closed
@@ -69,9 +69,9 @@ async def test_a_call_within_its_deadline_is_left_alone() -> None:
 async def test_the_deadline_counts_from_when_the_call_gets_a_thread() -> None:
     """A call waiting for a Kafka thread token is not yet running: the wait is not held against it."""
     shared = upstream(1)
-    busy = _Client(shared, BlockingConsumer())  # type: ignore[arg-type]
+    busy = ThreadedConsumer(shared.context, BlockingConsumer())  # type: ignore[arg-type]
     queued_consumer = BlockingConsumer()
-    queued = _Client(shared, queued_consumer)  # type: ignore[arg-type]
+    queued = ThreadedConsumer(shared.context, queued_consumer)  # type: ignore[arg-type]
     hold = 0.2 + KILL_SWITCH_MARGIN + 0.8  # the only token is taken for longer than queued's deadline + margin
     results: list[Any] = []
 

@@ -7,7 +7,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._protocol import (
+from kafka_ws_trio._proto import (
+    ECHOED_TOPIC_CHARS,
     FETCH_FRAME_OVERHEAD,
     NOT_FOUND_TOPIC,
     UNKNOWN_COMMAND_MESSAGE,
@@ -25,21 +26,21 @@ from kafka_ws_trio._protocol import (
     decode_request,
     encode_error,
     encode_fetch,
-    encode_fetch_frame,
     encode_fetch_head,
     encode_list_offset,
     encode_message_entry,
     encode_pong,
     fetch_error,
+    fetch_frame,
     list_offset_error,
-    websocket_binary_header,
 )
+from kafka_ws_trio._transport import websocket_binary_header
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)
 SEQUENCE_EXTREMES = [0, 1, -1, 2**63 - 1, -(2**63)]
-# Kafka topic names: ASCII letters, digits, '.', '_' and '-'; the decoder takes any non-empty text.
-TOPICS = st.text(min_size=1, max_size=40)
+# Kafka topic names: 1-249 ASCII letters, digits, '.', '_' and '-' (not "." or "..").
+TOPICS = st.from_regex(r"[a-zA-Z0-9._-]{1,249}", fullmatch=True).filter(lambda name: name not in (".", ".."))
 OPTIONAL_BYTES = st.none() | st.binary(max_size=64)
 RECORDS = st.builds(
     Record,
@@ -155,7 +156,7 @@ def test_explicit_empty_sub_messages() -> None:
     assert decode_request(b"\x08\x05" + field(32, b"")) == Ping(5, b"")
     assert decode_request(b"\x08\x05" + field(31, b"")) == UnknownCommand(5)
     empty_fetch = decode_request(b"\x08\x05" + field(33, b""))
-    assert empty_fetch == Invalid(5, Fetch(5, "", 0, 0), "empty topic")
+    assert empty_fetch == Invalid(5, Fetch(5, "", 0, 0), "empty topic", queued=False)
     # A ListOffset with only a topic: partition 0 and timestamp 0 are explicit defaults.
     assert decode_request(field(34, field(1, b"t"))) == ListOffset(0, "t", 0, 0)
 
@@ -203,7 +204,8 @@ def test_malformed(frame: bytes) -> None:
 )
 def test_invalid_list_offset(cmd: pb.CmdKafkaListOffset, reason: str) -> None:
     expected = ListOffset(7, cmd.topic, cmd.partition, cmd.timestamp)
-    assert decode_request(request(7, cmd_kafka_list_offset=cmd)) == Invalid(7, expected, reason)
+    queued = bool(cmd.topic)  # a bad topic name belongs to no partition: answered before anything is queued
+    assert decode_request(request(7, cmd_kafka_list_offset=cmd)) == Invalid(7, expected, reason, queued=queued)
 
 
 @pytest.mark.parametrize(
@@ -217,7 +219,31 @@ def test_invalid_list_offset(cmd: pb.CmdKafkaListOffset, reason: str) -> None:
 )
 def test_invalid_fetch(cmd: pb.CmdKafkaFetch, reason: str) -> None:
     expected = Fetch(-7, cmd.topic, cmd.partition, cmd.offset)
-    assert decode_request(request(-7, cmd_kafka_fetch=cmd)) == Invalid(-7, expected, reason)
+    queued = bool(cmd.topic)
+    assert decode_request(request(-7, cmd_kafka_fetch=cmd)) == Invalid(-7, expected, reason, queued=queued)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["a" * 250, "a" * (1 << 20), "with space", "slash/topic", "ünïcode", "colon:", ".", "..", "tab\t"],
+)
+def test_topic_names_kafka_would_refuse_are_invalid_and_not_queued(topic: str) -> None:
+    for frame in (
+        request(3, cmd_kafka_fetch=pb.CmdKafkaFetch(topic=topic, partition=0, offset=0)),
+        request(3, cmd_kafka_list_offset=pb.CmdKafkaListOffset(topic=topic, partition=0, timestamp=-1)),
+    ):
+        decoded = decode_request(frame)
+        assert isinstance(decoded, Invalid)
+        assert decoded.reason.startswith("invalid topic")
+        assert not decoded.queued
+        # A huge name is never echoed back whole.
+        assert len(decoded.command.topic) <= ECHOED_TOPIC_CHARS + 3
+
+
+@pytest.mark.parametrize("topic", ["a", "a" * 249, "Orders_v2.eu-west-1", "__consumer_offsets", "..."])
+def test_topic_names_kafka_accepts_are_valid(topic: str) -> None:
+    frame = request(3, cmd_kafka_fetch=pb.CmdKafkaFetch(topic=topic, partition=0, offset=0))
+    assert decode_request(frame) == Fetch(3, topic, 0, 0)
 
 
 @pytest.mark.parametrize("timestamp", [-2, -1, 0, 1500000000000, 9999999999999])
@@ -390,7 +416,7 @@ def test_an_encoded_entry_is_byte_identical_to_protobuf(entry: tuple) -> None:  
 @given(INT64, st.lists(ENTRIES, max_size=4))
 def test_an_encoded_fetch_frame_is_byte_identical_to_protobuf(sequence: int, entries: list) -> None:  # type: ignore[type-arg]
     body = b"".join(encode_message_entry(*entry) for entry in entries)
-    frame = encode_fetch_frame(sequence, EncodedBatch(body, len(entries)))
+    frame = b"".join(fetch_frame(sequence, EncodedBatch(body, len(entries))))
     expected = pb.PubSubResp(sequence=sequence)
     expected.kafka_fetch_resp.SetInParent()
     expected.kafka_fetch_resp.messages.extend(_reference_message(*entry) for entry in entries)
@@ -428,7 +454,7 @@ def test_fetch_head_and_shared_body_make_the_fetch_frame(sequence: int, values: 
         encode_message_entry(offset, 1_700_000_000_000, None, value, []) for offset, value in enumerate(values)
     )
     frame = encode_fetch_head(sequence, len(body)) + body
-    assert frame == encode_fetch_frame(sequence, EncodedBatch(body, len(values)))
+    assert frame == b"".join(fetch_frame(sequence, EncodedBatch(body, len(values))))
     response = pb.PubSubResp.FromString(frame)
     assert response.sequence == sequence
     assert response.WhichOneof("resp") == "kafka_fetch_resp"

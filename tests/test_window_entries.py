@@ -6,16 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_ws_trio._errors import CommandFailed
-from kafka_ws_trio._kafka import _Entries
-from kafka_ws_trio._protocol import ErrorCode
+from kafka_ws_trio._proto import CommandFailed, Entries, ErrorCode
 
 SIZES = st.lists(st.integers(1, 50), min_size=1, max_size=30)
 
 
-def _build(sizes: list[int], first_offset: int = 0, *, by_extend: bool = False) -> _Entries:
-    entries = _Entries()
-    chunk = _Entries()
+def _build(sizes: list[int], first_offset: int = 0, *, by_extend: bool = False) -> Entries:
+    entries = Entries()
+    chunk = Entries()
     for index, size in enumerate(sizes):
         (chunk if by_extend else entries).append(first_offset + 2 * index, bytes([index % 256]) * size)
     if by_extend:

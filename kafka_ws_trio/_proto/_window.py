@@ -21,7 +21,7 @@ READ_AHEAD_GUARD: Final = 8
 
 @attrs.frozen
 class WindowLimits:
-    """The bounds of one partition's window; its memory is at most ``max_bytes + body_bytes`` plus per-entry overhead."""
+    """The bounds of one partition's window: at most ``max_bytes + body_bytes`` plus per-entry overhead."""
 
     #: Records kept.
     max_records: int

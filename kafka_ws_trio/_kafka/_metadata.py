@@ -1,0 +1,103 @@
+"""Which topics a route's cluster has, and their partitions: one shared map, refreshed by one call at a time."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+import trio
+
+from .._proto import CommandFailed
+from ._client import Connector, ConsumerLike, ThreadedConsumer
+from ._context import KafkaContext
+from ._diagnosis import diagnose, kafka_failure
+
+#: How long a topic's partition list is trusted before it is asked again.
+METADATA_TTL: Final = 10.0
+#: How long "no such topic" is trusted (short: topics get created).
+MISSING_TOPIC_TTL: Final = 1.0
+
+
+def _all_topics_sync(consumer: ConsumerLike) -> dict[str, frozenset[int]]:
+    """In a thread: every topic of the cluster and its partitions (one metadata request)."""
+    names = consumer.topics()  # always asks the cluster; partitions_for_topic then reads its cache
+    return {name: frozenset(consumer.partitions_for_topic(name) or ()) for name in names}
+
+
+@attrs.define
+class _Refresh:
+    """A refresh in progress; lookups arriving meanwhile wait for it instead of asking again."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    failure: CommandFailed | None = None
+    #: False when the task doing it was cancelled before it had an answer: waiters must ask again.
+    completed: bool = False
+
+
+class Metadata:
+    """The topic map of one route, with its own consumer."""
+
+    def __init__(self, context: KafkaContext, connector: Connector) -> None:
+        self._context = context
+        self._connector = connector
+        self._client: ThreadedConsumer | None = None
+        self._topics: dict[str, frozenset[int]] = {}
+        self._stamp: float | None = None
+        self._refreshing: _Refresh | None = None
+
+    async def partitions_of(self, topic: str) -> frozenset[int]:
+        """The partitions of ``topic`` (empty when it does not exist).
+
+        The map holds every topic of the cluster, so a burst of lookups (say,
+        of topics that do not exist) costs one metadata request, not one each.
+        """
+        if self._stamp is not None:
+            age = trio.current_time() - self._stamp
+            partitions = self._topics.get(topic)
+            if partitions is not None and age < METADATA_TTL:
+                return partitions
+            if partitions is None and age < MISSING_TOPIC_TTL:
+                return frozenset()
+        await self._refresh()
+        return self._topics.get(topic, frozenset())
+
+    async def _refresh(self) -> None:
+        while (shared := self._refreshing) is not None:
+            await shared.done.wait()
+            if shared.failure is not None:
+                raise shared.failure
+            if shared.completed:
+                return
+            # The task refreshing it was cancelled (its client left): the map is not
+            # fresh, and an empty one would read as "not found topic". Ask again.
+        refresh = self._refreshing = _Refresh()
+        try:
+            if self._client is None or self._client.closed:
+                self._client = await self._connector.open()
+            client = self._client
+            async with client.lock:
+                try:
+                    topics = await client.call(lambda: _all_topics_sync(client.consumer), self._context.call_budget)
+                except Exception as exc:
+                    failure = await trio.to_thread.run_sync(
+                        diagnose, self._context.route, limiter=self._context.limiter
+                    )
+                    await client.aclose()
+                    self._client = None
+                    raise (failure or kafka_failure(exc, "metadata")) from exc
+            self._topics = topics
+            self._stamp = trio.current_time()
+            refresh.completed = True
+        except CommandFailed as exc:
+            refresh.failure = exc
+            self._context.outages.failed(exc)
+            raise
+        finally:
+            refresh.done.set()
+            self._refreshing = None
+
+    async def aclose(self) -> None:
+        """Close the metadata consumer (shielded, time-limited)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,372 @@
+"""One topic-partition read for every session that asks, through one consumer.
+
+Records are encoded once, as they arrive, into the bytes they take in a
+fetch response (:mod:`kafka_ws_trio._proto`'s window). A fetch inside the
+window is answered from memory; one outside it polls the consumer, and
+sessions asking for that offset meanwhile share the poll (at the log end,
+that is every tailing session). When an answer reaches the window's end
+while the log holds more, the next records are polled ahead, so the
+client's next fetch finds them in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .._proto import (
+    CONNECTION_FAILURES,
+    EMPTY_BATCH,
+    CommandFailed,
+    EncodedBatch,
+    Entries,
+    ErrorCode,
+    Window,
+    WindowLimits,
+    encode_message_entry,
+)
+from ._client import CONNECT_FAILURE_TTL, ThreadedConsumer
+from ._context import KafkaContext
+from ._diagnosis import named_failure
+from ._settings import MAX_POLL_RECORDS
+
+log = logging.getLogger("kafka_ws_trio.kafka")
+
+#: A poll that returns records within this many seconds, or within BUFFERED_SHARE of the time
+#: since the previous poll returned, most likely answered from the fetch kafka-python sent
+#: ahead at the end of that poll (no round trip to the broker): its records are as old as
+#: that gap (a round of every tailing session) ...
+BUFFERED_POLL: Final = 0.001
+BUFFERED_SHARE: Final = 0.25
+#: ... so the poll asks once more, waiting at most this many milliseconds, for what came since.
+FRESH_POLL_MS: Final = 10
+#: A fetch at most this many offsets ahead of the consumer reads forward instead of seeking ...
+READ_AHEAD_RECORDS: Final = 10_000
+#: ... in at most this many polls.
+READ_AHEAD_POLLS: Final = 4
+
+
+def _encode(message: Any) -> bytes:
+    """A kafka-python ConsumerRecord as the bytes it takes in a fetch response (done once per record)."""
+    return encode_message_entry(message.offset, message.timestamp, message.key, message.value, message.headers)
+
+
+@attrs.define
+class _Poll:
+    """A poll in progress at one offset; sessions asking for the same offset share it."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    entries: Entries = attrs.Factory(Entries)
+    failure: CommandFailed | None = None
+    #: False when the task polling was cancelled before it had an answer: sharers must ask again.
+    completed: bool = False
+
+
+class PartitionReader:
+    """Reads one topic-partition for every session that asks, through one consumer."""
+
+    def __init__(self, context: KafkaContext, topic: str, partition: int, client: ThreadedConsumer) -> None:
+        from kafka import TopicPartition
+
+        self._context = context
+        self._route = context.route
+        self.topic = topic
+        self.partition = partition
+        self.tp = TopicPartition(topic, partition)
+        self.client = client
+        self.window = Window(
+            WindowLimits(
+                max_records=self._route.cache_records,
+                max_bytes=self._route.cache_bytes,
+                body_bytes=self._route.shared_body_bytes,
+            )
+        )
+        #: The last failure to reach Kafka and when: repeated at once for a moment, so
+        #: that commands queued behind a failing call do not each wait a deadline.
+        self._failure: tuple[float, CommandFailed] | None = None
+        #: Where the consumer will read next; None when unknown (seek first).
+        self._position: int | None = None
+        self._polls: dict[int, _Poll] = {}
+        self._reading_ahead = False
+        #: The log end offset as of the last poll (None: unknown).
+        self._highwater: int | None = None
+        #: When the consumer's last poll returned (time.monotonic(), in its thread).
+        self._polled_at = 0.0
+        #: Whether sessions tail the log end here and want the newest records (set by the hub).
+        self.wants_fresh: Callable[[], bool] = lambda: False
+        #: Tasks and commands using this reader right now; the idle closer leaves it alone while any do.
+        self.users = 0
+        self.last_used = trio.current_time()
+
+    def __repr__(self) -> str:
+        return f"<PartitionReader {self.topic}/{self.partition}>"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def closed(self) -> bool:
+        return self.client.closed
+
+    @property
+    def log_end(self) -> int | None:
+        """The offset after the newest record the window knows of (None before the first poll)."""
+        return self.window.next
+
+    @property
+    def failing(self) -> bool:
+        """Whether a recent call failed to reach Kafka."""
+        return self._failure is not None
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Count the caller as a user while the block runs."""
+        self.users += 1
+        try:
+            yield
+        finally:
+            self.users -= 1
+            self.last_used = trio.current_time()
+
+    def in_background(self, task: Callable[[], Awaitable[None]]) -> bool:
+        """Start ``task`` in the route's nursery, counted as a user of this reader while it runs.
+
+        False when the route is not running (no nursery to start it in).
+        """
+        self.users += 1  # now, not when the task first runs: the idle closer must not get in between
+
+        async def counted() -> None:
+            try:
+                await task()
+            finally:
+                self.users -= 1
+                self.last_used = trio.current_time()
+
+        if self._context.spawn(counted):
+            return True
+        self.users -= 1
+        return False
+
+    # ---------------------------------------------------------------- window
+
+    def from_window(self, offset: int, max_body: int) -> EncodedBatch | None:
+        """Records at ``offset`` from memory, or None when the window does not hold any."""
+        batch = self.window.get(offset, max_body)
+        if batch is None:
+            return None
+        self._context.counters.cache_hits += 1
+        if not self._reading_ahead and self._wants_reading_ahead():
+            self._reading_ahead = self.in_background(self._read_ahead)
+        return batch
+
+    # ----------------------------------------------------------------- fetch
+
+    async def fetch(self, offset: int, max_body: int) -> EncodedBatch:
+        """Records from ``offset`` on, at most ``max_body`` bytes of them; empty at the log end after a bounded wait."""
+        found = self.from_window(offset, max_body)
+        if found is not None:
+            return found
+        entries = await self.read(offset)
+        found = self.from_window(offset, max_body)
+        if found is not None:
+            return found
+        return entries.take(offset, max_body) or EMPTY_BATCH
+
+    # ------------------------------------------------------------ read-ahead
+
+    def _wants_reading_ahead(self) -> bool:
+        if self._failure is not None or self.client.closed:
+            return False
+        return self.window.wants_read_ahead(self._highwater, MAX_POLL_RECORDS, self._route.fetch_max_bytes)
+
+    async def _read_ahead(self) -> None:
+        """Poll the records after the window's end while the answer that reached it is sent and read.
+
+        One poll at a time: the next answer that reaches the new end starts the next one.
+        """
+        try:
+            offset = self.window.next
+            assert offset is not None  # wants_read_ahead requires it
+            with trio.move_on_after(self._context.deadline):
+                await self.read(offset)
+        except CommandFailed:
+            pass  # the next fetch meets the failure itself
+        finally:
+            self._reading_ahead = False
+
+    # ------------------------------------------------------------------ polls
+
+    async def read(self, offset: int) -> Entries:
+        """Poll until the window holds ``offset`` or the log end is reached; the last poll's records.
+
+        Sessions asking for the same offset meanwhile share this poll. If the
+        task polling is cancelled (its client left, or its deadline passed),
+        the others do not take that for the log end: they poll themselves.
+        """
+        while (shared := self._polls.get(offset)) is not None:
+            await shared.done.wait()
+            if shared.failure is not None:
+                raise shared.failure
+            if shared.completed:
+                return shared.entries
+        poll = self._polls[offset] = _Poll()
+        try:
+            poll.entries = await self._poll_until_held(offset, poll)
+            poll.completed = True
+            return poll.entries
+        except CommandFailed as exc:
+            poll.failure = exc
+            raise
+        finally:
+            poll.done.set()
+            if self._polls.get(offset) is poll:
+                del self._polls[offset]
+
+    async def _poll_until_held(self, offset: int, poll: _Poll) -> Entries:
+        async with self.client.lock:
+            self._check_open()
+            self._check_recent_failure()
+            for attempt in range(READ_AHEAD_POLLS):
+                if self.window.holds(offset):
+                    return poll.entries
+                # A fetch a little ahead of the consumer (a client pipelining its
+                # requests) reads forward from where the consumer is: a seek
+                # would throw away what kafka-python has already fetched.
+                position = self._position
+                ahead = (
+                    attempt < READ_AHEAD_POLLS - 1  # the last attempt seeks
+                    and position is not None
+                    and position == self.window.next
+                    and position < offset <= position + READ_AHEAD_RECORDS
+                )
+                start = position if ahead and position is not None else offset
+                seek = position != start
+                try:
+                    # Tailing sessions parked here want the newest records, not the read-ahead's.
+                    read: tuple[Entries, int] = await self.client.call(
+                        functools.partial(self._poll_sync, start, seek, self.wants_fresh()), self._context.call_budget
+                    )
+                    entries, position = read
+                except CommandFailed as exc:
+                    self._position = None  # unknown after a failure: seek next time
+                    if exc.code in CONNECTION_FAILURES:
+                        self._failure = (trio.current_time(), exc)
+                        self._context.outages.failed(exc)
+                    raise
+                self._context.outages.recovered()
+                self._position = position
+                self._context.counters.broker_polls += 1
+                self.window.add(start, entries, position)
+                poll.entries = entries
+                if ahead and not len(entries):
+                    # Nothing after the consumer's position: that is the log end, and offset is past it.
+                    raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
+                if not ahead or position > offset:
+                    return entries
+            raise AssertionError("the last attempt returns or raises")  # pragma: no cover
+
+    def _check_recent_failure(self) -> None:
+        if self._failure is not None:
+            stamp, failure = self._failure
+            if trio.current_time() - stamp < CONNECT_FAILURE_TTL:
+                raise failure
+            self._failure = None
+
+    def _check_open(self) -> None:
+        if self.client.closed:
+            raise CommandFailed(ErrorCode.BROKER_UNREACHABLE, "connection to Kafka was reset; try again")
+
+    def _poll_sync(self, offset: int, seek: bool, fresh: bool) -> tuple[Entries, int]:
+        """In a thread: read from ``offset``; when nothing comes, find out why.
+
+        ``fresh``: if the records come from kafka-python's read-ahead, also take what came since.
+        Only for tailing: a reader of history wants polls no larger than one fetch,
+        which is what a response holds (larger ones made the pipelined client's
+        predictions miss and cost two thirds of the throughput).
+        """
+        consumer = self.client.consumer
+        give_up = time.monotonic() + self._route.request_timeout
+        wait_ms = int(self._route.fetch_max_wait * 1000)
+        if seek:
+            consumer.seek(self.tp, offset)
+        while True:
+            asked = time.monotonic()
+            try:
+                batches = consumer.poll(timeout_ms=wait_ms, max_records=MAX_POLL_RECORDS)
+                messages = batches.get(self.tp)
+                took = time.monotonic() - asked
+                gap = asked - self._polled_at
+                buffered = took < BUFFERED_POLL or took < BUFFERED_SHARE * gap
+                if fresh and messages and len(messages) < MAX_POLL_RECORDS and buffered:
+                    # kafka-python answered from a fetch it made ahead, at the end of the previous
+                    # poll: those records may be as old as the time since. What came meanwhile is
+                    # one round trip away; take it too, so tailing sessions get it now, not a poll later.
+                    since = consumer.poll(timeout_ms=FRESH_POLL_MS, max_records=MAX_POLL_RECORDS - len(messages))
+                    more = since.get(self.tp)
+                    if more and more[0].offset > messages[-1].offset:
+                        messages = messages + more
+            except Exception as exc:
+                raise named_failure(self._route, exc, "fetch") from exc
+            finally:
+                self._polled_at = time.monotonic()
+            self._highwater = consumer.highwater(self.tp)
+            if messages:
+                entries = Entries.of([message.offset for message in messages], [_encode(m) for m in messages])
+                return entries, entries.offsets[-1] + 1
+            # Nothing came: the log end, data not fetched yet, or a broker that
+            # is gone. poll() cannot tell these apart; the log end offset can.
+            end = self._end_offset_sync()
+            if offset == end:
+                return Entries(), offset
+            if offset > end:
+                raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                raise CommandFailed(ErrorCode.TIMEOUT, "fetch timed out")
+            wait_ms = int(min(remaining, self._route.request_timeout) * 1000)
+
+    def _end_offset_sync(self) -> int:
+        consumer = self.client.consumer
+        try:
+            ends = consumer.end_offsets([self.tp], timeout_ms=int(self._route.request_timeout * 1000))
+        except Exception as exc:
+            raise named_failure(self._route, exc, "list offsets") from exc
+        return int(ends[self.tp])
+
+    # ------------------------------------------------------------ list offset
+
+    async def list_offset(self, timestamp: int) -> int:
+        async with self.client.lock:
+            self._check_open()
+            self._check_recent_failure()
+            try:
+                result: int = await self.client.call(
+                    lambda: self._list_offset_sync(timestamp), self._context.call_budget
+                )
+            except CommandFailed as exc:
+                if exc.code in CONNECTION_FAILURES:
+                    self._failure = (trio.current_time(), exc)
+                    self._context.outages.failed(exc)
+                raise
+            self._context.outages.recovered()
+            return result
+
+    def _list_offset_sync(self, timestamp: int) -> int:
+        consumer = self.client.consumer
+        timeout_ms = int(self._route.request_timeout * 1000)
+        if timestamp == -1:
+            return self._end_offset_sync()
+        try:
+            if timestamp == -2:
+                return int(consumer.beginning_offsets([self.tp], timeout_ms=timeout_ms)[self.tp])
+            found = consumer.offsets_for_times({self.tp: timestamp}, timeout_ms=timeout_ms)
+        except Exception as exc:
+            raise named_failure(self._route, exc, "list offsets") from exc
+        hit = found.get(self.tp)
+        return -1 if hit is None else int(hit.offset)

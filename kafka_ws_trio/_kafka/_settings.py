@@ -1,0 +1,72 @@
+"""kafka-python settings for a route's consumers, TLS included (secrets are revealed only here)."""
+
+from __future__ import annotations
+
+import itertools
+import ssl
+from typing import Any, Final
+
+from .._config import RouteConfig
+
+#: Records kafka-python hands over per poll.
+MAX_POLL_RECORDS: Final = 2000
+
+_client_ids = itertools.count(1)
+
+
+def ssl_context(route: RouteConfig) -> ssl.SSLContext | None:
+    """The TLS context for the route's brokers, or None for plaintext."""
+    tls = route.tls
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.verify:
+        if tls.ca_file:
+            context.load_verify_locations(cafile=tls.ca_file)
+        else:
+            context.load_default_certs()
+        context.check_hostname = True
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        password = tls.key_password.reveal() if tls.key_password is not None else None
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=password)
+    return context
+
+
+def consumer_config(route: RouteConfig) -> dict[str, Any]:
+    """kafka-python settings for one of this route's consumers (secrets included)."""
+    request_timeout_ms = int(route.request_timeout * 1000)
+    config: dict[str, Any] = {
+        "bootstrap_servers": list(route.nodes),
+        "client_id": f"{route.client_id}-{next(_client_ids)}",
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "none",
+        "security_protocol": route.security_protocol,
+        "bootstrap_timeout_ms": request_timeout_ms,
+        # kafka-python requires fetch_max_wait_ms < request_timeout_ms.
+        "request_timeout_ms": max(request_timeout_ms, int(route.fetch_max_wait * 1000) + 1000),
+        "fetch_max_wait_ms": int(route.fetch_max_wait * 1000),
+        "max_partition_fetch_bytes": route.fetch_max_bytes,
+        "fetch_max_bytes": route.fetch_max_bytes,
+        "max_poll_records": MAX_POLL_RECORDS,
+        "reconnect_backoff_max_ms": 1000,
+    }
+    context = ssl_context(route)
+    if context is not None:
+        config["ssl_context"] = context
+    if route.sasl is not None:
+        config["sasl_mechanism"] = route.sasl.mechanism
+        config["sasl_plain_username"] = route.sasl.username
+        config["sasl_plain_password"] = route.sasl.password.reveal()
+    return config
+
+
+def split_node(node: str) -> tuple[str, int]:
+    """``host:port`` or ``[ipv6]:port`` as a (host, port) pair."""
+    host, _, port = node.rpartition(":")
+    return host.strip("[]"), int(port)

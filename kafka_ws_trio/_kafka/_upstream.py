@@ -1,0 +1,212 @@
+"""The Kafka side of one route: the registry of partition readers, its bound, and idle cleanup.
+
+Readers are keyed by (topic, partition), not by session, so sessions reading
+the same partition share one consumer, one window and one stream of broker
+fetches. A route opens at most ``max_partition_readers`` of them: past that,
+the least recently used idle one makes room, and when none is idle the
+command fails with OVERLOADED instead of opening yet another consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from .._config import RouteConfig
+from .._ports import Deliver, Withdraw
+from .._proto import FETCH_FRAME_OVERHEAD, CommandFailed, EncodedBatch, ErrorCode, partition_not_found, topic_not_found
+from ._client import Connector
+from ._context import Counters, KafkaContext
+from ._hub import PartitionHub
+from ._metadata import Metadata
+from ._outages import OutageLog
+from ._reader import PartitionReader
+
+log = logging.getLogger("kafka_ws_trio.kafka")
+
+Key = tuple[str, int]
+
+
+@attrs.frozen
+class UpstreamStatistics:
+    """Counters of one route's Kafka side."""
+
+    readers_open: int
+    consumers_created: int
+    consumers_closed: int
+    broker_polls: int
+    cache_hits: int
+    connect_failures: int
+    #: Fetches held at a log end right now, waiting for records (tailing sessions).
+    fetches_parked: int = 0
+    #: Parked fetches answered so far.
+    parked_answered: int = 0
+    #: Commands refused because ``max_partition_readers`` readers were open and none idle.
+    readers_refused: int = 0
+
+
+class KafkaUpstream:
+    """The Kafka side of one route. Implements the session's ``Backend``, ``CachingBackend`` and ``ParkingBackend``.
+
+    Start it with ``await nursery.start(upstream.run)``; cancelling ``run``
+    closes every consumer it opened.
+    """
+
+    def __init__(self, route: RouteConfig, limiter: trio.CapacityLimiter) -> None:
+        self.route = route
+        self.counters = Counters()
+        self.context = KafkaContext(
+            route=route, limiter=limiter, counters=self.counters, outages=OutageLog(route.uri), spawn=self._spawn
+        )
+        self._connector = Connector(self.context)
+        self._metadata = Metadata(self.context, self._connector)
+        self._hubs: dict[Key, PartitionHub] = {}
+        self._closing = 0
+        self._opening: dict[Key, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def deadline(self) -> float:
+        """Seconds within which a command returns or fails: connecting, then one call."""
+        return self.context.deadline
+
+    def statistics(self) -> UpstreamStatistics:
+        counters = self.counters
+        return UpstreamStatistics(
+            readers_open=len(self._hubs) + self._closing,
+            consumers_created=counters.consumers_created,
+            consumers_closed=counters.consumers_closed,
+            broker_polls=counters.broker_polls,
+            cache_hits=counters.cache_hits,
+            connect_failures=counters.connect_failures,
+            fetches_parked=sum(len(hub.waiting) for hub in self._hubs.values()),
+            parked_answered=counters.parked_answered,
+            readers_refused=counters.readers_refused,
+        )
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> bool:
+        if self._nursery is None:
+            return False
+        self._nursery.start_soon(task)
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the readers' background tasks and close idle readers until cancelled; then close every consumer."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    await trio.sleep(max(self.route.idle_timeout / 4, 0.05))
+                    await self._close_idle()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True):
+                hubs = list(self._hubs.values())
+                self._hubs.clear()
+                async with trio.open_nursery() as nursery:
+                    for hub in hubs:
+                        nursery.start_soon(hub.reader.client.aclose)
+                    nursery.start_soon(self._metadata.aclose)
+
+    async def _close_idle(self) -> None:
+        now = trio.current_time()
+        for key, hub in list(self._hubs.items()):
+            if hub.reader.users == 0 and now - hub.reader.last_used >= self.route.idle_timeout:
+                log.debug("closing idle reader for %s/%d", *key)
+                await self._close(key, hub)
+
+    async def _close(self, key: Key, hub: PartitionHub) -> None:
+        if self._hubs.get(key) is hub:
+            del self._hubs[key]  # new sessions open a fresh reader from now on
+        self._closing += 1  # still counted open until its consumer is closed
+        try:
+            await hub.reader.client.aclose()
+        finally:
+            self._closing -= 1
+
+    # --------------------------------------------------------------- readers
+
+    async def _hub(self, topic: str, partition: int) -> PartitionHub:
+        key = (topic, partition)
+        while True:
+            hub = self._hubs.get(key)
+            if hub is not None and not hub.reader.closed:
+                return hub
+            opening = self._opening.get(key)
+            if opening is None:
+                break
+            await opening.wait()
+        # Claim the key before the first checkpoint, so one task opens it and the rest wait.
+        opening = self._opening[key] = trio.Event()
+        try:
+            partitions = await self._metadata.partitions_of(topic)
+            if not partitions:
+                raise topic_not_found()
+            if partition not in partitions:
+                raise partition_not_found()
+            stale = self._hubs.pop(key, None)
+            if stale is not None:
+                await stale.reader.client.aclose()
+            await self._make_room(key)
+            client = await self._connector.open()
+            try:
+                reader = PartitionReader(self.context, topic, partition, client)
+                async with client.lock:
+                    await client.call(lambda: client.consumer.assign([reader.tp]), self.context.call_budget)
+            except BaseException:
+                await client.aclose()  # shielded: runs even when we are cancelled
+                raise
+            hub = self._hubs[key] = PartitionHub(self.context, reader)
+            return hub
+        finally:
+            del self._opening[key]
+            opening.set()
+
+    async def _make_room(self, key: Key) -> None:
+        """Keep the readers open (or being opened) within ``max_partition_readers``: close an idle one, or refuse."""
+        limit = self.route.max_partition_readers
+        while len(self._hubs) + self._closing + len(self._opening) > limit:  # _opening counts `key` itself
+            idle = [(hub.reader.last_used, k, hub) for k, hub in self._hubs.items() if hub.reader.users == 0]
+            if not idle:
+                self.counters.readers_refused += 1
+                raise CommandFailed(
+                    ErrorCode.OVERLOADED,
+                    f"too many partitions read at once: {limit} partition readers are busy on route "
+                    f"{self.route.uri} (max_partition_readers)",
+                )
+            _, oldest_key, oldest = min(idle, key=lambda item: item[0])
+            log.debug("closing idle reader for %s/%d to make room for %s/%d", *oldest_key, *key)
+            await self._close(oldest_key, oldest)
+
+    # ------------------------------------------------------- Backend protocol
+
+    async def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
+        reader = (await self._hub(topic, partition)).reader
+        with reader.in_use():
+            return await reader.list_offset(timestamp)
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch:
+        reader = (await self._hub(topic, partition)).reader
+        with reader.in_use():
+            return await reader.fetch(offset, max_bytes - FETCH_FRAME_OVERHEAD)
+
+    def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None:
+        """The answer to a fetch when memory holds it, without waiting; else None."""
+        hub = self._hubs.get((topic, partition))
+        if hub is None or hub.reader.closed:
+            return None
+        found = hub.reader.from_window(offset, max_bytes - FETCH_FRAME_OVERHEAD)
+        if found is not None:
+            hub.reader.last_used = trio.current_time()
+        return found
+
+    def park(self, topic: str, partition: int, offset: int, max_bytes: int, deliver: Deliver) -> Withdraw | None:
+        """Hold a fetch at the partition's log end until records arrive; None when not held (fetch it instead)."""
+        hub = self._hubs.get((topic, partition))
+        if hub is None:
+            return None
+        return hub.park(offset, max_bytes - FETCH_FRAME_OVERHEAD, deliver)
