@@ -16,16 +16,27 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, TypeVar
 
-import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from ._pb import pubsub_pb2 as pb
-from ._proto import Record
+from ._proto import (
+    ErrorAnswer,
+    FetchAnswer,
+    MalformedResponse,
+    OffsetAnswer,
+    Pong,
+    Record,
+    Response,
+    decode_response,
+    encode_fetch_request,
+    encode_list_offset_request,
+    encode_ping_request,
+)
 
 __all__ = [
     "EARLIEST",
@@ -36,6 +47,8 @@ __all__ = [
     "open_client",
 ]
 
+_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer)
+
 #: ``timestamp`` values of ListOffset.
 LATEST: Final = -1
 EARLIEST: Final = -2
@@ -45,12 +58,6 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
 DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 #: Seconds for the opening handshake.
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
-
-
-@attrs.frozen
-class _Failure:
-    code: int
-    message: str
 
 
 class PubSubError(Exception):
@@ -65,24 +72,23 @@ class PubSubError(Exception):
         return f"PubSubError({self.code}, {self.message!r})"
 
 
-def _record(message: pb.KafkaMessage) -> Record:
-    return Record(
-        offset=message.offset,
-        timestamp=message.timestamp,
-        key=message.key if message.HasField("key") else None,
-        value=message.value if message.HasField("value") else None,
-        headers=tuple((h.key, h.value if h.HasField("value") else None) for h in message.headers),
-    )
+#: An answer as it arrived, with its decoded event (frames that do not decode are dropped).
+_Answer = tuple[bytes, Response]
 
 
 class PubSubClient:
-    """A connected client; make one with :func:`open_client`."""
+    """A connected client; make one with :func:`open_client`.
+
+    Frames are built and read by the same sans-IO codec the proxy uses
+    (:mod:`kafka_ws_trio._proto`); this class only matches answers to
+    requests by their ``sequence``.
+    """
 
     def __init__(self, ws: WebSocketConnection, request_timeout: float) -> None:
         self._ws = ws
         self._timeout = request_timeout
         self._sequences = itertools.count(1)
-        self._waiting: dict[int, trio.MemorySendChannel[pb.PubSubResp]] = {}
+        self._waiting: dict[int, trio.MemorySendChannel[_Answer]] = {}
         self._closed: ConnectionClosed | None = None
 
     @property
@@ -96,13 +102,14 @@ class PubSubClient:
                 frame = await self._ws.get_message()
                 if isinstance(frame, str):
                     continue
-                response = pb.PubSubResp()
-                response.ParseFromString(frame)
+                response = decode_response(frame)
+                if isinstance(response, MalformedResponse):
+                    continue  # no sequence to match it to
                 waiter = self._waiting.pop(response.sequence, None)
                 if waiter is not None:
                     # The request may have been cancelled (its channel closed) just now.
                     with contextlib.suppress(trio.BrokenResourceError):
-                        waiter.send_nowait(response)
+                        waiter.send_nowait((frame, response))
         except ConnectionClosed as exc:
             self._closed = exc
         finally:
@@ -110,22 +117,16 @@ class PubSubClient:
                 waiter.close()
             self._waiting.clear()
 
-    async def request(self, request: pb.PubSubReq) -> pb.PubSubResp:
-        """Send ``request`` (its sequence is set here) and return the raw response.
-
-        Raises:
-            trio.TooSlowError: no response within the request timeout.
-            ConnectionClosed: the connection closed before the response came.
-        """
+    async def _exchange(self, build: Callable[[int], bytes]) -> _Answer:
+        """Send the frame ``build(sequence)`` makes and wait for the answer carrying that sequence."""
         sequence = next(self._sequences)
-        request.sequence = sequence
-        send, receive = trio.open_memory_channel[pb.PubSubResp](1)
+        send, receive = trio.open_memory_channel[_Answer](1)
         if self._closed is not None:
             raise self._closed
         self._waiting[sequence] = send
         try:
             with trio.fail_after(self._timeout):
-                await self._ws.send_message(request.SerializeToString())
+                await self._ws.send_message(build(sequence))
                 async with receive:
                     try:
                         return await receive.receive()
@@ -134,35 +135,48 @@ class PubSubClient:
         finally:
             self._waiting.pop(sequence, None)
 
-    @staticmethod
-    def _check(response: pb.PubSubResp, expected: str) -> pb.PubSubResp:
-        kind = response.WhichOneof("resp")
-        if kind == "error_resp":
-            raise PubSubError(response.error_resp.code, response.error_resp.message)
-        if kind != expected:
-            raise PubSubError(0, f"unexpected response {kind!r} to a request expecting {expected!r}")
+    async def request(self, request: pb.PubSubReq) -> pb.PubSubResp:
+        """Send ``request`` (its sequence is set here) and return the raw response.
+
+        Raises:
+            trio.TooSlowError: no response within the request timeout.
+            ConnectionClosed: the connection closed before the response came.
+        """
+
+        def build(sequence: int) -> bytes:
+            request.sequence = sequence
+            return request.SerializeToString()
+
+        frame, _ = await self._exchange(build)
+        return pb.PubSubResp.FromString(frame)
+
+    async def _answer(self, build: Callable[[int], bytes], expected: type[_R]) -> _R:
+        _, response = await self._exchange(build)
+        if isinstance(response, ErrorAnswer):
+            raise PubSubError(response.code, response.message)
+        if not isinstance(response, expected):
+            raise PubSubError(
+                0, f"unexpected response {type(response).__name__} to a request expecting {expected.__name__}"
+            )
         return response
 
     async def ping(self, state: bytes = b"") -> bytes:
         """Round-trip ``state`` through the proxy; returns what came back."""
-        request = pb.PubSubReq()
-        request.cmd_ping.state = state
-        return self._check(await self.request(request), "pong_resp").pong_resp.state
+        return (await self._answer(lambda sequence: encode_ping_request(sequence, state), Pong)).state
 
     async def list_offset(self, topic: str, partition: int, timestamp: int = LATEST) -> int:
         """The offset for ``timestamp``: ``LATEST`` (-1), ``EARLIEST`` (-2) or milliseconds."""
-        request = pb.PubSubReq()
-        command = request.cmd_kafka_list_offset
-        command.topic, command.partition, command.timestamp = topic, partition, timestamp
-        return self._check(await self.request(request), "kafka_list_offset_resp").kafka_list_offset_resp.offset
+        answer = await self._answer(
+            lambda sequence: encode_list_offset_request(sequence, topic, partition, timestamp), OffsetAnswer
+        )
+        return answer.offset
 
     async def fetch(self, topic: str, partition: int, offset: int) -> list[Record]:
         """Records at or after ``offset``; an empty list at the log end."""
-        request = pb.PubSubReq()
-        command = request.cmd_kafka_fetch
-        command.topic, command.partition, command.offset = topic, partition, offset
-        response = self._check(await self.request(request), "kafka_fetch_resp")
-        return [_record(m) for m in response.kafka_fetch_resp.messages]
+        answer = await self._answer(
+            lambda sequence: encode_fetch_request(sequence, topic, partition, offset), FetchAnswer
+        )
+        return list(answer.records)
 
     async def tail(self, topic: str, partition: int, offset: int) -> AsyncIterator[Record]:
         """Yield records from ``offset`` on, forever (waiting at the log end)."""
