@@ -83,13 +83,13 @@ async def test_an_unreachable_cluster_is_logged_once_per_cause_not_once_per_comm
 ) -> None:
     caplog.set_level(logging.INFO, logger="kafka_ws_trio")
     port = free_port()
-    async with running_proxy(config(f"127.0.0.1:{port}", request_timeout=1.0)) as server:
-        async with open_client(f"{server.url}/kafka") as client:
-            for _ in range(5):
-                with pytest.raises(PubSubError) as failed:
-                    await client.fetch("orders", 0, 0)
-                assert failed.value.code == ErrorCode.BROKER_UNREACHABLE
-                await trio.sleep(0.3)  # past the moment a failure is repeated without a new attempt
+    proxy_config = config(f"127.0.0.1:{port}", request_timeout=1.0)
+    async with running_proxy(proxy_config) as server, open_client(f"{server.url}/kafka") as client:
+        for _ in range(5):
+            with pytest.raises(PubSubError) as failed:
+                await client.fetch("orders", 0, 0)
+            assert failed.value.code == ErrorCode.BROKER_UNREACHABLE
+            await trio.sleep(0.3)  # past the moment a failure is repeated without a new attempt
     warnings = [r for r in caplog.records if r.name == "kafka_ws_trio.kafka" and r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     message = warnings[0].getMessage()

@@ -21,13 +21,32 @@ class Clock:
         return self.now
 
 
+class Lines:
+    """What the outage log wrote so far (read anew at each use)."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+
+    def __len__(self) -> int:
+        return len(self._caplog.messages)
+
+    def __getitem__(self, index: int) -> str:
+        return self._caplog.messages[index]
+
+    def __eq__(self, other: object) -> bool:
+        return self._caplog.messages == other
+
+    def after(self, count: int) -> list[str]:
+        return self._caplog.messages[count:]
+
+
 @pytest.fixture
-def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+def lines(caplog: pytest.LogCaptureFixture) -> Lines:
     caplog.set_level(logging.INFO, logger="kafka_ws_trio.kafka")
-    return caplog.messages  # a live view of what is logged
+    return Lines(caplog)
 
 
-def test_a_cause_is_logged_once_per_interval_with_the_count_it_left_out(lines: list[str]) -> None:
+def test_a_cause_is_logged_once_per_interval_with_the_count_it_left_out(lines: Lines) -> None:
     clock = Clock()
     outages = OutageLog("/kafka", clock=clock)
     for _ in range(50):
@@ -41,7 +60,7 @@ def test_a_cause_is_logged_once_per_interval_with_the_count_it_left_out(lines: l
     assert lines[1].endswith("(49 more since the last report)")
 
 
-def test_each_cause_gets_its_own_line(lines: list[str]) -> None:
+def test_each_cause_gets_its_own_line(lines: Lines) -> None:
     outages = OutageLog("/kafka", clock=Clock())
     outages.failed(UNREACHABLE)
     outages.failed(BAD_PASSWORD)
@@ -50,7 +69,7 @@ def test_each_cause_gets_its_own_line(lines: list[str]) -> None:
     assert "SASL authentication failed" in lines[1]
 
 
-def test_recovery_is_logged_once_with_the_outage_length(lines: list[str]) -> None:
+def test_recovery_is_logged_once_with_the_outage_length(lines: Lines) -> None:
     clock = Clock()
     outages = OutageLog("/kafka", clock=clock)
     outages.recovered()
@@ -60,7 +79,7 @@ def test_recovery_is_logged_once_with_the_outage_length(lines: list[str]) -> Non
     outages.failed(UNREACHABLE)
     outages.recovered()
     outages.recovered()
-    assert lines[1:] == ["route /kafka: Kafka reachable again after 12.5s (2 failed calls)"]
+    assert lines.after(1) == ["route /kafka: Kafka reachable again after 12.5s (2 failed calls)"]
     outages.failed(UNREACHABLE)
     assert len(lines) == 3, "a new outage is reported again at once"
 
@@ -73,7 +92,7 @@ def test_recovery_is_logged_once_with_the_outage_length(lines: list[str]) -> Non
         CommandFailed(ErrorCode.RECORD_TOO_LARGE, "record at offset 3 is 2000000 bytes encoded"),
     ],
 )
-def test_failures_of_a_request_are_not_outages(lines: list[str], failure: CommandFailed) -> None:
+def test_failures_of_a_request_are_not_outages(lines: Lines, failure: CommandFailed) -> None:
     outages = OutageLog("/kafka", clock=Clock())
     outages.failed(failure)
     assert lines == []
