@@ -118,7 +118,10 @@ class Window:
         if excess_records <= 0 and window.size <= limits.max_bytes:
             return
         drop = max(excess_records, 0)
-        while drop < len(window) and window.ends[-1] - window.ends[drop] > limits.max_bytes:
+        while (
+            drop < len(window)
+            and window.end_total - (window.ends[drop - 1] if drop else window.base) > limits.max_bytes
+        ):
             drop += 1
         drop = min(drop, len(window))
         if drop:
