@@ -10,7 +10,7 @@ and the ``encode_*`` functions build response frames. Client side: the
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from .._pb import pubsub_pb2 as pb
@@ -87,33 +87,41 @@ def decode_request(frame: bytes) -> Request:
         return Ping(sequence=sequence, state=request.cmd_ping.state)
     if kind == "cmd_kafka_list_offset":
         cmd = request.cmd_kafka_list_offset
-        topic_problem = topic_name_problem(cmd.topic)
-        topic = cmd.topic if topic_problem is None else _echoed(cmd.topic)
-        list_offset = ListOffset(sequence=sequence, topic=topic, partition=cmd.partition, timestamp=cmd.timestamp)
-        if topic_problem is not None:
-            return Invalid(sequence=sequence, command=list_offset, reason=topic_problem, queued=False)
-        reason = _partition_problem(cmd.partition)
-        if reason is None and cmd.timestamp < -2:
-            reason = f"invalid timestamp: {cmd.timestamp}"
-        return list_offset if reason is None else Invalid(sequence=sequence, command=list_offset, reason=reason)
+        return _judged(
+            sequence,
+            cmd.topic,
+            cmd.partition,
+            f"invalid timestamp: {cmd.timestamp}" if cmd.timestamp < -2 else None,
+            lambda topic: ListOffset(sequence, topic, cmd.partition, cmd.timestamp),
+        )
     if kind == "cmd_kafka_fetch":
         cmd_fetch = request.cmd_kafka_fetch
-        topic_problem = topic_name_problem(cmd_fetch.topic)
-        topic = cmd_fetch.topic if topic_problem is None else _echoed(cmd_fetch.topic)
-        fetch = Fetch(sequence=sequence, topic=topic, partition=cmd_fetch.partition, offset=cmd_fetch.offset)
-        if topic_problem is not None:
-            return Invalid(sequence=sequence, command=fetch, reason=topic_problem, queued=False)
-        reason = _partition_problem(cmd_fetch.partition)
-        if reason is None and cmd_fetch.offset < 0:
-            reason = f"invalid offset: {cmd_fetch.offset}"
-        return fetch if reason is None else Invalid(sequence=sequence, command=fetch, reason=reason)
+        return _judged(
+            sequence,
+            cmd_fetch.topic,
+            cmd_fetch.partition,
+            f"invalid offset: {cmd_fetch.offset}" if cmd_fetch.offset < 0 else None,
+            lambda topic: Fetch(sequence, topic, cmd_fetch.partition, cmd_fetch.offset),
+        )
     # cmd_empty, no command at all, or a command from a newer protocol (an unknown
     # field this server skipped): all of them are "unknown command".
     return UnknownCommand(sequence=sequence)
 
 
-def _partition_problem(partition: int) -> str | None:
-    return f"invalid partition: {partition}" if partition < 0 else None
+def _judged(
+    sequence: int,
+    topic: str,
+    partition: int,
+    field_problem: str | None,
+    build: Callable[[str], ListOffset | Fetch],
+) -> ListOffset | Fetch | Invalid:
+    """The command, or :class:`Invalid` naming its first problem: topic name, partition, then its own field."""
+    topic_problem = topic_name_problem(topic)
+    if topic_problem is not None:
+        return Invalid(sequence=sequence, command=build(_echoed(topic)), reason=topic_problem, queued=False)
+    command = build(topic)
+    reason = f"invalid partition: {partition}" if partition < 0 else field_problem
+    return command if reason is None else Invalid(sequence=sequence, command=command, reason=reason)
 
 
 def encode_pong(sequence: int, state: bytes) -> bytes:
