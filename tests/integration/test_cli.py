@@ -1,4 +1,5 @@
-"""The console command and the trio.run script, as a user runs them: separate processes."""
+"""The console command and the trio.run script against a real broker, as a user runs them:
+separate processes. The parts that need no broker are in tests/unit/test_cli_usage.py."""
 
 from __future__ import annotations
 
@@ -82,27 +83,6 @@ async def test_offsets_and_tail_print_what_the_proxy_reads(kafka_broker: KafkaBr
     assert b"not found topic" in missing.stderr
 
 
-def test_a_bad_config_fails_at_start_naming_the_key(tmp_path: Path) -> None:
-    config = tmp_path / "proxy.toml"
-    config.write_text(
-        '[server]\nport = 9080\n[[routes]]\nuri = "/kafka"\nnodes = ["127.0.0.1:9092"]\n'
-        'sasl = { mechanism = "MD5", username = "u", password = "hunter2" }\n'
-    )
-    result = subprocess.run([COMMAND, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "routes[0].sasl.mechanism" in result.stderr
-    assert "hunter2" not in result.stderr
-
-
-def test_help_explains_every_command() -> None:
-    result = subprocess.run([COMMAND, "--help"], capture_output=True, text=True, timeout=60, check=True)
-    for command in ("serve", "offsets", "tail", "broker"):
-        assert command in result.stdout
-    serve = subprocess.run([COMMAND, "serve", "--help"], capture_output=True, text=True, timeout=60, check=True)
-    for text in ("--config", "--kafka", "--host", "--port", "SIGTERM"):
-        assert text in serve.stdout
-
-
 @pytest.mark.timeout(90)
 async def test_trio_run_script_serves_and_stops_on_ctrl_c(
     kafka_broker: KafkaBroker, tmp_path: Path, repo_root: Path
@@ -118,20 +98,3 @@ async def test_trio_run_script_serves_and_stops_on_ctrl_c(
         process.send_signal(signal.SIGINT)
         with trio.fail_after(15):
             assert await process.wait() == 0
-
-
-def test_tune_gc_freezes_what_exists_and_raises_the_thresholds() -> None:
-    import gc
-
-    from kafka_ws_trio import tune_gc
-    from kafka_ws_trio._runtime import GC_THRESHOLDS
-
-    before = gc.get_threshold()
-    try:
-        tune_gc()
-        assert gc.get_threshold() == GC_THRESHOLDS
-        assert gc.get_freeze_count() > 0
-        assert GC_THRESHOLDS[0] > before[0]
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

@@ -24,7 +24,7 @@ from kafka_ws_trio._config import (
     parse_config,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "proxy.toml"
 
 ROUTE = '[[routes]]\nuri = "/kafka"\nnodes = ["127.0.0.1:9092"]\n'

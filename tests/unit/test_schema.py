@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GENERATED = ("kafka_ws_trio/_pb/pubsub_pb2.py", "kafka_ws_trio/_pb/pubsub_pb2.pyi")
 
 # PROTOCOL.md part 1 (APISIX's numbers), with part 2's additions to KafkaMessage and
