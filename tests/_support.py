@@ -21,6 +21,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from kafka_ws_trio._config import ProxyConfig
 from kafka_ws_trio._pb import pubsub_pb2 as pb
+from kafka_ws_trio._proto import encode_fetch_request, encode_list_offset_request, encode_ping_request
 from kafka_ws_trio._server import BackendFactory, ProxyServer, serve_proxy
 
 #: Seconds any single wait for the proxy may take before the test fails.
@@ -72,18 +73,11 @@ def free_port() -> int:
 # ------------------------------------------------------------------ frames
 
 
-def ping(sequence: int, state: bytes = b"") -> bytes:
-    return pb.PubSubReq(sequence=sequence, cmd_ping=pb.CmdPing(state=state)).SerializeToString()
-
-
-def list_offset(sequence: int, topic: str, partition: int, timestamp: int) -> bytes:
-    command = pb.CmdKafkaListOffset(topic=topic, partition=partition, timestamp=timestamp)
-    return pb.PubSubReq(sequence=sequence, cmd_kafka_list_offset=command).SerializeToString()
-
-
-def fetch(sequence: int, topic: str, partition: int, offset: int) -> bytes:
-    command = pb.CmdKafkaFetch(topic=topic, partition=partition, offset=offset)
-    return pb.PubSubReq(sequence=sequence, cmd_kafka_fetch=command).SerializeToString()
+#: Request frames, written by the same sans-IO codec the proxy and the client use. The
+#: conformance tests that pin raw protobuf bytes write their frames by hand instead.
+ping: Final = encode_ping_request
+list_offset: Final = encode_list_offset_request
+fetch: Final = encode_fetch_request
 
 
 def varint(value: int) -> bytes:

@@ -49,7 +49,7 @@ from kafka_ws_trio._config import (
     TlsConfig,
 )
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._protocol import ErrorCode
+from kafka_ws_trio._proto import ErrorCode
 from kafka_ws_trio._server import ProxyServer
 from kafka_ws_trio.testing import KafkaBroker, Record, create_topic, produce
 

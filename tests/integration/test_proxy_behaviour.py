@@ -39,7 +39,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._kafka import UpstreamStatistics
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._protocol import ErrorCode, Record
+from kafka_ws_trio._proto import ErrorCode, Record
 from kafka_ws_trio.client import PubSubClient, PubSubError, open_client
 from kafka_ws_trio.testing import KafkaBroker, _broker, create_topic, produce
 

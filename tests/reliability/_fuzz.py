@@ -10,7 +10,7 @@ One generator serves two sources of choices: :class:`RandomSource` (a seeded
 (draws from hypothesis, which can then shrink a failing frame to a small one).
 
 The oracle is the contract of PROTOCOL.md applied to what
-``kafka_ws_trio._protocol.decode_request`` makes of the frame: a frame that does not
+``kafka_ws_trio._proto.decode_request`` makes of the frame: a frame that does not
 decode gets ``wrong command`` with sequence 0; anything else gets exactly one answer
 carrying its sequence, of the kind its command calls for.
 """
@@ -25,7 +25,7 @@ import attrs
 from hypothesis import strategies as st
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._protocol import (
+from kafka_ws_trio._proto import (
     ErrorCode,
     Fetch,
     Invalid,
@@ -34,6 +34,7 @@ from kafka_ws_trio._protocol import (
     Ping,
     UnknownCommand,
     decode_request,
+    encode_ping_request,
     fetch_error,
     list_offset_error,
 )
@@ -354,11 +355,12 @@ def frame(source: Source, targets: Targets) -> bytes:
 
 
 def sized_frame(size: int, sequence: int) -> bytes:
-    """A ping of exactly ``size`` bytes (``size`` >= 16), whose pong is just as large."""
-    head = varint_field(SEQUENCE, sequence)
+    """An ordinary ping of exactly ``size`` bytes (``size`` >= 16), whose pong is just as large.
+
+    Written by the proxy's own codec: only its size is unusual.
+    """
     for state_size in range(size, -1, -1):
-        ping = length_field(1, b"s" * state_size)
-        candidate = head + length_field(CMD_PING, ping)
+        candidate = encode_ping_request(sequence, b"s" * state_size)
         if len(candidate) == size:
             return candidate
         if len(candidate) < size:

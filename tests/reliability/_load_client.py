@@ -16,13 +16,27 @@ import json
 import random
 import sys
 import time
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
-from kafka_ws_trio._pb import pubsub_pb2 as pb
+from kafka_ws_trio._proto import (
+    ErrorAnswer,
+    Fetch,
+    FetchAnswer,
+    ListOffset,
+    MalformedResponse,
+    OffsetAnswer,
+    Ping,
+    Pong,
+    Response,
+    decode_response,
+    encode_fetch_request,
+    encode_list_offset_request,
+    encode_ping_request,
+)
 
 #: Seconds for one answer, and for one opening handshake.
 ANSWER_TIMEOUT: Final = 10.0
@@ -31,6 +45,11 @@ CONNECT_TIMEOUT: Final = 30.0
 WAIT: Final = 10.0
 #: Handshakes in progress at once.
 CONNECTING_AT_ONCE: Final = 50
+#: ListOffset's timestamp for the log end.
+LATEST: Final = -1
+
+#: What a load session asks, described by the proxy's own request events.
+LoadRequest: TypeAlias = Fetch | ListOffset | Ping
 
 
 def record_value(offset: int) -> bytes:
@@ -66,38 +85,43 @@ class Plan:
     interval: float
 
 
-def request_for(rng: random.Random, sequence: int, plan: Plan) -> pb.PubSubReq:
+def request_for(rng: random.Random, sequence: int, plan: Plan) -> LoadRequest:
+    """The next request of a session: Fetch, ListOffset and Ping in turn."""
     kind = sequence % 3
     if kind == 0:
-        offset = rng.randrange(plan.records)
-        return pb.PubSubReq(
-            sequence=sequence, cmd_kafka_fetch=pb.CmdKafkaFetch(topic=plan.topic, partition=0, offset=offset)
-        )
+        return Fetch(sequence, plan.topic, 0, rng.randrange(plan.records))
     if kind == 1:
-        command = pb.CmdKafkaListOffset(topic=plan.topic, partition=0, timestamp=-1)
-        return pb.PubSubReq(sequence=sequence, cmd_kafka_list_offset=command)
-    return pb.PubSubReq(sequence=sequence, cmd_ping=pb.CmdPing(state=rng.randbytes(8)))
+        return ListOffset(sequence, plan.topic, 0, LATEST)
+    return Ping(sequence, rng.randbytes(8))
 
 
-def check(request: pb.PubSubReq, response: pb.PubSubResp, plan: Plan) -> str | None:
-    """Why ``response`` does not answer ``request`` correctly; None when it does."""
-    if response.sequence != request.sequence:
-        return f"sequence {response.sequence} for {request.sequence}"
-    kind = response.WhichOneof("resp")
-    if kind == "error_resp":
+def encode(request: LoadRequest) -> bytes:
+    """The frame of ``request``, written by the proxy's own sans-IO codec."""
+    if isinstance(request, Fetch):
+        return encode_fetch_request(request.sequence, request.topic, request.partition, request.offset)
+    if isinstance(request, ListOffset):
+        return encode_list_offset_request(request.sequence, request.topic, request.partition, request.timestamp)
+    return encode_ping_request(request.sequence, request.state)
+
+
+def check(request: LoadRequest, answer: Response, plan: Plan) -> str | None:
+    """Why ``answer`` does not answer ``request`` correctly; None when it does."""
+    if isinstance(answer, MalformedResponse):
+        return f"an answer that does not parse: {answer.reason}"
+    if answer.sequence != request.sequence:
+        return f"sequence {answer.sequence} for {request.sequence}"
+    if isinstance(answer, ErrorAnswer):
         return None  # counted apart
-    if request.HasField("cmd_ping"):
-        return None if kind == "pong_resp" and response.pong_resp.state == request.cmd_ping.state else str(response)
-    if request.HasField("cmd_kafka_list_offset"):
-        ok = kind == "kafka_list_offset_resp" and response.kafka_list_offset_resp.offset == plan.records
-        return None if ok else str(response)
-    offset = request.cmd_kafka_fetch.offset
-    messages = response.kafka_fetch_resp.messages if kind == "kafka_fetch_resp" else []
-    if not messages or messages[0].offset != offset:
-        return f"fetch at {offset}: {str(response)[:200]}"
-    for message in messages:
-        if message.value != record_value(message.offset):
-            return f"fetch at {offset}: {message.value!r} at {message.offset}"
+    if isinstance(request, Ping):
+        return None if isinstance(answer, Pong) and answer.state == request.state else str(answer)
+    if isinstance(request, ListOffset):
+        return None if isinstance(answer, OffsetAnswer) and answer.offset == plan.records else str(answer)
+    records = answer.records if isinstance(answer, FetchAnswer) else ()
+    if not records or records[0].offset != request.offset:
+        return f"fetch at {request.offset}: {str(answer)[:200]}"
+    for record in records:
+        if record.value != record_value(record.offset):
+            return f"fetch at {request.offset}: {record.value!r} at {record.offset}"
     return None
 
 
@@ -137,7 +161,7 @@ async def send_requests(ws: WebSocketConnection, index: int, plan: Plan, counts:
         counts.requests += 1
         try:
             with trio.move_on_after(ANSWER_TIMEOUT) as waited:
-                await ws.send_message(request.SerializeToString())
+                await ws.send_message(encode(request))
                 reply = await ws.get_message()
         except ConnectionClosed as exc:
             counts.dropped += 1
@@ -149,11 +173,11 @@ async def send_requests(ws: WebSocketConnection, index: int, plan: Plan, counts:
             return False
         counts.latencies.append(trio.current_time() - started)
         counts.answers += 1
-        response = pb.PubSubResp.FromString(reply if isinstance(reply, bytes) else b"")
-        if response.WhichOneof("resp") == "error_resp":
+        answer = decode_response(reply) if isinstance(reply, bytes) else MalformedResponse("a text frame")
+        if isinstance(answer, ErrorAnswer):
             counts.error_responses += 1
-            counts.note(f"session {index}: error {response.error_resp.code} {response.error_resp.message}")
-        problem = check(request, response, plan)
+            counts.note(f"session {index}: error {answer.code} {answer.message}")
+        problem = check(request, answer, plan)
         if problem is not None:
             counts.wrong_answers += 1
             counts.note(f"session {index}: {problem}")

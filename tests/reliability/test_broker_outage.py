@@ -25,7 +25,7 @@ import trio
 from _reliability import WAIT, mode, settled
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
-from kafka_ws_trio._protocol import ErrorCode
+from kafka_ws_trio._proto import ErrorCode
 from kafka_ws_trio._server import ProxyServer, serve_proxy
 from kafka_ws_trio.client import PubSubClient, PubSubError, open_client
 from kafka_ws_trio.testing import KafkaBroker, _broker, create_topic

@@ -42,7 +42,7 @@ from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, c
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._protocol import decode_request
+from kafka_ws_trio._proto import decode_request
 from kafka_ws_trio._server import ProxyServer, serve_proxy
 from kafka_ws_trio.client import open_client
 from kafka_ws_trio.testing import KafkaBroker, Record, create_topic, produce
