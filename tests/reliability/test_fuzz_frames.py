@@ -10,11 +10,14 @@ over ``max_message_size``. Throughout:
   the kind of answer its command calls for, a frame that does not with ``wrong
   command`` and sequence 0 (see ``_fuzz.judge``);
 * a frame over ``max_message_size`` closes its connection with 1009, and a new
-  connection carries on;
-* a control session keeps getting correct answers, quickly.
+  connection carries on (every random fuzz session sends one at the limit and one over
+  it, whatever the seed; more come at random);
+* a control session keeps getting correct answers, each within its request timeout
+  (how fast is printed, not asserted).
 
 Fast mode sends a few thousand frames; long mode (``--reliability-long``) over 100,000.
-``RELIABILITY_SEED=N`` replays one run of the random frames.
+``RELIABILITY_SEED=N`` replays one run of the random frames; the seed is printed first,
+so that it shows with any failure.
 """
 
 from __future__ import annotations
@@ -55,10 +58,9 @@ MAX_MESSAGE_SIZE: Final = 65_536
 RECORDS: Final = 40
 #: Frames one fuzz session has sent and not yet seen answered.
 WINDOW: Final = 32
-#: One in this many random frames is sized at or just over ``MAX_MESSAGE_SIZE``.
+#: One in this many random frames is sized at or just over ``MAX_MESSAGE_SIZE``, beyond the
+#: one of each kind every session sends.
 SIZED_EVERY: Final = 500
-#: The slowest answer the control session may get while the fuzzing goes on.
-CONTROL_LATENCY: Final = 2.0
 #: Problems reported in full; the rest are counted.
 PROBLEMS_SHOWN: Final = 20
 
@@ -124,8 +126,9 @@ async def with_control(url: str, targets: _fuzz.Targets) -> AsyncIterator[Contro
         nursery.start_soon(control_session, url, targets, control)
         yield control
         nursery.cancel_scope.cancel()
+    # Each round's answers were checked and came within the client's request timeout; how
+    # slow the slowest was depends on the machine, so it is printed, never asserted.
     assert control.rounds > 0, "the control session never finished a round"
-    assert control.slowest < CONTROL_LATENCY, f"the control session waited {control.slowest:.2f}s for an answer"
 
 
 def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -143,6 +146,8 @@ class Tally:
     seed: int
     sent: int = 0
     answered: int = 0
+    #: Frames of exactly, or just under, ``MAX_MESSAGE_SIZE`` sent (each must be answered).
+    at_the_limit: int = 0
     closed_1009: int = 0
     kinds: Counter[str] = attrs.Factory(Counter)
     problems: list[str] = attrs.Factory(list)
@@ -223,15 +228,30 @@ class FuzzConnection:
         await self.drain()
 
 
+def at_the_limit(rng: random.Random) -> bytes:
+    """A ping of exactly ``MAX_MESSAGE_SIZE`` bytes or just under: it must be answered."""
+    return _fuzz.sized_frame(MAX_MESSAGE_SIZE + rng.choice([-2, -1, 0]), rng.randint(1, 2**40))
+
+
+def over_the_limit(rng: random.Random) -> bytes:
+    """A frame just over ``MAX_MESSAGE_SIZE``, or well over: the connection must close with 1009."""
+    return rng.randbytes(MAX_MESSAGE_SIZE + rng.choice([1, 2, 1000]))
+
+
 def near_the_limit(rng: random.Random) -> bytes:
     """A frame at the limit (answered) or just over it (the connection closes with 1009)."""
-    size = MAX_MESSAGE_SIZE + rng.choice([-2, -1, 0, 1, 2, 1000])
-    return _fuzz.sized_frame(size, rng.randint(1, 2**40)) if size <= MAX_MESSAGE_SIZE else rng.randbytes(size)
+    return at_the_limit(rng) if rng.randrange(2) else over_the_limit(rng)
 
 
 async def fuzz_session(url: str, targets: _fuzz.Targets, frames: int, tally: Tally, rng: random.Random) -> None:
+    """Send ``frames`` fuzz frames, pipelined, reconnecting after each frame over the limit.
+
+    One frame at the limit and one over it go out at places the seed chooses, so that
+    every run, whatever its seed, tests both; more come at random.
+    """
     source = _fuzz.RandomSource(rng)
     left = frames
+    forced_at, forced_over = rng.sample(range(frames), 2) if frames >= 2 else (-1, 0)
     while left > 0:
         # One connection, until a frame over the limit closes it.
         async with open_websocket_url(url, max_message_size=2 * MAX_MESSAGE_SIZE, connect_timeout=WAIT) as ws:
@@ -241,12 +261,19 @@ async def fuzz_session(url: str, targets: _fuzz.Targets, frames: int, tally: Tal
                 nursery.start_soon(connection.receive_answers)
                 while left > 0 and oversized is None:
                     left -= 1
+                    index = frames - left - 1
                     frame = _fuzz.frame(source, targets)
-                    if rng.randrange(SIZED_EVERY) == 0:
+                    if index == forced_at:
+                        frame = at_the_limit(rng)
+                    elif index == forced_over:
+                        frame = over_the_limit(rng)
+                    elif rng.randrange(SIZED_EVERY) == 0:
                         frame = near_the_limit(rng)
-                        if len(frame) > MAX_MESSAGE_SIZE:
-                            oversized = frame
-                            break
+                    if len(frame) > MAX_MESSAGE_SIZE:
+                        oversized = frame
+                        break
+                    if len(frame) >= MAX_MESSAGE_SIZE - 2:
+                        tally.at_the_limit += 1
                     with trio.fail_after(WAIT):
                         await connection.send(frame)
                 await connection.finish()
@@ -279,6 +306,8 @@ async def test_random_and_mutated_frames_are_each_answered_once(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="kafka_ws_trio")
     seed = int(os.environ.get("RELIABILITY_SEED") or random.randrange(2**32))
+    # First thing, so that pytest shows it with any failure, an exception included.
+    print(f"\nrandom fuzz: RELIABILITY_SEED={seed} replays this run")
     tally = Tally(seed)
     run = mode()
     per_session = run.random_frames // run.fuzz_sessions
@@ -296,15 +325,18 @@ async def test_random_and_mutated_frames_are_each_answered_once(
     elapsed = trio.current_time() - started
     print(
         f"\nrandom fuzz (seed {seed}): {tally.sent} frames in {elapsed:.1f}s "
-        f"({tally.sent / elapsed:.0f}/s), {tally.answered} answered, {tally.closed_1009} closed with 1009; "
+        f"({tally.sent / elapsed:.0f}/s), {tally.answered} answered, {tally.at_the_limit} at the limit, "
+        f"{tally.closed_1009} closed with 1009; "
         f"decoded as {dict(tally.kinds)}; control rounds {control.rounds}, slowest {control.slowest * 1000:.0f} ms; "
         f"proxy commands {statistics.commands_total}, sessions {statistics.sessions_total}"
     )
     shown = "\n".join(tally.problems[:PROBLEMS_SHOWN])
     assert not tally.problems, f"seed {seed}: {len(tally.problems)} problems, the first ones:\n{shown}"
-    assert tally.answered == tally.sent
-    assert tally.sent >= run.random_frames * 0.9
-    assert tally.closed_1009 >= 1 or run.random_frames < SIZED_EVERY * 2, "no frame over the limit was sent"
+    assert tally.answered == tally.sent, f"seed {seed}: {tally.sent} frames sent, {tally.answered} answered"
+    assert tally.sent >= run.random_frames * 0.9, f"seed {seed}: only {tally.sent} frames sent"
+    # Each session sent one frame at the limit and one over it, whatever the seed.
+    assert tally.at_the_limit >= run.fuzz_sessions, f"seed {seed}: {tally.at_the_limit} frames at the limit"
+    assert tally.closed_1009 >= run.fuzz_sessions, f"seed {seed}: {tally.closed_1009} closed with 1009"
     no_errors_logged(caplog)
 
 
