@@ -16,24 +16,26 @@ from _reliability import WAIT
 from trio_websocket import open_websocket_url
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
-from kafka_ws_trio._pb import pubsub_pb2 as pb
+from kafka_ws_trio._proto import encode_fetch_request
 from kafka_ws_trio._server import ProxyServer, serve_proxy
 from kafka_ws_trio.client import open_client
 from kafka_ws_trio.testing import KafkaBroker, create_topic, produce
 
 pytestmark = pytest.mark.reliability
 
-#: Sessions asking for unknown topics, and the requests each has in flight (its workers).
-NOISY_SESSIONS: Final = 4
+#: Sessions asking for unknown topics, and the requests each has in flight (its workers):
+#: 256 lookups. One that needs a metadata round trip takes about 0.1 s, so running them
+#: one after another (the bug this guards against) would take up to 25 s.
+NOISY_SESSIONS: Final = 16
 NOISY_REQUESTS: Final = 16
-#: What a first ListOffset on an existing topic may take meanwhile: one metadata round
-#: trip (about 0.1 s on loopback) and then some, not a queue of everybody else's.
-QUIET_LATENCY: Final = 2.0
+#: What a first ListOffset on an existing topic may take meanwhile. It takes one metadata
+#: round trip (about 0.1 s on loopback); the bound is far above that, so that a busy
+#: machine does not fail the test, and far below the queue of everybody else's lookups.
+QUIET_LATENCY: Final = 10.0
 
 
 def fetch_unknown_topic(sequence: int) -> bytes:
-    command = pb.CmdKafkaFetch(topic=f"no-such-topic-{uuid.uuid4().hex}", partition=0, offset=0)
-    return pb.PubSubReq(sequence=sequence, cmd_kafka_fetch=command).SerializeToString()
+    return encode_fetch_request(sequence, f"no-such-topic-{uuid.uuid4().hex}", 0, 0)
 
 
 @pytest.mark.timeout(120)
