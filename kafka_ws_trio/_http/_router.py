@@ -1,0 +1,76 @@
+"""What to do with a request head: a table of path → handler (sans-IO).
+
+The WebSocket routes of the config are entries of the table today;
+``/healthz``, ``/metrics`` and ``/admin`` will be entries too, each a
+function of the request head. Admission (503) depends on the server's live
+state, so it is a separate pure function the server calls with that state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Final, Protocol, TypeAlias
+
+import attrs
+
+from ._head import RequestHead, Respond
+
+
+@attrs.frozen
+class Upgrade:
+    """Hand the connection to the WebSocket handshake, for route ``uri``."""
+
+    uri: str
+
+
+Decision: TypeAlias = Upgrade | Respond
+
+
+class Handler(Protocol):
+    """Decides about one request to its path."""
+
+    def __call__(self, request: RequestHead) -> Decision: ...
+
+
+@attrs.frozen
+class WebSocketEndpoint:
+    """A route of the config: WebSocket upgrades only; a plain request gets 400 (as APISIX answers)."""
+
+    uri: str
+
+    def __call__(self, request: RequestHead) -> Decision:
+        if request.is_websocket_upgrade:
+            return Upgrade(self.uri)
+        return Respond(HTTPStatus.BAD_REQUEST, b"this path takes WebSocket connections only\n")
+
+
+class Router:
+    """Maps a request's path (without its query string) to its handler; no handler: 404."""
+
+    def __init__(self, table: Mapping[str, Handler]) -> None:
+        self._table = dict(table)
+
+    @classmethod
+    def for_routes(cls, uris: Iterable[str]) -> Router:
+        """The router of a config: one WebSocket endpoint per route uri."""
+        return cls({uri: WebSocketEndpoint(uri) for uri in uris})
+
+    def decide(self, request: RequestHead) -> Decision:
+        handler = self._table.get(request.path)
+        if handler is None:
+            return Respond(HTTPStatus.NOT_FOUND, f"no route for {request.path}\n".encode())
+        return handler(request)
+
+
+SHUTTING_DOWN: Final = Respond(HTTPStatus.SERVICE_UNAVAILABLE, b"server is shutting down\n")
+TOO_MANY_SESSIONS: Final = Respond(HTTPStatus.SERVICE_UNAVAILABLE, b"too many sessions\n")
+
+
+def admit(*, shutting_down: bool, sessions: int, max_sessions: int) -> Respond | None:
+    """Whether one more WebSocket session may start: None, or the 503 that refuses it."""
+    if shutting_down:
+        return SHUTTING_DOWN
+    if sessions >= max_sessions:
+        return TOO_MANY_SESSIONS
+    return None
