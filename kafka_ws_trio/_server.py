@@ -11,6 +11,17 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
 from ._config import ProxyConfig, RouteConfig
+from ._http import (
+    MAX_REQUEST_HEAD,
+    RECEIVE_BYTES,
+    HeadReader,
+    RequestHead,
+    Router,
+    Upgrade,
+    admit,
+    read_head,
+    send_response,
+)
 from ._kafka import KafkaUpstream, UpstreamStatistics
 from ._ports import Backend
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
@@ -24,38 +35,19 @@ WS_MESSAGE_QUEUE_SIZE: Final = 4
 #: Seconds a client has to finish the opening handshake, and to answer our close.
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 5.0
-#: Bytes of HTTP request head read to route a connection; a longer head gets 431.
-MAX_REQUEST_HEAD: Final = 16 * 1024
-#: Bytes read from a socket at a time, also by trio-websocket.
-RECEIVE_BYTES: Final = 64 * 1024
-async def _read_head(stream: trio.abc.Stream) -> bytes | None:
-    """Bytes up to the end of the HTTP request head (maybe a little more); None if it never ends."""
-    head = bytearray()
-    while b"\r\n\r\n" not in head:
-        if len(head) > MAX_REQUEST_HEAD:
-            return None
-        chunk = await stream.receive_some(RECEIVE_BYTES)
-        if not chunk:
-            return None
-        head += chunk
-    return bytes(head)
 
 
-def _request_path(head: bytes) -> str | None:
-    """The path of the request line ``GET /path?query HTTP/1.1``, or None when it is not one."""
-    parts = head.split(b"\r\n", 1)[0].split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        return None
-    return parts[1].split(b"?", 1)[0].decode("latin-1")
+class _Slot:
+    """One admitted WebSocket connection, counted from admission until its session ends; released once."""
 
+    def __init__(self, server: ProxyServer) -> None:
+        self._server: ProxyServer | None = server
+        server._admitted += 1
 
-async def _respond_http(stream: trio.abc.Stream, status: str, body: str) -> None:
-    data = body.encode()
-    await stream.send_all(
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
-        f"Connection: close\r\n\r\n".encode()
-        + data
-    )
+    def release(self) -> None:
+        if self._server is not None:
+            self._server._admitted -= 1
+            self._server = None
 
 
 #: Builds the Kafka side of one route; tests inject fakes here.
@@ -99,6 +91,9 @@ class ProxyServer:
             send_timeout=config.server.send_timeout,
         )
         self._shutting_down = False
+        self._router = Router.for_routes(route.uri for route in config.routes)
+        #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
+        self._admitted = 0
 
     @property
     def port(self) -> int:
@@ -135,33 +130,38 @@ class ProxyServer:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         """One TCP connection: route it by its request head, then hand it to trio-websocket.
 
-        Routing before the WebSocket handshake lets an unknown path get 404
-        even on a plain GET (trio-websocket would answer 400 first). Never
-        raises: an exception here would stop the whole server.
+        The HTTP front (``_http``) reads the head with h11 and answers
+        everything but a WebSocket upgrade on a route itself: an unknown path
+        gets 404 even on a plain GET (trio-websocket would answer 400 first),
+        and a full server 503 before any handshake. Never raises: an
+        exception here would stop the whole server.
         """
         try:
-            async with trio.open_nursery() as nursery:
-                request = None
-                with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                    head = await _read_head(stream)
-                    path = _request_path(head) if head is not None else None
-                    if head is None or path is None:
-                        await _respond_http(stream, "400 Bad Request", "not an HTTP request\n")
-                        return
-                    if self.config.route_for(path) is None:
-                        await _respond_http(stream, "404 Not Found", f"no route for {path}\n")
-                        return
-                    replay = ReplayStream(stream, head)
-                    request = await wrap_server_stream(
-                        nursery,
-                        replay,
-                        message_queue_size=WS_MESSAGE_QUEUE_SIZE,
-                        max_message_size=self.config.server.max_message_size,
-                        receive_buffer_size=RECEIVE_BYTES,
-                    )
-                if request is not None:
-                    await self._serve_request(request, replay)
-                nursery.cancel_scope.cancel()  # trio-websocket's reader task
+            deadline = trio.current_time() + HANDSHAKE_TIMEOUT
+            routed = None
+            with trio.move_on_at(deadline):
+                routed = await self._route(stream)
+            if routed is None:
+                return
+            upgrade, received = routed
+            slot = _Slot(self)
+            try:
+                async with trio.open_nursery() as nursery:
+                    replay = ReplayStream(stream, received)
+                    request = None
+                    with trio.move_on_at(deadline):
+                        request = await wrap_server_stream(
+                            nursery,
+                            replay,
+                            message_queue_size=WS_MESSAGE_QUEUE_SIZE,
+                            max_message_size=self.config.server.max_message_size,
+                            receive_buffer_size=RECEIVE_BYTES,
+                        )
+                    if request is not None:
+                        await self._serve_request(request, replay, upgrade.uri, slot)
+                    nursery.cancel_scope.cancel()  # trio-websocket's reader task
+            finally:
+                slot.release()
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except Exception:
@@ -170,19 +170,33 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
-    async def _serve_request(self, request: WebSocketRequest, stream: ReplayStream) -> None:
-        route = self.config.route_for(request.path.split("?", 1)[0])
-        assert route is not None  # _serve_connection routed it
-        if self._shutting_down:
+    async def _route(self, stream: trio.SocketStream) -> tuple[Upgrade, bytes] | None:
+        """Read the request head and answer it, unless it is an admitted upgrade: then it and the bytes read."""
+        reader = HeadReader(MAX_REQUEST_HEAD)
+        head = await read_head(stream, reader)
+        decision = self._router.decide(head) if isinstance(head, RequestHead) else head
+        if isinstance(decision, Upgrade):
+            refusal = admit(
+                shutting_down=self._shutting_down,
+                sessions=self._admitted,
+                max_sessions=self.config.server.max_sessions,
+            )
+            if refusal is None:
+                return decision, bytes(reader.received)
+            if not self._shutting_down:
+                self._sessions_rejected += 1
+            decision = refusal
+        await send_response(stream, decision)
+        return None
+
+    async def _serve_request(self, request: WebSocketRequest, stream: ReplayStream, uri: str, slot: _Slot) -> None:
+        if self._shutting_down:  # began during the handshake
             await request.reject(503, body=b"server is shutting down\n")
-            return
-        if len(self._sessions) >= self.config.server.max_sessions:
-            self._sessions_rejected += 1
-            await request.reject(503, body=b"too many sessions\n")
             return
         subprotocol = request.proposed_subprotocols[0] if request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
-        session = Session(ws, self._backends[route.uri], self._limits, route=route.uri, writer=stream)
+        stream.bind(ws)
+        session = Session(ws, self._backends[uri], self._limits, route=uri, writer=stream)
         self._sessions[session] = ws
         self._sessions_total += 1
         log.debug("%r opened from %s", session, ws.remote)
@@ -191,6 +205,7 @@ class ProxyServer:
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await ws.aclose()
+            slot.release()  # with the session gone from statistics(), its slot is free
             del self._sessions[session]
             self._sessions_changed.set()
             self._sessions_changed = trio.Event()

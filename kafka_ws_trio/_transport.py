@@ -4,15 +4,33 @@ trio-websocket (with wsproto) does the handshake, reads frames and writes
 most of them. One path goes around it: a fetch answer that many tailing
 sessions share is written by one task straight into each socket
 (:meth:`ReplayStream.write_now`), and for that we frame the message
-ourselves. That is only correct while no WebSocket extension is negotiated
-(the proxy offers none).
+ourselves. That is only correct while no WebSocket extension is in use and
+the closing handshake has not begun, so the stream checks both, by state:
+
+* extensions: it reads the handshake response it carries (with h11) and
+  writes directly only after a ``101`` that names no
+  ``Sec-WebSocket-Extensions``;
+* closing: it is bound to the connection and writes directly only while the
+  connection's ``closed`` is None (trio-websocket sets it before it sends a
+  close frame).
+
+The stream also knows where frames end, since every write it carries is whole
+frames (or the rest of one). When a write is cut short, by a cancelled send
+(``send_timeout``) or a broken socket, the peer holds part of a frame, and
+anything written after it would be read as that frame's payload. So the
+stream then aborts the TCP connection (an RST) instead of writing more.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from typing import Final
+import socket
+import struct
+import sys
+from typing import Final, Protocol
 
+import h11
 import trio
 
 
@@ -29,12 +47,48 @@ def websocket_binary_header(size: int) -> bytes:
     return bytes((0x82, 127)) + size.to_bytes(8, "big")
 
 
+def handshake_extensions(response: bytes) -> list[bytes] | None:
+    """The ``Sec-WebSocket-Extensions`` values of a ``101`` response head; None if ``response`` is not one.
+
+    The handshake response is what decides which extensions are in use
+    (RFC 6455, 9.1), so that is what the direct write path trusts. Parsed by
+    h11 as a client would, after a made-up upgrade request (h11 reads a
+    response only as the answer to one).
+    """
+    reader = h11.Connection(h11.CLIENT)
+    reader.send(h11.Request(method="GET", target="/", headers=_UPGRADE_REQUEST_HEADERS))
+    reader.send(h11.EndOfMessage())
+    reader.receive_data(response)
+    try:
+        event = reader.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    if not isinstance(event, h11.InformationalResponse) or event.status_code != 101:
+        return None
+    return [value for name, value in event.headers if name == b"sec-websocket-extensions"]
+
+
+_UPGRADE_REQUEST_HEADERS: Final = [("Host", "proxy"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]
+
 #: Whether this platform can write a frame's parts to a socket in one call (not Windows).
 _WRITEV: Final = hasattr(os, "writev")
+#: SO_LINGER on, with a zero timeout: ``close()`` then resets the connection and drops unsent bytes.
+_LINGER_RESET: Final = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
+#: A send to a socket already closed raises these (as in trio's SocketStream).
+_CLOSED_ERRNOS: Final = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+
+class ClosingState(Protocol):
+    """What the stream reads of its WebSocket connection (trio-websocket's ``WebSocketConnection``)."""
+
+    @property
+    def closed(self) -> object:
+        """None until the connection starts closing (set before the close frame is sent)."""
+        ...
 
 
 class ReplayStream(trio.abc.Stream):
-    """The stream trio-websocket runs on: replays the request head, and can write without waiting.
+    """The stream trio-websocket runs on: replays the request head, writes without waiting, aborts cut frames.
 
     It first gives back bytes already read from the socket (the request
     head, read to route the connection). It also lets a session write a
@@ -42,15 +96,31 @@ class ReplayStream(trio.abc.Stream):
     without a checkpoint (:meth:`write_now`): that is how one task delivers a
     shared response to every session tailing a partition. Whatever the kernel
     does not take at once stays pending and goes out before anything else
-    written later, so frames never interleave.
+    written later, so frames never interleave. A write cut inside a frame
+    aborts the connection (see the module's docstring).
     """
 
     def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
         self._stream = stream
+        self._socket = stream.socket
         self._prefix = prefix
         self._lock = trio.Lock()
+        #: The rest of a frame :meth:`write_now` started: the peer holds its first part.
         self._pending = b""
-        self._close_sent = False
+        #: The first bytes written are the handshake response; None until it is seen.
+        self._extensions: list[bytes] | None = None
+        self._handshake_seen = False
+        self._connection: ClosingState | None = None
+        self._aborted = False
+
+    def bind(self, connection: ClosingState) -> None:
+        """Follow ``connection`` (once accepted): no direct write once it starts closing."""
+        self._connection = connection
+
+    @property
+    def aborted(self) -> bool:
+        """Whether a write was cut inside a frame, so the connection was reset."""
+        return self._aborted
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
@@ -60,6 +130,11 @@ class ReplayStream(trio.abc.Stream):
         return await self._stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` (whole frames, or the handshake response) after what :meth:`write_now` left pending.
+
+        Cut short inside a frame (cancelled or failed), it aborts the
+        connection: the peer must not read later bytes as that frame's rest.
+        """
         # The lock is taken without a checkpoint when free (the common case);
         # the socket send below is the checkpoint.
         try:
@@ -67,25 +142,66 @@ class ReplayStream(trio.abc.Stream):
         except trio.WouldBlock:
             await self._lock.acquire()
         try:
-            if data[:1] == b"\x88":  # a close frame: nothing may follow it
-                self._close_sent = True
-            if self._pending:
-                data, self._pending = self._pending + bytes(data), b""
-            await self._stream.send_all(data)
+            if not self._handshake_seen:
+                self._handshake_seen = True
+                self._extensions = handshake_extensions(bytes(data))
+            boundary = len(self._pending)  # where the pending frame ends and ``data`` begins
+            out = memoryview(self._pending + bytes(data) if self._pending else data)
+            self._pending = b""
+            await self._send_whole(out, boundary)
         finally:
             self._lock.release()
+
+    async def _send_whole(self, out: memoryview, boundary: int) -> None:
+        """Send all of ``out``, whose frames end at ``boundary`` and at its end; abort if cut elsewhere."""
+        if self._aborted or self._socket.fileno() < 0:
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("the connection was closed" + (" (aborted)" if self._aborted else ""))
+        if not out:
+            await trio.lowlevel.checkpoint()
+            return
+        sent = 0
+        try:
+            while sent < len(out):
+                sent += await self._socket.send(out[sent:])
+        except OSError as exc:
+            self._abort_unless_at(sent, boundary, len(out))
+            if exc.errno in _CLOSED_ERRNOS:
+                raise trio.ClosedResourceError("the connection was closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        except BaseException:  # cancelled (send_timeout, the session ending)
+            self._abort_unless_at(sent, boundary, len(out))
+            raise
+
+    def _abort_unless_at(self, sent: int, boundary: int, size: int) -> None:
+        if sent not in (boundary, size):
+            self.abort()
+
+    def abort(self) -> None:
+        """Reset the TCP connection at once: unsent bytes are dropped and nothing more is written."""
+        self._aborted = True
+        self._pending = b""
+        if self._socket.fileno() < 0:
+            return
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass  # closed in order after all; still nothing more is written
+        self._socket.close()  # wakes a task blocked on the socket with ClosedResourceError
 
     def write_now(self, head: bytes, body: bytes) -> bool | None:
         """Write the binary message ``head + body`` into the socket as one frame, without waiting.
 
-        Returns None when nothing was written because a send is in progress,
-        the close frame has gone out or the socket is closed or broken (send
-        the normal way instead); True when all of it went out; False when
-        part of it is pending and the caller must get :meth:`flush` called.
+        Returns None when nothing was written because framing it ourselves is
+        not known to be safe (no ``101`` seen, an extension in use, the
+        connection closing), a send is in progress, or the socket is closed
+        or broken: send it the normal way instead. True when all of it went
+        out; False when part of it is pending and the caller must get
+        :meth:`flush` called.
         """
-        if self._lock.locked() or self._pending or self._close_sent or not _WRITEV:
+        if not self._direct_writes_allowed():
             return None
-        fd = self._stream.socket.fileno()
+        fd = self._socket.fileno()
         if fd < 0:
             return None
         buffers = (websocket_binary_header(len(head) + len(body)), head, body)
@@ -100,6 +216,18 @@ class ReplayStream(trio.abc.Stream):
         self._pending = b"".join(buffers)[written:]
         return False
 
+    def _direct_writes_allowed(self) -> bool:
+        connection = self._connection
+        return (
+            _WRITEV
+            and self._extensions == []
+            and connection is not None
+            and connection.closed is None
+            and not self._lock.locked()
+            and not self._pending
+            and not self._aborted
+        )
+
     async def flush(self) -> None:
         """Send what :meth:`write_now` left pending."""
         await self.send_all(b"")
@@ -108,6 +236,7 @@ class ReplayStream(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
+        """Close the connection; with part of a frame still pending, abort it instead."""
+        if self._pending:
+            self.abort()
         await self._stream.aclose()
-
-
