@@ -14,12 +14,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+# Hypothesis's default deadline (200 ms an example) and its too_slow health check are
+# wall-clock bounds: a machine busy with something else fails them with no bug in sight.
+# The tests' own time limits (pytest-timeout) guard against hangs instead.
+settings.register_profile("kafka-ws-trio", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kafka-ws-trio")
 
 
 @pytest.fixture(scope="session")

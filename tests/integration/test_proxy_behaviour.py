@@ -99,8 +99,11 @@ async def test_disconnect_mid_fetch_leaks_nothing(kafka_broker: KafkaBroker, kaf
 
 
 SESSIONS: Final = 200
-#: Seconds over which broker polls are counted, for one session and then for all.
-WINDOW: Final = 2.0
+#: Broker polls one session alone must make before the comparison means anything. The
+#: window they take (however long a busy machine makes it) is then used for all sessions.
+POLLS_ALONE: Final = 3
+#: Seconds that counting them may take at most: a guard against a hang, not a rate.
+POLLS_ALONE_WITHIN: Final = 30.0
 TAILED_RECORDS: Final = 20
 
 
@@ -138,11 +141,12 @@ async def test_sessions_tailing_one_partition_share_one_reader(kafka_broker: Kaf
             started = trio.Event()
             nursery.start_soon(tail, client, kafka_topic, [], answered, started)
             await started.wait()
-            polls = upstream_polls()
-            await trio.sleep(WINDOW)  # a measuring window, not a wait for an event
+            polls, opened = upstream_polls(), trio.current_time()
+            counted = await settled(lambda: upstream_polls() - polls >= POLLS_ALONE, POLLS_ALONE_WITHIN)
+            assert counted, f"a single tailing session polled {upstream_polls() - polls} times in {POLLS_ALONE_WITHIN}s"
+            window = trio.current_time() - opened
             polls_alone = upstream_polls() - polls
             nursery.cancel_scope.cancel()
-        assert polls_alone >= 3, "a single tailing session hardly polled: the comparison below would mean nothing"
         consumers = server.statistics().upstreams[ROUTE].consumers_created
 
         received: list[list[bytes | None]] = [[] for _ in range(SESSIONS)]
@@ -160,7 +164,7 @@ async def test_sessions_tailing_one_partition_share_one_reader(kafka_broker: Kaf
                 for event in first_answers:
                     await event.wait()
                 polls, fetches = upstream_polls(), answered[0]
-                await trio.sleep(WINDOW)  # the same measuring window, now with every session tailing
+                await trio.sleep(window)  # the same measuring window, now with every session tailing
                 polls_shared, fetches_shared = upstream_polls() - polls, answered[0] - fetches
                 during = server.statistics()
                 assert during.sessions_open == SESSIONS
@@ -170,7 +174,7 @@ async def test_sessions_tailing_one_partition_share_one_reader(kafka_broker: Kaf
 
     assert fetches_shared >= SESSIONS, "the sessions were not all fetching during the window"
     # Shared: 200 sessions cost Kafka about what one does (not 200 times as much).
-    assert polls_shared < 2 * polls_alone, (polls_shared, polls_alone, fetches_shared)
+    assert polls_shared < 2 * polls_alone, (polls_shared, polls_alone, fetches_shared, window)
     assert during.upstreams[ROUTE].readers_open == 1
     assert during.upstreams[ROUTE].consumers_created == consumers
     for n, values_received in enumerate(received):
@@ -406,8 +410,9 @@ async def test_plain_http_request_to_unknown_path_is_404(kafka_broker: KafkaBrok
 
 
 GRACE_PERIOD: Final = 2.0
-#: Scheduling slack on top of the grace period, for a loaded 2-core machine.
-SLACK: Final = 0.5
+#: Scheduling slack on top of the grace period, for a busy machine. Generous: what the
+#: bounds below catch is a shutdown (or a close) that overruns the grace period by far.
+SLACK: Final = 5.0
 
 
 async def test_graceful_shutdown_closes_every_session_with_1001(kafka_broker: KafkaBroker) -> None:
@@ -432,6 +437,6 @@ async def test_graceful_shutdown_closes_every_session_with_1001(kafka_broker: Ka
         stopped_after = trio.current_time() - stopping
 
     assert [code for code, _ in closes] == [1001, 1001, 1001]
-    assert all(at - stopping <= GRACE_PERIOD for _, at in closes), [at - stopping for _, at in closes]
+    assert all(at - stopping <= GRACE_PERIOD + SLACK for _, at in closes), [at - stopping for _, at in closes]
     assert stopped_after <= GRACE_PERIOD + SLACK
     assert server.statistics().sessions_open == 0
