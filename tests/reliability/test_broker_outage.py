@@ -252,12 +252,15 @@ async def test_broker_killed_and_restarted_mid_stream(own_broker: KafkaBroker) -
         assert watch.slowest < COMMAND_DEADLINE, f"{watch.name} waited {watch.slowest:.1f}s for an answer"
         assert recovery[watch.name] < RECOVERY_LIMIT, f"{watch.name} never recovered"
     assert not pinger.errors
-    # A ping never touches Kafka: while a Kafka command waited on the dead broker (at least
-    # request_timeout, in every one of these windows), pings were still answered. Compared
-    # in order, not against a latency bound, so that a busy machine does not fail it.
-    waits = [(came - took, came) for came, _, _, took in outage_errors["reader"] + outage_errors["log end"]]
+    # A ping never touches Kafka: while a Kafka command waited on the dead broker (some
+    # answer at once, from what the proxy knows; the others wait up to request_timeout),
+    # pings were still answered. Compared in order, not against a latency bound, so that a
+    # busy machine does not fail it.
+    outage = outage_errors["reader"] + outage_errors["log end"]
+    waits = [(came - took, came) for came, _, _, took in outage if took >= REQUEST_TIMEOUT / 2]
+    # (Should the proxy one day answer every command at once, no ping could wait behind one.)
     pinged = [wait for wait in waits if pinger.answered_during(*wait)]
-    assert pinged, f"no ping was answered while any of {len(waits)} Kafka commands waited on the dead broker"
+    assert pinged or not waits, f"no ping was answered while any of {len(waits)} Kafka commands waited"
     # Nobody reconnected: the same three WebSockets carried everything.
     assert statistics.sessions_total == 3
     assert statistics.sessions_open == 3
