@@ -47,6 +47,10 @@ def websocket_binary_header(size: int) -> bytes:
     return bytes((0x82, 127)) + size.to_bytes(8, "big")
 
 
+#: The made-up request :func:`handshake_extensions` reads a response as the answer to.
+_UPGRADE_REQUEST_HEADERS: Final = [("Host", "proxy"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]
+
+
 def handshake_extensions(response: bytes) -> list[bytes] | None:
     """The ``Sec-WebSocket-Extensions`` values of a ``101`` response head; None if ``response`` is not one.
 
@@ -67,8 +71,6 @@ def handshake_extensions(response: bytes) -> list[bytes] | None:
         return None
     return [value for name, value in event.headers if name == b"sec-websocket-extensions"]
 
-
-_UPGRADE_REQUEST_HEADERS: Final = [("Host", "proxy"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]
 
 #: Whether this platform can write a frame's parts to a socket in one call (not Windows).
 _WRITEV: Final = hasattr(os, "writev")

@@ -16,7 +16,7 @@ import trio
 from _support import WAIT, http_get, running_proxy, settled
 from trio_websocket import open_websocket_url
 
-from kafka_ws_trio._config import ProxyConfig, ServerConfig
+from kafka_ws_trio._config import DEFAULT_MAX_SESSIONS, ProxyConfig, ServerConfig
 from kafka_ws_trio._http import MAX_REQUEST_HEAD
 from kafka_ws_trio._proto import Record
 from kafka_ws_trio._server import ProxyServer
@@ -38,8 +38,8 @@ class IdleBackend:
         raise AssertionError("not expected")
 
 
-def proxy(**server: int) -> ProxyConfig:
-    return ProxyConfig.single_route("127.0.0.1:9", server=ServerConfig(port=0, **server))  # type: ignore[arg-type]
+def proxy(max_sessions: int = DEFAULT_MAX_SESSIONS) -> ProxyConfig:
+    return ProxyConfig.single_route("127.0.0.1:9", server=ServerConfig(port=0, max_sessions=max_sessions))
 
 
 @attrs.frozen
