@@ -154,7 +154,7 @@ class Session:
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
             return
         if self._too_slow:
-            log.warning("%r: client did not read a response for %.0fs; closing", self, self._limits.send_timeout)
+            log.warning("%r: client did not read a response for %gs; closing", self, self._limits.send_timeout)
             await self._close(CLOSE_POLICY_VIOLATION, "client too slow")
 
     async def _close(self, code: int, reason: str) -> None:

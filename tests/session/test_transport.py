@@ -291,3 +291,64 @@ async def test_closing_between_frames_is_orderly() -> None:
         await stream.aclose()
         assert not stream.aborted
         assert await receive_until_end(peer) == (b"\x82\x01x", "eof")
+
+
+# ---------------------------------------------------------------- direct writes, once allowed
+
+
+async def test_write_now_frames_head_and_body_in_order_with_later_sends() -> None:
+    async with tcp_pair() as (stream, peer):
+        await opened(stream, peer)
+        assert stream.write_now(b"he", b"llo") is True
+        await stream.send_all(b"after")
+        assert await receive_exactly(peer, 12) == b"\x82\x05helloafter"
+
+
+async def test_what_the_kernel_does_not_take_goes_out_before_later_writes() -> None:
+    async with tcp_pair(small_buffers=True) as (stream, peer):
+        await opened(stream, peer)
+        payload = bytes(range(256)) * (BIG // 256)  # more than both socket buffers hold
+        frame = websocket_binary_header(len(payload)) + payload
+        written = stream.write_now(payload[:10], payload[10:])
+        assert written is False, "the whole frame fit in the socket buffers: the test would not test anything"
+        # While part of a frame is pending nothing else may be written directly.
+        assert stream.write_now(b"", b"other") is None
+        received = bytearray()
+
+        async def read_all() -> None:
+            received.extend(await receive_exactly(peer, len(frame) + 5))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await stream.send_all(b"later")  # first sends what write_now left pending
+        assert bytes(received) == frame + b"later"
+        assert stream.write_now(b"", b"again") is True
+        assert await receive_exactly(peer, 7) == b"\x82\x05again"
+
+
+async def test_flush_sends_the_pending_rest_of_a_frame() -> None:
+    async with tcp_pair(small_buffers=True) as (stream, peer):
+        await opened(stream, peer)
+        payload = b"x" * BIG
+        frame = websocket_binary_header(len(payload)) + payload
+        assert stream.write_now(b"", payload) is False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.flush)
+            assert await receive_exactly(peer, len(frame)) == frame
+
+
+async def test_no_direct_write_while_a_send_is_in_progress() -> None:
+    async with tcp_pair(small_buffers=True) as (stream, peer):
+        await opened(stream, peer)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, b"y" * BIG)
+            await trio.testing.wait_all_tasks_blocked()  # send_all is now blocked on the full socket
+            assert stream.write_now(b"", b"frame") is None
+            assert await receive_exactly(peer, BIG) == b"y" * BIG
+
+
+async def test_no_direct_write_on_a_closed_stream() -> None:
+    async with tcp_pair() as (stream, peer):
+        await opened(stream, peer)
+        await stream.aclose()
+        assert stream.write_now(b"", b"x") is None
