@@ -515,9 +515,7 @@ class RouteConfig:
     shared_body_bytes: int = attrs.field(
         default=DEFAULT_SHARED_BODY_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
     )
-    max_partition_readers: int = attrs.field(
-        default=DEFAULT_MAX_PARTITION_READERS, kw_only=True, validator=_integer(1)
-    )
+    max_partition_readers: int = attrs.field(default=DEFAULT_MAX_PARTITION_READERS, kw_only=True, validator=_integer(1))
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
 
     def __attrs_post_init__(self) -> None:
