@@ -1,0 +1,161 @@
+"""What a run measures and its bounds: the plans (quick, full), the named constants, small statistics.
+
+Everything here is plain data and arithmetic, imported by every role (the
+orchestrator, the proxy child, the load clients), so it imports nothing of
+``kafka_ws_trio``: the proxy child may load that package from another tree
+(``--proxy-package``) and must not have it imported before it chooses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+#: The repository whose ``bench`` package this is (the parent of ``bench/``).
+REPO: Final = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT: Final = REPO / "scripts" / "kafka"
+BROKER_NAME: Final = "bench"
+BROKER_PORT_BASE: Final = 25492  # below the ephemeral port range, like scripts/kafka's defaults
+ROUTE: Final = "/kafka"
+PARTITION: Final = 0
+LATEST: Final = -1
+EARLIEST: Final = -2
+
+#: Fan-out: the producer's pace and the size of its records.
+FANOUT_RATE: Final = 1000
+FANOUT_RECORD_BYTES: Final = 100
+#: Churn and first byte read a small topic: a fetch there is one short frame.
+SMALL_TOPIC_RECORDS: Final = 10
+SMALL_RECORD_BYTES: Final = 100
+#: Fan-out latency is read from every record delivered to about this many sessions, spread evenly.
+LATENCY_SESSIONS: Final = 100
+#: Sessions one client process drives in the fan-out and holds in the idle test.
+FANOUT_SESSIONS_PER_PROC: Final = 250
+IDLE_SESSIONS_PER_PROC: Final = 2500
+#: Handshakes one client process keeps in flight while opening sessions.
+OPEN_CONCURRENCY: Final = 100
+#: Sessions each churn process runs at the same time.
+CHURN_CONCURRENCY: Final = 16
+#: Seconds to wait before counting a quiet proxy's threads: trio's thread cache
+#: lets an idle worker thread go after 10 s, so both counts see the same pool.
+SETTLE_SECONDS: Final = 11.0
+#: Latency histogram buckets, in milliseconds; from COARSE_FROM buckets on, ten are merged into one (1 ms).
+BUCKET_MS: Final = 0.1
+COARSE_FROM: Final = 1000
+#: A client process busier than this (% of a core) may be what limits a figure: the table says so.
+CLIENT_BOUND_PCT: Final = 80.0
+#: Sessions warmed up through a fresh proxy before the first-byte samples are timed.
+FIRST_BYTE_WARMUP: Final = 20
+#: Sessions through a fresh idle-test proxy before its baseline RSS is read.
+IDLE_WARMUP_SESSIONS: Final = 10
+#: The proxy's session limit in every scenario but idle (which needs its session count plus IDLE_SPARE_SESSIONS).
+MAX_SESSIONS: Final = 20_000
+IDLE_SPARE_SESSIONS: Final = 1_000
+
+#: Deadlines, seconds.
+BROKER_UP_TIMEOUT: Final = 600.0
+BROKER_DOWN_TIMEOUT: Final = 120.0
+CHILD_START_TIMEOUT: Final = 60.0
+CHILD_STOP_TIMEOUT: Final = 20.0
+STATS_TIMEOUT: Final = 15.0
+READ_TIMEOUT: Final = 300.0
+REQUEST_TIMEOUT: Final = 30.0
+COMMAND_TIMEOUT: Final = 1800.0
+LOAD_TIMEOUT: Final = 300.0
+
+
+@attrs.frozen
+class Plan:
+    """How big each scenario is."""
+
+    name: str
+    fetch_records: int
+    fetch_repeats: int
+    fanout_sessions: tuple[int, ...]
+    fanout_warmup: float
+    fanout_window: float
+    idle_sessions: int
+    churn_sessions: int
+    churn_warmup_sessions: int
+    first_byte_samples: int
+
+
+QUICK: Final = Plan(
+    name="quick",
+    fetch_records=50_000,
+    fetch_repeats=1,
+    fanout_sessions=(10, 100, 500),
+    fanout_warmup=3.0,
+    fanout_window=10.0,
+    idle_sessions=2_000,
+    churn_sessions=2_000,
+    churn_warmup_sessions=200,
+    first_byte_samples=200,
+)
+FULL: Final = Plan(
+    name="full",
+    fetch_records=200_000,
+    fetch_repeats=3,
+    fanout_sessions=(10, 100, 1_000),
+    fanout_warmup=5.0,
+    fanout_window=30.0,
+    idle_sessions=10_000,
+    churn_sessions=10_000,
+    churn_warmup_sessions=500,
+    first_byte_samples=1_000,
+)
+
+SCENARIOS: Final = ("first_byte", "fetch", "fanout", "idle", "churn")
+
+
+class BenchError(Exception):
+    """A scenario could not be run; the message says why."""
+
+
+def raise_nofile() -> None:
+    """Raise this process's open-file limit to the hard limit (thousands of sessions need as many sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far."""
+    times = os.times()
+    return times.user + times.system
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` counts that differ by at most one (the first ones get the remainder)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of the (sorted) values lie; nearest rank."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def histogram_percentile(hist: dict[int, int], missing: int, fraction: float) -> float | None:
+    """Percentile in ms of a histogram of BUCKET_MS buckets; ``missing`` samples count as infinite.
+
+    Returns None when the percentile falls among the missing samples. The value is
+    the bucket's lower edge: the histogram's resolution, not a rounding.
+    """
+    total = sum(hist.values()) + missing
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(fraction * total))
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return round(bucket * BUCKET_MS, 1)
+    return None

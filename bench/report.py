@@ -1,0 +1,214 @@
+"""The report: the table printed at the end of a run, one verdict line per target, and the JSON file.
+
+Figures are rounded here, for printing only. A figure checked against a bound
+is shown rounded towards the failing side (0.7996 against ">= 0.8" prints
+0.799), so a printed value never seems to meet a bound its verdict says it
+missed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .plan import CLIENT_BOUND_PCT
+from .targets import TARGETS
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _down(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, rounded down (for a figure that must be at least a bound)."""
+    scale = 10**digits
+    return _n(math.floor(value * scale) / scale, digits)
+
+
+def _up(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, rounded up (for a figure that must be at most a bound)."""
+    scale = 10**digits
+    return _n(math.ceil(value * scale) / scale, digits)
+
+
+def late(run: dict[str, Any], key: str) -> str:
+    """A fan-out percentile in ms, or "> WAIT" when it lies among deliveries still missing after the wait."""
+    value = run[key]
+    return _n(value, 1) if value is not None else f"> {run['wait_seconds'] * 1000:,.0f}"
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(scenario, figure, measured, target and verdict, what it is up against)."""
+    verdict = {v["figure"]: ("PASS" if v["pass"] else "FAIL") for v in results.get("targets", [])}
+
+    def judged(figure: str, target: str) -> str:
+        return f"{target} {verdict[figure]}" if figure in verdict else target
+
+    def load(section: dict[str, Any]) -> str:
+        bound = " CLIENT-BOUND" if section["client_proc_max_cpu_pct"] > CLIENT_BOUND_PCT else ""
+        return (
+            f"proxy CPU {section['proxy_cpu_pct']:.0f}% of a core, RSS {section['proxy_rss_mib']:.0f} MiB; "
+            f"broker {section['broker_cpu_pct']:.0f}%, clients {section['clients_cpu_pct']:.0f}% "
+            f"(max {section['client_proc_max_cpu_pct']:.0f}%/proc{bound}), "
+            f"other load {section['other_load_cpu_pct']:.0f}%"
+        )
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    for key, label in (("fetch_throughput", "fetch 1 KiB"), ("fetch_throughput_100b", "fetch 100 B")):
+        if key not in results:
+            continue
+        f = results[key]
+        ceiling = f"confluent-kafka direct {_n(f['confluent_kafka_records_per_s'])}/s"
+        rows += [
+            (label, "proxy records/s", _n(f["proxy_records_per_s"]), "", ceiling),
+            (
+                "",
+                "proxy MB/s (values)",
+                _n(f["proxy_mb_per_s"], 1),
+                "",
+                f"kafka-python direct {_n(f['kafka_python_records_per_s'])}/s",
+            ),
+            (
+                "",
+                "ratio vs kafka-python",
+                _down(f["ratio_vs_kafka_python"], 2),
+                judged("fetch_throughput.ratio_vs_kafka_python", ">= 0.8") if key == "fetch_throughput" else "",
+                load(f) + f"; pipelined client {f['client_cpu_pct']:.0f}%",
+            ),
+        ]
+    if "fanout" in results:
+        fan = results["fanout"]
+        for sessions, run in fan["by_sessions"].items():
+            top = int(sessions) == fan["sessions"]
+            rows += [
+                (
+                    f"fanout {sessions}",
+                    "p50 / p99 ms",
+                    f"{late(run, 'p50_ms')} / {late(run, 'p99_ms')}",
+                    judged("fanout.p99_ms", "p99 <= 250") if top else "",
+                    load(run),
+                ),
+                (
+                    "",
+                    "broker polls/s",
+                    _n(run["broker_fetch_requests_per_s"], 1),
+                    judged("fanout.broker_fetch_rate_flat", "flat") if top else "",
+                    f"{_n(run['deliveries'])} deliveries to {run['latency_sessions']} sampled sessions, "
+                    f"{_n(run['deliveries_missing'])} missing, "
+                    f"{_n(run['frames_per_s'])} frames/s to clients",
+                ),
+            ]
+    if "idle_sessions" in results:
+        idle = results["idle_sessions"]
+        rows += [
+            (
+                f"idle {idle['sessions']:,}",
+                "RSS KiB/session",
+                _up(idle["rss_per_session_kib"], 1),
+                judged("idle_sessions.rss_per_session_kib", "<= 32"),
+                f"RSS {idle['proxy_rss_mib_before']:.0f} -> {idle['proxy_rss_mib_open']:.0f} MiB",
+            ),
+            (
+                "",
+                "open seconds",
+                _n(idle["open_seconds"], 1),
+                "",
+                f"{_n(idle['opens_per_s'])} handshakes/s; " + load(idle),
+            ),
+        ]
+    if "churn" in results:
+        churn = results["churn"]
+        before, after = churn["before"], churn["after"]
+        rows += [
+            (f"churn {churn['sessions']:,}", "sessions/s", _n(churn["per_s"]), "", load(churn)),
+            (
+                "",
+                "leaked threads",
+                str(churn["leaked_threads"]),
+                judged("churn.leaked_threads", "== 0"),
+                f"{before['threads']} -> {after['threads']}",
+            ),
+            (
+                "",
+                "leaked fds",
+                str(churn["leaked_fds"]),
+                judged("churn.leaked_fds", "== 0"),
+                f"{before['fds']} -> {after['fds']}",
+            ),
+            (
+                "",
+                "RSS growth %",
+                _up(churn["rss_growth_pct"], 2),
+                judged("churn.rss_growth_pct", "<= 5"),
+                f"{before['rss_mib']:.1f} -> {after['rss_mib']:.1f} MiB",
+            ),
+        ]
+    if "first_byte" in results:
+        first = results["first_byte"]
+        rows += [
+            (
+                "first byte",
+                "p50 / p99 ms",
+                f"{_up(first['p50_ms'], 2)} / {_n(first['p99_ms'], 2)}",
+                judged("first_byte.p50_ms", "p50 <= 10"),
+                load(first),
+            )
+        ]
+    rows.append(("produce", "-", "n/a", "", "produce does not exist yet"))
+    return rows
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The header line (what was measured), the table, and one verdict line per target."""
+    meta = results["meta"]
+    changes = ", ".join(line[3:] for line in meta["package_changes"]) or "none"
+    print(
+        f"{meta['plan']['name']} run; proxy package {meta['package_commit']} at {meta['package_root']} "
+        f"(sources {meta['package_sha256']}, uncommitted package changes: {changes}); bench {meta['commit']}; "
+        f"{meta['cpus']} CPUs, Kafka {meta['kafka_version']}, Python {meta['python']}"
+    )
+    rows = table_rows(results)
+    header = ("scenario", "figure", "measured", "target", "up against")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = [
+        " | ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + " | " + row[4]
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-" + "-" * 10)
+    print("\n".join(lines))
+    print()
+    print_verdicts(results)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_verdicts(results: dict[str, Any]) -> None:
+    """One line per target, whatever happened: PASS, FAIL, or not run (its scenario was left out or failed)."""
+    verdicts = {v["figure"]: v for v in results.get("targets", [])}
+    for target in TARGETS:
+        verdict = verdicts.get(target.figure)
+        if verdict is None:
+            print(f"target {target.figure} {target.target}: NOT RUN")
+        else:
+            outcome = "PASS" if verdict["pass"] else "FAIL"
+            print(f"target {target.figure} {target.target}: {outcome} ({_shown(verdict['value'])})")
+    failed = [v["figure"] for v in verdicts.values() if not v["pass"]]
+    passed = len(verdicts) - len(failed)
+    not_run = len(TARGETS) - len(verdicts)
+    print(
+        f"targets: {passed} pass, {len(failed)} fail, {not_run} not run" + (f" ({', '.join(failed)})" if failed else "")
+    )
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -1,0 +1,117 @@
+"""The targets a run is judged against, and the verdicts.
+
+Every check reads the unrounded figure (the JSON holds it; the table rounds
+for printing only), so a ratio of 0.7996 fails ">= 0.8" however it is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+#: Fetch through the proxy against kafka-python reading directly, 1 KiB records.
+FETCH_RATIO_MIN: Final = 0.8
+#: Fan-out p99 latency bound, ms, judged at this many sessions or more.
+FANOUT_P99_MAX_MS: Final = 250.0
+FANOUT_P99_MIN_SESSIONS: Final = 500
+#: "Flat": the broker fetch rate at the most sessions is at most this times the rate at the fewest.
+FLAT_FACTOR: Final = 1.5
+#: A proxy busier than this (% of one core, all its threads) is taken as saturated: it has nothing left
+#: to serve more requests with, so its broker polls thin out for want of work, not by design.
+SATURATED_CPU_PCT: Final = 95.0
+IDLE_RSS_MAX_KIB: Final = 32.0
+CHURN_RSS_GROWTH_MAX_PCT: Final = 5.0
+FIRST_BYTE_P50_MAX_MS: Final = 10.0
+
+FLAT_RULE: Final = (
+    f"rate at most sessions <= {FLAT_FACTOR}x rate at fewest, with the proxy keeping up at both "
+    f"(no delivery missing or session lagging, p99 <= {FANOUT_P99_MAX_MS:.0f} ms, "
+    f"proxy CPU < {SATURATED_CPU_PCT:.0f}% of a core)"
+)
+
+
+def saturation(run: dict[str, Any]) -> list[str]:
+    """Why the proxy did not keep up in one fan-out run (empty: it did).
+
+    A saturated proxy reads fewer requests a second, so fewer sessions are
+    parked when a poll lands and it polls less often: the broker's fetch rate
+    then falls as sessions grow, and "flat" would pass because the proxy is
+    behind, not because one poll serves every session. So "flat" counts only
+    where every produced record reached every sampled session within the wait,
+    p99 stayed within the fan-out latency bound, and the proxy had CPU to spare.
+    """
+    reasons = []
+    if run["deliveries_missing"] or run["sessions_lagging_at_end"]:
+        reasons.append(f"{run['deliveries_missing']} deliveries missing, {run['sessions_lagging_at_end']} lagging")
+    if run["p99_ms"] is None or run["p99_ms"] > FANOUT_P99_MAX_MS:
+        reasons.append(f"p99 {run['p99_ms']} ms > {FANOUT_P99_MAX_MS:.0f}")
+    if run["proxy_cpu_pct"] >= SATURATED_CPU_PCT:
+        reasons.append(f"proxy CPU {run['proxy_cpu_pct']}% >= {SATURATED_CPU_PCT:.0f}%")
+    return reasons
+
+
+def broker_rate_flat(fewest: dict[str, Any], most: dict[str, Any]) -> bool:
+    """The fan-out's flatness verdict: see :data:`FLAT_RULE` and :func:`saturation`."""
+    grows = most["broker_fetch_requests_per_s"] > FLAT_FACTOR * max(fewest["broker_fetch_requests_per_s"], 1.0)
+    return not grows and not saturation(fewest) and not saturation(most)
+
+
+@attrs.frozen
+class Target:
+    figure: str
+    target: str
+    check: Callable[[dict[str, Any]], bool]
+
+
+def _fanout_p99_ok(results: dict[str, Any]) -> bool:
+    fanout = results["fanout"]
+    p99 = fanout["p99_ms"]
+    return bool(fanout["sessions"] >= FANOUT_P99_MIN_SESSIONS and p99 is not None and p99 <= FANOUT_P99_MAX_MS)
+
+
+TARGETS: Final = (
+    Target(
+        "fetch_throughput.ratio_vs_kafka_python",
+        f">= {FETCH_RATIO_MIN}",
+        lambda r: r["fetch_throughput"]["ratio_vs_kafka_python"] >= FETCH_RATIO_MIN,
+    ),
+    Target("fanout.p99_ms", f"<= {FANOUT_P99_MAX_MS:.0f} at >= {FANOUT_P99_MIN_SESSIONS} sessions", _fanout_p99_ok),
+    Target("fanout.broker_fetch_rate_flat", FLAT_RULE, lambda r: bool(r["fanout"]["broker_fetch_rate_flat"])),
+    Target(
+        "idle_sessions.rss_per_session_kib",
+        f"<= {IDLE_RSS_MAX_KIB:.0f}",
+        lambda r: r["idle_sessions"]["rss_per_session_kib"] <= IDLE_RSS_MAX_KIB,
+    ),
+    Target("churn.leaked_threads", "== 0", lambda r: r["churn"]["leaked_threads"] == 0),
+    Target("churn.leaked_fds", "== 0", lambda r: r["churn"]["leaked_fds"] == 0),
+    Target(
+        "churn.rss_growth_pct",
+        f"<= {CHURN_RSS_GROWTH_MAX_PCT:.0f}",
+        lambda r: r["churn"]["rss_growth_pct"] <= CHURN_RSS_GROWTH_MAX_PCT,
+    ),
+    Target(
+        "first_byte.p50_ms",
+        f"<= {FIRST_BYTE_P50_MAX_MS:.0f}",
+        lambda r: r["first_byte"]["p50_ms"] <= FIRST_BYTE_P50_MAX_MS,
+    ),
+)
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """A verdict for every target whose scenario ran (``--only`` may leave some out)."""
+    verdicts = []
+    for target in TARGETS:
+        section, _, field = target.figure.partition(".")
+        if section not in results:
+            continue
+        verdicts.append(
+            {
+                "figure": target.figure,
+                "value": results[section].get(field),
+                "target": target.target,
+                "pass": target.check(results),
+            }
+        )
+    return verdicts
