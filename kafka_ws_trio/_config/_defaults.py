@@ -1,0 +1,64 @@
+"""The configuration's named defaults and bounds: every number a config may leave out, in one place.
+
+The classes in ``_model`` take their defaults from here, ``examples/proxy.toml``
+shows the same values, and the session and the bench read some of them
+directly, so a default changes in this one module.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# [server]
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 9080
+#: Bytes. The largest response the proxy sends and the largest frame it accepts.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1_048_576
+#: Below this a fetch response could not hold a single ordinary record.
+MIN_MAX_MESSAGE_SIZE: Final = 1024
+#: Seconds that open sessions get to finish when the server shuts down.
+DEFAULT_GRACE_PERIOD: Final = 10.0
+#: Commands read from one WebSocket but not yet being handled.
+DEFAULT_QUEUE_SIZE: Final = 64
+#: Commands one session handles at the same time.
+DEFAULT_WORKERS: Final = 8
+#: Threads doing Kafka work, shared by all sessions (one CapacityLimiter).
+DEFAULT_KAFKA_THREADS: Final = 32
+#: Seconds a client may leave a response unread before its connection is closed.
+DEFAULT_SEND_TIMEOUT: Final = 30.0
+#: Open WebSocket sessions, all routes together.
+DEFAULT_MAX_SESSIONS: Final = 10_000
+DEFAULT_LOG_LEVEL: Final = "INFO"
+LOG_LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+# [[routes]]
+#: The path :meth:`ProxyConfig.single_route` serves; TOML routes must name theirs.
+DEFAULT_URI: Final = "/kafka"
+#: Seconds. The deadline of every Kafka call, so also how long an unreachable
+#: broker takes to be reported.
+DEFAULT_REQUEST_TIMEOUT: Final = 5.0
+#: Seconds a fetch at the log end waits for new records (APISIX: about 0.1).
+DEFAULT_FETCH_MAX_WAIT: Final = 0.1
+#: Bytes one Kafka fetch may return.
+DEFAULT_FETCH_MAX_BYTES: Final = 1_048_576
+#: Seconds after which an unused partition reader is closed.
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
+#: Records kept per partition for readers that ask again.
+DEFAULT_CACHE_RECORDS: Final = 10_000
+#: Bytes of encoded records kept per partition (the window), besides ``cache_records``.
+DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
+#: Bytes of joined response bodies kept per partition for sessions asking the same thing.
+DEFAULT_SHARED_BODY_BYTES: Final = 4 * 1024 * 1024
+#: Partition readers (one Kafka consumer each) a route may have open at once.
+DEFAULT_MAX_PARTITION_READERS: Final = 128
+DEFAULT_CLIENT_ID: Final = "kafka-ws-trio"
+#: Like APISIX: TLS to Kafka encrypts, but checks the broker only when asked to.
+DEFAULT_TLS_VERIFY: Final = False
+#: Like APISIX, whose kafka-proxy plugin knows no other.
+DEFAULT_SASL_MECHANISM: Final = "PLAIN"
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+#: Upper bound of every count and size: Kafka and protobuf sizes are int32.
+MAX_INT32: Final = 2**31 - 1
+#: Upper bound of every duration, in seconds (one day).
+MAX_SECONDS: Final = 86_400.0

@@ -1,0 +1,294 @@
+"""The configuration's classes: frozen attrs classes that check themselves when built.
+
+A config built in code (for embedding, or in tests) gets the same checks as
+one read from a file. Besides checking each value (``_checks``), the classes
+check what needs several values at once: TLS files that load together, a fetch
+wait shorter than the request deadline, one route per uri.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from typing import Any, Final, Literal
+
+import attrs
+
+from ._checks import (
+    _boolean,
+    _check_nodes,
+    _check_secret,
+    _check_uri,
+    _choice,
+    _instance_of,
+    _integer,
+    _readable_file,
+    _seconds,
+    _string,
+    _to_nodes,
+    _to_optional_secret,
+    _to_secret,
+)
+from ._defaults import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_RECORDS,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_FETCH_MAX_BYTES,
+    DEFAULT_FETCH_MAX_WAIT,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_HOST,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KAFKA_THREADS,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PARTITION_READERS,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_PORT,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SASL_MECHANISM,
+    DEFAULT_SEND_TIMEOUT,
+    DEFAULT_SHARED_BODY_BYTES,
+    DEFAULT_TLS_VERIFY,
+    DEFAULT_URI,
+    DEFAULT_WORKERS,
+    LOG_LEVELS,
+    MIN_MAX_MESSAGE_SIZE,
+    SASL_MECHANISMS,
+)
+from ._errors import ConfigError, _kind, _quote
+from ._secret import Secret
+
+_NO_ROUTES: Final = 'no routes; add at least one [[routes]] table with a uri and nodes, e.g. uri = "/kafka"'
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """The ``[server]`` table: where the proxy listens and its global limits.
+
+    In the worst case one session holds ``queue_size`` received frames and
+    ``workers`` responses, each at most ``max_message_size`` bytes.
+    """
+
+    host: str = attrs.field(default=DEFAULT_HOST, validator=_string(spaces=False))
+    port: int = attrs.field(default=DEFAULT_PORT, validator=_integer(0, 65535, " (0 picks a free port)"))
+    max_message_size: int = attrs.field(
+        default=DEFAULT_MAX_MESSAGE_SIZE, validator=_integer(MIN_MAX_MESSAGE_SIZE, note=" bytes")
+    )
+    grace_period: float = attrs.field(default=DEFAULT_GRACE_PERIOD, validator=_seconds(0, inclusive=True))
+    queue_size: int = attrs.field(default=DEFAULT_QUEUE_SIZE, validator=_integer(1))
+    workers: int = attrs.field(default=DEFAULT_WORKERS, validator=_integer(1))
+    kafka_threads: int = attrs.field(default=DEFAULT_KAFKA_THREADS, validator=_integer(1))
+    send_timeout: float = attrs.field(default=DEFAULT_SEND_TIMEOUT, validator=_seconds(0, inclusive=False))
+    max_sessions: int = attrs.field(default=DEFAULT_MAX_SESSIONS, validator=_integer(1))
+    log_level: str = attrs.field(default=DEFAULT_LOG_LEVEL, validator=_choice(LOG_LEVELS))
+
+
+class _EncryptedKey(Exception):
+    """Raised by the password callback: without it OpenSSL would prompt on the terminal."""
+
+
+def _no_key_password() -> str:
+    raise _EncryptedKey
+
+
+@attrs.frozen(kw_only=True)
+class TlsConfig:
+    """A route's ``tls`` table: TLS to the Kafka brokers (mutual TLS with a client certificate).
+
+    Paths are used as given; the TOML reader makes them absolute. Every file
+    must be readable PEM when the object is built. ``verify`` checks the
+    broker's certificate and host name (the broker's host in ``nodes``)
+    against ``ca_file``, or the system's CAs without one. ``key_password``
+    decrypts an encrypted private key.
+    """
+
+    verify: bool = attrs.field(default=DEFAULT_TLS_VERIFY, validator=_boolean)
+    ca_file: str | None = attrs.field(default=None, validator=_readable_file)
+    cert_file: str | None = attrs.field(default=None, validator=_readable_file)
+    key_file: str | None = attrs.field(default=None, validator=_readable_file)
+    key_password: Secret | None = attrs.field(default=None, converter=_to_optional_secret, validator=_check_secret)
+
+    def __attrs_post_init__(self) -> None:
+        if self.key_file is not None and self.cert_file is None:
+            raise ConfigError("needs cert_file, the client certificate this key belongs to", key="key_file")
+        if self.key_password is not None and self.cert_file is None:
+            raise ConfigError("is set but there is no cert_file/key_file to decrypt", key="key_password")
+        if self.ca_file is not None and not self.verify:
+            raise ConfigError(
+                "is set but verify is false, so the broker's certificate would not be checked; "
+                "set verify = true, or remove ca_file",
+                key="ca_file",
+            )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=self.ca_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"{self.ca_file} holds no PEM CA certificate ({_ssl_reason(exc)})", key="ca_file"
+                ) from None
+        if self.cert_file is not None:
+            self._check_cert_chain(context, self.cert_file)
+
+    def _check_cert_chain(self, context: ssl.SSLContext, cert_file: str) -> None:
+        key_key = "key_file" if self.key_file is not None else "cert_file"
+        key_file = self.key_file or cert_file
+        password = self.key_password.reveal if self.key_password is not None else _no_key_password
+        try:
+            context.load_cert_chain(cert_file, self.key_file, password=password)
+        except _EncryptedKey:
+            raise ConfigError(
+                f"the private key in {key_file} is encrypted; set key_password or key_password_env", key=key_key
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot load the client certificate {cert_file} with the private key in {key_file} "
+                f"({_ssl_reason(exc)}); both must be PEM, belong together, and key_password must be right",
+                key=key_key,
+            ) from None
+
+
+def _ssl_reason(exc: OSError) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc.strerror or exc)
+
+
+@attrs.frozen(kw_only=True)
+class SaslConfig:
+    """A route's ``sasl`` table: SASL authentication to the Kafka brokers.
+
+    With ``tls`` the exchange is encrypted (SASL_SSL); without, it is not
+    (SASL_PLAINTEXT), and PLAIN then sends the password in clear.
+    """
+
+    mechanism: str = attrs.field(default=DEFAULT_SASL_MECHANISM, validator=_choice(SASL_MECHANISMS))
+    username: str = attrs.field(validator=_string(spaces=True))
+    password: Secret = attrs.field(converter=_to_secret, validator=_check_secret)
+
+
+@attrs.frozen
+class RouteConfig:
+    """One ``[[routes]]`` table: a WebSocket path and the Kafka cluster behind it.
+
+    ``RouteConfig(uri, nodes, *, tls=None, sasl=None, <tuning>=...)``; *nodes*
+    may be a single ``"host:port"`` string or any list or tuple of them.
+    """
+
+    uri: str = attrs.field(validator=_check_uri)
+    nodes: tuple[str, ...] = attrs.field(converter=_to_nodes, validator=_check_nodes)
+    tls: TlsConfig | None = attrs.field(
+        default=None, kw_only=True, validator=_instance_of(TlsConfig, "a TlsConfig or None")
+    )
+    sasl: SaslConfig | None = attrs.field(
+        default=None, kw_only=True, validator=_instance_of(SaslConfig, "a SaslConfig or None")
+    )
+    request_timeout: float = attrs.field(
+        default=DEFAULT_REQUEST_TIMEOUT, kw_only=True, validator=_seconds(0, inclusive=False)
+    )
+    fetch_max_wait: float = attrs.field(
+        default=DEFAULT_FETCH_MAX_WAIT, kw_only=True, validator=_seconds(0, inclusive=True)
+    )
+    fetch_max_bytes: int = attrs.field(
+        default=DEFAULT_FETCH_MAX_BYTES, kw_only=True, validator=_integer(1, note=" bytes")
+    )
+    idle_timeout: float = attrs.field(
+        default=DEFAULT_IDLE_TIMEOUT, kw_only=True, validator=_seconds(0, inclusive=False)
+    )
+    cache_records: int = attrs.field(default=DEFAULT_CACHE_RECORDS, kw_only=True, validator=_integer(1))
+    cache_bytes: int = attrs.field(default=DEFAULT_CACHE_BYTES, kw_only=True, validator=_integer(1, note=" bytes"))
+    shared_body_bytes: int = attrs.field(
+        default=DEFAULT_SHARED_BODY_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
+    )
+    max_partition_readers: int = attrs.field(default=DEFAULT_MAX_PARTITION_READERS, kw_only=True, validator=_integer(1))
+    client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
+
+    def __attrs_post_init__(self) -> None:
+        if self.fetch_max_wait >= self.request_timeout:
+            # A fetch waiting that long for new records would always miss its own deadline.
+            raise ConfigError(
+                f"{self.fetch_max_wait!r} is too long; it must be less than request_timeout "
+                f"({self.request_timeout!r} s)",
+                key="fetch_max_wait",
+            )
+
+    @property
+    def security_protocol(self) -> Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]:
+        """Kafka's name for this route's combination of TLS and SASL."""
+        if self.sasl is None:
+            return "PLAINTEXT" if self.tls is None else "SSL"
+        return "SASL_PLAINTEXT" if self.tls is None else "SASL_SSL"
+
+
+def _to_routes(value: Iterable[RouteConfig]) -> tuple[RouteConfig, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value  # type: ignore[return-value]  # not a sequence: _check_routes reports it
+
+
+def _check_routes(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ConfigError(f"expected an array of routes, got {_kind(value)}", key=attribute.name)
+    if not value:
+        raise ConfigError(_NO_ROUTES, key=attribute.name)
+    first_seen: dict[str, int] = {}
+    for index, route in enumerate(value):
+        key = f"{attribute.name}[{index}]"
+        if not isinstance(route, RouteConfig):
+            raise ConfigError(f"expected a RouteConfig, got {_kind(route)}", key=key)
+        if route.uri in first_seen:
+            raise ConfigError(
+                f"{_quote(route.uri)} is already the uri of routes[{first_seen[route.uri]}]; "
+                "each path serves one route",
+                key=f"{key}.uri",
+            )
+        first_seen[route.uri] = index
+
+
+@attrs.frozen
+class ProxyConfig:
+    """The whole configuration: ``ProxyConfig(server, routes)``.
+
+    Build one with :func:`load_config`, :func:`parse_config` or
+    :meth:`single_route`. *routes* may be any list or tuple of
+    :class:`RouteConfig`; it must hold at least one, with distinct uris.
+    """
+
+    server: ServerConfig = attrs.field(validator=_instance_of(ServerConfig, "a ServerConfig"))
+    routes: tuple[RouteConfig, ...] = attrs.field(converter=_to_routes, validator=_check_routes)
+
+    @classmethod
+    def single_route(
+        cls,
+        nodes: str | Iterable[str],
+        uri: str = DEFAULT_URI,
+        *,
+        tls: TlsConfig | None = None,
+        sasl: SaslConfig | None = None,
+        server: ServerConfig | None = None,
+        **route_options: float | str,
+    ) -> ProxyConfig:
+        """A config with one route, built in code (for embedding and tests).
+
+        Args:
+            nodes: The bootstrap brokers, ``"host:port"`` or a list of them.
+            uri: The route's WebSocket path.
+            tls: TLS to Kafka, or None for plaintext.
+            sasl: SASL authentication to Kafka, or None.
+            server: The server settings; default :class:`ServerConfig()`.
+            **route_options: Any other :class:`RouteConfig` field, e.g.
+                ``request_timeout=1.0``.
+
+        Raises:
+            ConfigError: A value is not allowed.
+            TypeError: An unknown keyword.
+        """
+        route = RouteConfig(uri, nodes, tls=tls, sasl=sasl, **route_options)  # type: ignore[arg-type]
+        return cls(ServerConfig() if server is None else server, (route,))
+
+    def route_for(self, path: str) -> RouteConfig | None:
+        """The route whose uri is exactly *path*, or None."""
+        for route in self.routes:
+            if route.uri == path:
+                return route
+        return None
