@@ -64,7 +64,11 @@ class KafkaUpstream:
         self._connector = Connector(self.context)
         self._metadata = Metadata(self.context, self._connector)
         self._hubs: dict[Key, PartitionHub] = {}
+        #: Readers being closed (still holding their consumer), and slots taken by readers being opened.
         self._closing = 0
+        self._reserved = 0
+        #: Set (and replaced) each time a reader's consumer has been closed: a slot is free.
+        self._slot_freed = trio.Event()
         self._opening: dict[Key, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -127,6 +131,8 @@ class KafkaUpstream:
             await hub.reader.client.aclose()
         finally:
             self._closing -= 1
+            self._slot_freed.set()
+            self._slot_freed = trio.Event()
 
     # --------------------------------------------------------------- readers
 
@@ -150,37 +156,58 @@ class KafkaUpstream:
                 raise partition_not_found()
             stale = self._hubs.pop(key, None)
             if stale is not None:
-                await stale.reader.client.aclose()
-            await self._make_room(key)
-            client = await self._connector.open()
+                await self._close(key, stale)
+            await self._reserve(key)
             try:
-                reader = PartitionReader(self.context, topic, partition, client)
-                async with client.lock:
-                    await client.call(lambda: client.consumer.assign([reader.tp]), self.context.call_budget)
-            except BaseException:
-                await client.aclose()  # shielded: runs even when we are cancelled
-                raise
-            hub = self._hubs[key] = PartitionHub(self.context, reader)
-            return hub
+                client = await self._connector.open()
+                try:
+                    reader = PartitionReader(self.context, topic, partition, client)
+                    async with client.lock:
+                        await client.call(lambda: client.consumer.assign([reader.tp]), self.context.call_budget)
+                except BaseException:
+                    await client.aclose()  # shielded: runs even when we are cancelled
+                    raise
+                hub = self._hubs[key] = PartitionHub(self.context, reader)
+                return hub
+            finally:
+                self._reserved -= 1  # the slot is now the hub's, or free again
         finally:
             del self._opening[key]
             opening.set()
 
-    async def _make_room(self, key: Key) -> None:
-        """Keep the readers open (or being opened) within ``max_partition_readers``: close an idle one, or refuse."""
+    async def _reserve(self, key: Key) -> None:
+        """Take one of the route's ``max_partition_readers`` slots for a reader about to open.
+
+        Readers open, being closed and being opened all hold a slot. When none
+        is free, the least recently used idle reader gives up its slot (it is
+        closed before this returns); while other readers are still closing,
+        wait for one; when every reader is busy, refuse with OVERLOADED.
+        Checking and taking a slot happen with no checkpoint between them.
+        """
         limit = self.route.max_partition_readers
-        while len(self._hubs) + self._closing + len(self._opening) > limit:  # _opening counts `key` itself
+        while len(self._hubs) + self._closing + self._reserved >= limit:
             idle = [(hub.reader.last_used, k, hub) for k, hub in self._hubs.items() if hub.reader.users == 0]
-            if not idle:
-                self.counters.readers_refused += 1
-                raise CommandFailed(
-                    ErrorCode.OVERLOADED,
-                    f"too many partitions read at once: {limit} partition readers are busy on route "
-                    f"{self.route.uri} (max_partition_readers)",
-                )
-            _, oldest_key, oldest = min(idle, key=lambda item: item[0])
-            log.debug("closing idle reader for %s/%d to make room for %s/%d", *oldest_key, *key)
-            await self._close(oldest_key, oldest)
+            if idle:
+                _, oldest_key, oldest = min(idle, key=lambda item: item[0])
+                log.debug("closing idle reader for %s/%d to make room for %s/%d", *oldest_key, *key)
+                del self._hubs[oldest_key]
+                self._reserved += 1  # its slot is ours from now on: no other opener may take it
+                try:
+                    await oldest.reader.client.aclose()  # shielded, time-limited
+                except BaseException:
+                    self._reserved -= 1
+                    raise
+                return
+            if self._closing:
+                await self._slot_freed.wait()
+                continue
+            self.counters.readers_refused += 1
+            raise CommandFailed(
+                ErrorCode.OVERLOADED,
+                f"too many partitions read at once: {limit} partition readers are busy on route "
+                f"{self.route.uri} (max_partition_readers)",
+            )
+        self._reserved += 1
 
     # ------------------------------------------------------- Backend protocol
 
