@@ -79,18 +79,18 @@ class Metadata:
                 try:
                     topics = await client.call(lambda: _all_topics_sync(client.consumer), self._context.call_budget)
                 except Exception as exc:
-                    failure = await trio.to_thread.run_sync(
-                        diagnose, self._context.route, limiter=self._context.limiter
-                    )
+                    context = self._context
+                    failure = await trio.to_thread.run_sync(diagnose, context.route, limiter=context.limiter)
                     await client.aclose()
                     self._client = None
-                    raise (failure or kafka_failure(exc, "metadata")) from exc
+                    failure = failure or kafka_failure(exc, "metadata")
+                    context.outages.failed(failure)  # (the connector reports its own failures)
+                    raise failure from exc
             self._topics = topics
             self._stamp = trio.current_time()
             refresh.completed = True
         except CommandFailed as exc:
             refresh.failure = exc
-            self._context.outages.failed(exc)
             raise
         finally:
             refresh.done.set()

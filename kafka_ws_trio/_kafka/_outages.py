@@ -3,8 +3,11 @@
 Every command that meets an outage fails with a clear error, but an
 operator reads logs, not error responses. A cause is logged at WARNING the
 first time it is seen and then at most once per ``OUTAGE_LOG_INTERVAL``
-(with how many failures were not logged), and the recovery once. The
-reasons come from the diagnosis and never hold secrets.
+(with how many failures were not logged), whether or not Kafka answered
+other calls in between: during a partial outage (one partition's leader
+down) calls fail and succeed side by side. The recovery is logged once,
+by the first call that succeeds ``RECOVERY_QUIET`` seconds after the last
+failure. The reasons come from the diagnosis and never hold secrets.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ log = logging.getLogger("kafka_ws_trio.kafka")
 
 #: Seconds between two log lines about the same cause of an outage.
 OUTAGE_LOG_INTERVAL: Final = 60.0
+#: Seconds without a failure before a successful call counts as the end of the outage.
+RECOVERY_QUIET: Final = 5.0
 #: Causes remembered per route (one per code and reason); the oldest is forgotten beyond it.
 MAX_CAUSES: Final = 32
 
@@ -40,6 +45,7 @@ class OutageLog:
         self._clock = clock
         self._causes: dict[tuple[int, str], _Cause] = {}
         self._since: float | None = None
+        self._last_failure = 0.0
         self._failures = 0
 
     @property
@@ -53,6 +59,7 @@ class OutageLog:
         now = self._clock()
         if self._since is None:
             self._since = now
+        self._last_failure = now
         self._failures += 1
         key = (int(failure.code), failure.reason)
         cause = self._causes.get(key)
@@ -68,11 +75,13 @@ class OutageLog:
         log.warning("route %s: Kafka cannot be used: %s [%s]%s", self._route, failure.reason, failure.code.name, more)
 
     def recovered(self) -> None:
-        """Note a call that reached Kafka; logs the end of an outage once."""
+        """Note a call that reached Kafka; logs the end of an outage once, when failures have stopped."""
         if self._since is None:
             return
-        took = self._clock() - self._since
+        if self._clock() - self._last_failure < RECOVERY_QUIET:
+            return  # other calls still fail: a partial outage goes on
+        took = self._last_failure - self._since
         log.warning("route %s: Kafka reachable again after %.1fs (%d failed calls)", self._route, took, self._failures)
         self._since = None
         self._failures = 0
-        self._causes.clear()
+        self._causes.clear()  # a new outage is news again

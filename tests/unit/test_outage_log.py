@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from kafka_ws_trio._kafka._outages import OUTAGE_LOG_INTERVAL, OutageLog
+from kafka_ws_trio._kafka._outages import OUTAGE_LOG_INTERVAL, RECOVERY_QUIET, OutageLog
 from kafka_ws_trio._proto import CommandFailed, ErrorCode
 
 UNREACHABLE = CommandFailed(ErrorCode.BROKER_UNREACHABLE, "broker unreachable: 10.0.0.1:9092")
@@ -78,10 +78,26 @@ def test_recovery_is_logged_once_with_the_outage_length(lines: Lines) -> None:
     clock.now += 12.5
     outages.failed(UNREACHABLE)
     outages.recovered()
+    assert len(lines) == 1, "a success right after a failure does not end the outage"
+    clock.now += RECOVERY_QUIET
+    outages.recovered()
     outages.recovered()
     assert lines.after(1) == ["route /kafka: Kafka reachable again after 12.5s (2 failed calls)"]
     outages.failed(UNREACHABLE)
     assert len(lines) == 3, "a new outage is reported again at once"
+
+
+def test_a_partial_outage_does_not_flood_the_log(lines: Lines) -> None:
+    """One partition's leader down, the others fine: failures and successes alternate every second."""
+    clock = Clock()
+    outages = OutageLog("/kafka", clock=clock)
+    for _ in range(int(2 * OUTAGE_LOG_INTERVAL)):
+        outages.failed(UNREACHABLE)
+        clock.now += 0.5
+        outages.recovered()
+        clock.now += 0.5
+    assert len(lines) == 2, list(lines.after(0))
+    assert all("cannot be used" in line for line in lines.after(0))
 
 
 @pytest.mark.parametrize(
