@@ -111,7 +111,7 @@ class Session:
         self._backend = backend
         self._limits = limits
         self._route = route
-        self.counters = counters if counters is not None else SessionCounters()
+        self._counters = counters if counters is not None else SessionCounters()
         self._connection = ServerConnection(limits.max_message_size)
         self._lanes = self._connection.lanes
         #: Workers waiting for their ticket's turn.
@@ -129,6 +129,12 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} route={self._route!r}>"
+
+    @property
+    def counters(self) -> SessionCounters:
+        """This session's counters; ``errors`` counts every error response the connection produced."""
+        self._counters.errors = self._connection.errors
+        return self._counters
 
     async def run(self) -> None:
         """Serve until the peer disconnects; never raises except ``trio.Cancelled``.
@@ -171,15 +177,13 @@ class Session:
                 return
             if isinstance(frame, str):
                 # APISIX skips text frames; so do we, but we count them.
-                self.counters.text_frames += 1
+                self._counters.text_frames += 1
                 continue
-            self.counters.commands += 1
+            self._counters.commands += 1
             action = self._connection.receive(frame)
             if isinstance(action, Reply):
                 if action.note:
                     log.debug("%r: frame does not decode: %s", self, action.note)
-                if action.error:
-                    self.counters.errors += 1
                 await self._send(action.frame)
                 continue
             await self._take(action, jobs)
@@ -196,7 +200,7 @@ class Session:
         ticket = self._lanes.take(command.keys)
         if isinstance(request, Fetch) and at_front and self._try_park(request, ticket):
             return
-        self.counters.queued += 1
+        self._counters.queued += 1
         await jobs.send(_Job(request, ticket))
 
     def _answer_from_memory(self, request: Fetch) -> Frame | None:
@@ -207,7 +211,6 @@ class Session:
                 request.topic, request.partition, request.offset, self._limits.max_message_size
             )
         except CommandFailed as exc:
-            self.counters.errors += 1
             return self._connection.answer(request, exc)
         return None if batch is None else fetch_frame(request.sequence, batch)
 
@@ -226,7 +229,7 @@ class Session:
         def deliver(result: ParkedResult) -> None:
             if self._parked.pop(key, None) is None:
                 return  # withdrawn: the session is ending
-            self.counters.in_flight -= 1
+            self._counters.in_flight -= 1
             try:
                 self._answer_parked(request, ticket, result)
             except Exception:
@@ -239,12 +242,12 @@ class Session:
         if withdraw is None:
             return False
         self._parked[key] = withdraw
-        self.counters.in_flight += 1
+        self._counters.in_flight += 1
         return True
 
     def _unpark_all(self) -> None:
         parked, self._parked = self._parked, {}
-        self.counters.in_flight -= len(parked)
+        self._counters.in_flight -= len(parked)
         for withdraw in parked.values():
             withdraw()
 
@@ -253,8 +256,6 @@ class Session:
         if result is None:
             self._spawn(self._work_parked, request, ticket)
             return
-        if isinstance(result, CommandFailed):
-            self.counters.errors += 1
         frame = self._connection.answer(request, result)
         if isinstance(frame, tuple) and not self._send_lock.locked():
             written = self._write_now(frame)
@@ -296,11 +297,11 @@ class Session:
         async with jobs:
             async for job in jobs:
                 await self._workers.acquire()
-                self.counters.queued -= 1
+                self._counters.queued -= 1
                 nursery.start_soon(self._work, job)
 
     async def _work(self, job: _Job) -> None:
-        self.counters.in_flight += 1
+        self._counters.in_flight += 1
         try:
             frame = await self._respond(job.request)
             await self._wait_turn(job.ticket)
@@ -309,7 +310,7 @@ class Session:
             finally:
                 self._done(job.ticket)
         finally:
-            self.counters.in_flight -= 1
+            self._counters.in_flight -= 1
             self._workers.release()
 
     async def _wait_turn(self, ticket: Ticket) -> None:
@@ -325,19 +326,17 @@ class Session:
 
     async def _respond(self, request: KafkaCommand) -> Frame:
         """The response frame for one Kafka command; failures become error frames."""
-        result: Result
+        failure: CommandFailed
         try:
-            result = await self._call_backend(request)
+            return self._connection.answer(request, await self._call_backend(request))
         except CommandFailed as exc:
-            result = exc
+            failure = exc
         except trio.TooSlowError:
-            result = CommandFailed(ErrorCode.TIMEOUT, f"timed out after {self._backend.deadline:.0f}s")
+            failure = CommandFailed(ErrorCode.TIMEOUT, f"timed out after {self._backend.deadline:.0f}s")
         except Exception:
             log.exception("%r: bug while handling %r", self, request)
-            result = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
-        if isinstance(result, CommandFailed):
-            self.counters.errors += 1
-        return self._connection.answer(request, result)
+            failure = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
+        return self._connection.answer(request, failure)
 
     async def _call_backend(self, request: KafkaCommand) -> Result:
         if not isinstance(request, ListOffset | Fetch):

@@ -72,6 +72,8 @@ class ServerConnection:
     def __init__(self, max_message_size: int) -> None:
         self.max_message_size = max_message_size
         self.lanes = Lanes()
+        #: Error responses produced so far (replies and answers alike).
+        self.errors = 0
 
     def receive(self, frame: bytes) -> Reply | Command:
         """What to do with one binary frame from the client."""
@@ -79,8 +81,10 @@ class ServerConnection:
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state), error=False)
         if isinstance(request, UnknownCommand):
+            self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE), True)
         if isinstance(request, Malformed):
+            self.errors += 1
             return Reply(encode_error(0, ErrorCode.WRONG_COMMAND, WRONG_COMMAND_MESSAGE), True, note=request.reason)
         if isinstance(request, Invalid) and not request.queued:
             failure = CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
@@ -96,6 +100,7 @@ class ServerConnection:
         if isinstance(request, Invalid) and not isinstance(result, CommandFailed):
             result = CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
         if isinstance(result, CommandFailed):
+            self.errors += 1
             describe = list_offset_error if isinstance(command, ListOffset) else fetch_error
             message = describe(command.topic, command.partition, result.reason)
             return encode_error(command.sequence, result.code, message)

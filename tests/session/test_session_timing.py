@@ -10,7 +10,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._proto import Lanes, Record
+from kafka_ws_trio._proto import ErrorCode, Lanes, Record, encode_fetch_request, encode_ping_request
 from kafka_ws_trio._session import CLOSE_POLICY_VIOLATION, Session, SessionLimits
 
 
@@ -61,11 +61,45 @@ class SlowBackend:
 
 
 def _fetch(sequence: int, partition: int, offset: int) -> bytes:
-    request = pb.PubSubReq(sequence=sequence)
-    request.cmd_kafka_fetch.topic = "t"
-    request.cmd_kafka_fetch.partition = partition
-    request.cmd_kafka_fetch.offset = offset
-    return request.SerializeToString()
+    return encode_fetch_request(sequence, "t", partition, offset)
+
+
+class HugeRecordBackend(SlowBackend):
+    """Hands over a record that no response of the session's size limit can hold."""
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Sequence[Record]:
+        return [Record(offset=offset, timestamp=0, key=None, value=b"x" * (max_bytes * 2))]
+
+
+async def test_every_error_response_is_counted_once(autojump_clock: trio.testing.MockClock) -> None:
+    ws = FakeWebSocket()
+    session = Session(ws, HugeRecordBackend({}), SessionLimits(max_message_size=4096))  # type: ignore[arg-type]
+    frames = [
+        _fetch(1, 0, 7),  # the record is too large: RECORD_TOO_LARGE
+        encode_fetch_request(2, "t", 0, -1),  # invalid offset, answered in its partition's turn
+        encode_fetch_request(3, "bad topic", 0, 0),  # invalid topic name, answered at once
+        b"\xff",  # malformed
+        pb.PubSubReq(sequence=5, cmd_empty=pb.CmdEmpty()).SerializeToString(),  # unknown command
+        encode_ping_request(6, b"ok"),  # not an error
+    ]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        for frame in frames:
+            await ws.incoming_send.send(frame)
+        with trio.fail_after(10):
+            while len(ws.sent) < len(frames):
+                await ws.sent_event.wait()
+        await ws.incoming_send.aclose()
+    codes = {r.sequence: r.error_resp.code for r in ws.sent if r.WhichOneof("resp") == "error_resp"}
+    assert codes == {
+        1: ErrorCode.RECORD_TOO_LARGE,
+        2: ErrorCode.INVALID_REQUEST,
+        3: ErrorCode.INVALID_REQUEST,
+        0: ErrorCode.WRONG_COMMAND,
+        5: ErrorCode.UNKNOWN_COMMAND,
+    }
+    assert session.counters.errors == 5
+    assert session.counters.commands == len(frames)
 
 
 async def test_same_partition_answers_keep_request_order_even_when_later_ones_finish_first(
