@@ -211,6 +211,12 @@ class RouteConfig:
                 f"({self.request_timeout!r} s)",
                 key="fetch_max_wait",
             )
+        if self.cache_bytes < self.fetch_max_bytes:
+            # One poll would not fit in the window: every fetch would poll Kafka again.
+            raise ConfigError(
+                f"{self.cache_bytes!r} is too small; it must be at least fetch_max_bytes ({self.fetch_max_bytes!r})",
+                key="cache_bytes",
+            )
 
     @property
     def security_protocol(self) -> Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]:

@@ -297,6 +297,17 @@ def test_fetch_max_wait_must_be_shorter_than_request_timeout() -> None:
     assert_points_at(error, "routes[0].fetch_max_wait", "less than request_timeout (1 s)")
 
 
+def test_the_window_must_hold_at_least_one_poll() -> None:
+    error = fails(ROUTE + "fetch_max_bytes = 2000\ncache_bytes = 1999\n")
+    assert_points_at(error, "routes[0].cache_bytes", "at least fetch_max_bytes (2000)")
+    assert parse_config(ROUTE + "fetch_max_bytes = 2000\ncache_bytes = 2000\n").routes[0].cache_bytes == 2000
+
+
+@pytest.mark.parametrize("key", ["max_partition_readers", "cache_bytes"])
+def test_route_bounds_must_be_positive(key: str) -> None:
+    assert_points_at(fails(f"{ROUTE}{key} = 0\n"), f"routes[0].{key}", "out of range")
+
+
 @pytest.mark.parametrize(
     ("line", "key"),
     [('host = "my host"', "server.host"), ('host = ""', "server.host"), ('log_level = "info"', "server.log_level")],

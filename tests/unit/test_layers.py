@@ -52,7 +52,10 @@ def imports(path: Path) -> Iterator[tuple[str, int]]:
             for alias in node.names:
                 yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
+            if node.level == 0 and node.module == "kafka_ws_trio":  # from kafka_ws_trio import _session
+                for alias in node.names:
+                    yield "kafka_ws_trio." + alias.name, node.lineno
+            elif node.level == 0:
                 yield node.module or "", node.lineno
             elif node.level > depth:  # reaches the package's top: names a part
                 target = node.module or ""
