@@ -28,6 +28,7 @@ import os
 import socket
 import struct
 import sys
+import weakref
 from typing import Final, Protocol
 
 import h11
@@ -112,12 +113,15 @@ class ReplayStream(trio.abc.Stream):
         #: The first bytes written are the handshake response; None until it is seen.
         self._extensions: list[bytes] | None = None
         self._handshake_seen = False
-        self._connection: ClosingState | None = None
+        #: Weak: the connection holds this stream, and a cycle would keep every closed
+        #: connection's objects alive until the cyclic collector runs (measured: +6 MiB
+        #: RSS over 2,000 short sessions with ``tune_gc``).
+        self._connection: weakref.ref[ClosingState] | None = None
         self._aborted = False
 
     def bind(self, connection: ClosingState) -> None:
-        """Follow ``connection`` (once accepted): no direct write once it starts closing."""
-        self._connection = connection
+        """Follow ``connection`` (once accepted): no direct write once it starts closing (or is gone)."""
+        self._connection = weakref.ref(connection)
 
     @property
     def aborted(self) -> bool:
@@ -219,7 +223,7 @@ class ReplayStream(trio.abc.Stream):
         return False
 
     def _direct_writes_allowed(self) -> bool:
-        connection = self._connection
+        connection = self._connection() if self._connection is not None else None
         return (
             _WRITEV
             and self._extensions == []

@@ -63,7 +63,11 @@ async def tcp_pair(*, small_buffers: bool = False) -> AsyncIterator[tuple[Replay
 
 
 async def opened(stream: ReplayStream, peer: trio.SocketStream, response: bytes = SWITCHING + b"\r\n") -> Connection:
-    """Take ``stream`` through an accepted handshake, as the server does; returns its (open) connection."""
+    """Take ``stream`` through an accepted handshake, as the server does; returns its (open) connection.
+
+    The stream follows the connection by a weak reference, as it follows
+    trio-websocket's: keep the returned object while the test writes.
+    """
     await stream.send_all(response)
     await receive_exactly(peer, len(response))
     connection = Connection()
@@ -123,7 +127,7 @@ def test_the_handshake_response_is_read_for_extensions() -> None:
 async def test_direct_writes_start_after_a_101_without_extensions() -> None:
     async with tcp_pair() as (stream, peer):
         assert stream.write_now(b"", b"early") is None, "a direct write before the handshake response"
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         assert stream.write_now(b"he", b"llo") is True
         assert await receive_exactly(peer, 7) == websocket_binary_header(5) + b"hello"
 
@@ -131,7 +135,7 @@ async def test_direct_writes_start_after_a_101_without_extensions() -> None:
 async def test_no_direct_write_when_the_handshake_names_an_extension() -> None:
     """If an extension were ever negotiated, our frames would be wrong: the direct path must refuse."""
     async with tcp_pair() as (stream, peer):
-        await opened(stream, peer, SWITCHING + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+        _connection = await opened(stream, peer, SWITCHING + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
         assert stream.write_now(b"", b"x") is None
         await stream.send_all(b"\x82\x01y")  # the normal way still works
         assert await receive_exactly(peer, 3) == b"\x82\x01y"
@@ -139,7 +143,7 @@ async def test_no_direct_write_when_the_handshake_names_an_extension() -> None:
 
 async def test_no_direct_write_after_a_rejected_handshake() -> None:
     async with tcp_pair() as (stream, peer):
-        await opened(stream, peer, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        _connection = await opened(stream, peer, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
         assert stream.write_now(b"", b"x") is None
 
 
@@ -165,7 +169,7 @@ async def test_no_direct_write_once_the_connection_is_closing() -> None:
 async def test_a_binary_frame_starting_like_a_close_does_not_stop_direct_writes() -> None:
     """The old check looked at the first byte of each write; the state does not care what the bytes are."""
     async with tcp_pair() as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         await stream.send_all(b"\x88\x02\x03\xe9")
         assert stream.write_now(b"", b"x") is True
         assert await receive_exactly(peer, 7) == b"\x88\x02\x03\xe9\x82\x01x"
@@ -223,7 +227,7 @@ async def test_with_trio_websocket_direct_writes_follow_the_real_connection() ->
 
 async def test_a_send_cut_inside_a_frame_aborts_the_connection() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         with trio.move_on_after(WAIT) as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream.send_all, b"\x82\x7f" + BIG.to_bytes(8, "big") + b"z" * BIG)
@@ -242,7 +246,7 @@ async def test_a_send_cut_inside_a_frame_aborts_the_connection() -> None:
 
 async def test_a_send_cancelled_on_a_frame_boundary_leaves_the_connection_open() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         fill_send_buffer(stream)
         with trio.move_on_after(WAIT) as scope:
             async with trio.open_nursery() as nursery:
@@ -261,7 +265,7 @@ async def test_a_send_cancelled_on_a_frame_boundary_leaves_the_connection_open()
 
 async def test_a_pending_frame_whose_flush_is_cancelled_aborts_the_connection() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         assert stream.write_now(b"", b"p" * BIG) is False
         with trio.move_on_after(WAIT) as scope:
             async with trio.open_nursery() as nursery:
@@ -276,7 +280,7 @@ async def test_a_pending_frame_whose_flush_is_cancelled_aborts_the_connection() 
 
 async def test_closing_with_part_of_a_frame_pending_aborts_the_connection() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         assert stream.write_now(b"", b"p" * BIG) is False
         await stream.aclose()
         assert stream.aborted
@@ -286,7 +290,7 @@ async def test_closing_with_part_of_a_frame_pending_aborts_the_connection() -> N
 
 async def test_closing_between_frames_is_orderly() -> None:
     async with tcp_pair() as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         assert stream.write_now(b"", b"x") is True
         await stream.aclose()
         assert not stream.aborted
@@ -298,7 +302,7 @@ async def test_closing_between_frames_is_orderly() -> None:
 
 async def test_write_now_frames_head_and_body_in_order_with_later_sends() -> None:
     async with tcp_pair() as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         assert stream.write_now(b"he", b"llo") is True
         await stream.send_all(b"after")
         assert await receive_exactly(peer, 12) == b"\x82\x05helloafter"
@@ -306,7 +310,7 @@ async def test_write_now_frames_head_and_body_in_order_with_later_sends() -> Non
 
 async def test_what_the_kernel_does_not_take_goes_out_before_later_writes() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         payload = bytes(range(256)) * (BIG // 256)  # more than both socket buffers hold
         frame = websocket_binary_header(len(payload)) + payload
         written = stream.write_now(payload[:10], payload[10:])
@@ -328,7 +332,7 @@ async def test_what_the_kernel_does_not_take_goes_out_before_later_writes() -> N
 
 async def test_flush_sends_the_pending_rest_of_a_frame() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         payload = b"x" * BIG
         frame = websocket_binary_header(len(payload)) + payload
         assert stream.write_now(b"", payload) is False
@@ -339,7 +343,7 @@ async def test_flush_sends_the_pending_rest_of_a_frame() -> None:
 
 async def test_no_direct_write_while_a_send_is_in_progress() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.send_all, b"y" * BIG)
             await trio.testing.wait_all_tasks_blocked()  # send_all is now blocked on the full socket
@@ -349,6 +353,16 @@ async def test_no_direct_write_while_a_send_is_in_progress() -> None:
 
 async def test_no_direct_write_on_a_closed_stream() -> None:
     async with tcp_pair() as (stream, peer):
-        await opened(stream, peer)
+        _connection = await opened(stream, peer)
         await stream.aclose()
         assert stream.write_now(b"", b"x") is None
+
+
+async def test_no_direct_write_once_the_connection_is_gone() -> None:
+    """The stream holds its connection weakly (no reference cycle keeps closed sessions alive)."""
+    async with tcp_pair() as (stream, peer):
+        connection = await opened(stream, peer)
+        assert stream.write_now(b"", b"x") is True
+        del connection
+        assert stream.write_now(b"", b"y") is None
+        assert await receive_exactly(peer, 3) == b"\x82\x01x"
