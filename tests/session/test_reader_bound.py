@@ -32,6 +32,8 @@ PARTITIONS: Final = frozenset(range(8))
 NEVER_IDLE: Final = 3600.0
 #: Worker threads for Kafka calls: enough for every close and call a test holds at once.
 THREADS: Final = 8
+#: Seconds a test waits for a close it expects to start before failing (it takes milliseconds).
+STEP_TIMEOUT: Final = 5.0
 #: A failure the fake connector raises when told to (a broker gone).
 UNREACHABLE: Final = CommandFailed(ErrorCode.BROKER_UNREACHABLE, "fake broker gone")
 
@@ -95,8 +97,9 @@ class Broker:
 
     async def closes_have_started(self, count: int) -> None:
         """Return once ``count`` closes have started (held ones included), and Trio has nothing else to do."""
-        while self.closes_started < count:
-            await self._close_started.wait()
+        with trio.fail_after(STEP_TIMEOUT):
+            while self.closes_started < count:
+                await self._close_started.wait()
         await trio.testing.wait_all_tasks_blocked()
 
 
@@ -202,11 +205,13 @@ async def test_concurrent_openers_behind_a_slow_close_each_take_one_idle_readers
     async with trio.open_nursery() as openers:
         for partition in range(readers, readers + newcomers):
             openers.start_soon(open_partition, partition)
-        await broker.closes_have_started(newcomers)
-        # Every opener is behind a close it started; none has closed a second reader.
-        assert broker.closes_started == newcomers
-        assert kafka.statistics().readers_open <= readers
-        broker.closing.set()
+        try:
+            await broker.closes_have_started(newcomers)
+            # Every opener is behind a close it started; none has closed a second reader.
+            assert broker.closes_started == newcomers
+            assert kafka.statistics().readers_open <= readers
+        finally:
+            broker.closing.set()
     assert outcomes == dict.fromkeys(range(readers, readers + newcomers), "open")
     assert broker.closes_started == newcomers
     assert kafka.statistics().consumers_closed == newcomers
@@ -244,11 +249,14 @@ async def test_a_reader_being_opened_holds_its_slot(
     broker.opening = trio.Event()
     async with trio.open_nursery() as openers:
         openers.start_soon(kafka._hub, TOPIC, 0)
-        await broker.open_started.wait()
-        with pytest.raises(CommandFailed) as refused:
-            await kafka._hub(TOPIC, 1)
+        with trio.fail_after(STEP_TIMEOUT):
+            await broker.open_started.wait()
+        try:
+            with trio.fail_after(STEP_TIMEOUT), pytest.raises(CommandFailed) as refused:
+                await kafka._hub(TOPIC, 1)  # refused at once, not held behind the open
+        finally:
+            broker.opening.set()
         assert refused.value.code == ErrorCode.OVERLOADED
-        broker.opening.set()
     assert open_partitions(kafka) == {0}
     assert broker.most_open == 1
 
@@ -276,10 +284,12 @@ async def test_an_opener_waits_for_a_reader_being_closed_instead_of_being_refuse
         assert open_partitions(kafka) == {1}
         async with trio.open_nursery() as openers:
             openers.start_soon(open_partition)
-            await trio.testing.wait_all_tasks_blocked()
-            assert outcome == []  # waiting for the close, not refused
-            assert len(broker.consumers) == 2
-            broker.closing.set()
+            try:
+                await trio.testing.wait_all_tasks_blocked()
+                assert outcome == []  # waiting for the close, not refused
+                assert len(broker.consumers) == 2
+            finally:
+                broker.closing.set()
     assert outcome == ["open"]
     assert open_partitions(kafka) == {1, 2}
     assert broker.closes_started == 1
