@@ -119,6 +119,8 @@ class KafkaUpstream:
     async def _close_idle(self) -> None:
         now = trio.current_time()
         for key, hub in list(self._hubs.items()):
+            if self._hubs.get(key) is not hub:
+                continue  # an opener made room with it while an earlier one closed
             if hub.reader.users == 0 and now - hub.reader.last_used >= self.route.idle_timeout:
                 log.debug("closing idle reader for %s/%d", *key)
                 await self._close(key, hub)
