@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -226,7 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _serve_config(args)
             _setup_logging(config.server.log_level)
             tune_gc()
-            trio.run(_serve, config)
+            try:
+                trio.run(_serve, config)
+            except Exception as exc:
+                problem = listen_failure(exc, config.server.host, config.server.port)
+                if problem is None:
+                    raise
+                print(f"kafka-ws-trio: error: {problem}", file=sys.stderr)
+                return EXIT_ERROR
             return EXIT_OK
         _setup_logging("WARNING")
         runner = _offsets if args.command == "offsets" else _tail
@@ -240,15 +248,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(exc)
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The one error inside nested single-member exception groups (how errors leave Trio nurseries)."""
+    # Duck-typed: Python 3.10 has no built-in BaseExceptionGroup (trio uses a backport there).
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not isinstance(inner, tuple) or len(inner) != 1 or not isinstance(inner[0], BaseException):
+            return exc
+        exc = inner[0]
+
+
+def listen_failure(exc: BaseException, host: str, port: int) -> str | None:
+    """The sentence for a server that could not start listening, or None when ``exc`` is something else."""
+    error = unwrap(exc)
+    if not isinstance(error, OSError) or error.errno is None:
+        return None
+    where = f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is already in use (another proxy?); try --port {port + 1}"
+    if error.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: this machine has no such address; check --host"
+    return f"cannot listen on {where}: {error.strerror or error}"
+
+
 def _report(exc: Exception) -> int:
     """One line saying what went wrong and what to do, instead of a traceback."""
     from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
     from .client import PubSubError
 
-    # Errors from inside nurseries arrive wrapped in single-member exception groups.
-    while len(getattr(exc, "exceptions", ())) == 1:
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    exc = unwrap(exc)  # type: ignore[assignment]
     if isinstance(exc, PubSubError):
         message = f"the proxy answered: {exc.message} (code {exc.code})"
     elif isinstance(exc, ConnectionRejected):

@@ -17,6 +17,7 @@ import time
 import trio
 
 from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy, tune_gc
+from kafka_ws_trio._cli import listen_failure
 from kafka_ws_trio.testing import KafkaBroker, start_broker, stop_broker
 
 TOPIC = "demo"
@@ -105,8 +106,11 @@ def main() -> int:
         trio.run(run, args)
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown; the cleanup already ran
-    except OSError as exc:
-        print(f"demo: error: {exc}; is port {args.port} taken? Try --port 9081", file=sys.stderr)
+    except Exception as exc:  # errors leave Trio wrapped in exception groups: say it in one line
+        problem = listen_failure(exc, args.host, args.port)
+        if problem is None:
+            raise
+        print(f"demo: error: {problem}", file=sys.stderr)
         return 1
     return 0
 

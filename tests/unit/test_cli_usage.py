@@ -46,3 +46,48 @@ def test_tune_gc_freezes_what_exists_and_raises_the_thresholds() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_without_a_traceback() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [COMMAND, "serve", "--kafka", "127.0.0.1:9", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        f"kafka-ws-trio: error: cannot listen on 127.0.0.1:{port}: "
+        f"the port is already in use (another proxy?); try --port {port + 1}"
+    )
+    assert "Traceback" not in result.stderr
+
+
+class _Group(Exception):
+    """Shaped like an exception group (Python 3.10 has no built-in one): errors leave Trio nurseries so."""
+
+    def __init__(self, *exceptions: BaseException) -> None:
+        super().__init__("group")
+        self.exceptions = exceptions
+
+
+def test_listen_failures_are_found_inside_nested_exception_groups() -> None:
+    import errno
+
+    from kafka_ws_trio._cli import listen_failure
+
+    busy = OSError(errno.EADDRINUSE, "Address already in use")
+    assert listen_failure(_Group(_Group(busy)), "0.0.0.0", 9080) == (
+        "cannot listen on 0.0.0.0:9080: the port is already in use (another proxy?); try --port 9081"
+    )
+    assert listen_failure(_Group(OSError(errno.EADDRNOTAVAIL, "x")), "10.9.9.9", 80) == (
+        "cannot listen on 10.9.9.9:80: this machine has no such address; check --host"
+    )
+    assert listen_failure(_Group(busy, busy), "h", 1) is None, "two errors are not one listening failure"
+    assert listen_failure(ValueError("no"), "h", 1) is None
