@@ -175,28 +175,51 @@ def _format_record(record: object) -> str:
     return f"offset={record.offset} time={when} key={key}{headers}\t{value}"
 
 
+def _check_url(url: str) -> None:
+    """Refuse, before connecting, a URL that cannot name a proxy route."""
+    if not url.startswith(("ws://", "wss://")):
+        raise SystemExit(
+            f"kafka-ws-trio: error: the proxy URL must start with ws:// or wss://, "
+            f"e.g. ws://127.0.0.1:9080/kafka (got {url!r})"
+        )
+
+
+def _parse_from(text: str) -> tuple[str, int]:
+    """``--from``: ("list", -2 or -1) for earliest or latest, ("offset", N) for an offset."""
+    named = {"earliest": -2, "latest": -1}
+    if text in named:
+        return "list", named[text]
+    try:
+        value = int(text)
+    except ValueError:
+        raise SystemExit(f"kafka-ws-trio: error: --from takes earliest, latest or an offset, not {text!r}") from None
+    if value < 0:
+        raise SystemExit("kafka-ws-trio: error: --from offsets must be 0 or more")
+    return "offset", value
+
+
 async def _offsets(args: argparse.Namespace) -> int:
     from .client import open_client
 
+    _check_url(args.url)
+    at = _parse_at(args.at)
     async with open_client(args.url, request_timeout=args.timeout) as client:
-        print(await client.list_offset(args.topic, args.partition, _parse_at(args.at)))
+        print(await client.list_offset(args.topic, args.partition, at))
     return EXIT_OK
 
 
 async def _tail(args: argparse.Namespace) -> int:
     from .client import open_client
 
+    _check_url(args.url)
+    kind, start = _parse_from(args.start)
+    if args.max is not None and args.max < 0:
+        raise SystemExit("kafka-ws-trio: error: --max must be 0 or more")
+    if args.max == 0:
+        return EXIT_OK
     count = 0
     async with open_client(args.url, request_timeout=args.timeout) as client:
-        if args.start in ("earliest", "latest"):
-            offset = await client.list_offset(args.topic, args.partition, -2 if args.start == "earliest" else -1)
-        else:
-            try:
-                offset = int(args.start)
-            except ValueError:
-                raise SystemExit(
-                    f"kafka-ws-trio: error: --from takes earliest, latest or an offset, not {args.start!r}"
-                ) from None
+        offset = await client.list_offset(args.topic, args.partition, start) if kind == "list" else start
         while True:
             records = await client.fetch(args.topic, args.partition, offset)
             for record in records:
@@ -206,6 +229,11 @@ async def _tail(args: argparse.Namespace) -> int:
                 if args.max is not None and count >= args.max:
                     return EXIT_OK
             if not records and not args.follow:
+                if count == 0:
+                    print(
+                        f"kafka-ws-trio: no records at or after offset {offset}; use --follow to wait for new ones",
+                        file=sys.stderr,
+                    )
                 return EXIT_OK
 
 

@@ -67,6 +67,15 @@ async def test_offsets_and_tail_print_what_the_proxy_reads(kafka_broker: KafkaBr
                 missing = await trio.run_process(
                     [COMMAND, "tail", route, "--topic", "no-such-topic"], capture_stderr=True, check=False
                 )
+                at_end = await trio.run_process(
+                    [COMMAND, "tail", route, "--topic", kafka_topic, "--from", "latest"],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                )
+                just_one = await trio.run_process(
+                    [COMMAND, "tail", route, "--topic", kafka_topic, "--from", "earliest", "--max", "1"],
+                    capture_stdout=True,
+                )
         finally:
             process.send_signal(signal.SIGINT)
     assert earliest.stdout.decode().strip() == "0"
@@ -81,6 +90,11 @@ async def test_offsets_and_tail_print_what_the_proxy_reads(kafka_broker: KafkaBr
     assert lines[1].endswith("\tv2")
     assert missing.returncode == 1
     assert b"not found topic" in missing.stderr
+    assert at_end.stdout == b""
+    assert at_end.stderr.decode().splitlines()[0] == (
+        "kafka-ws-trio: no records at or after offset 2; use --follow to wait for new ones"
+    )
+    assert len(just_one.stdout.decode().splitlines()) == 1
 
 
 @pytest.mark.timeout(90)

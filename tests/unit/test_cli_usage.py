@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COMMAND = str(Path(sys.executable).parent / "kafka-ws-trio")
 
 
@@ -91,3 +93,48 @@ def test_listen_failures_are_found_inside_nested_exception_groups() -> None:
     )
     assert listen_failure(_Group(busy, busy), "h", 1) is None, "two errors are not one listening failure"
     assert listen_failure(ValueError("no"), "h", 1) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "first_line"),
+    [
+        (
+            ["tail", "http://127.0.0.1:9080/kafka", "--topic", "t"],
+            "kafka-ws-trio: error: the proxy URL must start with ws:// or wss://, "
+            "e.g. ws://127.0.0.1:9080/kafka (got 'http://127.0.0.1:9080/kafka')",
+        ),
+        (
+            ["offsets", "127.0.0.1:9080/kafka", "--topic", "t"],
+            "kafka-ws-trio: error: the proxy URL must start with ws:// or wss://, "
+            "e.g. ws://127.0.0.1:9080/kafka (got '127.0.0.1:9080/kafka')",
+        ),
+        (
+            ["tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--from", "bogus"],
+            "kafka-ws-trio: error: --from takes earliest, latest or an offset, not 'bogus'",
+        ),
+        (
+            ["offsets", "ws://127.0.0.1:9/kafka", "--topic", "t", "--at", "yesterday"],
+            "kafka-ws-trio: error: --at takes earliest, latest or milliseconds, not 'yesterday'",
+        ),
+        (
+            ["tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--max", "-1"],
+            "kafka-ws-trio: error: --max must be 0 or more",
+        ),
+    ],
+)
+def test_mistakes_on_the_command_line_get_one_sentence_before_any_connection(args: list[str], first_line: str) -> None:
+    # Port 9 has no proxy: a message about connecting would mean the mistake was noticed too late.
+    result = subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == first_line
+    assert "Traceback" not in result.stderr
+
+
+def test_tail_max_0_prints_nothing() -> None:
+    result = subprocess.run(
+        [COMMAND, "tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--max", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
