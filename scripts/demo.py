@@ -8,11 +8,13 @@ Ctrl-C. Then it stops everything it started.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import signal
 import sys
 import time
+from typing import TextIO
 
 import trio
 
@@ -21,6 +23,36 @@ from kafka_ws_trio._cli import listen_failure
 from kafka_ws_trio.testing import KafkaBroker, start_broker, stop_broker
 
 TOPIC = "demo"
+
+
+class _Unbreakable(io.TextIOBase):
+    """A text stream that keeps working when its reader is gone (``./scripts/demo | tee log``, then Ctrl-C).
+
+    Ctrl-C reaches ``tee`` too; the demo's next write would raise
+    BrokenPipeError, and a write on the way to stopping the broker must not
+    keep it from being stopped. After the first broken write, output goes
+    nowhere.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream: TextIO | None = stream
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                self._stream.write(text)
+            except (BrokenPipeError, ValueError):  # ValueError: written to after being closed
+                self._stream = None
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._stream = None
+
+
 SYMBOLS = ("ACME", "GLOBEX", "INITECH", "UMBRELLA")
 
 
@@ -59,7 +91,9 @@ async def ticker(broker: KafkaBroker, interval: float) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     print("Starting a local Kafka broker (the first run downloads it from Maven Central) ...", file=sys.stderr)
-    broker = await trio.to_thread.run_sync(lambda: start_broker(args.kafka_version))
+    broker = await trio.to_thread.run_sync(
+        lambda: start_broker(args.kafka_version, name=args.kafka_name, port_base=args.kafka_port_base)
+    )
     try:
         await trio.to_thread.run_sync(ensure_topic, broker)
         config = ProxyConfig.single_route([broker.bootstrap], server=ServerConfig(host=args.host, port=args.port))
@@ -100,7 +134,11 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=9080, help="port to serve on (default 9080)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between demo events (default 0.5)")
     parser.add_argument("--kafka-version", default="4", help="Kafka release line: 4 or 3.9 (default 4)")
+    parser.add_argument("--kafka-name", help="name of the broker instance (default: one per release line)")
+    parser.add_argument("--kafka-port-base", type=int, help="first of the broker's five ports (default 25092 for 4)")
     args = parser.parse_args()
+    sys.stdout = _Unbreakable(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = _Unbreakable(sys.stderr)  # type: ignore[assignment]
     tune_gc()
     try:
         trio.run(run, args)
