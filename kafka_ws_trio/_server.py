@@ -14,6 +14,7 @@ from ._config import ProxyConfig, RouteConfig
 from ._http import (
     MAX_REQUEST_HEAD,
     RECEIVE_BYTES,
+    SHUTTING_DOWN,
     HeadReader,
     RequestHead,
     Router,
@@ -191,7 +192,7 @@ class ProxyServer:
 
     async def _serve_request(self, request: WebSocketRequest, stream: ReplayStream, uri: str, slot: _Slot) -> None:
         if self._shutting_down:  # began during the handshake
-            await request.reject(503, body=b"server is shutting down\n")
+            await request.reject(SHUTTING_DOWN.status, body=SHUTTING_DOWN.body)
             return
         subprotocol = request.proposed_subprotocols[0] if request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)

@@ -20,6 +20,7 @@ from ._head import HeadReader as HeadReader
 from ._head import RequestHead as RequestHead
 from ._head import Respond as Respond
 from ._head import render as render
+from ._router import SHUTTING_DOWN as SHUTTING_DOWN
 from ._router import Decision as Decision
 from ._router import Handler as Handler
 from ._router import Router as Router

@@ -35,7 +35,7 @@ from ._events import (
 
 #: Kafka's rule for topic names: 1 to 249 characters, ASCII letters, digits, '.', '_' and '-'.
 MAX_TOPIC_LENGTH: Final = 249
-_TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")  # the length is checked first
 #: Characters of an invalid topic name echoed back in its error message.
 ECHOED_TOPIC_CHARS: Final = 64
 

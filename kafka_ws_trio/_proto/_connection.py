@@ -36,10 +36,9 @@ Frame: TypeAlias = bytes | tuple[bytes, bytes]
 
 @attrs.frozen
 class Reply:
-    """Send ``frame`` now; no Kafka work. ``error`` says whether it is an error response."""
+    """Send ``frame`` now; no Kafka work (the connection has counted it if it is an error)."""
 
     frame: bytes
-    error: bool
     #: For the log: why a frame was malformed, else "".
     note: str = ""
 
@@ -79,18 +78,18 @@ class ServerConnection:
         """What to do with one binary frame from the client."""
         request = decode_request(frame)
         if isinstance(request, Ping):
-            return Reply(encode_pong(request.sequence, request.state), error=False)
+            return Reply(encode_pong(request.sequence, request.state))
         if isinstance(request, UnknownCommand):
             self.errors += 1
-            return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE), True)
+            return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
         if isinstance(request, Malformed):
             self.errors += 1
-            return Reply(encode_error(0, ErrorCode.WRONG_COMMAND, WRONG_COMMAND_MESSAGE), True, note=request.reason)
+            return Reply(encode_error(0, ErrorCode.WRONG_COMMAND, WRONG_COMMAND_MESSAGE), note=request.reason)
         if isinstance(request, Invalid) and not request.queued:
             failure = CommandFailed(ErrorCode.INVALID_REQUEST, request.reason)
             answer = self.answer(request, failure)
             assert isinstance(answer, bytes)
-            return Reply(answer, error=True)
+            return Reply(answer)
         command = command_of(request)
         return Command(request, ((command.topic, command.partition),))
 
