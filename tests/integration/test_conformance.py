@@ -1,4 +1,4 @@
-"""PROTOCOL.md Part 4, the conformance checklist: one test per row, against a real broker
+"""schema/README.md, "Conformance checklist": one test per row, against a real broker
 and a real proxy, spoken to in raw PubSub frames.
 
 Rows 2, 4, 5, 11 and 12 run twice: through trio-websocket (the proxy's own library)

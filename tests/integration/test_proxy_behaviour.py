@@ -401,7 +401,7 @@ async def test_http_answers_unknown_path_404_plain_get_400(kafka_broker: KafkaBr
 
 
 async def test_plain_http_request_to_unknown_path_is_404(kafka_broker: KafkaBroker) -> None:
-    """PROTOCOL.md: "An unknown path gets 404", upgrade headers or not (as APISIX answers)."""
+    """schema/README.md, "Connecting": an unknown path gets 404, upgrade headers or not (as APISIX answers)."""
     async with running_proxy(plain_config(kafka_broker)) as server:
         assert await http_status(server.port, http_get("/nowhere", upgrade=False)) == 404
 

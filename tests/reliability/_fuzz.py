@@ -9,7 +9,7 @@ One generator serves two sources of choices: :class:`RandomSource` (a seeded
 ``random.Random``, fast, for the bulk of the cases) and :class:`HypothesisSource`
 (draws from hypothesis, which can then shrink a failing frame to a small one).
 
-The oracle is the contract of PROTOCOL.md applied to what
+The oracle is the contract of schema/README.md applied to what
 ``kafka_ws_trio._proto.decode_request`` makes of the frame: a frame that does not
 decode gets ``wrong command`` with sequence 0; anything else gets exactly one answer
 carrying its sequence, of the kind its command calls for.

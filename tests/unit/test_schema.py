@@ -1,4 +1,4 @@
-"""The schema is the wire contract: field numbers as PROTOCOL.md lists them, and the
+"""The schema is the wire contract: field numbers as schema/README.md ("Field numbers") lists them, and the
 committed generated code is what scripts/gen-proto makes of schema/pubsub.proto today."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kafka_ws_trio._pb import pubsub_pb2 as pb
 REPO = Path(__file__).resolve().parents[2]
 GENERATED = ("kafka_ws_trio/_pb/pubsub_pb2.py", "kafka_ws_trio/_pb/pubsub_pb2.pyi")
 
-# PROTOCOL.md part 1 (APISIX's numbers), with part 2's additions to KafkaMessage and
+# schema/README.md, "Field numbers": APISIX's numbers, with our additions to KafkaMessage and
 # the new KafkaHeader. "(req)" and "(resp)" name the oneof a field belongs to.
 EXPECTED_FIELDS = {
     "CmdPing": ["1 bytes state"],
@@ -93,7 +93,7 @@ def test_schema_is_registered_under_a_private_name() -> None:
     assert pb.PubSubReq.DESCRIPTOR.full_name == "kafka_ws_trio.pubsub.PubSubReq"
 
 
-# PROTOCOL.md part 1: two encodings that must decode to exactly these values.
+# schema/README.md, ListOffset and Fetch: two encodings that must decode to exactly these values.
 @pytest.mark.parametrize(
     ("hex_frame", "sequence", "command", "fields"),
     [
