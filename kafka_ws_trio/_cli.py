@@ -24,6 +24,8 @@ log = logging.getLogger("kafka_ws_trio.cli")
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
+#: Characters of an HTTP error body quoted when a server refuses the WebSocket upgrade.
+QUOTED_BODY_CHARS: Final = 100
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -305,17 +307,25 @@ def _report(exc: Exception) -> int:
     """One line saying what went wrong and what to do, instead of a traceback."""
     from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-    from .client import PubSubError
+    from .client import ConnectFailed, PubSubError
 
     exc = unwrap(exc)  # type: ignore[assignment]
     if isinstance(exc, PubSubError):
         message = f"the proxy answered: {exc.message} (code {exc.code})"
+    elif isinstance(exc, ConnectFailed):
+        message = str(exc)
     elif isinstance(exc, ConnectionRejected):
-        body = (exc.body or b"").decode("utf-8", "replace").strip()
-        message = f"the proxy refused the connection with HTTP {exc.status_code} ({body}); check the URL's path"
+        # One line, however long or many-lined the body (a web server's HTML page, say).
+        body = " ".join((exc.body or b"").decode("utf-8", "replace").split())
+        if len(body) > QUOTED_BODY_CHARS:
+            body = body[: QUOTED_BODY_CHARS - 3] + "..."
+        hint = "check the URL's path" if exc.status_code == 404 else "is that the proxy's address?"
+        message = f"the proxy refused the connection with HTTP {exc.status_code} ({body or 'no body'}); {hint}"
     elif isinstance(exc, HandshakeError | OSError):
         cause = exc.__cause__ or exc.__context__ or exc
-        message = f"could not connect to the proxy ({cause}); is it running at that address?"
+        message = (
+            f"could not connect to the proxy ({str(cause) or type(cause).__name__}); is it running at that address?"
+        )
     elif isinstance(exc, ConnectionClosed):
         message = f"the proxy closed the connection: {exc.reason}"
     elif isinstance(exc, trio.TooSlowError):

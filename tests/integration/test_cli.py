@@ -112,3 +112,44 @@ async def test_trio_run_script_serves_and_stops_on_ctrl_c(
         process.send_signal(signal.SIGINT)
         with trio.fail_after(15):
             assert await process.wait() == 0
+
+
+#: Seconds a wrong-port or wrong-scheme failure may take: the old client waited out its 10 s connect timeout.
+QUICK_FAILURE_S = 5.0
+
+
+@pytest.mark.timeout(90)
+async def test_the_kafka_port_and_wss_to_a_plain_proxy_are_named_at_once(kafka_broker: KafkaBroker) -> None:
+    kafka_port = kafka_broker.bootstrap.rsplit(":", 1)[1]
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"], nursery)
+        proxy = url.removeprefix("ws://")
+        try:
+            with trio.fail_after(30):
+                started = trio.current_time()
+                kafka = await trio.run_process(
+                    [COMMAND, "offsets", f"ws://127.0.0.1:{kafka_port}/kafka", "--topic", "t"],
+                    capture_stderr=True,
+                    check=False,
+                )
+                kafka_took = trio.current_time() - started
+                started = trio.current_time()
+                tls = await trio.run_process(
+                    [COMMAND, "offsets", f"wss://{proxy}/kafka", "--topic", "t"], capture_stderr=True, check=False
+                )
+                tls_took = trio.current_time() - started
+        finally:
+            process.send_signal(signal.SIGINT)
+    assert kafka.returncode == 1
+    assert kafka.stderr.decode().splitlines()[0] == (
+        f"kafka-ws-trio: error: could not connect to the proxy at 127.0.0.1:{kafka_port}: "
+        "not a WebSocket server (it closed the connection without an HTTP answer to the upgrade request)"
+    )
+    assert tls.returncode == 1
+    assert tls.stderr.decode().splitlines()[0] == (
+        f"kafka-ws-trio: error: could not connect to the proxy at {proxy}: "
+        "TLS handshake failed ([SSL: WRONG_VERSION_NUMBER] wrong version number); is the proxy serving plain ws://?"
+    )
+    assert b"Traceback" not in kafka.stderr + tls.stderr
+    assert kafka_took < QUICK_FAILURE_S
+    assert tls_took < QUICK_FAILURE_S

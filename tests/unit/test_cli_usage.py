@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,105 @@ def test_tail_max_0_prints_nothing() -> None:
         timeout=60,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+#: Seconds a connection failure may take: the old client waited out its 10 s connect timeout.
+QUICK_FAILURE_S = 5.0
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=25)
+
+
+def _serve_once(answer: bytes | None) -> tuple[socket.socket, threading.Thread]:
+    """A TCP server for one connection: it reads the upgrade request, writes ``answer`` and closes
+    (``None``: it closes without reading, as at once)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def run() -> None:
+        connection, _ = server.accept()
+        with connection:
+            if answer is not None:
+                connection.recv(4096)
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            None,
+            "not a WebSocket server (it closed the connection without an HTTP answer to the upgrade request)",
+        ),
+        (
+            b"\x00\x01garbage\n",
+            "not a WebSocket server (it answered b'\\x00\\x01garbage\\n', which is not HTTP)",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>\n<body>hi</body>\n</html>\n",
+            "it answered 'HTTP/1.1 200 OK' instead of switching to WebSocket, then closed the connection",
+        ),
+        (b"\x15\x03\x03\x00\x02\x02\x46", "it answered in TLS; use wss://"),
+    ],
+    ids=["closes-at-once", "garbage", "http-200-until-close", "tls"],
+)
+def test_a_server_that_is_not_the_proxy_is_named_at_once(answer: bytes | None, reason: str) -> None:
+    server, thread = _serve_once(answer)
+    with server:
+        port = server.getsockname()[1]
+        started = time.monotonic()
+        result = _run("offsets", f"ws://127.0.0.1:{port}/kafka", "--topic", "t")
+        elapsed = time.monotonic() - started
+    thread.join(5)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        f"kafka-ws-trio: error: could not connect to the proxy at 127.0.0.1:{port}: {reason}"
+    )
+    assert "Traceback" not in result.stderr
+    assert elapsed < QUICK_FAILURE_S
+
+
+@pytest.mark.timeout(30)
+def test_an_http_error_page_is_quoted_on_one_line() -> None:
+    page = b"<html>\n<body>\n" + b"x" * 300 + b"\n</body>\n</html>\n"
+    server, thread = _serve_once(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%s" % (len(page), page)
+    )
+    with server:
+        port = server.getsockname()[1]
+        result = _run("tail", f"ws://127.0.0.1:{port}/kafka", "--topic", "t")
+    thread.join(5)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "kafka-ws-trio: error: the proxy refused the connection with HTTP 503 "
+        f"(<html> <body> {'x' * 83}...); is that the proxy's address?"
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_nothing_listening_and_an_unknown_name_are_said_so() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: refused
+        refused = _run("offsets", f"ws://127.0.0.1:{port}/kafka", "--topic", "t")
+    unknown = _run("offsets", "ws://no-such-host.invalid:9080/kafka", "--topic", "t")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[0] == (
+        f"kafka-ws-trio: error: could not connect to the proxy at 127.0.0.1:{port}: "
+        "nothing is listening there (connection refused); is the proxy running, and on that port?"
+    )
+    assert unknown.returncode == 1
+    # The resolver's own words end the line (they differ between C libraries).
+    assert unknown.stderr.splitlines()[0].startswith(
+        "kafka-ws-trio: error: could not connect to the proxy at no-such-host.invalid:9080: "
+        "the name 'no-such-host.invalid' does not resolve ("
+    )
+    assert "Traceback" not in refused.stderr + unknown.stderr

@@ -32,6 +32,7 @@ def test_client_exports() -> None:
     import kafka_ws_trio.client
 
     assert sorted(kafka_ws_trio.client.__all__) == [
+        "ConnectFailed",
         "EARLIEST",
         "LATEST",
         "PubSubClient",
