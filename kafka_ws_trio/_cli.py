@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
@@ -17,6 +17,9 @@ import trio
 from ._config import ConfigError, ProxyConfig, ServerConfig, load_config
 from ._runtime import tune_gc
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .client import PubSubClient
 
 log = logging.getLogger("kafka_ws_trio.cli")
 
@@ -210,8 +213,31 @@ async def _offsets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _out_of_range(client: PubSubClient, topic: str, partition: int, offset: int) -> str:
+    """The sentence for a fetch Kafka refused as OFFSET_OUT_OF_RANGE: which offsets the partition holds.
+
+    The proxy's answer keeps APISIX's wording, which names no range; asking
+    for the earliest and latest offsets lets the user pick a valid ``--from``.
+    """
+    from .client import EARLIEST, LATEST
+
+    earliest = await client.list_offset(topic, partition, EARLIEST)
+    latest = await client.list_offset(topic, partition, LATEST)
+    if latest == earliest + 1:
+        holds = f"it holds only offset {earliest} (the next record gets {latest})"
+    elif latest > earliest:
+        holds = f"it holds offsets {earliest} to {latest - 1} (the next record gets {latest})"
+    else:
+        holds = f"it holds no records now (the next record gets offset {latest})"
+    return (
+        f"kafka-ws-trio: error: offset {offset} is out of range for {topic} partition {partition}: "
+        f"{holds}; use --from earliest or --from latest"
+    )
+
+
 async def _tail(args: argparse.Namespace) -> int:
-    from .client import open_client
+    from ._proto import ErrorCode
+    from .client import PubSubError, open_client
 
     _check_url(args.url)
     kind, start = _parse_from(args.start)
@@ -223,7 +249,12 @@ async def _tail(args: argparse.Namespace) -> int:
     async with open_client(args.url, request_timeout=args.timeout) as client:
         offset = await client.list_offset(args.topic, args.partition, start) if kind == "list" else start
         while True:
-            records = await client.fetch(args.topic, args.partition, offset)
+            try:
+                records = await client.fetch(args.topic, args.partition, offset)
+            except PubSubError as exc:
+                if exc.code != ErrorCode.OFFSET_OUT_OF_RANGE:
+                    raise
+                raise SystemExit(await _out_of_range(client, args.topic, args.partition, offset)) from None
             for record in records:
                 print(_format_record(record), flush=True)
                 offset = record.offset + 1

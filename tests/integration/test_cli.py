@@ -13,7 +13,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from kafka_ws_trio.testing import KafkaBroker, Record, produce
+from kafka_ws_trio.testing import KafkaBroker, Record, create_topic, produce
 
 COMMAND = str(Path(sys.executable).parent / "kafka-ws-trio")
 START_TIMEOUT = 30
@@ -153,3 +153,47 @@ async def test_the_kafka_port_and_wss_to_a_plain_proxy_are_named_at_once(kafka_b
     assert b"Traceback" not in kafka.stderr + tls.stderr
     assert kafka_took < QUICK_FAILURE_S
     assert tls_took < QUICK_FAILURE_S
+
+
+def _delete_records_before(broker: KafkaBroker, topic: str, offset: int) -> None:
+    """What retention does to old records: partition 0's log now starts at ``offset``."""
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**broker.client_config())
+    try:
+        admin.delete_records({TopicPartition(topic, 0): offset}, timeout_ms=30_000)
+    finally:
+        admin.close()
+
+
+@pytest.mark.timeout(90)
+async def test_tail_from_an_offset_out_of_range_names_the_range(kafka_broker: KafkaBroker) -> None:
+    short, empty, trimmed = (create_topic(kafka_broker) for _ in range(3))
+    produce(kafka_broker, short, [b"a", b"b"])
+    produce(kafka_broker, trimmed, [b"a", b"b", b"c", b"d"])
+    await trio.to_thread.run_sync(_delete_records_before, kafka_broker, trimmed, 3)
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"], nursery)
+        route = url + "/kafka"
+        try:
+            with trio.fail_after(60):
+                results = [
+                    await trio.run_process(
+                        [COMMAND, "tail", route, "--topic", topic, "--from", start], capture_stderr=True, check=False
+                    )
+                    for topic, start in ((short, "999"), (empty, "5"), (trimmed, "1"))
+                ]
+        finally:
+            process.send_signal(signal.SIGINT)
+    first_lines = [result.stderr.decode().splitlines()[0] for result in results]
+    assert first_lines == [
+        f"kafka-ws-trio: error: offset 999 is out of range for {short} partition 0: "
+        "it holds offsets 0 to 1 (the next record gets 2); use --from earliest or --from latest",
+        f"kafka-ws-trio: error: offset 5 is out of range for {empty} partition 0: "
+        "it holds no records now (the next record gets offset 0); use --from earliest or --from latest",
+        f"kafka-ws-trio: error: offset 1 is out of range for {trimmed} partition 0: "
+        "it holds only offset 3 (the next record gets 4); use --from earliest or --from latest",
+    ]
+    assert [result.returncode for result in results] == [1, 1, 1]
+    assert all(b"Traceback" not in result.stderr for result in results)
