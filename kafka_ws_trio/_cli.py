@@ -50,7 +50,11 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = serve.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", metavar="FILE", help="TOML config file (see examples/proxy.toml)")
+    source.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file; the README's Configuration section lists its keys (examples/proxy.toml in a checkout)",
+    )
     source.add_argument(
         "--kafka", metavar="HOST:PORT[,HOST:PORT...]", help="serve one route, /kafka, to these plaintext brokers"
     )

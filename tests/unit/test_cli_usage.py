@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,25 @@ def test_help_explains_every_command() -> None:
     serve = subprocess.run([COMMAND, "serve", "--help"], capture_output=True, text=True, timeout=60, check=True)
     for text in ("--config", "--kafka", "--host", "--port", "SIGTERM"):
         assert text in serve.stdout
+
+
+def test_help_stands_alone_for_a_pip_user_without_a_checkout() -> None:
+    broker = subprocess.run([COMMAND, "broker", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    text = " ".join(broker.stdout.split())
+    for needed in (
+        "Java 17",
+        "Maven Central",
+        "$KAFKA_WS_TRIO_HOME",
+        "~/.cache/kafka-ws-trio",
+        "kafka-ws-trio broker up",
+    ):
+        assert needed in text
+    serve = subprocess.run([COMMAND, "serve", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    # Checkout-only paths appear only as such.
+    for help_text in (text, " ".join(serve.stdout.split())):
+        for path in re.finditer(r"(scripts|examples)/", help_text):
+            nearby = help_text[max(0, path.start() - 60) : path.end() + 60]
+            assert "checkout" in nearby, nearby
 
 
 def test_tune_gc_freezes_what_exists_and_raises_the_thresholds() -> None:

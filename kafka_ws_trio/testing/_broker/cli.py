@@ -17,11 +17,29 @@ def env_lines(env: dict[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys) + f"# started: {started}\n"
 
 
+def _epilog(prog: str) -> str:
+    """The help's closing text: it stands alone for a pip user, who has no checkout and no scripts/kafka."""
+    return (
+        "Typical use:\n"
+        f'  eval "$({prog} up)"   # sets KAFKA_BOOTSTRAP, KAFKA_CA_FILE, KAFKA_SASL_...\n'
+        '  kafka-ws-trio serve --kafka "$KAFKA_BOOTSTRAP"\n'
+        f"  {prog} down\n"
+        "\n"
+        "Needs Java 17 or newer, Maven (mvn), openssl and keytool on PATH. The first 'up' of a\n"
+        "Kafka version downloads its jars from Maven Central. Jars, certificates and broker\n"
+        "data go to $KAFKA_WS_TRIO_HOME if set, else ~/.cache/kafka-ws-trio (under\n"
+        "$XDG_CACHE_HOME if set). In a checkout of the project, scripts/kafka is this same\n"
+        "command and the files go to the checkout's .kafka folder."
+    )
+
+
 def _build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Run a real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for tests and demos.",
-        epilog='Typical use:  eval "$(scripts/kafka up)"  ...  scripts/kafka down',
+        description="Run a real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for tests and demos.\n"
+        "'up' starts it and prints its addresses and credentials as shell lines to eval.",
+        epilog=_epilog(prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,stop,status}")
     p_up = sub.add_parser("up", help="start a broker (or find the running one) and print its env as shell lines")
