@@ -11,15 +11,17 @@ and the TLS files a route names (they must exist, be readable and parse as
 PEM when the config is loaded, not at the first connection).
 
 The classes validate themselves, so a config built in code (for embedding, or
-in tests) gets the same checks as one read from a file. A bad value raises
-:class:`ConfigError`, whose message reads
+in tests) gets the same checks as one read from a file. Bad values raise
+:class:`ConfigError`, whose message has a line per problem, such as
 ``proxy.toml: routes[0].nodes[1]: "localhost" is not host:port ...``:
-the file, the key path, the problem and what is allowed. Passwords are kept
+the file, the key path, the problem and what is allowed. A file is read
+whole, so every independent mistake in it is reported at once (up to
+:data:`MAX_REPORTED_PROBLEMS`), each as a :class:`ConfigProblem`. Passwords are kept
 in :class:`Secret`, which never shows its value in a repr, a log line or an
 error message.
 
 One module per concern: ``_defaults`` (the named defaults and bounds),
-``_errors`` (:class:`ConfigError` and the wording of its messages),
+``_errors`` (:class:`ConfigError`, its problems and the wording of its messages),
 ``_secret`` (:class:`Secret`), ``_checks`` (the validators and converters the
 classes run on each value), ``_model`` (the classes) and ``_toml`` (reading a
 file or text: unknown keys, relative paths, ``*_env`` secrets, key paths in
@@ -53,7 +55,9 @@ from ._defaults import MAX_INT32 as MAX_INT32
 from ._defaults import MAX_SECONDS as MAX_SECONDS
 from ._defaults import MIN_MAX_MESSAGE_SIZE as MIN_MAX_MESSAGE_SIZE
 from ._defaults import SASL_MECHANISMS as SASL_MECHANISMS
+from ._errors import MAX_REPORTED_PROBLEMS as MAX_REPORTED_PROBLEMS
 from ._errors import ConfigError as ConfigError
+from ._errors import ConfigProblem as ConfigProblem
 from ._model import ProxyConfig as ProxyConfig
 from ._model import RouteConfig as RouteConfig
 from ._model import SaslConfig as SaslConfig

@@ -1,7 +1,8 @@
 """The checks and conversions the config classes run on each value (attrs validators and converters).
 
 Each validator raises :class:`ConfigError` keyed by the attribute's name, so
-the TOML reader only has to put the table's key path in front. None of them
+the TOML reader only has to put the table's key path in front; the reader also
+runs them one value at a time, to report every bad value in a table. None of them
 shows a value that might be a secret.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Final, TypeAlias
 import attrs
 
 from ._defaults import MAX_INT32, MAX_SECONDS
-from ._errors import ConfigError, _kind, _quote, _suggest
+from ._errors import ConfigError, ConfigProblem, _kind, _quote, _raise_all, _suggest
 from ._secret import Secret
 
 _NODE_EXAMPLE: Final = '(e.g. "127.0.0.1:9092" or "[::1]:9092")'
@@ -164,15 +165,18 @@ def _check_nodes(_instance: object, attribute: attrs.Attribute[Any], value: obje
         raise ConfigError(
             f'is empty; list at least one bootstrap broker as "host:port" {_NODE_EXAMPLE}', key=attribute.name
         )
+    # Every bad node is reported: each is a mistake of its own.
+    problems = []
     first_seen: dict[str, int] = {}
     for index, node in enumerate(value):
-        key = f"{attribute.name}[{index}]"
         problem = _node_problem(node)
+        if problem is None and node in first_seen:
+            problem = f"{_quote(node)} is listed twice (also at nodes[{first_seen[node]}])"
+        elif problem is None:
+            first_seen[node] = index
         if problem is not None:
-            raise ConfigError(problem, key=key)
-        if node in first_seen:
-            raise ConfigError(f"{_quote(node)} is listed twice (also at nodes[{first_seen[node]}])", key=key)
-        first_seen[node] = index
+            problems.append(ConfigProblem(f"{attribute.name}[{index}]", problem))
+    _raise_all(problems)
 
 
 def _check_uri(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:

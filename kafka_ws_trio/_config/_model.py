@@ -3,13 +3,17 @@
 A config built in code (for embedding, or in tests) gets the same checks as
 one read from a file. Besides checking each value (``_checks``), the classes
 check what needs several values at once: TLS files that load together, a fetch
-wait shorter than the request deadline, one route per uri.
+wait shorter than the request deadline, one route per uri. Those checks are
+functions of the values (``_tls_problems``, ``_route_problems``) so that the
+TOML reader can run them on the values of a table that are fine on their own
+while others in it are not, and leave out a check whose values are already
+reported wrong: its problem would only follow from that one.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Literal
 
 import attrs
@@ -56,7 +60,7 @@ from ._defaults import (
     MIN_MAX_MESSAGE_SIZE,
     SASL_MECHANISMS,
 )
-from ._errors import ConfigError, _kind, _quote
+from ._errors import ConfigError, ConfigProblem, _kind, _quote, _raise_all
 from ._secret import Secret
 
 _NO_ROUTES: Final = 'no routes; add at least one [[routes]] table with a uri and nodes, e.g. uri = "/kafka"'
@@ -110,43 +114,52 @@ class TlsConfig:
     key_password: Secret | None = attrs.field(default=None, converter=_to_optional_secret, validator=_check_secret)
 
     def __attrs_post_init__(self) -> None:
-        if self.key_file is not None and self.cert_file is None:
-            raise ConfigError("needs cert_file, the client certificate this key belongs to", key="key_file")
-        if self.key_password is not None and self.cert_file is None:
-            raise ConfigError("is set but there is no cert_file/key_file to decrypt", key="key_password")
-        if self.ca_file is not None and not self.verify:
-            raise ConfigError(
-                "is set but verify is false, so the broker's certificate would not be checked; "
-                "set verify = true, or remove ca_file",
-                key="ca_file",
-            )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if self.ca_file is not None:
-            try:
-                context.load_verify_locations(cafile=self.ca_file)
-            except OSError as exc:
-                raise ConfigError(
-                    f"{self.ca_file} holds no PEM CA certificate ({_ssl_reason(exc)})", key="ca_file"
-                ) from None
-        if self.cert_file is not None:
-            self._check_cert_chain(context, self.cert_file)
+        _raise_all(_tls_problems(attrs.asdict(self, recurse=False)))
 
-    def _check_cert_chain(self, context: ssl.SSLContext, cert_file: str) -> None:
-        key_key = "key_file" if self.key_file is not None else "cert_file"
-        key_file = self.key_file or cert_file
-        password = self.key_password.reveal if self.key_password is not None else _no_key_password
+
+def _tls_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
+    """The problems across a tls table's *values*, which holds only the values that are fine on their own."""
+    cert_file, key_file, key_password = (values.get(key) for key in ("cert_file", "key_file", "key_password"))
+    no_cert = "cert_file" in values and cert_file is None
+    if key_file is not None and no_cert:
+        yield ConfigProblem("key_file", "needs cert_file, the client certificate this key belongs to")
+    if key_password is not None and no_cert:
+        yield ConfigProblem("key_password", "is set but there is no cert_file/key_file to decrypt")
+    ca_file = values.get("ca_file")
+    if ca_file is not None and "verify" in values and not values["verify"]:
+        yield ConfigProblem(
+            "ca_file",
+            "is set but verify is false, so the broker's certificate would not be checked; "
+            "set verify = true, or remove ca_file",
+        )
+    elif ca_file is not None:
         try:
-            context.load_cert_chain(cert_file, self.key_file, password=password)
-        except _EncryptedKey:
-            raise ConfigError(
-                f"the private key in {key_file} is encrypted; set key_password or key_password_env", key=key_key
-            ) from None
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=ca_file)
         except OSError as exc:
-            raise ConfigError(
-                f"cannot load the client certificate {cert_file} with the private key in {key_file} "
-                f"({_ssl_reason(exc)}); both must be PEM, belong together, and key_password must be right",
-                key=key_key,
-            ) from None
+            yield ConfigProblem("ca_file", f"{ca_file} holds no PEM CA certificate ({_ssl_reason(exc)})")
+    if cert_file is not None and "key_file" in values and "key_password" in values:
+        problem = _cert_chain_problem(cert_file, key_file, key_password)
+        if problem is not None:
+            yield problem
+
+
+def _cert_chain_problem(cert_file: str, key_file: str | None, key_password: Secret | None) -> ConfigProblem | None:
+    key_key = "key_file" if key_file is not None else "cert_file"
+    key_path = key_file or cert_file
+    password = key_password.reveal if key_password is not None else _no_key_password
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file, password=password)
+    except _EncryptedKey:
+        return ConfigProblem(
+            key_key, f"the private key in {key_path} is encrypted; set key_password or key_password_env"
+        )
+    except OSError as exc:
+        return ConfigProblem(
+            key_key,
+            f"cannot load the client certificate {cert_file} with the private key in {key_path} "
+            f"({_ssl_reason(exc)}); both must be PEM, belong together, and key_password must be right",
+        )
+    return None
 
 
 def _ssl_reason(exc: OSError) -> str:
@@ -204,19 +217,7 @@ class RouteConfig:
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
 
     def __attrs_post_init__(self) -> None:
-        if self.fetch_max_wait >= self.request_timeout:
-            # A fetch waiting that long for new records would always miss its own deadline.
-            raise ConfigError(
-                f"{self.fetch_max_wait!r} is too long; it must be less than request_timeout "
-                f"({self.request_timeout!r} s)",
-                key="fetch_max_wait",
-            )
-        if self.cache_bytes < self.fetch_max_bytes:
-            # One poll would not fit in the window: every fetch would poll Kafka again.
-            raise ConfigError(
-                f"{self.cache_bytes!r} is too small; it must be at least fetch_max_bytes ({self.fetch_max_bytes!r})",
-                key="cache_bytes",
-            )
+        _raise_all(_route_problems(attrs.asdict(self, recurse=False)))
 
     @property
     def security_protocol(self) -> Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]:
@@ -224,6 +225,28 @@ class RouteConfig:
         if self.sasl is None:
             return "PLAINTEXT" if self.tls is None else "SSL"
         return "SASL_PLAINTEXT" if self.tls is None else "SASL_SSL"
+
+
+def _route_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
+    """The problems across a route's *values*, which holds only the values that are fine on their own."""
+    if "fetch_max_wait" in values and "request_timeout" in values:
+        wait, timeout = values["fetch_max_wait"], values["request_timeout"]
+        if wait >= timeout:
+            # A fetch waiting that long for new records would always miss its own deadline.
+            yield ConfigProblem(
+                "fetch_max_wait", f"{wait!r} is too long; it must be less than request_timeout ({timeout!r} s)"
+            )
+    if "cache_bytes" in values and "fetch_max_bytes" in values:
+        window, poll = values["cache_bytes"], values["fetch_max_bytes"]
+        if window < poll:
+            # One poll would not fit in the window: every fetch would poll Kafka again.
+            yield ConfigProblem(
+                "cache_bytes", f"{window!r} is too small; it must be at least fetch_max_bytes ({poll!r})"
+            )
+
+
+def _same_uri(uri: str, first: int) -> str:
+    return f"{_quote(uri)} is already the uri of routes[{first}]; each path serves one route"
 
 
 def _to_routes(value: Iterable[RouteConfig]) -> tuple[RouteConfig, ...]:
@@ -237,18 +260,17 @@ def _check_routes(_instance: object, attribute: attrs.Attribute[Any], value: obj
         raise ConfigError(f"expected an array of routes, got {_kind(value)}", key=attribute.name)
     if not value:
         raise ConfigError(_NO_ROUTES, key=attribute.name)
+    problems = []
     first_seen: dict[str, int] = {}
     for index, route in enumerate(value):
         key = f"{attribute.name}[{index}]"
         if not isinstance(route, RouteConfig):
-            raise ConfigError(f"expected a RouteConfig, got {_kind(route)}", key=key)
-        if route.uri in first_seen:
-            raise ConfigError(
-                f"{_quote(route.uri)} is already the uri of routes[{first_seen[route.uri]}]; "
-                "each path serves one route",
-                key=f"{key}.uri",
-            )
-        first_seen[route.uri] = index
+            problems.append(ConfigProblem(key, f"expected a RouteConfig, got {_kind(route)}"))
+        elif route.uri in first_seen:
+            problems.append(ConfigProblem(f"{key}.uri", _same_uri(route.uri, first_seen[route.uri])))
+        else:
+            first_seen[route.uri] = index
+    _raise_all(problems)
 
 
 @attrs.frozen

@@ -4,6 +4,13 @@ The reader rejects unknown keys (suggesting the nearest known one), makes TLS
 file paths absolute relative to the config file, reads ``*_env`` secrets from
 the environment, and puts the file name and the key path, such as
 ``routes[0].nodes[1]``, in front of every problem the classes report.
+
+It reads the whole document before it gives up: each value is checked on its
+own, each table and route whatever the others hold, and the checks across
+values run on the values that are fine, so one :class:`ConfigError` lists every
+independent mistake in the order the keys stand in the file. A problem that
+would only follow from another (a key missing because it is misspelt, a check
+across two values one of which is wrong) is left out.
 """
 
 from __future__ import annotations
@@ -11,15 +18,25 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 
-from ._errors import ConfigError, _kind, _quote, _suggest
-from ._model import ProxyConfig, RouteConfig, SaslConfig, ServerConfig, TlsConfig
+from ._errors import ConfigError, ConfigProblem, _closest, _kind, _quote, _suggest
+from ._model import (
+    _NO_ROUTES,
+    ProxyConfig,
+    RouteConfig,
+    SaslConfig,
+    ServerConfig,
+    TlsConfig,
+    _route_problems,
+    _same_uri,
+    _tls_problems,
+)
 from ._secret import Secret
 
 if sys.version_info >= (3, 11):
@@ -40,8 +57,9 @@ def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
     ``*_env`` keys are read from ``os.environ``.
 
     Raises:
-        ConfigError: The file cannot be read, is not TOML, or holds a value
-            that is not allowed. The message starts with *path*.
+        ConfigError: The file cannot be read, is not TOML, or holds values
+            that are not allowed: every one found, a line each, each line
+            starting with *path*.
     """
     source = os.fspath(path)
     try:
@@ -71,7 +89,8 @@ def parse_config(
         environ: Where ``*_env`` keys look; default ``os.environ``.
 
     Raises:
-        ConfigError: The text is not TOML, or holds a value that is not allowed.
+        ConfigError: The text is not TOML, or holds values that are not
+            allowed (every one found).
     """
     try:
         document = tomllib.loads(text)
@@ -79,8 +98,10 @@ def parse_config(
         # tomllib's message names the line and column, never the text itself.
         raise ConfigError(f"invalid TOML: {exc}", source=source) from None
     reader = _Reader(Path.cwd() if base_dir is None else Path(base_dir), os.environ if environ is None else environ)
-    with _at("", source=source):
+    try:
         return reader.proxy(document)
+    except ConfigError as exc:
+        raise exc._within("", source) from None
 
 
 _SERVER_KEYS: Final = tuple(field.name for field in attrs.fields(ServerConfig))
@@ -89,28 +110,137 @@ _TLS_KEYS: Final = (*(field.name for field in attrs.fields(TlsConfig)), "key_pas
 _SASL_KEYS: Final = (*(field.name for field in attrs.fields(SaslConfig)), "password_env")
 _TLS_PATHS: Final = ("ca_file", "cert_file", "key_file")
 
+_T = TypeVar("_T")
 
-@contextmanager
-def _at(key: str, *, source: str = "") -> Iterator[None]:
-    """Put *key* in front of the key path of a ConfigError raised inside (and *source*)."""
+
+class _Problems:
+    """The problems found in one table, each kept at the place of the key it is about.
+
+    tomllib keeps a table's keys in the order they stand in the file, so
+    listing the problems by that place lists them in file order, whatever order
+    the checks ran in. A problem about a key the table lacks goes last.
+    """
+
+    def __init__(self, table: Iterable[str] = ()) -> None:
+        self._place = {key: index for index, key in enumerate(table)}
+        self._found: list[tuple[int, ConfigProblem]] = []
+        self._omitted = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def add(self, error: ConfigError, at: str | None = None) -> None:
+        """Keep the problems of *error* at the place of key *at*, or else each at its own key's."""
+        end = len(self._place)
+        for problem in error.problems:
+            self._found.append((self._place.get(problem.key if at is None else at, end), problem))
+        self._omitted += error.omitted
+
+    @contextmanager
+    def at(self, key: str | None = None) -> Iterator[None]:
+        """Keep a ConfigError raised inside, as it is, at the place of *key* (or each problem's own)."""
+        try:
+            yield
+        except ConfigError as error:
+            self.add(error, key)
+
+    @contextmanager
+    def within(self, key: str) -> Iterator[None]:
+        """Keep a ConfigError raised inside with *key* in front of its key paths, at the place of *key*."""
+        try:
+            yield
+        except ConfigError as error:
+            self.add(error._within(key), key)
+
+    def error(self) -> ConfigError | None:
+        """One error with every problem kept, in file order; None when there are none."""
+        if not self._found:
+            return None
+        problems = [problem for _, problem in sorted(self._found, key=lambda found: found[0])]
+        return ConfigError._of(problems, omitted=self._omitted)
+
+    def raise_any(self) -> None:
+        error = self.error()
+        if error is not None:
+            raise error
+
+    def unknown_keys(self, table: Mapping[str, object], known: tuple[str, ...]) -> set[str]:
+        """Keep a problem for each key of *table* not in *known*; return the known keys they look misspelt from."""
+        meant = set()
+        for key in table:
+            if key not in known:
+                name = key if _BARE_KEY.fullmatch(key) else _quote(key)
+                problem = f"unknown key; {_suggest(key, known)}known keys: {', '.join(known)}"
+                self.add(ConfigError(problem, key=name), key)
+                meant.add(_closest(key, known))
+        return {key for key in meant if key is not None}
+
+    def require(self, table: Mapping[str, object], key: str, hint: str, meant: set[str]) -> None:
+        """Keep a problem if *table* lacks *key*, unless a misspelling of it is already reported."""
+        if key not in table and key not in meant:
+            self.add(ConfigError(f"missing; {hint}", key=key))
+
+
+def _defaults(cls: type, table: Mapping[str, object]) -> dict[str, Any]:
+    """The defaults of the fields of *cls* that *table* leaves out."""
+    return {
+        field.name: field.default
+        for field in attrs.fields(cls)
+        if field.name not in table and field.default is not attrs.NOTHING
+    }
+
+
+def _checked(cls: type, key: str, value: object) -> Any:
+    """*value* converted and checked as field *key* of *cls* would be, on its own."""
+    field = attrs.fields_dict(cls)[key]
+    # attrs keeps the plain function it was given here (its stub says Converter).
+    converter: Any = field.converter
+    if converter is not None:
+        value = converter(value)
+    if field.validator is not None:
+        field.validator(None, field, value)
+    return value
+
+
+def _fields(cls: type, table: Mapping[str, object], problems: _Problems, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The defaults and the values of *table* that are fields of *cls* and fine on their own.
+
+    The problems of the others are kept in *problems*, and their keys left out.
+    """
+    values = _defaults(cls, table)
+    names = attrs.fields_dict(cls)
+    for key, value in table.items():
+        if key in names and key not in skip:
+            with problems.at(key):
+                values[key] = _checked(cls, key, value)
+    return values
+
+
+def _build(
+    cls: Callable[..., _T],
+    values: dict[str, Any],
+    problems: _Problems,
+    across: Callable[[Mapping[str, Any]], Iterable[ConfigProblem]],
+) -> _T:
+    """Build *cls* from *values*, or raise every problem of its table.
+
+    When some values are wrong already, the checks *across* values still run
+    on the ones that are fine: a mistake there is a mistake of its own. (With
+    every value fine, building runs those checks.)
+    """
+    if problems:
+        for problem in across(values):
+            problems.add(ConfigError(problem.problem, key=problem.key))
+        problems.raise_any()
     try:
-        yield
-    except ConfigError as exc:
-        if exc.source:
-            raise
-        raise exc._within(key, source) from None
+        return cls(**values)
+    except ConfigError as error:
+        problems.add(error)
+        raise problems.error() or error from None
 
 
-def _check_keys(table: Mapping[str, object], known: tuple[str, ...]) -> None:
-    for key in table:
-        if key not in known:
-            name = key if _BARE_KEY.fullmatch(key) else _quote(key)
-            raise ConfigError(f"unknown key; {_suggest(key, known)}known keys: {', '.join(known)}", key=name)
-
-
-def _require(table: Mapping[str, object], key: str, hint: str) -> None:
-    if key not in table:
-        raise ConfigError(f"missing; {hint}", key=key)
+def _no_problems(_values: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+    return ()
 
 
 @attrs.frozen
@@ -119,34 +249,65 @@ class _Reader:
     environ: Mapping[str, str]
 
     def proxy(self, document: dict[str, Any]) -> ProxyConfig:
-        _check_keys(document, ("server", "routes"))
-        server_table = document.get("server", {})
-        with _at("server"):
-            if not isinstance(server_table, dict):
-                raise ConfigError(f"expected a table ([server]), got {_kind(server_table)}")
-            _check_keys(server_table, _SERVER_KEYS)
-            server = ServerConfig(**server_table)
-        routes = document.get("routes", [])
-        if not isinstance(routes, list):
-            raise ConfigError(f"expected an array of tables ([[routes]]), got {_kind(routes)}", key="routes")
-        built = []
-        for index, table in enumerate(routes):
-            with _at(f"routes[{index}]"):
-                built.append(self.route(table))
-        return ProxyConfig(server, built)
+        problems = _Problems(document)
+        meant = problems.unknown_keys(document, ("server", "routes"))
+        server = ServerConfig()
+        routes: list[RouteConfig] = []
+        if "server" in document:
+            with problems.within("server"):
+                server = self.server(document["server"])
+        if "routes" in document:
+            with problems.within("routes"):
+                routes = self.routes(document["routes"])
+        elif "routes" not in meant:
+            problems.add(ConfigError(_NO_ROUTES, key="routes"))
+        problems.raise_any()
+        return ProxyConfig(server, routes)
 
-    def route(self, table: object) -> RouteConfig:
+    def server(self, table: object) -> ServerConfig:
+        if not isinstance(table, dict):
+            raise ConfigError(f"expected a table ([server]), got {_kind(table)}")
+        problems = _Problems(table)
+        problems.unknown_keys(table, _SERVER_KEYS)
+        return _build(ServerConfig, _fields(ServerConfig, table, problems), problems, _no_problems)
+
+    def routes(self, value: object) -> list[RouteConfig]:
+        if not isinstance(value, list):
+            raise ConfigError(f"expected an array of tables ([[routes]]), got {_kind(value)}")
+        if not value:
+            raise ConfigError(_NO_ROUTES)
+        problems = _Problems()
+        uris: dict[str, int] = {}
+        built = []
+        for index, table in enumerate(value):
+            with problems.within(f"[{index}]"):
+                built.append(self.route(table, index, uris))
+        problems.raise_any()
+        return built
+
+    def route(self, table: object, index: int, uris: dict[str, int]) -> RouteConfig:
+        """Read routes[*index*]; *uris* maps each good uri seen so far to its route's index."""
         if not isinstance(table, dict):
             raise ConfigError(f"expected a table, got {_kind(table)}")
-        _check_keys(table, _ROUTE_KEYS)
-        _require(table, "uri", 'every route needs its WebSocket path, e.g. uri = "/kafka"')
-        _require(table, "nodes", 'every route needs its bootstrap brokers, e.g. nodes = ["127.0.0.1:9092"]')
-        options = dict(table)
-        with _at("tls"):
-            options["tls"] = self.tls(options.get("tls", False))
-        with _at("sasl"):
-            options["sasl"] = self.sasl(options.get("sasl"))
-        return RouteConfig(**options)
+        problems = _Problems(table)
+        meant = problems.unknown_keys(table, _ROUTE_KEYS)
+        problems.require(table, "uri", 'every route needs its WebSocket path, e.g. uri = "/kafka"', meant)
+        problems.require(
+            table, "nodes", 'every route needs its bootstrap brokers, e.g. nodes = ["127.0.0.1:9092"]', meant
+        )
+        values = _fields(RouteConfig, table, problems, skip=("tls", "sasl"))
+        if "tls" in table:
+            with problems.within("tls"):
+                values["tls"] = self.tls(table["tls"])
+        if "sasl" in table:
+            with problems.within("sasl"):
+                values["sasl"] = self.sasl(table["sasl"])
+        uri = values.get("uri")
+        if uri in uris:
+            problems.add(ConfigError(_same_uri(uri, uris[uri]), key="uri"))
+        elif uri is not None:
+            uris[uri] = index
+        return _build(RouteConfig, values, problems, _route_problems)
 
     def tls(self, value: object) -> TlsConfig | None:
         if value is False:
@@ -155,13 +316,16 @@ class _Reader:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"expected a table such as {{ verify = true }}, or true/false, got {_kind(value)}")
-        _check_keys(value, _TLS_KEYS)
-        options = dict(value)
-        for key in _TLS_PATHS:
-            if key in options:
-                options[key] = self.path(options[key], key)
-        options["key_password"] = self.secret(options, "key_password", required=False)
-        return TlsConfig(**options)
+        problems = _Problems(value)
+        problems.unknown_keys(value, _TLS_KEYS)
+        table = {key: self.path(item) if key in _TLS_PATHS else item for key, item in value.items()}
+        values = _fields(TlsConfig, table, problems, skip=("key_password",))
+        # Until the secret reads well, the key is left out, so no check runs with a default in its place.
+        values.pop("key_password", None)
+        with problems.at():
+            secret = self.secret(value, "key_password", required=False)
+            values["key_password"] = _checked(TlsConfig, "key_password", secret)
+        return _build(TlsConfig, values, problems, _tls_problems)
 
     def sasl(self, value: object) -> SaslConfig | None:
         if value is None:
@@ -170,26 +334,31 @@ class _Reader:
             raise ConfigError(
                 f'expected a table such as {{ username = "u", password_env = "KAFKA_PASSWORD" }}, got {_kind(value)}'
             )
-        _check_keys(value, _SASL_KEYS)
-        _require(value, "username", "SASL needs a username")
-        options = dict(value)
-        options["password"] = self.secret(options, "password", required=True)
-        return SaslConfig(**options)
+        problems = _Problems(value)
+        meant = problems.unknown_keys(value, _SASL_KEYS)
+        problems.require(value, "username", "SASL needs a username", meant)
+        values = _fields(SaslConfig, value, problems, skip=("password",))
+        with problems.at():
+            secret = self.secret(value, "password", required="password" not in meant)
+            if secret is not None:
+                values["password"] = _checked(SaslConfig, "password", secret)
+        return _build(SaslConfig, values, problems, _no_problems)
 
-    def path(self, value: object, key: str) -> str:
+    def path(self, value: object) -> object:
+        """*value* as an absolute path, if it is one; anything else is left for the field's check to report."""
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"expected a file path, got {_kind(value)}", key=key)
+            return value
         # abspath, not resolve(): a symlink (e.g. a Kubernetes secret mount) must stay a
         # symlink so that a rotated certificate is picked up where it is linked.
         return os.path.abspath(self.base_dir / Path(value).expanduser())
 
-    def secret(self, options: dict[str, Any], key: str, *, required: bool) -> Secret | None:
-        """Take *key* or *key*_env out of *options*, as a Secret."""
+    def secret(self, table: Mapping[str, Any], key: str, *, required: bool) -> Secret | None:
+        """The Secret that *table* gives as *key* or as *key*_env (an environment variable's name)."""
         env_key = f"{key}_env"
-        if key in options and env_key in options:
+        if key in table and env_key in table:
             raise ConfigError(f"set {key} or {env_key}, not both", key=env_key)
-        if env_key in options:
-            name = options.pop(env_key)
+        if env_key in table:
+            name = table[env_key]
             if not isinstance(name, str):
                 raise ConfigError(f"expected the name of an environment variable, got {_kind(name)}", key=env_key)
             if not _ENV_NAME.fullmatch(name):
@@ -198,10 +367,12 @@ class _Reader:
                     "is not the name of an environment variable (letters, digits and _, not starting with a digit)",
                     key=env_key,
                 )
-            with _at(env_key):
+            try:
                 return Secret.from_env(name, self.environ)
-        if key in options:
-            value = options.pop(key)
+            except ConfigError as exc:
+                raise exc._within(env_key) from None
+        if key in table:
+            value = table[key]
             if not isinstance(value, str):
                 raise ConfigError(f"expected a string, got {_kind(value)}", key=key)
             return Secret(value)

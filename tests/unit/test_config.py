@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -414,6 +415,195 @@ def test_no_routes_at_all() -> None:
     assert_points_at(fails("[server]\nport = 1\n"), "routes", "no routes", "[[routes]]")
     assert_points_at(fails("routes = []\n"), "routes", "no routes")
     assert_points_at(fails(""), "routes", "no routes")
+
+
+# ---- every mistake at once -----------------------------------------------------------------------
+
+SERVER_KEYS = ", ".join(_config._SERVER_KEYS)
+
+
+def test_three_mistakes_are_reported_together() -> None:
+    error = fails(
+        "[server]\nprot = 9080\n"
+        '[[routes]]\nuri = "/kafka"\nnodes = ["127.0.0.1:99999"]\n'
+        'sasl = { mechanism = "MD5", username = "u", password = "p" }\n'
+    )
+    assert str(error) == (
+        f'proxy.toml: server.prot: unknown key; did you mean "port"? known keys: {SERVER_KEYS}\n'
+        'proxy.toml: routes[0].nodes[0]: "127.0.0.1:99999": port 99999 is out of range; expected 1 to 65535\n'
+        'proxy.toml: routes[0].sasl.mechanism: "MD5" is not supported; '
+        'expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"'
+    )
+    assert [problem.key for problem in error.problems] == [
+        "server.prot",
+        "routes[0].nodes[0]",
+        "routes[0].sasl.mechanism",
+    ]
+    assert error.omitted == 0
+    # The single-problem attributes name the first, for callers written before.
+    assert (error.key, error.problem) == error.problems[0]
+    assert error.source == "proxy.toml"
+
+
+def test_one_mistake_reads_as_before() -> None:
+    error = fails(f"[server]\nprot = 9080\n{ROUTE}")
+    assert str(error) == f'proxy.toml: server.prot: unknown key; did you mean "port"? known keys: {SERVER_KEYS}'
+    assert error.problems == (_config.ConfigProblem("server.prot", error.problem),)
+    assert error.args == (str(error),)
+
+
+# Independent mistakes, each (the good line, the bad line, the line reported for it), in file order.
+MISTAKES = [
+    (
+        "[server]\nport = 9080",
+        "[server]\nprot = 9080",
+        f'server.prot: unknown key; did you mean "port"? known keys: {SERVER_KEYS}',
+    ),
+    ("workers = 2", "workers = 0", "server.workers: 0 is out of range; expected an integer from 1 to 2147483647"),
+    (
+        'log_level = "INFO"',
+        'log_level = "info"',
+        'server.log_level: "info" is not supported; did you mean "INFO"? '
+        'expected one of "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"',
+    ),
+    (
+        '[[routes]]\nuri = "/kafka"',
+        '[[routes]]\nuri = "kafka"',
+        'routes[0].uri: "kafka" must start with "/" (e.g. "/kafka")',
+    ),
+    (
+        'nodes = ["127.0.0.1:9092"]',
+        'nodes = ["127.0.0.1:99999"]',
+        'routes[0].nodes[0]: "127.0.0.1:99999": port 99999 is out of range; expected 1 to 65535',
+    ),
+    (
+        "request_timeout = 5",
+        "request_timeout = 0",
+        "routes[0].request_timeout: 0 is out of range; expected a number of seconds > 0 and <= 86400",
+    ),
+    (
+        'sasl = { mechanism = "PLAIN",',
+        'sasl = { mechanism = "MD5",',
+        'routes[0].sasl.mechanism: "MD5" is not supported; expected one of "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"',
+    ),
+    (
+        'username = "u", password = "p" }',
+        'username = "", password = "p" }',
+        "routes[0].sasl.username: expected a non-empty string, got an empty string",
+    ),
+    (
+        '[[routes]]\nuri = "/other"\nnodes = ["127.0.0.1:9092"]\ncache_records = 1',
+        '[[routes]]\nuri = "/other"\nnodes = ["127.0.0.1:9092"]\ncache_records = 0',
+        "routes[1].cache_records: 0 is out of range; expected an integer from 1 to 2147483647",
+    ),
+    (
+        "tls = { verify = true }",
+        'tls = { verify = "yes" }',
+        "routes[1].tls.verify: expected true or false, got a string",
+    ),
+]
+
+
+def test_every_set_of_independent_mistakes_is_reported_exactly() -> None:
+    """Each of the 2**10 choices of mistakes reports exactly the chosen ones, in file order."""
+    for chosen in itertools.product((False, True), repeat=len(MISTAKES)):
+        lines = [bad if wrong else good for wrong, (good, bad, _) in zip(chosen, MISTAKES, strict=True)]
+        # The sasl table is one TOML line made of two mistakes' halves.
+        text = "\n".join(lines).replace(",\nusername", ", username") + "\n"
+        expected = [f"proxy.toml: {line}" for wrong, (_, _, line) in zip(chosen, MISTAKES, strict=True) if wrong]
+        if not expected:
+            parse_config(text)
+            continue
+        assert str(fails(text)).split("\n") == expected, chosen
+
+
+def test_problems_are_listed_in_file_order() -> None:
+    """By where the keys stand, not by which table or check came first."""
+    error = fails(
+        ROUTE + 'request_timeout = 1\nfetch_max_wait = 2\nclient_id = "a b"\n[server]\nworkers = 0\nprot = 1\n'
+    )
+    assert [problem.key for problem in error.problems] == [
+        "routes[0].fetch_max_wait",
+        "routes[0].client_id",
+        "server.workers",
+        "server.prot",
+    ]
+    assert "2 is too long; it must be less than request_timeout (1 s)" in error.problems[0].problem
+
+
+def test_each_bad_node_is_reported() -> None:
+    error = fails('[[routes]]\nuri = "/k"\nnodes = ["a:1", "b", "a:1", "c:0"]\n')
+    assert [problem.key for problem in error.problems] == [
+        "routes[0].nodes[1]",
+        "routes[0].nodes[2]",
+        "routes[0].nodes[3]",
+    ]
+    with pytest.raises(ConfigError) as info:
+        ProxyConfig.single_route(["b", "c"])
+    assert str(info.value) == (
+        'nodes[0]: "b" is not host:port (e.g. "127.0.0.1:9092" or "[::1]:9092")\n'
+        'nodes[1]: "c" is not host:port (e.g. "127.0.0.1:9092" or "[::1]:9092")'
+    )
+
+
+def test_a_bad_route_does_not_hide_the_others() -> None:
+    error = fails(
+        'routes = [1, { uri = "/k", nodes = ["a:1"] }, { uri = "/k", nodes = ["a:1"] }, { uri = "/k", nodes = [] }]\n'
+    )
+    assert [problem.key for problem in error.problems] == [
+        "routes[0]",
+        "routes[2].uri",
+        "routes[3].uri",
+        "routes[3].nodes",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"),
+    [
+        # A misspelt key is not also missing.
+        ('[[routes]]\nurl = "/k"\nnodes = ["a:1"]\n', ["routes[0].url"]),
+        (ROUTE + 'sasl = { username = "u", pasword = "p" }\n', ["routes[0].sasl.pasword"]),
+        (ROUTE.replace("[[routes]]", "[[route]]"), ["route"]),
+        # A check across two values is left out when one of them is wrong already.
+        (ROUTE + "request_timeout = 0\nfetch_max_wait = 9\n", ["routes[0].request_timeout"]),
+        (ROUTE + "fetch_max_bytes = 0\ncache_bytes = 1\n", ["routes[0].fetch_max_bytes"]),
+        (ROUTE + 'tls = { ca_file = "nope.pem" }\n', ["routes[0].tls.ca_file"]),
+        (ROUTE + 'tls = { cert_file = "nope.pem", key_password = "x" }\n', ["routes[0].tls.cert_file"]),
+        # Routes whose uris are wrong are no duplicates of each other.
+        (ROUTE.replace("/kafka", "kafka") * 2, ["routes[0].uri", "routes[1].uri"]),
+    ],
+)
+def test_no_problem_that_only_follows_from_another(text: str, keys: list[str], tmp_path: Path) -> None:
+    error = fails(text, base_dir=tmp_path)
+    assert [problem.key for problem in error.problems] == keys
+
+
+def test_an_unset_key_password_hides_the_encrypted_key(pem: SimpleNamespace) -> None:
+    tls = f'tls = {{ cert_file = "{pem.cert}", key_file = "{pem.enc_key}", key_password_env = "K" }}\n'
+    error = fails(ROUTE + tls, environ={})
+    assert str(error) == 'proxy.toml: routes[0].tls.key_password_env: environment variable "K" is not set'
+
+
+def test_the_report_is_bounded() -> None:
+    bound = _config.MAX_REPORTED_PROBLEMS
+    assert bound == 20
+    routes = "".join(f'[[routes]]\nuri = "/r{index}"\nnodes = ["h:0"]\n' for index in range(bound + 5))
+    error = fails(routes + "[server]\nworkers = 0\n")
+    lines = str(error).split("\n")
+    assert len(lines) == bound + 1
+    assert lines[0] == 'proxy.toml: routes[0].nodes[0]: "h:0": port 0 is out of range; expected 1 to 65535'
+    assert lines[bound - 1].startswith(f"proxy.toml: routes[{bound - 1}].nodes[0]: ")
+    assert lines[-1] == f"proxy.toml: and 6 more problems; only the first {bound} are listed"
+    assert (len(error.problems), error.omitted) == (bound, 6)
+    one_more = fails(routes.replace('"h:0"', '"h:1"', 5) + "[server]\nworkers = 0\n")
+    assert str(one_more).split("\n")[-1] == f"proxy.toml: and 1 more problem; only the first {bound} are listed"
+
+
+def test_a_syntax_error_stays_one_problem() -> None:
+    error = fails("[server]\nprot = 1\nport = = 2\n" + ROUTE)
+    assert len(error.problems) == 1
+    assert str(error).startswith("proxy.toml: invalid TOML: ")
 
 
 # ---- files ---------------------------------------------------------------------------------------
