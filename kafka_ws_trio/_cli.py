@@ -118,6 +118,18 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
 
 
+class _WithoutServerListeningLine(logging.Filter):
+    """Drops the server's "listening on" log record: ``serve`` prints a fuller line itself.
+
+    ``serve_proxy`` logs that record for applications that embed the proxy;
+    the command prints its own (version, routes, how to stop) on stdout, where
+    scripts read the URL, so the log would say the same thing twice.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("kafka-ws-trio listening on")
+
+
 def _serve_config(args: argparse.Namespace) -> ProxyConfig:
     if args.config:
         config = load_config(args.config)
@@ -291,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             config = _serve_config(args)
             _setup_logging(config.server.log_level)
+            logging.getLogger("kafka_ws_trio.server").addFilter(_WithoutServerListeningLine())
             tune_gc()
             try:
                 trio.run(_serve, config)

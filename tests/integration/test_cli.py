@@ -19,9 +19,9 @@ COMMAND = str(Path(sys.executable).parent / "kafka-ws-trio")
 START_TIMEOUT = 30
 
 
-async def _start(args: list[str], nursery: trio.Nursery) -> tuple[trio.Process, str]:
+async def _start(args: list[str], nursery: trio.Nursery, stderr: int = subprocess.DEVNULL) -> tuple[trio.Process, str]:
     """Start a server process; return it and the URL from its 'listening on' line."""
-    run = functools.partial(trio.run_process, args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    run = functools.partial(trio.run_process, args, stdout=subprocess.PIPE, stderr=stderr, check=False)
     process: trio.Process = await nursery.start(run)
     assert process.stdout is not None
     seen = b""
@@ -45,6 +45,25 @@ async def test_serve_exits_0_on_sigterm_and_closes_sessions_with_1001(kafka_brok
             assert closed.value.reason.code == 1001
         with trio.fail_after(15):
             assert await process.wait() == 0
+
+
+@pytest.mark.timeout(90)
+async def test_serve_says_it_is_listening_in_one_line(kafka_broker: KafkaBroker) -> None:
+    async with trio.open_nursery() as nursery:
+        args = [COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"]
+        process, _ = await _start(args, nursery, stderr=subprocess.PIPE)
+        process.send_signal(signal.SIGINT)
+        assert process.stdout is not None
+        assert process.stderr is not None
+        with trio.fail_after(15):
+            rest_of_stdout = b"".join([chunk async for chunk in process.stdout])
+            stderr = b"".join([chunk async for chunk in process.stderr]).decode()
+            assert await process.wait() == 0
+    assert rest_of_stdout == b""
+    # What it logged before the signal: nothing (the one line is on stdout, with the URL).
+    lines = stderr.splitlines()
+    assert "got SIGINT" in lines[0], stderr
+    assert "listening" not in stderr
 
 
 @pytest.mark.timeout(90)
