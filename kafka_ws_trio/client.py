@@ -278,7 +278,8 @@ class _AnswerWatch(trio.abc.Stream):
     just ends, and the handshake waits out the whole connect timeout before
     failing without a reason. Raising :class:`ConnectFailed` here, inside the
     reader task, fails the handshake at once, with the reason. Once the
-    status line says ``101``, the stream only passes bytes through.
+    status line says ``101`` (or the handshake is given up), the stream only
+    passes bytes through.
     """
 
     def __init__(self, stream: trio.abc.Stream, address: str) -> None:
@@ -286,36 +287,44 @@ class _AnswerWatch(trio.abc.Stream):
         self._address = address
         self._head = b""
         self._status_line: str | None = None
-        self._upgraded = False
+        self._watching = True
+
+    def stop_watching(self) -> None:
+        """Pass everything through from now on: the handshake has been given up (timed out or
+        cancelled) and the stream is about to be closed under the reader, which must end quietly."""
+        self._watching = False
 
     def _fail(self, reason: str) -> NoReturn:
         raise ConnectFailed(self._address, reason)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._upgraded:
-            await self._stream.send_all(data)
-            return
         try:
             await self._stream.send_all(data)
         except trio.BrokenResourceError as exc:
+            if not self._watching:
+                raise
             self._fail(f"the connection broke while sending the upgrade request ({_describe(exc.__cause__ or exc)})")
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._upgraded:
-            return await self._stream.receive_some(max_bytes)
+        # The flag is read after the wait: the handshake may have been given up meanwhile.
         try:
             data = await self._stream.receive_some(max_bytes)
         except trio.BrokenResourceError as exc:
+            if not self._watching:
+                raise
             self._fail(self._ended(f"reset the connection ({_describe(exc.__cause__ or exc)})"))
         except trio.ClosedResourceError:
+            if not self._watching:
+                raise
             # Only trio-websocket closes the stream this early: wsproto refused the answer.
             self._fail(f"its answer to the upgrade request is not valid HTTP ({self._head[:QUOTED_ANSWER_BYTES]!r})")
-        if not data:
-            self._fail(self._ended("closed the connection"))
-        self._read_head(bytes(data))
+        if self._watching:
+            if not data:
+                self._fail(self._ended("closed the connection"))
+            self._read_head(bytes(data))
         return data
 
     def _ended(self, what: str) -> str:
@@ -336,7 +345,7 @@ class _AnswerWatch(trio.abc.Stream):
         end = self._head.find(b"\r\n")
         if end >= 0:
             self._status_line = self._head[:end].decode("latin-1")
-            self._upgraded = self._status_line.split(maxsplit=2)[1:2] == ["101"]
+            self._watching = self._status_line.split(maxsplit=2)[1:2] != ["101"]
 
     async def aclose(self) -> None:
         await self._stream.aclose()
@@ -353,6 +362,7 @@ async def _connect(
                 tcp = await trio.open_tcp_stream(target.host, target.port)
             except OSError as exc:
                 raise ConnectFailed(target.address, _connect_failure(exc, target.host)) from exc
+            watched: _AnswerWatch | None = None
             try:
                 stream: trio.abc.Stream = tcp
                 if target.tls:
@@ -376,6 +386,8 @@ async def _connect(
                     max_message_size=max_message_size,
                 )
             except BaseException:
+                if watched is not None:
+                    watched.stop_watching()
                 await trio.aclose_forcefully(tcp)
                 raise
     except trio.TooSlowError:

@@ -263,3 +263,40 @@ def test_nothing_listening_and_an_unknown_name_are_said_so() -> None:
         "the name 'no-such-host.invalid' does not resolve ("
     )
     assert "Traceback" not in refused.stderr + unknown.stderr
+
+
+@pytest.mark.timeout(30)
+async def test_a_server_that_never_answers_fails_at_the_connect_timeout_saying_so() -> None:
+    from kafka_ws_trio.client import ConnectFailed, open_client
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the TCP handshake; nobody ever reads
+        port = silent.getsockname()[1]
+        with pytest.raises(ConnectFailed) as failed:
+            async with open_client(f"ws://127.0.0.1:{port}/kafka", connect_timeout=0.5):
+                pytest.fail("connected to a server that never answered")
+    assert str(failed.value) == (
+        f"could not connect to the proxy at 127.0.0.1:{port}: "
+        "no answer to the WebSocket upgrade request came within 0.5 s"
+    )
+
+
+@pytest.mark.timeout(30)
+async def test_an_error_inside_the_client_block_comes_out_as_itself() -> None:
+    """open_client runs a nursery; the caller still gets its own exception, not a group of one."""
+    import trio
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    from kafka_ws_trio.client import open_client
+
+    async def accept(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, accept, "127.0.0.1", 0, None)
+        with pytest.raises(LookupError, match="mine"):
+            async with open_client(f"ws://127.0.0.1:{server.port}/kafka"):
+                raise LookupError("mine")
+        nursery.cancel_scope.cancel()
