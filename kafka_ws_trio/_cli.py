@@ -127,7 +127,9 @@ class _WithoutServerListeningLine(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("kafka-ws-trio listening on")
+        from ._server import LISTENING_EVENT
+
+        return getattr(record, "event", None) != LISTENING_EVENT
 
 
 def _serve_config(args: argparse.Namespace) -> ProxyConfig:
@@ -318,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = _offsets if args.command == "offsets" else _tail
         return trio.run(runner, args)
     except ConfigError as exc:
-        print(f"kafka-ws-trio: config error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one line per mistake, each one greppable
+            print(f"kafka-ws-trio: config error: {line}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK

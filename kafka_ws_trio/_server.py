@@ -36,6 +36,8 @@ WS_MESSAGE_QUEUE_SIZE: Final = 4
 #: Seconds a client has to finish the opening handshake, and to answer our close.
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 5.0
+#: The ``event`` of the log record saying the server is listening (the CLI prints its own line instead).
+LISTENING_EVENT: Final = "listening"
 
 
 class _Slot:
@@ -238,7 +240,10 @@ class ProxyServer:
                 self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)
                 await nursery.start(trio.serve_listeners, self._serve_connection, self._listeners)
                 log.info(
-                    "kafka-ws-trio listening on %s (routes: %s)", self.url, ", ".join(r.uri for r in self.config.routes)
+                    "kafka-ws-trio listening on %s (routes: %s)",
+                    self.url,
+                    ", ".join(r.uri for r in self.config.routes),
+                    extra={"event": LISTENING_EVENT},
                 )
                 task_status.started(self)
 
