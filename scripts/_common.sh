@@ -5,9 +5,15 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# Java 17+, Maven, openssl and keytool run the Kafka broker (scripts/kafka).
+# Java 17+, Maven, openssl and keytool run the Kafka broker (scripts/kafka). With the
+# argument "browser", also Node.js, npm and Debian's Chromium (tox -e browser).
 ensure_system_tools() {
   local missing=()
+  if [ "${1:-}" = browser ]; then
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+  fi
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
