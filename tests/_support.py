@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -35,6 +36,23 @@ DIAGNOSIS_MARGIN: Final = 4.0
 WS_LIBRARIES: Final = ("trio-websocket", "websockets")
 
 _IDLE_TRIO_WORKER: Final = re.compile(r"Trio thread \d+")
+
+
+async def stop_process(process: trio.Process, grace: float, *, group: bool = False) -> None:
+    """End a child this test started: SIGTERM, up to ``grace`` seconds to exit, then SIGKILL
+    (to its whole process group when ``group``, for a child started in a session of its own).
+    Shielded, so it runs to the end inside a cancelled or failing test."""
+    with trio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(grace):
+                await process.wait()
+        if process.returncode is None:
+            if group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+            await process.wait()
 
 
 @asynccontextmanager

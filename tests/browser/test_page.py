@@ -13,10 +13,8 @@ node_modules fails the test, naming what to install: it never skips.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +23,7 @@ from typing import Any, Final
 
 import pytest
 import trio
-from _support import running_proxy
+from _support import running_proxy, stop_process
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio.testing import KafkaBroker, Record, produce, unique_topic_name
@@ -115,14 +113,7 @@ async def open_page(node: str, url: str, topic: str, *counts: int) -> AsyncItera
             yield page
             nursery.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(STOP_GRACE):
-                    await process.wait()
-            if process.returncode is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+        await stop_process(process, STOP_GRACE, group=True)
 
 
 def _config(broker: KafkaBroker) -> ProxyConfig:

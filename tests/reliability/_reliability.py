@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Final
 import attrs
 import psutil
 import trio
+from _support import stop_process
 
 #: ``pytest tests/reliability --reliability-long`` (or RELIABILITY_LONG=1) selects the long mode.
 LONG_OPTION: Final = "--reliability-long"
@@ -217,14 +217,7 @@ async def proxy_process(config: Path, log: Path) -> AsyncIterator[ProxyProcess]:
             url = seen.split(b"listening on ", 1)[1].split()[0].decode() + "/kafka"
             yield ProxyProcess(process, url, log)
         finally:
-            with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                    with trio.move_on_after(STOP_TIMEOUT):
-                        await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+            await stop_process(process, STOP_TIMEOUT)
 
 
 def spawn_python(script: Path, args: Sequence[str]) -> list[str]:
