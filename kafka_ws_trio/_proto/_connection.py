@@ -26,7 +26,21 @@ from ._errors import (
     fetch_error,
     list_offset_error,
 )
-from ._events import Fetch, Invalid, KafkaCommand, ListOffset, Malformed, Ping, Record, UnknownCommand
+from ._events import (
+    AddCredit,
+    Fetch,
+    Invalid,
+    KafkaCommand,
+    ListOffset,
+    Malformed,
+    Ping,
+    Record,
+    Rejected,
+    Seek,
+    Subscribe,
+    UnknownCommand,
+    Unsubscribe,
+)
 from ._lanes import Key, Lanes
 
 #: A response ready to send: a whole frame, or a fetch response as its per-session
@@ -79,7 +93,8 @@ class ServerConnection:
         request = decode_request(frame)
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state))
-        if isinstance(request, UnknownCommand):
+        # Streams are decoded but not served yet: to a client they are commands this server does not know.
+        if isinstance(request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Rejected):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
         if isinstance(request, Malformed):

@@ -20,7 +20,7 @@ class ErrorCode(enum.IntEnum):
 
     APISIX always sends 0, which stays valid and means "unspecified". The tens group the
     causes: 1-9 the request itself, 10-19 Kafka's answer, 20-29 reaching Kafka, 30-39
-    limits of this server, 40 and up the server's own faults. A number never changes
+    limits of this server, 40-49 the server's own faults, 50-59 streams. A number never changes
     meaning; new causes take new numbers.
     """
 
@@ -54,6 +54,16 @@ class ErrorCode(enum.IntEnum):
     OVERLOADED = 31
     #: A fault in this server; the log has the details.
     INTERNAL_ERROR = 40
+    #: A command names a stream id that is not open on this connection.
+    UNKNOWN_STREAM = 50
+    #: A CmdSubscribe reuses the id (sequence) of a stream that is still open.
+    DUPLICATE_STREAM = 51
+    #: The connection already has as many open streams as the route allows.
+    TOO_MANY_STREAMS = 52
+    #: A stream would cover more partitions than the route allows.
+    TOO_MANY_PARTITIONS = 53
+    #: A credit grant would take the stream past the most credit it may hold.
+    CREDIT_LIMIT = 54
 
 
 #: Failures that say Kafka cannot be reached (as opposed to a bad request).

@@ -7,6 +7,7 @@ follow ``schema/pubsub.proto``.
 
 from __future__ import annotations
 
+import enum
 from typing import TypeAlias
 
 import attrs
@@ -86,8 +87,144 @@ class Invalid:
     queued: bool = True
 
 
+# ------------------------------------------------------------ stream requests
+
+
+class StartEdge(enum.IntEnum):
+    """Where a stream starts, or a seek goes, in a partition when no offset is named."""
+
+    #: The log end: only records written from now on.
+    LATEST = 0
+    #: The earliest record still in the log.
+    EARLIEST = 1
+
+
+class Isolation(enum.IntEnum):
+    """Which records a stream shows (Kafka's ``isolation.level``)."""
+
+    READ_UNCOMMITTED = 0
+    #: Never records of aborted or still-open transactions.
+    READ_COMMITTED = 1
+
+
+@attrs.frozen
+class AtTimestamp:
+    """The first record at or after ``ms`` (milliseconds since the epoch), per partition."""
+
+    ms: int
+
+
+@attrs.frozen
+class AtOffsets:
+    """Per-partition start offsets, as ``(partition, offset)`` pairs in request order; others start at LATEST."""
+
+    offsets: tuple[tuple[int, int], ...]
+
+
+@attrs.frozen
+class AtOffset:
+    """One offset: where a :class:`Seek` moves its partition to."""
+
+    offset: int
+
+
+#: Where a stream starts.
+Start: TypeAlias = StartEdge | AtTimestamp | AtOffsets
+#: Where a seek moves a partition.
+SeekTarget: TypeAlias = StartEdge | AtTimestamp | AtOffset
+
+
+@attrs.frozen
+class HeaderMatch:
+    """A header a record must carry: with ``value`` None, any value (null included) will do."""
+
+    key: str
+    value: bytes | None = None
+
+
+@attrs.frozen
+class Filter:
+    """Which records a stream delivers; every part that is set must match.
+
+    ``key_equals`` empty accepts any key, ``key_prefix`` None any key, ``headers`` empty any headers.
+    """
+
+    key_equals: tuple[bytes, ...] = ()
+    key_prefix: bytes | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+
+
+@attrs.frozen
+class Grant:
+    """A grant of credit: ``records`` and ``bytes`` to add; 0 adds none of that kind."""
+
+    records: int = 0
+    bytes: int = 0
+
+
+@attrs.frozen
+class Subscribe:
+    """CmdSubscribe, validated: open a push stream whose id is ``sequence``.
+
+    ``partitions`` empty means every partition, including ones added later.
+    ``credit`` None means the route's default grant.
+    """
+
+    sequence: int
+    topic: str
+    partitions: tuple[int, ...] = ()
+    start: Start = StartEdge.LATEST
+    filter: Filter = Filter()
+    credit: Grant | None = None
+    isolation: Isolation = Isolation.READ_UNCOMMITTED
+    group: str = ""
+    auto_commit: bool = False
+
+
+@attrs.frozen
+class AddCredit:
+    """CmdCredit, validated: add ``grant`` to the stream ``subscription``; answered only when it fails."""
+
+    sequence: int
+    subscription: int
+    grant: Grant
+
+
+@attrs.frozen
+class Unsubscribe:
+    """CmdUnsubscribe: close the stream ``subscription``; answered with ok."""
+
+    sequence: int
+    subscription: int
+
+
+@attrs.frozen
+class Seek:
+    """CmdSeek, validated: move ``partition`` of the stream ``subscription`` to ``to``; answered with ok."""
+
+    sequence: int
+    subscription: int
+    partition: int
+    to: SeekTarget
+
+
+@attrs.frozen
+class Rejected:
+    """A stream command that decodes but cannot be valid: answered at once with this error.
+
+    ``code`` is an ``ErrorCode`` value, ``message`` the whole message of the error response.
+    """
+
+    sequence: int
+    code: int
+    message: str
+
+
+#: The stream commands, validated.
+StreamCommand: TypeAlias = Subscribe | AddCredit | Unsubscribe | Seek
+
 #: A decoded request; dispatch on the type.
-Request: TypeAlias = Ping | ListOffset | Fetch | UnknownCommand | Malformed | Invalid
+Request: TypeAlias = Ping | ListOffset | Fetch | UnknownCommand | Malformed | Invalid | StreamCommand | Rejected
 #: The requests that need Kafka (or keep a partition's order).
 KafkaCommand: TypeAlias = ListOffset | Fetch | Invalid
 
@@ -158,5 +295,84 @@ class MalformedResponse:
     reason: str
 
 
+@attrs.frozen
+class OkAnswer:
+    """OkResp: the command (unsubscribe, seek) is done."""
+
+    sequence: int
+
+
+@attrs.frozen
+class SubscribeAnswer:
+    """SubscribeResp: the stream ``sequence`` is open; ``positions`` are ``(partition, offset)`` where each starts."""
+
+    sequence: int
+    positions: tuple[tuple[int, int], ...]
+
+
+@attrs.frozen
+class StreamRecords:
+    """A pushed StreamBatch of the stream ``sequence``: records of one partition in offset order.
+
+    ``next_offset`` is where the partition continues; ``high_watermark - next_offset`` is the lag.
+    """
+
+    sequence: int
+    partition: int
+    records: tuple[Record, ...]
+    next_offset: int
+    high_watermark: int
+
+
+@attrs.frozen
+class StreamCaughtUp:
+    """A pushed StreamEvent: ``partition`` of the stream reached its high watermark."""
+
+    sequence: int
+    partition: int
+
+
+@attrs.frozen
+class StreamError:
+    """A pushed StreamEvent: a problem the stream retries past by itself (``partition`` None: the whole stream)."""
+
+    sequence: int
+    code: int
+    message: str
+    partition: int | None = None
+
+
+@attrs.frozen
+class StreamPartitions:
+    """A pushed StreamEvent: partitions gained (with where they start) or lost."""
+
+    sequence: int
+    assigned: tuple[int, ...]
+    revoked: tuple[int, ...]
+    positions: tuple[tuple[int, int], ...]
+
+
+@attrs.frozen
+class StreamEnded:
+    """A pushed StreamEvent: the stream is over for this reason; nothing of it follows."""
+
+    sequence: int
+    code: int
+    message: str
+
+
+#: What a server pushes on a stream (as opposed to answering a command).
+Push: TypeAlias = StreamRecords | StreamCaughtUp | StreamError | StreamPartitions | StreamEnded
+
 #: A decoded response; dispatch on the type.
-Response: TypeAlias = Pong | OffsetAnswer | FetchAnswer | ErrorAnswer | UnknownResponse | MalformedResponse
+Response: TypeAlias = (
+    Pong
+    | OffsetAnswer
+    | FetchAnswer
+    | ErrorAnswer
+    | OkAnswer
+    | SubscribeAnswer
+    | Push
+    | UnknownResponse
+    | MalformedResponse
+)

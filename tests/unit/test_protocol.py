@@ -283,6 +283,11 @@ def test_error_codes_are_stable() -> None:
         "RECORD_TOO_LARGE": 30,
         "OVERLOADED": 31,
         "INTERNAL_ERROR": 40,
+        "UNKNOWN_STREAM": 50,
+        "DUPLICATE_STREAM": 51,
+        "TOO_MANY_STREAMS": 52,
+        "TOO_MANY_PARTITIONS": 53,
+        "CREDIT_LIMIT": 54,
     }
 
 

@@ -31,6 +31,11 @@ EXPECTED_FIELDS = {
         "32 CmdPing cmd_ping (req)",
         "33 CmdKafkaFetch cmd_kafka_fetch (req)",
         "34 CmdKafkaListOffset cmd_kafka_list_offset (req)",
+        "35 CmdSubscribe cmd_subscribe (req)",
+        "36 CmdCredit cmd_credit (req)",
+        "37 CmdUnsubscribe cmd_unsubscribe (req)",
+        "38 CmdSeek cmd_seek (req)",
+        "39 CmdCommit cmd_commit (req)",
     ],
     "ErrorResp": ["1 int32 code", "2 string message"],
     "PongResp": ["1 bytes state"],
@@ -50,7 +55,64 @@ EXPECTED_FIELDS = {
         "32 PongResp pong_resp (resp)",
         "33 KafkaFetchResp kafka_fetch_resp (resp)",
         "34 KafkaListOffsetResp kafka_list_offset_resp (resp)",
+        "35 SubscribeResp subscribe_resp (resp)",
+        "36 StreamBatch stream_batch (resp)",
+        "37 StreamEvent stream_event (resp)",
+        "38 OkResp ok_resp (resp)",
     ],
+    # Streams (schema/README.md, "Streams"): the extension's numbers.
+    "PartitionOffset": ["1 int32 partition", "2 int64 offset"],
+    "OffsetList": ["1 repeated PartitionOffset entries"],
+    "Credit": ["1 int64 records", "2 int64 bytes"],
+    "HeaderMatch": ["1 string key", "2 optional bytes value"],
+    "Filter": ["1 repeated bytes key_equals", "2 optional bytes key_prefix", "3 repeated HeaderMatch headers"],
+    "CmdSubscribe": [
+        "1 string topic",
+        "2 repeated int32 partitions",
+        "3 StartEdge edge (start)",
+        "4 int64 timestamp (start)",
+        "5 OffsetList offsets (start)",
+        "6 Filter filter",
+        "7 Credit credit",
+        "8 Isolation isolation",
+        "9 string group",
+        "10 bool auto_commit",
+    ],
+    "CmdCredit": ["1 int64 subscription", "2 Credit credit"],
+    "CmdUnsubscribe": ["1 int64 subscription"],
+    "CmdSeek": [
+        "1 int64 subscription",
+        "2 int32 partition",
+        "3 StartEdge edge (to)",
+        "4 int64 timestamp (to)",
+        "5 int64 offset (to)",
+    ],
+    "CmdCommit": ["1 int64 subscription", "2 OffsetList offsets"],
+    "OkResp": [],
+    "SubscribeResp": ["1 OffsetList positions"],
+    "StreamBatch": [
+        "1 int32 partition",
+        "2 repeated KafkaMessage messages",
+        "3 int64 next_offset",
+        "4 int64 high_watermark",
+    ],
+    "PartitionsChanged": [
+        "1 repeated int32 assigned",
+        "2 repeated int32 revoked",
+        "3 repeated PartitionOffset positions",
+    ],
+    "StreamEvent": [
+        "1 int32 caught_up (event)",
+        "2 ErrorResp error (event)",
+        "3 PartitionsChanged partitions (event)",
+        "4 ErrorResp ended (event)",
+        "5 optional int32 partition",
+    ],
+}
+
+EXPECTED_ENUMS = {
+    "StartEdge": {"LATEST": 0, "EARLIEST": 1},
+    "Isolation": {"READ_UNCOMMITTED": 0, "READ_COMMITTED": 1},
 }
 
 
@@ -58,7 +120,7 @@ def describe_fields(message: descriptor_pb2.DescriptorProto) -> list[str]:
     """Render each field the way EXPECTED_FIELDS spells it."""
     described = []
     for field in message.field:
-        if field.type == field.TYPE_MESSAGE:
+        if field.type in (field.TYPE_MESSAGE, field.TYPE_ENUM):
             type_name = field.type_name.rsplit(".", 1)[-1]
         else:
             type_name = descriptor_pb2.FieldDescriptorProto.Type.Name(field.type).removeprefix("TYPE_").lower()
@@ -85,6 +147,11 @@ def test_field_numbers_match_protocol() -> None:
     assert proto.syntax == "proto3"
     assert proto.package == "kafka_ws_trio.pubsub"
     assert {message.name: describe_fields(message) for message in proto.message_type} == EXPECTED_FIELDS
+
+
+def test_enum_numbers_match_protocol() -> None:
+    enums = {enum.name: {value.name: value.number for value in enum.value} for enum in file_descriptor().enum_type}
+    assert enums == EXPECTED_ENUMS
 
 
 def test_schema_is_registered_under_a_private_name() -> None:
