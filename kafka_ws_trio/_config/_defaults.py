@@ -51,6 +51,14 @@ DEFAULT_CACHE_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_SHARED_BODY_BYTES: Final = 4 * 1024 * 1024
 #: Partition readers (one Kafka consumer each) a route may have open at once.
 DEFAULT_MAX_PARTITION_READERS: Final = 128
+#: Push streams one WebSocket session may have open at once.
+DEFAULT_MAX_STREAMS: Final = 64
+#: Partitions one push stream may cover.
+DEFAULT_MAX_STREAM_PARTITIONS: Final = 1024
+#: Record credit a stream gets when its CmdSubscribe carries none.
+DEFAULT_STREAM_CREDIT_RECORDS: Final = 1000
+#: Byte credit a stream gets when its CmdSubscribe carries none (0: no byte credit, so no byte limit).
+DEFAULT_STREAM_CREDIT_BYTES: Final = 0
 DEFAULT_CLIENT_ID: Final = "kafka-ws-trio"
 #: Like APISIX: TLS to Kafka encrypts, but checks the broker only when asked to.
 DEFAULT_TLS_VERIFY: Final = False

@@ -47,12 +47,16 @@ from ._defaults import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PARTITION_READERS,
     DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_STREAM_PARTITIONS,
+    DEFAULT_MAX_STREAMS,
     DEFAULT_PORT,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SASL_MECHANISM,
     DEFAULT_SEND_TIMEOUT,
     DEFAULT_SHARED_BODY_BYTES,
+    DEFAULT_STREAM_CREDIT_BYTES,
+    DEFAULT_STREAM_CREDIT_RECORDS,
     DEFAULT_TLS_VERIFY,
     DEFAULT_URI,
     DEFAULT_WORKERS,
@@ -214,6 +218,12 @@ class RouteConfig:
         default=DEFAULT_SHARED_BODY_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
     )
     max_partition_readers: int = attrs.field(default=DEFAULT_MAX_PARTITION_READERS, kw_only=True, validator=_integer(1))
+    max_streams: int = attrs.field(default=DEFAULT_MAX_STREAMS, kw_only=True, validator=_integer(1))
+    max_stream_partitions: int = attrs.field(default=DEFAULT_MAX_STREAM_PARTITIONS, kw_only=True, validator=_integer(1))
+    stream_credit_records: int = attrs.field(default=DEFAULT_STREAM_CREDIT_RECORDS, kw_only=True, validator=_integer(0))
+    stream_credit_bytes: int = attrs.field(
+        default=DEFAULT_STREAM_CREDIT_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
+    )
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
 
     def __attrs_post_init__(self) -> None:
