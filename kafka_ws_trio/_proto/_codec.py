@@ -9,28 +9,51 @@ and the ``encode_*`` functions build response frames. Client side: the
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NoReturn, TypeVar
 
 from .._pb import pubsub_pb2 as pb
 from ._errors import ErrorCode
 from ._events import (
+    AddCredit,
+    AtOffset,
+    AtOffsets,
+    AtTimestamp,
     ErrorAnswer,
     Fetch,
     FetchAnswer,
+    Filter,
+    Grant,
+    HeaderMatch,
     Invalid,
+    Isolation,
     ListOffset,
     Malformed,
     MalformedResponse,
     OffsetAnswer,
+    OkAnswer,
     Ping,
     Pong,
     Record,
+    Rejected,
     Request,
     Response,
+    Seek,
+    SeekTarget,
+    Start,
+    StartEdge,
+    StreamCaughtUp,
+    StreamEnded,
+    StreamError,
+    StreamPartitions,
+    StreamRecords,
+    Subscribe,
+    SubscribeAnswer,
     UnknownCommand,
     UnknownResponse,
+    Unsubscribe,
 )
 
 #: Kafka's rule for topic names: 1 to 249 characters, ASCII letters, digits, '.', '_' and '-'.
@@ -44,10 +67,16 @@ def topic_name_problem(topic: str) -> str | None:
     """Why ``topic`` is not a valid Kafka topic name, or None when it is."""
     if not topic:
         return "empty topic"
+    fault = _topic_name_fault(topic)
+    return None if fault is None else f"invalid topic: {fault}"
+
+
+def _topic_name_fault(topic: str) -> str | None:
+    """Which part of Kafka's rule a non-empty ``topic`` breaks, or None."""
     if len(topic) > MAX_TOPIC_LENGTH:
-        return f"invalid topic: {len(topic)} characters, at most {MAX_TOPIC_LENGTH} allowed"
+        return f"{len(topic)} characters, at most {MAX_TOPIC_LENGTH} allowed"
     if _TOPIC_NAME.fullmatch(topic) is None or topic in (".", ".."):
-        return "invalid topic: only ASCII letters, digits, '.', '_' and '-' are allowed"
+        return "only ASCII letters, digits, '.', '_' and '-' are allowed"
     return None
 
 
@@ -69,9 +98,13 @@ def decode_request(frame: bytes) -> Request:
     Returns:
         :class:`Ping`, :class:`ListOffset` or :class:`Fetch` for a valid command;
         :class:`Invalid` for a ListOffset or Fetch with a field out of range (a topic
-        name Kafka would refuse included); :class:`UnknownCommand` for CmdEmpty, no
-        command, or a command number (an unknown field) this server does not know;
-        :class:`Malformed` for a frame that does not parse.
+        name Kafka would refuse included); :class:`Subscribe`, :class:`AddCredit`,
+        :class:`Unsubscribe` or :class:`Seek` for a valid stream command, and
+        :class:`Rejected` (``INVALID_REQUEST``, ``invalid <command>: <problem>``) for
+        one that cannot be valid; :class:`UnknownCommand` for CmdEmpty, no command,
+        CmdCommit (consumer groups are not served yet), or a command number (an
+        unknown field) this server does not know; :class:`Malformed` for a frame that
+        does not parse.
     """
     request = pb.PubSubReq()
     try:
@@ -103,8 +136,12 @@ def decode_request(frame: bytes) -> Request:
             f"invalid offset: {cmd_fetch.offset}" if cmd_fetch.offset < 0 else None,
             lambda topic: Fetch(sequence, topic, cmd_fetch.partition, cmd_fetch.offset),
         )
-    # cmd_empty, no command at all, or a command from a newer protocol (an unknown
-    # field this server skipped): all of them are "unknown command".
+    stream_decoder = _STREAM_DECODERS.get(kind or "")
+    if stream_decoder is not None:
+        return stream_decoder(sequence, request)
+    # cmd_empty, no command at all, cmd_commit (consumer groups are not served yet), or a
+    # command from a newer protocol (an unknown field this server skipped): all of them
+    # are "unknown command".
     return UnknownCommand(sequence=sequence)
 
 
@@ -122,6 +159,179 @@ def _judged(
     command = build(topic)
     reason = f"invalid partition: {partition}" if partition < 0 else field_problem
     return command if reason is None else Invalid(sequence=sequence, command=command, reason=reason)
+
+
+# ---------------------------------------------------------- stream commands
+#
+# The rules (schema/README.md, "Streams"): the first problem found, in field order, is
+# reported as ``invalid <command>: <problem>``. What only the connection can judge (an
+# unknown stream id, the route's bounds, a partition the topic does not have, a group)
+# is left to it.
+
+
+_Enum = TypeVar("_Enum", StartEdge, Isolation)
+
+
+class _Refusal(Exception):
+    """Why a stream command cannot be valid: the text after ``invalid <command>: ``."""
+
+
+def _refuse(problem: str) -> NoReturn:
+    raise _Refusal(problem)
+
+
+def _not_negative(value: int, name: str) -> int:
+    if value < 0:
+        _refuse(f"{name} {value}")
+    return value
+
+
+def _known(kind: type[_Enum], value: int, name: str) -> _Enum:
+    """``value`` as a member of ``kind``: proto3 enums are open, so any int32 parses."""
+    try:
+        return kind(value)
+    except ValueError:
+        _refuse(f"{name} {value}")
+
+
+def _stream_topic(topic: str) -> str:
+    """``topic`` when Kafka would accept it; refused with the name echoed (shortened, JSON-quoted) otherwise."""
+    if not topic:
+        _refuse("empty topic")
+    fault = _topic_name_fault(topic)
+    if fault is not None:
+        _refuse(f"invalid topic {json.dumps(_echoed(topic))}: {fault}")
+    return topic
+
+
+def _partition_set(partitions: Sequence[int]) -> frozenset[int]:
+    """The partitions a stream names, each at most once and none negative."""
+    seen: set[int] = set()
+    for partition in partitions:
+        _not_negative(partition, "partition")
+        if partition in seen:
+            _refuse(f"partition {partition} listed twice")
+        seen.add(partition)
+    return frozenset(seen)
+
+
+def _start_offsets(entries: Sequence[pb.PartitionOffset], partitions: frozenset[int]) -> AtOffsets:
+    """Per-partition start offsets: each partition once, and one of ``partitions`` when that is not empty."""
+    named: set[int] = set()
+    for entry in entries:
+        if entry.partition < 0:
+            _refuse(f"offsets name partition {entry.partition}")
+        if entry.partition in named:
+            _refuse(f"offsets name partition {entry.partition} twice")
+        if partitions and entry.partition not in partitions:
+            _refuse(f"offsets name partition {entry.partition}, which is not in partitions")
+        if entry.offset < 0:
+            _refuse(f"offset {entry.offset} for partition {entry.partition}")
+        named.add(entry.partition)
+    return AtOffsets(tuple((entry.partition, entry.offset) for entry in entries))
+
+
+def _start(command: pb.CmdSubscribe, partitions: frozenset[int]) -> Start:
+    kind = command.WhichOneof("start")
+    if kind == "edge":
+        return _known(StartEdge, command.edge, "edge")
+    if kind == "timestamp":
+        return AtTimestamp(_not_negative(command.timestamp, "timestamp"))
+    if kind == "offsets":
+        return _start_offsets(command.offsets.entries, partitions)
+    return StartEdge.LATEST
+
+
+def _grant(credit: pb.Credit, prefix: str) -> Grant:
+    """A credit grant: 0 of a kind grants none of it, a negative amount is refused."""
+    return Grant(
+        records=_not_negative(credit.records, f"{prefix}records"),
+        bytes=_not_negative(credit.bytes, f"{prefix}bytes"),
+    )
+
+
+def _filter(message: pb.Filter) -> Filter:
+    return Filter(
+        key_equals=tuple(message.key_equals),
+        key_prefix=message.key_prefix if message.HasField("key_prefix") else None,
+        headers=tuple(
+            HeaderMatch(header.key, header.value if header.HasField("value") else None) for header in message.headers
+        ),
+    )
+
+
+def _subscribe(sequence: int, request: pb.PubSubReq) -> Subscribe:
+    command = request.cmd_subscribe
+    topic = _stream_topic(command.topic)
+    partitions = tuple(command.partitions)
+    start = _start(command, _partition_set(partitions))
+    filter_ = _filter(command.filter)
+    # Present but empty (Credit{}) is a grant of nothing: the stream starts paused.
+    # Absent is the route's default grant.
+    credit = _grant(command.credit, "credit ") if command.HasField("credit") else None
+    isolation = _known(Isolation, command.isolation, "isolation")
+    if command.auto_commit and not command.group:
+        _refuse("auto_commit without a group")
+    return Subscribe(
+        sequence=sequence,
+        topic=topic,
+        partitions=partitions,
+        start=start,
+        filter=filter_,
+        credit=credit,
+        isolation=isolation,
+        group=command.group,  # kept: the connection decides whether it serves groups
+        auto_commit=command.auto_commit,
+    )
+
+
+def _credit(sequence: int, request: pb.PubSubReq) -> AddCredit:
+    command = request.cmd_credit
+    return AddCredit(sequence=sequence, subscription=command.subscription, grant=_grant(command.credit, ""))
+
+
+def _unsubscribe(sequence: int, request: pb.PubSubReq) -> Unsubscribe:
+    return Unsubscribe(sequence=sequence, subscription=request.cmd_unsubscribe.subscription)
+
+
+def _seek(sequence: int, request: pb.PubSubReq) -> Seek:
+    command = request.cmd_seek
+    partition = _not_negative(command.partition, "partition")
+    kind = command.WhichOneof("to")
+    to: SeekTarget
+    if kind == "edge":
+        to = _known(StartEdge, command.edge, "edge")
+    elif kind == "timestamp":
+        to = AtTimestamp(_not_negative(command.timestamp, "timestamp"))
+    elif kind == "offset":
+        to = AtOffset(_not_negative(command.offset, "offset"))
+    else:
+        _refuse("no target")
+    return Seek(sequence=sequence, subscription=command.subscription, partition=partition, to=to)
+
+
+def _judged_stream(name: str, decode: Callable[[int, pb.PubSubReq], Request]) -> Callable[[int, pb.PubSubReq], Request]:
+    """``decode``, with a refusal turned into :class:`Rejected` (``invalid <name>: <problem>``)."""
+
+    def judged(sequence: int, request: pb.PubSubReq) -> Request:
+        try:
+            return decode(sequence, request)
+        except _Refusal as refusal:
+            return Rejected(sequence=sequence, code=ErrorCode.INVALID_REQUEST, message=f"invalid {name}: {refusal}")
+
+    return judged
+
+
+#: The stream commands by their oneof name in PubSubReq.req (cmd_commit is not among them yet).
+_STREAM_DECODERS: Final[dict[str, Callable[[int, pb.PubSubReq], Request]]] = {
+    "cmd_subscribe": _judged_stream("subscribe", _subscribe),
+    "cmd_credit": _judged_stream("credit", _credit),
+    "cmd_unsubscribe": _judged_stream("unsubscribe", _unsubscribe),
+    "cmd_seek": _judged_stream("seek", _seek),
+}
+
+
+# ------------------------------------------------------------ server answers
 
 
 def encode_pong(sequence: int, state: bytes) -> bytes:
@@ -145,6 +355,50 @@ def encode_list_offset(sequence: int, offset: int) -> bytes:
     """The frame answering a :class:`ListOffset`: a KafkaListOffsetResp (``offset`` may be -1)."""
     answer = pb.KafkaListOffsetResp(offset=offset)
     return pb.PubSubResp(sequence=sequence, kafka_list_offset_resp=answer).SerializeToString()
+
+
+def encode_ok(sequence: int) -> bytes:
+    """The frame of an OkResp: the command (an unsubscribe or a seek) is done."""
+    return pb.PubSubResp(sequence=sequence, ok_resp=pb.OkResp()).SerializeToString()
+
+
+def _offset_list(pairs: Sequence[tuple[int, int]]) -> list[pb.PartitionOffset]:
+    return [pb.PartitionOffset(partition=partition, offset=offset) for partition, offset in pairs]
+
+
+def encode_subscribe_answer(sequence: int, positions: Sequence[tuple[int, int]]) -> bytes:
+    """The frame answering a :class:`Subscribe`: where each partition starts, as ``(partition, offset)`` pairs."""
+    answer = pb.SubscribeResp(positions=pb.OffsetList(entries=_offset_list(positions)))
+    return pb.PubSubResp(sequence=sequence, subscribe_resp=answer).SerializeToString()
+
+
+def _stream_event(sequence: int, event: pb.StreamEvent) -> bytes:
+    return pb.PubSubResp(sequence=sequence, stream_event=event).SerializeToString()
+
+
+def encode_stream_event_caught_up(sequence: int, partition: int) -> bytes:
+    """The push saying that ``partition`` of the stream ``sequence`` reached its high watermark."""
+    return _stream_event(sequence, pb.StreamEvent(caught_up=partition))
+
+
+def encode_stream_event_error(sequence: int, code: ErrorCode, message: str, partition: int | None) -> bytes:
+    """The push of a problem the stream ``sequence`` retries past by itself; ``partition`` None: the whole stream."""
+    return _stream_event(
+        sequence, pb.StreamEvent(error=pb.ErrorResp(code=int(code), message=message), partition=partition)
+    )
+
+
+def encode_stream_event_partitions(
+    sequence: int, assigned: Sequence[int], revoked: Sequence[int], positions: Sequence[tuple[int, int]]
+) -> bytes:
+    """The push of partitions the stream ``sequence`` gained (starting at ``positions``) or lost."""
+    changed = pb.PartitionsChanged(assigned=assigned, revoked=revoked, positions=_offset_list(positions))
+    return _stream_event(sequence, pb.StreamEvent(partitions=changed))
+
+
+def encode_stream_event_ended(sequence: int, code: ErrorCode, message: str) -> bytes:
+    """The push ending the stream ``sequence``; nothing of it follows."""
+    return _stream_event(sequence, pb.StreamEvent(ended=pb.ErrorResp(code=int(code), message=message)))
 
 
 class RecordTooLarge(Exception):
@@ -243,6 +497,76 @@ def encode_fetch_request(sequence: int, topic: str, partition: int, offset: int)
     return pb.PubSubReq(sequence=sequence, cmd_kafka_fetch=command).SerializeToString()
 
 
+#: The events' enums as the generated code types them (same names, same numbers).
+_PB_EDGE: Final = {StartEdge.LATEST: pb.LATEST, StartEdge.EARLIEST: pb.EARLIEST}
+_PB_ISOLATION: Final = {Isolation.READ_UNCOMMITTED: pb.READ_UNCOMMITTED, Isolation.READ_COMMITTED: pb.READ_COMMITTED}
+
+
+def encode_subscribe_request(
+    sequence: int,
+    topic: str,
+    *,
+    partitions: Sequence[int] = (),
+    start: Start | None = None,
+    filter: Filter | None = None,
+    credit: Grant | None = None,
+    isolation: Isolation = Isolation.READ_UNCOMMITTED,
+    group: str = "",
+    auto_commit: bool = False,
+) -> bytes:
+    """The frame of a CmdSubscribe opening the stream ``sequence``; the keywords are :class:`Subscribe`'s fields.
+
+    ``start`` None writes no start (the server starts at LATEST); an edge is written even when it is
+    LATEST. ``filter`` None writes no filter. ``credit`` None writes no credit (the route's default
+    grant), while ``Grant()`` writes an empty one: the stream starts paused.
+    """
+    command = pb.CmdSubscribe(
+        topic=topic, partitions=partitions, isolation=_PB_ISOLATION[isolation], group=group, auto_commit=auto_commit
+    )
+    if isinstance(start, StartEdge):
+        command.edge = _PB_EDGE[start]
+    elif isinstance(start, AtTimestamp):
+        command.timestamp = start.ms
+    elif isinstance(start, AtOffsets):
+        command.offsets.SetInParent()  # present even when empty
+        command.offsets.entries.extend(_offset_list(start.offsets))
+    if filter is not None:
+        command.filter.SetInParent()
+        command.filter.key_equals.extend(filter.key_equals)
+        if filter.key_prefix is not None:
+            command.filter.key_prefix = filter.key_prefix
+        command.filter.headers.extend(pb.HeaderMatch(key=match.key, value=match.value) for match in filter.headers)
+    if credit is not None:
+        command.credit.SetInParent()  # present even when empty: a grant of nothing
+        command.credit.records = credit.records
+        command.credit.bytes = credit.bytes
+    return pb.PubSubReq(sequence=sequence, cmd_subscribe=command).SerializeToString()
+
+
+def encode_credit_request(sequence: int, subscription: int, grant: Grant) -> bytes:
+    """The frame of a CmdCredit adding ``grant`` to the stream ``subscription``."""
+    command = pb.CmdCredit(subscription=subscription, credit=pb.Credit(records=grant.records, bytes=grant.bytes))
+    return pb.PubSubReq(sequence=sequence, cmd_credit=command).SerializeToString()
+
+
+def encode_unsubscribe_request(sequence: int, subscription: int) -> bytes:
+    """The frame of a CmdUnsubscribe closing the stream ``subscription``."""
+    command = pb.CmdUnsubscribe(subscription=subscription)
+    return pb.PubSubReq(sequence=sequence, cmd_unsubscribe=command).SerializeToString()
+
+
+def encode_seek_request(sequence: int, subscription: int, partition: int, to: SeekTarget) -> bytes:
+    """The frame of a CmdSeek moving ``partition`` of the stream ``subscription`` to ``to``."""
+    command = pb.CmdSeek(subscription=subscription, partition=partition)
+    if isinstance(to, StartEdge):
+        command.edge = _PB_EDGE[to]
+    elif isinstance(to, AtTimestamp):
+        command.timestamp = to.ms
+    else:
+        command.offset = to.offset
+    return pb.PubSubReq(sequence=sequence, cmd_seek=command).SerializeToString()
+
+
 def decode_record(message: pb.KafkaMessage) -> Record:
     """A KafkaMessage as a :class:`Record`, null (absent) key, value and header values as None."""
     return Record(
@@ -272,4 +596,43 @@ def decode_response(frame: bytes) -> Response:
         return FetchAnswer(sequence=sequence, records=records)
     if kind == "error_resp":
         return ErrorAnswer(sequence=sequence, code=response.error_resp.code, message=response.error_resp.message)
+    if kind == "ok_resp":
+        return OkAnswer(sequence=sequence)
+    if kind == "subscribe_resp":
+        return SubscribeAnswer(sequence=sequence, positions=_pairs(response.subscribe_resp.positions.entries))
+    if kind == "stream_batch":
+        batch = response.stream_batch
+        return StreamRecords(
+            sequence=sequence,
+            partition=batch.partition,
+            records=tuple(decode_record(message) for message in batch.messages),
+            next_offset=batch.next_offset,
+            high_watermark=batch.high_watermark,
+        )
+    if kind == "stream_event":
+        return _decode_stream_event(sequence, response.stream_event)
     return UnknownResponse(sequence=sequence)
+
+
+def _pairs(entries: Sequence[pb.PartitionOffset]) -> tuple[tuple[int, int], ...]:
+    return tuple((entry.partition, entry.offset) for entry in entries)
+
+
+def _decode_stream_event(sequence: int, event: pb.StreamEvent) -> Response:
+    kind = event.WhichOneof("event")
+    if kind == "caught_up":
+        return StreamCaughtUp(sequence=sequence, partition=event.caught_up)
+    if kind == "error":
+        partition = event.partition if event.HasField("partition") else None
+        return StreamError(sequence=sequence, code=event.error.code, message=event.error.message, partition=partition)
+    if kind == "partitions":
+        changed = event.partitions
+        return StreamPartitions(
+            sequence=sequence,
+            assigned=tuple(changed.assigned),
+            revoked=tuple(changed.revoked),
+            positions=_pairs(changed.positions),
+        )
+    if kind == "ended":
+        return StreamEnded(sequence=sequence, code=event.ended.code, message=event.ended.message)
+    return UnknownResponse(sequence=sequence)  # an event of a newer server

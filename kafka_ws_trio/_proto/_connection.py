@@ -93,7 +93,11 @@ class ServerConnection:
         request = decode_request(frame)
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state))
-        # Streams are decoded but not served yet: to a client they are commands this server does not know.
+        # Streams are decoded but not served yet, so a stream command is still one this server does not
+        # know, exactly as before the codec learned them. Rejected included: a stream command that cannot
+        # be valid gets "unknown command" too, not its INVALID_REQUEST message, so that a client cannot
+        # take the server for one that serves streams. When streams are served, Rejected is answered with
+        # its own code and message, and the other four go to the session's streams.
         if isinstance(request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Rejected):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))

@@ -167,7 +167,8 @@ class Subscribe:
     """CmdSubscribe, validated: open a push stream whose id is ``sequence``.
 
     ``partitions`` empty means every partition, including ones added later.
-    ``credit`` None means the route's default grant.
+    ``credit`` None means the route's default grant; ``Grant()`` (sent as an empty
+    Credit) grants nothing, so the stream starts paused.
     """
 
     sequence: int
