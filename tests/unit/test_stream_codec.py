@@ -1,10 +1,12 @@
-"""The stream commands and pushes in the codec: round trips both ways, every validation rule with its
-exact message, and a decoder that never raises. Synchronous, no broker, no Trio."""
+"""The stream commands and pushes in the codec (schema/README.md, "Streams"): round trips both ways,
+every validation rule with its exact message, the documented hex examples, and a decoder that never
+raises. Synchronous, no broker, no Trio."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import attrs
 import pytest
@@ -19,6 +21,7 @@ from kafka_ws_trio._proto import (
     AtOffset,
     AtOffsets,
     AtTimestamp,
+    ErrorAnswer,
     ErrorCode,
     Filter,
     Grant,
@@ -58,6 +61,8 @@ from kafka_ws_trio._proto import (
     encode_subscribe_request,
     encode_unsubscribe_request,
 )
+
+README = Path(__file__).resolve().parents[2] / "schema" / "README.md"
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -489,3 +494,102 @@ def test_stream_commands_are_answered_unknown_command_until_streams_are_served(f
     reply = connection.receive(frame)
     assert reply == Reply(encode_error(21, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
     assert connection.errors == 1
+
+
+# ------------------------------------------------------------------ the documented examples
+
+#: schema/README.md, "Streams", "Examples": each frame in the order the page shows it, what it
+#: decodes to, and the codec call that writes it (None: the batch, which the page writes in the
+#: server's field order).
+DOCUMENTED = [
+    (
+        "request",
+        Subscribe(7, "orders", (0, 1), StartEdge.EARLIEST, Filter(key_prefix=b"eu-"), Grant(records=100)),
+        encode_subscribe_request(
+            7,
+            "orders",
+            partitions=[0, 1],
+            start=StartEdge.EARLIEST,
+            filter=Filter(key_prefix=b"eu-"),
+            credit=Grant(100),
+        ),
+    ),
+    ("answer", SubscribeAnswer(7, ((0, 12), (1, 40))), encode_subscribe_answer(7, [(0, 12), (1, 40)])),
+    ("push", StreamRecords(7, 1, (Record(40, 1_700_000_000_000, b"eu-1", b"pallet"),), 41, 45), None),
+    ("push", StreamCaughtUp(7, 1), encode_stream_event_caught_up(7, 1)),
+    (
+        "push",
+        StreamError(7, ErrorCode.BROKER_UNREACHABLE, "broker unreachable: 127.0.0.1:59092", 1),
+        encode_stream_event_error(7, ErrorCode.BROKER_UNREACHABLE, "broker unreachable: 127.0.0.1:59092", 1),
+    ),
+    ("push", StreamPartitions(7, (2,), (), ((2, 0),)), encode_stream_event_partitions(7, [2], [], [(2, 0)])),
+    (
+        "push",
+        StreamEnded(7, ErrorCode.TOPIC_NOT_FOUND, "not found topic"),
+        encode_stream_event_ended(7, ErrorCode.TOPIC_NOT_FOUND, "not found topic"),
+    ),
+    (
+        "request",
+        Subscribe(8, "orders", start=AtOffsets(((0, 42),)), credit=Grant()),
+        encode_subscribe_request(8, "orders", start=AtOffsets(((0, 42),)), credit=Grant()),
+    ),
+    ("request", AddCredit(9, 7, Grant(100, 1 << 20)), encode_credit_request(9, 7, Grant(100, 1 << 20))),
+    ("request", Seek(10, 7, 1, AtOffset(0)), encode_seek_request(10, 7, 1, AtOffset(0))),
+    ("answer", OkAnswer(10), encode_ok(10)),
+    ("request", Unsubscribe(11, 7), encode_unsubscribe_request(11, 7)),
+    ("answer", OkAnswer(11), encode_ok(11)),
+    (
+        "request",
+        Rejected(12, ErrorCode.INVALID_REQUEST, "invalid subscribe: partition -1"),
+        encode_subscribe_request(12, "orders", partitions=[-1]),
+    ),
+    (
+        "answer",
+        ErrorAnswer(12, ErrorCode.INVALID_REQUEST, "invalid subscribe: partition -1"),
+        encode_error(12, ErrorCode.INVALID_REQUEST, "invalid subscribe: partition -1"),
+    ),
+]
+
+_FRAME_LINE = re.compile(r"^(request|answer|push) {2,}(.*)$", re.MULTILINE)
+_TOKEN = re.compile(r'"([^"]*)"|([0-9a-f]{2})(?![0-9a-f])')
+
+
+def documented_frames(section: str) -> list[tuple[str, bytes]]:
+    """The frames the README's section shows: hex bytes, with "quoted" text standing for its ASCII bytes."""
+    text = README.read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    frames = []
+    for kind, line in _FRAME_LINE.findall(body):
+        data = b"".join(
+            quoted.encode() if quoted or not hex_byte else bytes.fromhex(hex_byte)
+            for quoted, hex_byte in _TOKEN.findall(re.split(r" {4,}", line)[0])  # what follows is a comment
+        )
+        frames.append((kind, data))
+    return frames
+
+
+def test_the_streams_examples_are_the_documented_ones() -> None:
+    assert [kind for kind, _ in documented_frames("Streams")] == [kind for kind, _, _ in DOCUMENTED]
+
+
+@pytest.mark.parametrize("index", range(len(DOCUMENTED)))
+def test_each_streams_example_decodes_to_its_values(index: int) -> None:
+    kind, expected, written = DOCUMENTED[index]
+    documented_kind, frame = documented_frames("Streams")[index]
+    assert documented_kind == kind
+    decoded = decode_request(frame) if kind == "request" else decode_response(frame)
+    assert decoded == expected
+    if written is not None:
+        assert frame == written, "the codec writes other bytes than the page shows"
+
+
+def test_the_documented_batch_puts_the_numbers_before_the_messages() -> None:
+    batch = next(frame for kind, frame in documented_frames("Streams") if kind == "push" and frame[2:4] == b"\xa2\x02")
+    body = batch[5:]
+    assert [body[0], body[2], body[4], body[6]] == [0x08, 0x18, 0x20, 0x12]  # fields 1, 3, 4, then 2
+
+
+def test_the_unknown_command_example_uses_a_free_number() -> None:
+    [frame] = [frame for kind, frame in documented_frames("Commands") if kind == "request" and frame[:2] == b"\x08\x2a"]
+    assert decode_request(frame) == UnknownCommand(42)
+    assert frame[2:4] == b"\xe2\x03"  # field 60: 35 to 41 are taken or planned
