@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kafka_ws_trio._proto._events import Filter, HeaderMatch
+from kafka_ws_trio._proto._entries import Entries, encode_message_entry
+from kafka_ws_trio._proto._events import Filter, Grant, HeaderMatch, Subscribe
 from kafka_ws_trio._proto._filters import ACCEPT_ALL, FilterSet, Headers, Matcher, canonical, compile_filter
+from kafka_ws_trio._proto._streams import Chunk, Streams
 
 
 def accepts(filter_: Filter, key: bytes | None, headers: Headers = ()) -> bool:
@@ -137,6 +139,38 @@ def test_a_matcher_is_dropped_when_the_last_stream_holding_it_lets_go() -> None:
     assert len(filters) == 0
     assert filters.holders(first) == 0
     assert filters.acquire(wanted) is not first
+
+
+def test_one_filter_evaluation_per_record_per_distinct_filter() -> None:
+    keys = [b"a", b"b", None, b"ab", b"b"]
+    entries = Entries.of(list(range(5)), [encode_message_entry(o, 0, k, b"v") for o, k in enumerate(keys)])
+    shared = FilterSet()
+    sessions = [Streams(1 << 20, filters=shared) for _ in range(10)]
+    spellings = [Filter(key_prefix=b"a"), Filter(key_equals=(b"b", b"a")), Filter(key_equals=(b"a", b"b"))]
+    streams = []
+    for index, streams_of_session in enumerate(sessions):
+        stream = streams_of_session.open(
+            Subscribe(sequence=1, topic="t", partitions=(0,), filter=spellings[index % 3], credit=Grant(records=100))
+        )
+        stream.place(0, 0, epoch=0)
+        streams.append(stream)
+    chunk = Chunk(0, entries, 0, 5, 5, keys, [()] * 5)
+    delivered = []
+    for stream in streams:
+        batch = stream.cut(chunk)
+        assert batch is not None
+        delivered.append(batch.count)
+    assert len(shared) == 2
+    matchers = {stream.matcher for stream in streams}
+    assert all(matcher is not None and matcher.checked == len(keys) for matcher in matchers)
+    assert delivered == [2, 3, 3] * 3 + [2]
+
+
+def test_streams_with_the_empty_filter_never_evaluate_anything() -> None:
+    session = Streams(1 << 20)
+    stream = session.open(Subscribe(sequence=1, topic="t", partitions=(0,)))
+    assert stream.matcher is None
+    assert len(session.filters) == 0
 
 
 # --------------------------------------------------------------- properties
