@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
-from ._proto import CommandFailed, EncodedBatch, Record
+from ._proto import CommandFailed, EncodedBatch, FilterSet, PushBatch, Record, Stream
 
 
 class Backend(Protocol):
@@ -72,4 +72,50 @@ class FrameWriter(Protocol):
 
     async def flush(self) -> None:
         """Send what :meth:`write_now` left pending."""
+        ...
+
+
+class StreamOutlet(Protocol):
+    """Where a stream's pushes go: the session that owns the stream (``_streaming``).
+
+    The Kafka edge calls these from its own tasks; none of them blocks.
+    """
+
+    def ready(self) -> bool:
+        """Whether the session takes a batch now; when it does not, it wakes the partition when it does."""
+        ...
+
+    def push(self, batch: PushBatch) -> None:
+        """Send a batch cut for the stream (the session confirms it first: a seek may have come since)."""
+        ...
+
+    def event(self, frame: bytes) -> None:
+        """Send a StreamEvent frame of the stream (caught up, an error it works around, ...)."""
+        ...
+
+
+#: Stops feeding one partition of a stream (the stream closed or the session ended).
+Detach: TypeAlias = Callable[[], None]
+#: Tells one partition of a stream that it may take batches again (credit came, pushes drained).
+Wake: TypeAlias = Callable[[], None]
+
+
+@runtime_checkable
+class StreamingBackend(Backend, Protocol):
+    """A backend that feeds push streams from the partition readers it shares (the real one can)."""
+
+    @property
+    def filters(self) -> FilterSet:
+        """The route's filters: equal filters of all its sessions share one matcher, run once per record."""
+        ...
+
+    async def partitions_of(self, topic: str) -> frozenset[int]:
+        """The topic's partitions; raises :class:`CommandFailed` (``not found topic``, reaching Kafka)."""
+        ...
+
+    async def attach(self, stream: Stream, partition: int, outlet: StreamOutlet) -> tuple[Wake, Detach]:
+        """Feed ``partition`` of ``stream`` from the partition's reader, from the stream's position there.
+
+        Raises :class:`CommandFailed` when the reader cannot be opened (``max_partition_readers``, Kafka down).
+        """
         ...

@@ -25,6 +25,7 @@ from ._http import (
 )
 from ._kafka import KafkaUpstream, UpstreamStatistics
 from ._ports import Backend
+from ._proto import Grant, StreamLimits
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
 from ._transport import ReplayStream
 
@@ -55,6 +56,15 @@ class _Slot:
 
 #: Builds the Kafka side of one route; tests inject fakes here.
 BackendFactory = Callable[[RouteConfig, trio.CapacityLimiter], "KafkaUpstream | Backend"]
+
+
+def _stream_limits(route: RouteConfig) -> StreamLimits:
+    """The bounds of the streams of one session on ``route``."""
+    return StreamLimits(
+        max_streams=route.max_streams,
+        max_partitions=route.max_stream_partitions,
+        default_grant=Grant(records=route.stream_credit_records, bytes=route.stream_credit_bytes),
+    )
 
 
 @attrs.frozen
@@ -95,6 +105,7 @@ class ProxyServer:
         )
         self._shutting_down = False
         self._router = Router.for_routes(route.uri for route in config.routes)
+        self._stream_limits = {route.uri: _stream_limits(route) for route in config.routes}
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
 
@@ -199,7 +210,9 @@ class ProxyServer:
         subprotocol = request.proposed_subprotocols[0] if request.proposed_subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
         stream.bind(ws)
-        session = Session(ws, self._backends[uri], self._limits, route=uri, writer=stream)
+        session = Session(
+            ws, self._backends[uri], self._limits, route=uri, writer=stream, stream_limits=self._stream_limits[uri]
+        )
         self._sessions[session] = ws
         self._sessions_total += 1
         log.debug("%r opened from %s", session, ws.remote)

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ._config import DEFAULT_QUEUE_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WORKERS
-from ._ports import Backend, CachingBackend, FrameWriter, ParkedResult, ParkingBackend, Withdraw
+from ._ports import Backend, CachingBackend, FrameWriter, ParkedResult, ParkingBackend, StreamingBackend, Withdraw
 from ._proto import (
+    AddCredit,
     Command,
     CommandFailed,
     ErrorCode,
@@ -44,12 +47,22 @@ from ._proto import (
     KafkaCommand,
     Key,
     ListOffset,
+    PushBatch,
     Reply,
     Result,
+    Seek,
     ServerConnection,
+    Stream,
+    StreamAction,
+    StreamCommand,
+    StreamLimits,
+    Subscribe,
     Ticket,
+    Unsubscribe,
+    encode_error,
     fetch_frame,
 )
+from ._streaming import After, SessionStreams
 
 log = logging.getLogger("kafka_ws_trio.session")
 
@@ -57,6 +70,9 @@ log = logging.getLogger("kafka_ws_trio.session")
 CLOSE_TIMEOUT: Final = 2.0
 #: Added to the backend's own deadline before the session gives up on a command.
 COMMAND_DEADLINE_MARGIN: Final = 2.0
+#: A stream command may take this many backend deadlines: the topic's partitions, their
+#: start offsets (a few at a time) and opening their readers.
+STREAM_COMMAND_DEADLINES: Final = 4
 
 #: WebSocket close codes (RFC 6455).
 CLOSE_GOING_AWAY: Final = 1001
@@ -64,6 +80,7 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 
 _session_ids = itertools.count(1)
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -89,7 +106,7 @@ class SessionCounters:
 
 @attrs.frozen
 class _Job:
-    request: KafkaCommand
+    request: KafkaCommand | StreamCommand
     ticket: Ticket
 
 
@@ -105,6 +122,7 @@ class Session:
         route: str = "",
         counters: SessionCounters | None = None,
         writer: FrameWriter | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self.id = next(_session_ids)
         self._ws = ws
@@ -112,7 +130,12 @@ class Session:
         self._limits = limits
         self._route = route
         self._counters = counters if counters is not None else SessionCounters()
-        self._connection = ServerConnection(limits.max_message_size)
+        self._streams: SessionStreams | None = None
+        if isinstance(backend, StreamingBackend):
+            self._streams = SessionStreams(
+                backend, limits.max_message_size, stream_limits or StreamLimits(), self, limits.workers
+            )
+        self._connection = ServerConnection(limits.max_message_size, streams=self._streams is not None)
         self._lanes = self._connection.lanes
         #: Workers waiting for their ticket's turn.
         self._turns: dict[Ticket, trio.Event] = {}
@@ -126,6 +149,10 @@ class Session:
         self._parked: dict[Key, Withdraw] = {}
         self._writer = writer
         self._nursery: trio.Nursery | None = None
+        #: Stream pushes waiting for the socket (at most one batch: streams wait while any does), and events.
+        self._outbox: deque[tuple[Stream, PushBatch | bytes]] = deque()
+        self._draining = False
+        self._flushing = False
 
     def __repr__(self) -> str:
         return f"<Session {self.id} route={self._route!r}>"
@@ -154,6 +181,9 @@ class Session:
                             nursery.cancel_scope.cancel()
                     finally:
                         self._unpark_all()
+                        if self._streams is not None:
+                            self._streams.close_all()
+                        self._outbox.clear()
                         self._nursery = None
         except Exception:  # also an ExceptionGroup of Exceptions; never Cancelled
             log.exception("%r: internal error; closing the session", self)
@@ -186,7 +216,10 @@ class Session:
                     log.debug("%r: frame does not decode: %s", self, action.note)
                 await self._send(action.frame)
                 continue
-            await self._take(action, jobs)
+            if isinstance(action, StreamAction):
+                await self._take_stream(action, jobs)
+            else:
+                await self._take(action, jobs)
 
     async def _take(self, command: Command, jobs: trio.MemorySendChannel[_Job]) -> None:
         """Answer a Kafka command from memory, park it, or queue it for a worker."""
@@ -202,6 +235,65 @@ class Session:
             return
         self._counters.queued += 1
         await jobs.send(_Job(request, ticket))
+
+    async def _take_stream(self, action: StreamAction, jobs: trio.MemorySendChannel[_Job]) -> None:
+        """Credit at once; a subscribe registered at once (its bounds and id checked) and then queued like the rest.
+
+        A stream's commands share the stream's lane, so they are answered in the order they came.
+        """
+        streams, request = self._streams, action.request
+        assert streams is not None  # the connection hands out StreamActions only with streams
+        try:
+            if isinstance(request, AddCredit):
+                streams.registry.add_credit(request)
+                streams.wake(request.subscription)
+                return
+            if isinstance(request, Subscribe):
+                streams.open(request)
+        except CommandFailed as exc:
+            await self._send(self._stream_error(request.sequence, exc))
+            return
+        ticket = self._lanes.take(action.keys)
+        self._counters.queued += 1
+        await jobs.send(_Job(request, ticket))
+
+    def _stream_error(self, sequence: int, failure: CommandFailed) -> bytes:
+        """A stream command's error response: the failure's reason is the whole message."""
+        self._connection.errors += 1
+        return encode_error(sequence, failure.code, failure.reason)
+
+    async def _respond_stream(self, request: StreamCommand) -> tuple[Frame, After | None]:
+        """Carry out a queued stream command: its answer, and what runs once the answer is sent."""
+        streams = self._streams
+        assert streams is not None
+        deadline = self._backend.deadline * STREAM_COMMAND_DEADLINES + COMMAND_DEADLINE_MARGIN
+
+        async def run() -> tuple[Frame, After | None]:
+            with trio.fail_after(deadline):
+                if isinstance(request, Subscribe):
+                    return await streams.start(streams.registry.get(request.sequence))
+                if isinstance(request, Seek):
+                    return await streams.seek(request)
+                if isinstance(request, AddCredit):  # pragma: no cover - credit is never queued
+                    raise AssertionError("credit is handled by the reader")
+                return streams.unsubscribe(request.subscription, request.sequence), None
+
+        outcome = await self._outcome(request, run, deadline)
+        if isinstance(outcome, CommandFailed):
+            return self._stream_error(request.sequence, outcome), None
+        return outcome
+
+    async def _outcome(self, request: object, call: Callable[[], Awaitable[_T]], deadline: float) -> _T | CommandFailed:
+        """What ``call`` returns, or the failure it ends in: its own, a timeout, or a bug (logged)."""
+        try:
+            return await call()
+        except CommandFailed as exc:
+            return exc
+        except trio.TooSlowError:
+            return CommandFailed(ErrorCode.TIMEOUT, f"timed out after {deadline:.0f}s")
+        except Exception:
+            log.exception("%r: bug while handling %r", self, request)
+            return CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
 
     def _answer_from_memory(self, request: Fetch) -> Frame | None:
         """A fetch the backend holds in memory, answered in the reader: no queue, no worker."""
@@ -303,10 +395,17 @@ class Session:
     async def _work(self, job: _Job) -> None:
         self._counters.in_flight += 1
         try:
-            frame = await self._respond(job.request)
+            after: After | None = None
+            request = job.request
+            if isinstance(request, Subscribe | Seek | Unsubscribe | AddCredit):
+                frame, after = await self._respond_stream(request)
+            else:
+                frame = await self._respond(request)
             await self._wait_turn(job.ticket)
             try:
                 await self._send(frame)
+                if after is not None:
+                    after()
             finally:
                 self._done(job.ticket)
         finally:
@@ -326,17 +425,8 @@ class Session:
 
     async def _respond(self, request: KafkaCommand) -> Frame:
         """The response frame for one Kafka command; failures become error frames."""
-        failure: CommandFailed
-        try:
-            return self._connection.answer(request, await self._call_backend(request))
-        except CommandFailed as exc:
-            failure = exc
-        except trio.TooSlowError:
-            failure = CommandFailed(ErrorCode.TIMEOUT, f"timed out after {self._backend.deadline:.0f}s")
-        except Exception:
-            log.exception("%r: bug while handling %r", self, request)
-            failure = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")
-        return self._connection.answer(request, failure)
+        outcome = await self._outcome(request, partial(self._call_backend, request), self._backend.deadline)
+        return self._connection.answer(request, outcome)
 
     async def _call_backend(self, request: KafkaCommand) -> Result:
         if not isinstance(request, ListOffset | Fetch):
@@ -352,19 +442,87 @@ class Session:
 
     async def _send(self, frame: Frame) -> None:
         """Write one frame; a client that does not take it in time ends the session."""
+        await self._guarded(partial(self._write, frame))
 
-        async def send() -> None:
-            if isinstance(frame, bytes):
-                await self._ws.send_message(frame)
+    async def _write(self, frame: Frame) -> None:
+        """Write one frame; the caller holds the send lock (see :meth:`_guarded`)."""
+        if isinstance(frame, bytes):
+            await self._ws.send_message(frame)
+            return
+        written = self._write_now(frame)
+        if written is None:
+            await self._ws.send_message(frame[0] + frame[1])
+        elif not written:
+            assert self._writer is not None
+            await self._writer.flush()
+
+    # ----------------------------------------------------------------- pushes
+
+    def push_ready(self) -> bool:
+        """Whether a stream push would go out now: none waits for the socket (the ``Pusher`` Protocol)."""
+        return not self._outbox and not self._flushing and not self._too_slow
+
+    def push(self, stream: Stream, item: PushBatch | bytes) -> None:
+        """Send a stream's batch or event without blocking: straight into the socket when it is free, else queued.
+
+        A batch is confirmed right before it is written, so one cut before a seek
+        or an unsubscribe of its stream is dropped (and its credit given back).
+        """
+        if self._nursery is None:
+            return  # the session is ending
+        if not self._outbox and not self._flushing and not self._send_lock.locked():
+            frame = self._confirmed(stream, item)
+            if frame is None:
                 return
-            written = self._write_now(frame)
-            if written is None:
-                await self._ws.send_message(frame[0] + frame[1])
-            elif not written:
-                assert self._writer is not None
-                await self._writer.flush()
+            written = self._write_now(frame) if self._writer is not None else None
+            if written is True:
+                return
+            if written is False:
+                self._flushing = True
+                self._spawn(self._flush_pushes)
+                return
+            item = frame[0] + frame[1]  # confirmed: queue the frame itself
+        self._outbox.append((stream, item))
+        if not self._draining:
+            self._draining = True
+            self._spawn(self._drain)
 
-        await self._guarded(send)
+    def _confirmed(self, stream: Stream, item: PushBatch | bytes) -> tuple[bytes, bytes] | None:
+        """The frame of a push still to be sent, or None when its stream closed or its partition was moved since."""
+        if isinstance(item, bytes):
+            return (item, b"") if stream.open else None
+        return item.frame() if stream.confirm(item) else None
+
+    async def _drain(self) -> None:
+        """Send queued pushes in order, each under the send lock and ``send_timeout``; then wake the streams."""
+        try:
+            while self._outbox and not self._too_slow:
+                await self._guarded(self._send_next_push)
+        finally:
+            self._draining = False
+            self._wake_streams()
+
+    async def _send_next_push(self) -> None:
+        if not self._outbox:
+            return
+        stream, item = self._outbox.popleft()
+        frame = self._confirmed(stream, item)
+        if frame is not None:
+            await self._write(frame)
+
+    async def _flush_pushes(self) -> None:
+        try:
+            await self._flush()
+        finally:
+            self._flushing = False
+            if self._outbox and not self._draining:
+                self._draining = True
+                self._spawn(self._drain)
+            self._wake_streams()
+
+    def _wake_streams(self) -> None:
+        if self._streams is not None and self.push_ready():
+            self._streams.wake_all()
 
     async def _guarded(self, send: Callable[[], Awaitable[None]]) -> None:
         """Run ``send`` alone and within ``send_timeout``; a client that does not take it in time ends the session."""

@@ -23,6 +23,8 @@ class Counters:
     connect_failures: int = 0
     parked_answered: int = 0
     readers_refused: int = 0
+    stream_batches: int = 0
+    stream_records: int = 0
 
 
 #: Starts a task in the background for as long as the route runs; False when it does not run.

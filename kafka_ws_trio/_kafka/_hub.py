@@ -3,8 +3,9 @@
 A fetch at the log end is parked here instead of holding a task of its own.
 One pump task polls while fetches are parked and, after each poll, answers
 every one it settles by calling its ``deliver`` (which writes the same
-shared body into each session's socket). Push streams will hang off the same
-hub.
+shared body into each session's socket). Push streams hang off the same
+hub (:attr:`PartitionHub.taps`), fed by a pump of their own that shares the
+reader's polls and window with the fetches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .._ports import Deliver, ParkedResult, Withdraw
 from .._proto import EMPTY_BATCH, CommandFailed, Entries, ErrorCode
 from ._context import KafkaContext
 from ._reader import PartitionReader
+from ._taps import StreamTaps
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
@@ -43,7 +45,9 @@ class PartitionHub:
         self.reader = reader
         self._waiters: list[_Waiter] = []
         self._pumping = False
-        reader.wants_fresh = lambda: bool(self._waiters)
+        #: The push streams reading this partition.
+        self.taps = StreamTaps(context, reader)
+        reader.wants_fresh = lambda: bool(self._waiters) or bool(self.taps)
 
     @property
     def waiting(self) -> list[_Waiter]:

@@ -120,6 +120,11 @@ class PartitionReader:
         return self.window.next
 
     @property
+    def highwater(self) -> int | None:
+        """The partition's log end offset as the last poll saw it (None before the first poll)."""
+        return self._highwater
+
+    @property
     def failing(self) -> bool:
         """Whether a recent call failed to reach Kafka."""
         return self._failure is not None
@@ -317,7 +322,12 @@ class PartitionReader:
                 self._polled_at = time.monotonic()
             self._highwater = consumer.highwater(self.tp)
             if messages:
-                entries = Entries.of([message.offset for message in messages], [_encode(m) for m in messages])
+                entries = Entries.of(
+                    [message.offset for message in messages],
+                    [_encode(m) for m in messages],
+                    [message.key for message in messages],
+                    [message.headers for message in messages],
+                )
                 return entries, entries.offsets[-1] + 1
             # Nothing came: the log end, data not fetched yet, or a broker that
             # is gone. poll() cannot tell these apart; the log end offset can.

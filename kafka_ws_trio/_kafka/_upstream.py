@@ -16,8 +16,17 @@ import attrs
 import trio
 
 from .._config import RouteConfig
-from .._ports import Deliver, Withdraw
-from .._proto import FETCH_FRAME_OVERHEAD, CommandFailed, EncodedBatch, ErrorCode, partition_not_found, topic_not_found
+from .._ports import Deliver, Detach, StreamOutlet, Wake, Withdraw
+from .._proto import (
+    FETCH_FRAME_OVERHEAD,
+    CommandFailed,
+    EncodedBatch,
+    ErrorCode,
+    FilterSet,
+    Stream,
+    partition_not_found,
+    topic_not_found,
+)
 from ._client import Connector
 from ._context import Counters, KafkaContext
 from ._hub import PartitionHub
@@ -46,10 +55,15 @@ class UpstreamStatistics:
     parked_answered: int = 0
     #: Commands refused because ``max_partition_readers`` readers were open and none idle.
     readers_refused: int = 0
+    #: Partitions of push streams being fed right now (a stream over 3 partitions counts 3).
+    stream_taps: int = 0
+    #: Batches and records pushed to streams so far.
+    stream_batches: int = 0
+    stream_records: int = 0
 
 
 class KafkaUpstream:
-    """The Kafka side of one route. Implements the session's ``Backend``, ``CachingBackend`` and ``ParkingBackend``.
+    """The Kafka side of one route: every backend Protocol the session knows (``_ports``).
 
     Start it with ``await nursery.start(upstream.run)``; cancelling ``run``
     closes every consumer it opened.
@@ -64,6 +78,7 @@ class KafkaUpstream:
         self._connector = Connector(self.context)
         self._metadata = Metadata(self.context, self._connector)
         self._hubs: dict[Key, PartitionHub] = {}
+        self._filters = FilterSet()
         #: Readers being closed (still holding their consumer), and slots taken by readers being opened.
         self._closing = 0
         self._reserved = 0
@@ -89,6 +104,9 @@ class KafkaUpstream:
             fetches_parked=sum(len(hub.waiting) for hub in self._hubs.values()),
             parked_answered=counters.parked_answered,
             readers_refused=counters.readers_refused,
+            stream_taps=sum(len(hub.taps) for hub in self._hubs.values()),
+            stream_batches=counters.stream_batches,
+            stream_records=counters.stream_records,
         )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> bool:
@@ -239,3 +257,24 @@ class KafkaUpstream:
         if hub is None:
             return None
         return hub.park(offset, max_bytes - FETCH_FRAME_OVERHEAD, deliver)
+
+    # ------------------------------------------------------ StreamingBackend
+
+    @property
+    def filters(self) -> FilterSet:
+        """The route's stream filters: equal filters of every session share one matcher."""
+        return self._filters
+
+    async def partitions_of(self, topic: str) -> frozenset[int]:
+        partitions = await self._metadata.partitions_of(topic)
+        if not partitions:
+            raise topic_not_found()
+        return partitions
+
+    async def attach(self, stream: Stream, partition: int, outlet: StreamOutlet) -> tuple[Wake, Detach]:
+        """Feed ``partition`` of ``stream`` from its reader (opened within ``max_partition_readers``)."""
+        hub = await self._hub(stream.topic, partition)
+        attached = hub.taps.attach(stream, outlet)
+        if attached is None:
+            raise CommandFailed(ErrorCode.INTERNAL_ERROR, "proxy shutting down")
+        return attached

@@ -37,6 +37,7 @@ from ._events import (
     Record,
     Rejected,
     Seek,
+    StreamCommand,
     Subscribe,
     UnknownCommand,
     Unsubscribe,
@@ -65,6 +66,23 @@ class Command:
     keys: tuple[Key, ...]
 
 
+@attrs.frozen
+class StreamAction:
+    """A stream command for the session's streams.
+
+    ``keys`` holds the stream's own lane (:func:`stream_lane`), so the commands of one stream
+    are answered in the order they came (a seek waits for the subscribe before it).
+    """
+
+    request: StreamCommand
+    keys: tuple[Key, ...]
+
+
+def stream_lane(stream_id: int) -> Key:
+    """The lane of one stream's commands: keyed by an empty topic name, which no partition has."""
+    return ("", stream_id)
+
+
 def command_of(request: KafkaCommand) -> ListOffset | Fetch:
     """The ListOffset or Fetch a command is, or was meant to be (for an :class:`Invalid` one)."""
     return request.command if isinstance(request, Invalid) else request
@@ -82,22 +100,27 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, *, streams: bool = False) -> None:
         self.max_message_size = max_message_size
+        #: Whether the session serves streams; without, stream commands are "unknown command".
+        self.streams = streams
         self.lanes = Lanes()
         #: Error responses produced so far (replies and answers alike).
         self.errors = 0
 
-    def receive(self, frame: bytes) -> Reply | Command:
+    def receive(self, frame: bytes) -> Reply | Command | StreamAction:
         """What to do with one binary frame from the client."""
         request = decode_request(frame)
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state))
-        # Streams are decoded but not served yet, so a stream command is still one this server does not
-        # know, exactly as before the codec learned them. Rejected included: a stream command that cannot
-        # be valid gets "unknown command" too, not its INVALID_REQUEST message, so that a client cannot
-        # take the server for one that serves streams. When streams are served, Rejected is answered with
-        # its own code and message, and the other four go to the session's streams.
+        if self.streams and isinstance(request, Subscribe | AddCredit | Unsubscribe | Seek):
+            stream_id = request.sequence if isinstance(request, Subscribe) else request.subscription
+            return StreamAction(request, (stream_lane(stream_id),))
+        if self.streams and isinstance(request, Rejected):
+            self.errors += 1
+            return Reply(encode_error(request.sequence, ErrorCode(request.code), request.message))
+        # A session without streams (a backend that cannot feed them) does not know stream commands:
+        # they get "unknown command", Rejected ones too, so a client cannot take it for one that serves them.
         if isinstance(request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Rejected):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))

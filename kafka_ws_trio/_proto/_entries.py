@@ -103,23 +103,45 @@ class Entries:
     ``ends[i]`` is the total size of every entry up to and including ``i``,
     counted from the first entry ever appended, so dropping entries from the
     front changes no other number (``base`` is the total before ``entries[0]``).
+    ``keys[i]`` and ``headers[i]`` are record i's key and headers, kept (as
+    references to what the Kafka client made) for stream filters.
     """
 
-    __slots__ = ("base", "ends", "entries", "offsets")
+    __slots__ = ("base", "ends", "entries", "headers", "keys", "offsets")
 
     def __init__(self) -> None:
         self.offsets: list[int] = []
         self.entries: list[bytes] = []
         self.ends: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.headers: list[Sequence[tuple[str, bytes | None]]] = []
         self.base = 0
 
     @classmethod
-    def of(cls, offsets: list[int], entries: list[bytes]) -> Entries:
-        """Entries from parallel lists (taken over, not copied), totals built with C-level operations."""
+    def of(
+        cls,
+        offsets: list[int],
+        entries: list[bytes],
+        keys: list[bytes | None] | None = None,
+        headers: list[Sequence[tuple[str, bytes | None]]] | None = None,
+    ) -> Entries:
+        """Entries from parallel lists (taken over, not copied), totals built with C-level operations.
+
+        Without ``keys`` and ``headers``, every record counts as having a null key and no headers.
+        """
         made = cls()
         made.offsets = offsets
         made.entries = entries
         made.ends = list(itertools.accumulate(map(len, entries)))
+        made.keys = [None] * len(offsets) if keys is None else keys
+        made.headers = [()] * len(offsets) if headers is None else headers
+        return made
+
+    def slice(self, first: int, stop: int) -> Entries:
+        """Entries ``first`` to ``stop`` (positions, not offsets) as a new Entries; the bytes are shared, not copied."""
+        made = Entries.of(
+            self.offsets[first:stop], self.entries[first:stop], self.keys[first:stop], self.headers[first:stop]
+        )
         return made
 
     def __len__(self) -> int:
@@ -139,15 +161,21 @@ class Entries:
         kept = bisect.bisect_left(self.offsets, offset)
         return self.ends[kept - 1] if kept else self.base
 
-    def append(self, offset: int, entry: bytes) -> None:
+    def append(
+        self, offset: int, entry: bytes, key: bytes | None = None, headers: Sequence[tuple[str, bytes | None]] = ()
+    ) -> None:
         self.offsets.append(offset)
         self.entries.append(entry)
         self.ends.append(self.end_total + len(entry))
+        self.keys.append(key)
+        self.headers.append(headers)
 
     def extend(self, other: Entries) -> None:
         start = self.end_total
         self.offsets += other.offsets
         self.entries += other.entries
+        self.keys += other.keys
+        self.headers += other.headers
         self.ends += itertools.accumulate(map(len, other.entries), initial=start)
         del self.ends[len(self.ends) - len(other.entries) - 1]  # the running total's start value
 
@@ -155,7 +183,7 @@ class Entries:
         if count <= 0:
             return
         self.base = self.ends[count - 1]
-        del self.offsets[:count], self.entries[:count], self.ends[:count]
+        del self.offsets[:count], self.entries[:count], self.ends[:count], self.keys[:count], self.headers[:count]
 
     def take(self, offset: int, max_body: int) -> EncodedBatch | None:
         """The entries at or after ``offset`` that fit in ``max_body`` bytes; None when there are none.

@@ -21,6 +21,7 @@ LAYERS: Final = {
     "_ports": 2,
     "_runtime": 2,
     "_transport": 3,
+    "_streaming": 3,
     "_http": 4,
     "_session": 4,
     "_kafka": 4,

@@ -1,0 +1,244 @@
+"""A partition's push streams: one read offered to every stream on the partition.
+
+Each stream that reads the partition is a tap here. One pump task per
+partition (not per stream) serves all of them: it offers what the window
+holds to the taps whose position it covers, polls the log end for taps that
+are there, and reads history for taps behind the window, one read at a time,
+from the earliest position asked for. Each read becomes a :class:`Chunk`, so
+each distinct filter runs once on it and streams at the same place share one
+encoded body; :meth:`Stream.cut` decides, per stream, what its credit buys.
+
+A tap without credit, or whose session has not sent its last push yet, is
+skipped and costs nothing but its place in the list; the session wakes the
+pump when that changes. When no tap can take anything, the pump sleeps until
+woken, and it ends when the last tap detaches.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from typing import Final
+
+import attrs
+import trio
+
+from .._ports import Detach, StreamOutlet, Wake
+from .._proto import (
+    CONNECTION_FAILURES,
+    Chunk,
+    CommandFailed,
+    ErrorCode,
+    Stream,
+    encode_stream_event_caught_up,
+    encode_stream_event_error,
+)
+from ._context import KafkaContext
+from ._reader import PartitionReader
+
+log = logging.getLogger("kafka_ws_trio.kafka")
+
+#: Most records of the window offered to the taps at one position in one round (a batch
+#: holds at most a frame's worth anyway; the rest is offered again in the next round).
+WINDOW_CHUNK_RECORDS: Final = 4096
+#: Seconds between attempts while Kafka cannot be reached (each attempt has its own deadline).
+RETRY_PAUSE: Final = 1.0
+
+
+@attrs.define(eq=False)
+class _Tap:
+    """One stream reading this partition."""
+
+    stream: Stream
+    outlet: StreamOutlet
+    #: Whether the last thing it was told is that it reached the high watermark.
+    caught_up: bool = False
+    #: The seek epoch at which its next record turned out too large to send: it waits for a seek.
+    stuck_at: int | None = None
+    #: The failure it was last told about, so that an outage is reported once, not every retry.
+    told: ErrorCode | None = None
+    detached: bool = False
+
+    def position(self, partition: int) -> int | None:
+        if self.detached or not self.stream.open:
+            return None
+        return self.stream.position(partition)
+
+    def wants(self, partition: int) -> bool:
+        """Whether it could take a batch now: open, placed, with credit, not stuck, its session ready."""
+        stream = self.stream
+        if self.position(partition) is None or stream.credit.paused or not self.outlet.ready():
+            return False
+        return self.stuck_at is None or self.stuck_at != stream.epoch(partition)
+
+
+class StreamTaps:
+    """The push streams of one partition reader, and the pump that feeds them."""
+
+    def __init__(self, context: KafkaContext, reader: PartitionReader) -> None:
+        self._context = context
+        self._reader = reader
+        self._partition = reader.partition
+        self._taps: list[_Tap] = []
+        self._pumping = False
+        self._woken = trio.Event()
+
+    def __len__(self) -> int:
+        return sum(1 for tap in self._taps if not tap.detached)
+
+    def attach(self, stream: Stream, outlet: StreamOutlet) -> tuple[Wake, Detach] | None:
+        """Feed ``stream`` from this partition; None when the route is not running."""
+        tap = _Tap(stream, outlet)
+        if not self._pumping:
+            self._pumping = self._reader.in_background(self._pump)
+            if not self._pumping:
+                return None
+        self._taps.append(tap)
+        self.wake()
+
+        def detach() -> None:
+            tap.detached = True
+            self.wake()
+
+        return self.wake, detach
+
+    def wake(self) -> None:
+        """Have the pump look at every tap again (credit came, a session drained its pushes)."""
+        self._woken.set()
+
+    # -------------------------------------------------------------------- pump
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                self._taps = [tap for tap in self._taps if not tap.detached and tap.stream.open]
+                if not self._taps:
+                    return
+                self._woken = trio.Event()
+                wanting = [tap for tap in self._taps if tap.wants(self._partition)]
+                if not wanting:
+                    await self._woken.wait()
+                    continue
+                await self._serve(wanting)
+        except Exception:
+            log.exception("bug while feeding streams of %r", self._reader)
+            for tap in self._taps:
+                tap.outlet.event(self._error(tap, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")))
+            raise
+        finally:
+            self._pumping = False
+
+    async def _serve(self, wanting: list[_Tap]) -> None:
+        """One round: offer the window, then make one read for the taps it does not cover."""
+        reader, partition = self._reader, self._partition
+        window = reader.window
+        uncovered: list[_Tap] = []
+        by_position: dict[int, list[_Tap]] = {}
+        for tap in wanting:
+            position = tap.position(partition)
+            assert position is not None  # wants() checked it
+            if window.holds(position):
+                by_position.setdefault(position, []).append(tap)
+            else:
+                uncovered.append(tap)
+        for position, taps in by_position.items():
+            offsets = window.entries.offsets
+            index = bisect.bisect_left(offsets, position)
+            stop = min(len(offsets), index + WINDOW_CHUNK_RECORDS)
+            end = offsets[stop] if stop < len(offsets) else window.next
+            assert end is not None
+            self._offer(Chunk(partition, window.entries.slice(index, stop), position, end, self._highwater()), taps)
+        if not uncovered:
+            await trio.lowlevel.checkpoint()
+            return
+        start = min(tap.position(partition) or 0 for tap in uncovered)
+        try:
+            with trio.fail_after(self._context.deadline):
+                entries = await reader.read(start)
+        except trio.TooSlowError:
+            await self._trouble(uncovered, CommandFailed(ErrorCode.TIMEOUT, "read timed out"))
+            return
+        except CommandFailed as exc:
+            await self._trouble([tap for tap in uncovered if tap.position(partition) == start], exc)
+            return
+        end = entries.offsets[-1] + 1 if len(entries) else start
+        if end == start:
+            # Nothing after start: the log end. The taps there have caught up.
+            for tap in uncovered:
+                if tap.position(partition) == start:
+                    self._note_position(tap, start, self._highwater())
+            return
+        self._offer(Chunk(partition, entries, start, end, self._highwater()), uncovered)
+
+    def _highwater(self) -> int:
+        reader = self._reader
+        return max(reader.highwater or 0, reader.log_end or 0)
+
+    def _offer(self, chunk: Chunk, taps: list[_Tap]) -> None:
+        partition = chunk.partition
+        for tap in taps:
+            stream = tap.stream
+            try:
+                batch = stream.cut(chunk)
+            except CommandFailed as exc:  # a record too large for a frame: it waits for a seek
+                tap.stuck_at = stream.epoch(partition)
+                tap.outlet.event(self._error(tap, exc))
+                continue
+            tap.told = None
+            if batch is not None:
+                self._context.counters.stream_batches += 1
+                self._context.counters.stream_records += batch.count
+                tap.outlet.push(batch)
+            position = tap.position(partition)
+            if position is not None:
+                self._note_position(tap, position, chunk.high_watermark)
+
+    def _note_position(self, tap: _Tap, position: int, high_watermark: int) -> None:
+        """Tell the tap when it reaches the high watermark (each time it does, not while it stays there)."""
+        tap.told = None
+        if position >= high_watermark:
+            if not tap.caught_up:
+                tap.caught_up = True
+                tap.outlet.event(encode_stream_event_caught_up(tap.stream.id, self._partition))
+        else:
+            tap.caught_up = False
+
+    def _error(self, tap: _Tap, failure: CommandFailed) -> bytes:
+        return encode_stream_event_error(tap.stream.id, failure.code, failure.reason, self._partition)
+
+    async def _trouble(self, taps: list[_Tap], failure: CommandFailed) -> None:
+        """A read failed: tell each tap once per cause, fix what can be fixed, and pause before the next try."""
+        for tap in taps:
+            if tap.told != failure.code:
+                tap.told = failure.code
+                tap.outlet.event(self._error(tap, failure))
+        if failure.code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            await self._move_into_log(taps)
+            return
+        if failure.code not in CONNECTION_FAILURES:
+            log.warning("streams on %r: %s", self._reader, failure.reason)
+        with trio.move_on_after(RETRY_PAUSE):
+            await self._until_detached(taps)
+
+    async def _move_into_log(self, taps: list[_Tap]) -> None:
+        """Taps whose position left the log (retention deleted it, or the log was cut): go to its nearest end."""
+        reader, partition = self._reader, self._partition
+        try:
+            with trio.fail_after(self._context.deadline * 2):
+                earliest = await reader.list_offset(-2)
+                latest = await reader.list_offset(-1)
+        except (CommandFailed, trio.TooSlowError):
+            with trio.move_on_after(RETRY_PAUSE):
+                await self._until_detached(taps)
+            return  # the next read fails again and brings us back here
+        for tap in taps:
+            position = tap.position(partition)
+            if position is None:
+                continue
+            target = earliest if position < earliest else latest if position > latest else position
+            tap.stream.place(partition, target, epoch=tap.stream.epoch(partition))
+
+    async def _until_detached(self, taps: list[_Tap]) -> None:
+        while any(not tap.detached and tap.stream.open for tap in taps):
+            self._woken = trio.Event()
+            await self._woken.wait()

@@ -1,0 +1,238 @@
+"""One session's push streams: opening, credit, seek and closing, against a ``StreamingBackend``.
+
+The sans-IO :class:`~kafka_ws_trio._proto.Streams` keeps the state (ids,
+positions, credit, epochs); this module does what needs Kafka or time:
+finding a stream's partitions and where each starts, attaching each
+partition to its reader's fan-out, and detaching them. Pushes themselves
+are written by the session (:class:`Pusher`); a stream's partitions are fed
+by the partition readers' pumps, never by a task of this session.
+
+Order on the wire:
+- a subscribe's answer comes before any push of its stream: the partitions
+  are attached held, and released once the answer is sent;
+- after the answer to an unsubscribe nothing of the stream is pushed: it is
+  closed (so nothing more is cut, and pushes already cut are dropped) first;
+- after the answer to a seek, no batch of that partition from before the seek
+  arrives (its epoch moved), and none after it arrives before the answer (the
+  stream is held while the seek runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from ._ports import Detach, StreamingBackend, Wake
+from ._proto import (
+    AtOffset,
+    AtTimestamp,
+    CommandFailed,
+    ErrorCode,
+    PushBatch,
+    Seek,
+    StartEdge,
+    Stream,
+    StreamLimits,
+    Streams,
+    Subscribe,
+    encode_ok,
+    encode_subscribe_answer,
+)
+
+#: What runs once a stream command's answer is sent (before the stream's next command).
+After = Callable[[], None]
+
+
+class Pusher(Protocol):
+    """The session's side of pushing (``_session``)."""
+
+    def push_ready(self) -> bool:
+        """Whether a push would be written now (nothing of the session's pushes waits to be sent)."""
+        ...
+
+    def push(self, stream: Stream, item: PushBatch | bytes) -> None:
+        """Send a batch (confirmed just before it is written) or an event frame of ``stream``; never blocks."""
+        ...
+
+
+@attrs.define(eq=False)
+class _Outlet:
+    """A stream as the partition readers see it (a ``StreamOutlet``)."""
+
+    pusher: Pusher
+    stream: Stream
+    #: Commands under way that must finish before the stream pushes again (subscribe, seek).
+    holds: int = 0
+
+    def ready(self) -> bool:
+        return self.holds == 0 and self.stream.open and self.pusher.push_ready()
+
+    def push(self, batch: PushBatch) -> None:
+        self.pusher.push(self.stream, batch)
+
+    def event(self, frame: bytes) -> None:
+        self.pusher.push(self.stream, frame)
+
+
+def subscribe_failure(topic: str, failure: CommandFailed, partition: int | None = None) -> CommandFailed:
+    where = "" if partition is None else f", partition: {partition}"
+    return CommandFailed(failure.code, f"failed to subscribe, topic: {topic}{where}, err: {failure.reason}")
+
+
+class SessionStreams:
+    """The push streams of one session."""
+
+    def __init__(
+        self, backend: StreamingBackend, max_message_size: int, limits: StreamLimits, pusher: Pusher, workers: int
+    ) -> None:
+        self._backend = backend
+        self.registry = Streams(max_message_size, limits, backend.filters)
+        self._pusher = pusher
+        self._outlets: dict[int, _Outlet] = {}
+        self._feeds: dict[int, dict[int, tuple[Wake, Detach]]] = {}
+        #: Kafka lookups one subscribe makes at once (its partitions' start offsets).
+        self._lookups = max(1, workers)
+
+    def __len__(self) -> int:
+        return len(self.registry)
+
+    # ------------------------------------------------------------- subscribe
+
+    def open(self, command: Subscribe) -> Stream:
+        """Register the stream (bounds, id, credit); raises :class:`CommandFailed`. Kafka is asked by :meth:`start`."""
+        stream = self.registry.open(command)
+        self._outlets[stream.id] = _Outlet(self._pusher, stream, holds=1)
+        self._feeds[stream.id] = {}
+        return stream
+
+    async def start(self, stream: Stream) -> tuple[bytes, After | None]:
+        """Find the stream's partitions and starts, attach them held; the answer, and what releases them.
+
+        On failure the stream is closed again and :class:`CommandFailed` raised.
+        """
+        topic = stream.topic
+        try:
+            try:
+                available = await self._backend.partitions_of(topic)
+            except CommandFailed as exc:
+                raise subscribe_failure(topic, exc) from None
+            named = stream.subscribe.partitions
+            if named:
+                missing = [p for p in named if p not in available]
+                if missing:
+                    failure = CommandFailed(ErrorCode.PARTITION_NOT_FOUND, "not found partition")
+                    raise subscribe_failure(topic, failure, missing[0])
+                stream.add_partitions(named)
+            else:
+                stream.add_partitions(sorted(available))
+            await self._place_all(stream)
+            for partition in stream.partitions:
+                await self._attach(stream, partition)
+        except BaseException:
+            self._forget(stream)
+            if stream.id in self.registry and self.registry.get(stream.id) is stream:
+                self.registry.close(stream.id)
+            raise
+        positions = [(p, stream.position(p) or 0) for p in stream.partitions]
+        return encode_subscribe_answer(stream.id, positions), lambda: self._release(stream)
+
+    async def _place_all(self, stream: Stream) -> None:
+        """Look up where each partition without a named offset starts, a few at a time."""
+        limiter = trio.CapacityLimiter(self._lookups)
+
+        async def place(partition: int) -> None:
+            async with limiter:
+                epoch = stream.epoch(partition)
+                try:
+                    offset = await self._lookup(stream.topic, partition, stream.start_of(partition))
+                except CommandFailed as exc:
+                    raise subscribe_failure(stream.topic, exc, partition) from None
+                stream.place(partition, offset, epoch=epoch)
+
+        unplaced = [p for p in stream.partitions if stream.position(p) is None]
+        async with trio.open_nursery() as nursery:
+            for partition in unplaced:
+                nursery.start_soon(place, partition)
+
+    async def _lookup(self, topic: str, partition: int, target: StartEdge | AtTimestamp | AtOffset) -> int:
+        """The offset a start or seek target names in one partition."""
+        backend = self._backend
+        if isinstance(target, AtOffset):
+            return target.offset
+        if isinstance(target, AtTimestamp):
+            found = await backend.list_offset(topic, partition, target.ms)
+            if found >= 0:
+                return found
+            target = StartEdge.LATEST  # no record at or after that time: wait for the next one
+        return await backend.list_offset(topic, partition, -2 if target == StartEdge.EARLIEST else -1)
+
+    async def _attach(self, stream: Stream, partition: int) -> None:
+        try:
+            handles = await self._backend.attach(stream, partition, self._outlets[stream.id])
+        except CommandFailed as exc:
+            raise subscribe_failure(stream.topic, exc, partition) from None
+        self._feeds[stream.id][partition] = handles
+
+    def _release(self, stream: Stream) -> None:
+        outlet = self._outlets.get(stream.id)
+        if outlet is not None:
+            outlet.holds -= 1
+            self.wake(stream.id)
+
+    # ---------------------------------------------------------------- credit
+
+    def wake(self, stream_id: int) -> None:
+        """Have every partition of the stream look at it again (credit came, a hold ended)."""
+        for wake, _ in self._feeds.get(stream_id, {}).values():
+            wake()
+
+    def wake_all(self) -> None:
+        """Every stream of the session may take pushes again (what waited to be sent has gone)."""
+        for stream_id in self._feeds:
+            self.wake(stream_id)
+
+    # ------------------------------------------------------- seek, unsubscribe
+
+    async def seek(self, command: Seek) -> tuple[bytes, After | None]:
+        """Move one partition of a stream; the answer, and what lets the stream push again."""
+        stream = self.registry.get(command.subscription)
+        outlet = self._outlets[stream.id]
+        epoch = stream.seek(command.partition, command.to)  # raises for a partition it does not read
+        outlet.holds += 1
+        try:
+            if stream.position(command.partition) is None:
+                try:
+                    offset = await self._lookup(stream.topic, command.partition, command.to)
+                except CommandFailed as exc:
+                    reason = f"failed to seek, topic: {stream.topic}, partition: {command.partition}, err: {exc.reason}"
+                    raise CommandFailed(exc.code, reason) from None
+                stream.place(command.partition, offset, epoch=epoch)
+        except BaseException:
+            self._release(stream)
+            raise
+        return encode_ok(command.sequence), lambda: self._release(stream)
+
+    def unsubscribe(self, stream_id: int, sequence: int) -> bytes:
+        """Close the stream (nothing of it is pushed from now on); the answer."""
+        stream = self.registry.close(stream_id)
+        self._forget(stream)
+        return encode_ok(sequence)
+
+    def _forget(self, stream: Stream) -> None:
+        self._outlets.pop(stream.id, None)
+        for _, detach in self._feeds.pop(stream.id, {}).values():
+            detach()
+
+    def close_all(self) -> None:
+        """The session is ending: close every stream and detach every partition."""
+        streams: Sequence[Stream] = list(self.registry)
+        self.registry.close_all()
+        for stream in streams:
+            self._forget(stream)
+
+
+#: A stream command's work: the answer and what runs once it is sent.
+StreamWork = Callable[[], Awaitable[tuple[bytes, After | None]]]
