@@ -113,6 +113,14 @@ class StreamingBackend(Backend, Protocol):
         """The topic's partitions; raises :class:`CommandFailed` (``not found topic``, reaching Kafka)."""
         ...
 
+    def watch(self, topic: str, notify: Callable[[frozenset[int]], None]) -> Callable[[], None]:
+        """Call ``notify`` with the topic's partitions after each refresh, until the returned function is called.
+
+        How streams over every partition learn of partitions added to the topic.
+        ``notify`` must not block.
+        """
+        ...
+
     async def attach(self, stream: Stream, partition: int, outlet: StreamOutlet) -> tuple[Wake, Detach]:
         """Feed ``partition`` of ``stream`` from the partition's reader, from the stream's position there.
 

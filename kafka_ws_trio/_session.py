@@ -133,7 +133,7 @@ class Session:
         self._streams: SessionStreams | None = None
         if isinstance(backend, StreamingBackend):
             self._streams = SessionStreams(
-                backend, limits.max_message_size, stream_limits or StreamLimits(), self, limits.workers
+                backend, limits.max_message_size, stream_limits or StreamLimits(), self, limits.workers, self._spawn
             )
         self._connection = ServerConnection(limits.max_message_size, streams=self._streams is not None)
         self._lanes = self._connection.lanes

@@ -20,7 +20,8 @@ Order on the wire:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -39,6 +40,8 @@ from ._proto import (
     Streams,
     Subscribe,
     encode_ok,
+    encode_stream_event_error,
+    encode_stream_event_partitions,
     encode_subscribe_answer,
 )
 
@@ -86,9 +89,21 @@ class SessionStreams:
     """The push streams of one session."""
 
     def __init__(
-        self, backend: StreamingBackend, max_message_size: int, limits: StreamLimits, pusher: Pusher, workers: int
+        self,
+        backend: StreamingBackend,
+        max_message_size: int,
+        limits: StreamLimits,
+        pusher: Pusher,
+        workers: int,
+        spawn: Callable[..., Any],
     ) -> None:
         self._backend = backend
+        self._spawn = spawn
+        #: Streams over every partition: how each stops watching its topic's partitions.
+        self._unwatch: dict[int, Callable[[], None]] = {}
+        #: Streams adding partitions right now, and partitions already reported as past the bound.
+        self._adding: set[int] = set()
+        self._reported_left_out: dict[int, set[int]] = {}
         self.registry = Streams(max_message_size, limits, backend.filters)
         self._pusher = pusher
         self._outlets: dict[int, _Outlet] = {}
@@ -136,6 +151,8 @@ class SessionStreams:
             if stream.id in self.registry and self.registry.get(stream.id) is stream:
                 self.registry.close(stream.id)
             raise
+        if stream.follows_topic:
+            self._unwatch[stream.id] = self._backend.watch(topic, partial(self._partitions_seen, stream))
         positions = [(p, stream.position(p) or 0) for p in stream.partitions]
         return encode_subscribe_answer(stream.id, positions), lambda: self._release(stream)
 
@@ -175,6 +192,63 @@ class SessionStreams:
         except CommandFailed as exc:
             raise subscribe_failure(stream.topic, exc, partition) from None
         self._feeds[stream.id][partition] = handles
+
+    # ------------------------------------------------- partitions added later
+
+    def _partitions_seen(self, stream: Stream, partitions: frozenset[int]) -> None:
+        """The topic's partitions, after a metadata refresh: start reading the ones not fed yet."""
+        fed = self._feeds.get(stream.id)
+        if fed is None or not stream.open or stream.id in self._adding:
+            return
+        missing = [p for p in sorted(partitions) if p not in fed]
+        if missing:
+            self._adding.add(stream.id)
+            self._spawn(self._add_partitions, stream, missing)
+
+    async def _add_partitions(self, stream: Stream, partitions: list[int]) -> None:
+        """Read partitions added to the topic from their earliest record, announced before any of their records.
+
+        The stream is held meanwhile, so the ``partitions`` event comes first. A
+        partition that cannot be started now (Kafka down) gets an error event and
+        is tried again at the next refresh; partitions past the stream's bound are
+        reported once.
+        """
+        outlet = self._outlets.get(stream.id)
+        if outlet is None:
+            self._adding.discard(stream.id)
+            return
+        _, left_out = stream.gain_partitions(partitions)
+        reading = set(stream.partitions)
+        outlet.holds += 1
+        try:
+            placed: list[tuple[int, int]] = []
+            for partition in (p for p in partitions if p in reading):
+                try:
+                    with trio.fail_after(self._backend.deadline * 2):
+                        epoch = stream.epoch(partition)
+                        offset = await self._lookup(stream.topic, partition, StartEdge.EARLIEST)
+                        stream.place(partition, offset, epoch=epoch)
+                        handles = await self._backend.attach(stream, partition, outlet)
+                except (CommandFailed, trio.TooSlowError) as exc:
+                    failure = exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "timed out")
+                    frame = encode_stream_event_error(stream.id, failure.code, failure.reason, partition)
+                    self._pusher.push(stream, frame)
+                    break
+                if not stream.open:
+                    handles[1]()
+                    return
+                self._feeds[stream.id][partition] = handles
+                placed.append((partition, offset))
+            if placed:
+                assigned = [p for p, _ in placed]
+                self._pusher.push(stream, encode_stream_event_partitions(stream.id, assigned, [], placed))
+            reported = self._reported_left_out.setdefault(stream.id, set())
+            if left_out is not None and not set(partitions) - reading <= reported:
+                reported |= set(partitions) - reading
+                self._pusher.push(stream, encode_stream_event_error(stream.id, left_out.code, left_out.reason, None))
+        finally:
+            self._adding.discard(stream.id)
+            self._release(stream)
 
     def _release(self, stream: Stream) -> None:
         outlet = self._outlets.get(stream.id)
@@ -223,6 +297,10 @@ class SessionStreams:
 
     def _forget(self, stream: Stream) -> None:
         self._outlets.pop(stream.id, None)
+        self._reported_left_out.pop(stream.id, None)
+        unwatch = self._unwatch.pop(stream.id, None)
+        if unwatch is not None:
+            unwatch()
         for _, detach in self._feeds.pop(stream.id, {}).values():
             detach()
 

@@ -30,11 +30,14 @@ from .._proto import (
 from ._client import Connector
 from ._context import Counters, KafkaContext
 from ._hub import PartitionHub
-from ._metadata import Metadata
+from ._metadata import METADATA_TTL, Metadata
 from ._outages import OutageLog
 from ._reader import PartitionReader
 
 log = logging.getLogger("kafka_ws_trio.kafka")
+
+#: Seconds between looks at the partitions of a topic that streams over every partition read.
+PARTITION_WATCH_INTERVAL: float = METADATA_TTL
 
 Key = tuple[str, int]
 
@@ -79,6 +82,9 @@ class KafkaUpstream:
         self._metadata = Metadata(self.context, self._connector)
         self._hubs: dict[Key, PartitionHub] = {}
         self._filters = FilterSet()
+        #: Who wants to hear of each topic's partitions, and the topics a task watches.
+        self._watchers: dict[str, list[Callable[[frozenset[int]], None]]] = {}
+        self._watching: set[str] = set()
         #: Readers being closed (still holding their consumer), and slots taken by readers being opened.
         self._closing = 0
         self._reserved = 0
@@ -278,3 +284,35 @@ class KafkaUpstream:
         if attached is None:
             raise CommandFailed(ErrorCode.INTERNAL_ERROR, "proxy shutting down")
         return attached
+
+    def watch(self, topic: str, notify: Callable[[frozenset[int]], None]) -> Callable[[], None]:
+        """Tell ``notify`` the topic's partitions every :data:`PARTITION_WATCH_INTERVAL`; one task per topic."""
+        notified = self._watchers.setdefault(topic, [])
+        notified.append(notify)
+        if topic not in self._watching and self._spawn(lambda: self._watch(topic)):
+            self._watching.add(topic)
+
+        def unwatch() -> None:
+            if notify in notified:
+                notified.remove(notify)
+
+        return unwatch
+
+    async def _watch(self, topic: str) -> None:
+        try:
+            while self._watchers.get(topic):
+                await trio.sleep(PARTITION_WATCH_INTERVAL)
+                try:
+                    with trio.fail_after(self.deadline):
+                        partitions = await self._metadata.partitions_of(topic)
+                except (CommandFailed, trio.TooSlowError):
+                    continue  # Kafka cannot be reached: the streams' readers report it
+                for notify in list(self._watchers.get(topic, ())):
+                    try:
+                        notify(partitions)
+                    except Exception:
+                        log.exception("bug while telling a stream about the partitions of %s", topic)
+        finally:
+            self._watching.discard(topic)
+            if not self._watchers.get(topic):
+                self._watchers.pop(topic, None)
