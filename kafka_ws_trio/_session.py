@@ -150,7 +150,7 @@ class Session:
         self._writer = writer
         self._nursery: trio.Nursery | None = None
         #: Stream pushes waiting for the socket (at most one batch: streams wait while any does), and events.
-        self._outbox: deque[tuple[Stream, PushBatch | bytes]] = deque()
+        self._outbox: deque[tuple[Stream | None, PushBatch | bytes]] = deque()
         self._draining = False
         self._flushing = False
 
@@ -462,7 +462,7 @@ class Session:
         """Whether a stream push would go out now: none waits for the socket (the ``Pusher`` Protocol)."""
         return not self._outbox and not self._flushing and not self._too_slow
 
-    def push(self, stream: Stream, item: PushBatch | bytes) -> None:
+    def push(self, stream: Stream | None, item: PushBatch | bytes) -> None:
         """Send a stream's batch or event without blocking: straight into the socket when it is free, else queued.
 
         A batch is confirmed right before it is written, so one cut before a seek
@@ -487,11 +487,11 @@ class Session:
             self._draining = True
             self._spawn(self._drain)
 
-    def _confirmed(self, stream: Stream, item: PushBatch | bytes) -> tuple[bytes, bytes] | None:
+    def _confirmed(self, stream: Stream | None, item: PushBatch | bytes) -> tuple[bytes, bytes] | None:
         """The frame of a push still to be sent, or None when its stream closed or its partition was moved since."""
         if isinstance(item, bytes):
-            return (item, b"") if stream.open else None
-        return item.frame() if stream.confirm(item) else None
+            return (item, b"") if stream is None or stream.open else None
+        return item.frame() if item.stream.confirm(item) else None
 
     async def _drain(self) -> None:
         """Send queued pushes in order, each under the send lock and ``send_timeout``; then wake the streams."""

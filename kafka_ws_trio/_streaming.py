@@ -40,6 +40,7 @@ from ._proto import (
     Streams,
     Subscribe,
     encode_ok,
+    encode_stream_event_ended,
     encode_stream_event_error,
     encode_stream_event_partitions,
     encode_subscribe_answer,
@@ -47,6 +48,8 @@ from ._proto import (
 
 #: What runs once a stream command's answer is sent (before the stream's next command).
 After = Callable[[], None]
+#: Looks in a row that find a stream's topic gone before the stream is ended (one could be a glitch).
+TOPIC_GONE_LOOKS = 2
 
 
 class Pusher(Protocol):
@@ -56,8 +59,12 @@ class Pusher(Protocol):
         """Whether a push would be written now (nothing of the session's pushes waits to be sent)."""
         ...
 
-    def push(self, stream: Stream, item: PushBatch | bytes) -> None:
-        """Send a batch (confirmed just before it is written) or an event frame of ``stream``; never blocks."""
+    def push(self, stream: Stream | None, item: PushBatch | bytes) -> None:
+        """Send a batch (confirmed just before it is written) or an event frame of ``stream``; never blocks.
+
+        An event of a stream that has closed by the time it is written is dropped, unless
+        ``stream`` is None: the stream's last words (``ended``), sent whatever happens.
+        """
         ...
 
 
@@ -104,6 +111,8 @@ class SessionStreams:
         #: Streams adding partitions right now, and partitions already reported as past the bound.
         self._adding: set[int] = set()
         self._reported_left_out: dict[int, set[int]] = {}
+        #: Streams whose topic the last looks did not find, and how many looks in a row.
+        self._topic_missing: dict[int, int] = {}
         self.registry = Streams(max_message_size, limits, backend.filters)
         self._pusher = pusher
         self._outlets: dict[int, _Outlet] = {}
@@ -151,8 +160,7 @@ class SessionStreams:
             if stream.id in self.registry and self.registry.get(stream.id) is stream:
                 self.registry.close(stream.id)
             raise
-        if stream.follows_topic:
-            self._unwatch[stream.id] = self._backend.watch(topic, partial(self._partitions_seen, stream))
+        self._unwatch[stream.id] = self._backend.watch(topic, partial(self._partitions_seen, stream))
         positions = [(p, stream.position(p) or 0) for p in stream.partitions]
         return encode_subscribe_answer(stream.id, positions), lambda: self._release(stream)
 
@@ -198,7 +206,15 @@ class SessionStreams:
     def _partitions_seen(self, stream: Stream, partitions: frozenset[int]) -> None:
         """The topic's partitions, after a metadata refresh: start reading the ones not fed yet."""
         fed = self._feeds.get(stream.id)
-        if fed is None or not stream.open or stream.id in self._adding:
+        if fed is None or not stream.open:
+            return
+        if not partitions:
+            looks = self._topic_missing[stream.id] = self._topic_missing.get(stream.id, 0) + 1
+            if looks >= TOPIC_GONE_LOOKS:
+                self.end(stream, CommandFailed(ErrorCode.TOPIC_NOT_FOUND, "not found topic"))
+            return
+        self._topic_missing.pop(stream.id, None)
+        if not stream.follows_topic or stream.id in self._adding:
             return
         missing = [p for p in sorted(partitions) if p not in fed]
         if missing:
@@ -295,9 +311,18 @@ class SessionStreams:
         self._forget(stream)
         return encode_ok(sequence)
 
+    def end(self, stream: Stream, failure: CommandFailed) -> None:
+        """The stream cannot go on (its topic is gone): push ``ended`` and close it; its id is free again."""
+        if not stream.open or self.registry.get(stream.id) is not stream:
+            return
+        self._pusher.push(None, encode_stream_event_ended(stream.id, failure.code, failure.reason))
+        self.registry.close(stream.id)
+        self._forget(stream)
+
     def _forget(self, stream: Stream) -> None:
         self._outlets.pop(stream.id, None)
         self._reported_left_out.pop(stream.id, None)
+        self._topic_missing.pop(stream.id, None)
         unwatch = self._unwatch.pop(stream.id, None)
         if unwatch is not None:
             unwatch()
