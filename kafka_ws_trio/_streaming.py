@@ -32,6 +32,7 @@ from ._proto import (
     AtTimestamp,
     CommandFailed,
     ErrorCode,
+    Isolation,
     PushBatch,
     Seek,
     StartEdge,
@@ -127,6 +128,9 @@ class SessionStreams:
 
     def open(self, command: Subscribe) -> Stream:
         """Register the stream (bounds, id, credit); raises :class:`CommandFailed`. Kafka is asked by :meth:`start`."""
+        if command.isolation == Isolation.READ_COMMITTED:
+            # The partition readers read uncommitted; serving this as such would show aborted records.
+            raise CommandFailed(ErrorCode.INVALID_REQUEST, "READ_COMMITTED streams are not available yet")
         stream = self.registry.open(command)
         self._outlets[stream.id] = _Outlet(self._pusher, stream, holds=1)
         self._feeds[stream.id] = {}
