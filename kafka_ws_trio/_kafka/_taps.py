@@ -178,6 +178,8 @@ class StreamTaps:
         partition = chunk.partition
         for tap in taps:
             stream = tap.stream
+            if not tap.wants(partition):
+                continue  # changed since the round began (its session is busy sending, a seek, credit spent)
             try:
                 batch = stream.cut(chunk)
             except CommandFailed as exc:  # a record too large for a frame: it waits for a seek
