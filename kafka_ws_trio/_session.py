@@ -239,7 +239,7 @@ class Session:
     async def _take_stream(self, action: StreamAction, jobs: trio.MemorySendChannel[_Job]) -> None:
         """Credit at once; a subscribe registered at once (its bounds and id checked) and then queued like the rest.
 
-        A stream's commands share the stream's lane, so they are answered in the order they came.
+        A stream's commands share the stream's lane, so they run, and are answered, in the order they came.
         """
         streams, request = self._streams, action.request
         assert streams is not None  # the connection hands out StreamActions only with streams
@@ -398,10 +398,14 @@ class Session:
             after: After | None = None
             request = job.request
             if isinstance(request, Subscribe | Seek | Unsubscribe | AddCredit):
+                # A stream command changes its stream: it runs only once the command before it
+                # in the stream's lane is answered, so that an unsubscribe or a seek right
+                # behind a subscribe finds the stream opened, not half-way.
+                await self._wait_turn(job.ticket)
                 frame, after = await self._respond_stream(request)
             else:
                 frame = await self._respond(request)
-            await self._wait_turn(job.ticket)
+                await self._wait_turn(job.ticket)
             try:
                 await self._send(frame)
                 if after is not None:
