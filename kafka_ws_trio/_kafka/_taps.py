@@ -147,7 +147,8 @@ class StreamTaps:
             stop = min(len(offsets), index + WINDOW_CHUNK_RECORDS)
             end = offsets[stop] if stop < len(offsets) else window.next
             assert end is not None
-            self._offer(Chunk(partition, window.entries.slice(index, stop), position, end, self._highwater()), taps)
+            held = window.entries.slice(index, stop)
+            self._offer(Chunk(partition, held, position, end, self._highwater(), held.keys, held.headers), taps)
         if not uncovered:
             await trio.lowlevel.checkpoint()
             return
@@ -168,7 +169,7 @@ class StreamTaps:
                 if tap.position(partition) == start:
                     self._note_position(tap, start, self._highwater())
             return
-        self._offer(Chunk(partition, entries, start, end, self._highwater()), uncovered)
+        self._offer(Chunk(partition, entries, start, end, self._highwater(), entries.keys, entries.headers), uncovered)
 
     def _highwater(self) -> int:
         reader = self._reader
