@@ -51,8 +51,10 @@ class _Tap:
 
     stream: Stream
     outlet: StreamOutlet
-    #: Whether the last thing it was told is that it reached the high watermark.
+    #: Whether the last thing it was told is that it reached the high watermark, and the partition's
+    #: seek epoch then: a seek starts the partition over, so it is told again when it catches up.
     caught_up: bool = False
+    caught_up_epoch: int = 0
     #: The seek epoch at which its next record turned out too large to send: it waits for a seek.
     stuck_at: int | None = None
     #: The failure it was last told about, so that an outage is reported once, not every retry.
@@ -200,8 +202,9 @@ class StreamTaps:
         """Tell the tap when it reaches the high watermark (each time it does, not while it stays there)."""
         tap.told = None
         if position >= high_watermark:
-            if not tap.caught_up:
-                tap.caught_up = True
+            epoch = tap.stream.epoch(self._partition)
+            if not tap.caught_up or tap.caught_up_epoch != epoch:
+                tap.caught_up, tap.caught_up_epoch = True, epoch
                 tap.outlet.event(encode_stream_event_caught_up(tap.stream.id, self._partition))
         else:
             tap.caught_up = False
