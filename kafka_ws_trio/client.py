@@ -10,6 +10,16 @@ Example::
 
 Requests are pipelined: any number of tasks may call methods at once, and each
 waits for the response carrying its own ``sequence``.
+
+Streams (not in APISIX): ``client.subscribe(topic, ...)`` opens a push stream
+the proxy keeps feeding, with credit granted and topped up by the client as
+the caller takes batches, so that a slow caller holds back the proxy, not
+this process's memory::
+
+    async with client.subscribe("demo", start=EARLIEST) as stream:
+        async for batch in stream:
+            ...  # batch.partition, batch.records
+        # stream.positions: where each partition continues (resume with start=stream.positions)
 """
 
 from __future__ import annotations
@@ -17,13 +27,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import re
 import socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Final, NoReturn, TypeVar, cast
+from datetime import datetime
+from typing import Final, NoReturn, TypeAlias, TypeVar, cast
 
 import attrs
 import trio
@@ -31,30 +44,60 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from ._pb import pubsub_pb2 as pb
 from ._proto import (
+    AtOffset,
+    AtOffsets,
+    AtTimestamp,
     ErrorAnswer,
     FetchAnswer,
+    Filter,
+    Grant,
+    HeaderMatch,
+    Isolation,
     MalformedResponse,
     OffsetAnswer,
+    OkAnswer,
     Pong,
     Record,
     Response,
+    Start,
+    StartEdge,
+    StreamCaughtUp,
+    StreamError,
+    StreamPartitions,
+    StreamRecords,
+    SubscribeAnswer,
     decode_response,
+    encode_credit_request,
     encode_fetch_request,
     encode_list_offset_request,
     encode_ping_request,
+    encode_seek_request,
+    encode_subscribe_request,
+    encode_unsubscribe_request,
 )
+from ._proto import StreamEnded as _Ended
 
 __all__ = [
     "EARLIEST",
     "LATEST",
+    "Batch",
+    "CaughtUp",
     "ConnectFailed",
+    "Filter",
+    "HeaderMatch",
+    "PartitionsChanged",
     "PubSubClient",
     "PubSubError",
     "Record",
+    "Stream",
+    "StreamEnded",
+    "StreamProblem",
     "open_client",
 ]
 
-_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer)
+log = logging.getLogger("kafka_ws_trio.client")
+
+_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer, OkAnswer, SubscribeAnswer)
 
 #: ``timestamp`` values of ListOffset.
 LATEST: Final = -1
@@ -71,6 +114,14 @@ DISCONNECT_TIMEOUT: Final = 60.0
 QUOTED_ANSWER_BYTES: Final = 24
 #: Bytes of the answer's head kept to read its status line; h11 bounds the head itself.
 ANSWER_HEAD_BYTES: Final = 16_384
+#: Records a stream may hold unread by default (its window): granted at subscribe, topped up as batches are taken.
+DEFAULT_WINDOW: Final = 1000
+#: Seconds leaving a stream's block waits for the proxy to confirm the unsubscribe.
+UNSUBSCRIBE_TIMEOUT: Final = 5.0
+#: Credit grants remembered per client, so that a grant the proxy refuses is reported on its stream.
+MAX_TRACKED_GRANTS: Final = 256
+#: The most byte credit a stream may hold (schema/README.md "Credit"): a byte count that never runs out.
+MAX_CREDIT_BYTES: Final = 2**40
 
 
 class PubSubError(Exception):
@@ -99,6 +150,412 @@ class ConnectFailed(HandshakeError):
         self.reason = reason
 
 
+class StreamEnded(PubSubError):
+    """The proxy ended the stream (its ``ended`` event: the topic was deleted, say); nothing of it follows.
+
+    Iterating the stream raises it once everything pushed before the event has been taken.
+    ``code`` and ``message`` are the proxy's reason.
+    """
+
+    def __init__(self, stream_id: int, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.stream_id = stream_id
+
+    def __str__(self) -> str:
+        return f"stream {self.stream_id} ended: {self.message} (code {self.code})"
+
+
+@attrs.frozen
+class Batch:
+    """Records of one partition, in offset order, as a stream delivered them."""
+
+    partition: int
+    records: tuple[Record, ...]
+    #: Where the partition continues: past the last record, and past offsets the filter rejected.
+    next_offset: int
+    #: The partition's log end when the batch was read.
+    high_watermark: int
+
+    @property
+    def lag(self) -> int:
+        """Records in the partition past this batch when it was read."""
+        return max(0, self.high_watermark - self.next_offset)
+
+
+@attrs.frozen
+class CaughtUp:
+    """``partition`` reached its high watermark: everything written to it so far has been delivered."""
+
+    partition: int
+
+
+@attrs.frozen
+class StreamProblem:
+    """A problem the proxy works around by itself, so the stream goes on (its ``error`` event).
+
+    For example Kafka unreachable (the stream resumes where it was), or a record too large to
+    send (its partition waits for a :meth:`Stream.seek` past it). ``partition`` None: the whole stream.
+    """
+
+    code: int
+    message: str
+    partition: int | None = None
+
+
+@attrs.frozen
+class PartitionsChanged:
+    """Partitions joined the stream (``assigned``, starting at ``positions``) or left it (``revoked``)."""
+
+    assigned: tuple[int, ...]
+    revoked: tuple[int, ...]
+    positions: tuple[tuple[int, int], ...]
+
+
+#: What :meth:`Stream.events` yields.
+StreamEvent: TypeAlias = Batch | CaughtUp | StreamProblem | PartitionsChanged
+#: A push as a stream keeps it until the caller takes it, with its cost in byte credit.
+_Pending: TypeAlias = tuple[StreamEvent | StreamEnded, int]
+#: The pushes of a stream, as the codec decodes them.
+_PUSHES: Final = (StreamRecords, StreamCaughtUp, StreamError, StreamPartitions, _Ended)
+_Push: TypeAlias = StreamRecords | StreamCaughtUp | StreamError | StreamPartitions | _Ended
+#: Protobuf field numbers of a StreamBatch push and of its records.
+_STREAM_BATCH_FIELD: Final = pb.PubSubResp.DESCRIPTOR.fields_by_name["stream_batch"].number
+_MESSAGES_FIELD: Final = pb.StreamBatch.DESCRIPTOR.fields_by_name["messages"].number
+
+
+def _ms(moment: datetime) -> int:
+    """Milliseconds since the epoch (a naive datetime is local time, as ``datetime.timestamp`` reads it)."""
+    ms = round(moment.timestamp() * 1000)
+    if ms < 0:
+        raise ValueError(f"{moment.isoformat()} is before 1970, when Kafka's time starts")
+    return ms
+
+
+def _stream_start(start: int | datetime | Mapping[int, int]) -> Start:
+    if isinstance(start, Mapping):
+        if any(offset < 0 for offset in start.values()):
+            raise ValueError(f"offsets are 0 or more: {dict(start)}")
+        return AtOffsets(tuple(sorted(start.items())))
+    if isinstance(start, datetime):
+        return AtTimestamp(_ms(start))
+    if start == LATEST:
+        return StartEdge.LATEST
+    if start == EARLIEST:
+        return StartEdge.EARLIEST
+    raise ValueError(
+        f"start takes EARLIEST, LATEST, a datetime or offsets by partition (such as stream.positions), not {start!r}"
+    )
+
+
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and where it ends."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes, start: int, end: int, number: int) -> Iterator[tuple[int, int, int]]:
+    """Where each length-delimited field ``number`` of the message in ``data[start:end]`` starts, and its
+    payload starts and ends (``data`` is known to parse: protobuf read it first)."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _varint_at(data, pos)
+        wire = key & 7
+        if wire == 2:
+            size, pos = _varint_at(data, pos)
+            if key >> 3 == number:
+                yield field_start, pos, pos + size
+            pos += size
+        elif wire == 0:
+            pos = _varint_at(data, pos)[1]
+        else:
+            pos += 8 if wire == 1 else 4
+
+
+def _records_size(frame: bytes) -> int:
+    """What a StreamBatch frame's records cost in byte credit: their ``messages`` entries as encoded,
+    tag and length prefix included (schema/README.md "Credit")."""
+    for _, body, end in _fields(frame, 0, len(frame), _STREAM_BATCH_FIELD):
+        return sum(stop - first for first, _, stop in _fields(frame, body, end, _MESSAGES_FIELD))
+    return 0
+
+
+class Stream:
+    """A push stream, open for the block of :meth:`PubSubClient.subscribe`.
+
+    ``async for batch in stream`` yields batches holding records; :meth:`events` yields
+    everything: batches (empty ones too: a filter rejected what was read, and
+    ``next_offset`` moved), :class:`CaughtUp`, :class:`StreamProblem` and
+    :class:`PartitionsChanged`. Either way a :class:`StreamProblem` does not end the
+    iteration (plain iteration logs it as a warning, on logger ``kafka_ws_trio.client``),
+    the proxy's ``ended`` event raises :class:`StreamEnded`, and a lost connection raises
+    ``ConnectionClosed`` once the batches that came before it are taken. With
+    ``follow=False`` the iteration ends once every partition has caught up.
+
+    :attr:`positions`, :attr:`caught_up` and :attr:`lag` describe what the caller has taken
+    so far, in the order the proxy sent it.
+
+    Credit: the stream is granted its window when it opens, and the client grants again
+    what the caller has taken once that is half the window (records, or bytes when a byte
+    window is set), when the caller asks for more. So the stream holds at most ``window``
+    records the caller has not taken (:attr:`buffered`; with ``window_bytes``, at most that
+    many bytes of them plus one record), and the proxy waits while the caller does not take
+    them. A proxy pushing past the credit ends the iteration with a :class:`PubSubError`
+    instead of growing the buffer.
+    """
+
+    def __init__(
+        self,
+        client: PubSubClient,
+        stream_id: int,
+        topic: str,
+        *,
+        window: int,
+        window_bytes: int,
+        follow: bool,
+    ) -> None:
+        self.id = stream_id
+        self.topic = topic
+        self._client = client
+        self._window = window
+        self._window_bytes = window_bytes
+        self._follow = follow
+        #: The credit the proxy may still use, as far as this client has granted it (the proxy may
+        #: not have got the latest grant yet): records, and bytes (without a byte window, a byte
+        #: count that never runs out). A push past it is a broken proxy, not a reason to buffer more.
+        self._credit_records = window
+        self._credit_bytes = window_bytes or MAX_CREDIT_BYTES
+        self._pending: deque[_Pending] = deque()
+        #: Pushes of a partition being moved by a seek, until its answer says whether they still count.
+        self._held: dict[int, list[_Pending]] = {}
+        self._buffered_records = 0
+        #: Taken (or dropped) since the last grant: what the next grant gives back.
+        self._taken_records = 0
+        self._taken_bytes = 0
+        self._positions: dict[int, int] = {}
+        self._high_watermarks: dict[int, int] = {}
+        self._caught_up: set[int] = set()
+        self._arrived = trio.Event()
+        self._seeking = trio.Lock()
+        #: Raised once the pending pushes are taken (the connection was lost).
+        self._failure: BaseException | None = None
+        #: Raised at once (the proxy pushed past the credit).
+        self._broken: PubSubError | None = None
+        #: The proxy has closed the stream (ended) or cannot hold it any more (connection lost).
+        self._closed_by_proxy = False
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.id} of {self.topic!r}: positions {self._positions}>"
+
+    @property
+    def positions(self) -> dict[int, int]:
+        """Partition -> the offset it continues at, as of what the caller has taken: store it, and
+        subscribe again with ``start=positions`` to go on with nothing lost or repeated."""
+        return dict(self._positions)
+
+    @property
+    def caught_up(self) -> frozenset[int]:
+        """The partitions whose last news is that they reached their high watermark."""
+        return frozenset(self._caught_up)
+
+    @property
+    def lag(self) -> dict[int, int]:
+        """Partition -> records written that the stream has not delivered yet (known once a batch or
+        a caught-up event of the partition has been taken)."""
+        return {
+            partition: max(0, high - self._positions[partition])
+            for partition, high in self._high_watermarks.items()
+            if partition in self._positions
+        }
+
+    @property
+    def buffered(self) -> int:
+        """Records that came and the caller has not taken yet: never more than the window."""
+        return self._buffered_records
+
+    async def __aiter__(self) -> AsyncIterator[Batch]:
+        while (event := await self._next()) is not None:
+            if isinstance(event, Batch) and event.records:
+                yield event
+            elif isinstance(event, StreamProblem):
+                where = "" if event.partition is None else f" partition {event.partition}"
+                log.warning("stream %d of %s%s: %s (code %d)", self.id, self.topic, where, event.message, event.code)
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Everything the proxy pushes, in order (see the class)."""
+        while (event := await self._next()) is not None:
+            yield event
+
+    async def seek(self, partition: int, to: int | datetime) -> None:
+        """Move ``partition`` to ``to``: an offset, ``EARLIEST``, ``LATEST`` or a datetime (the first
+        record at or after it, else the log end).
+
+        The last three are looked up first (ListOffset), so :attr:`positions` holds the
+        partition's new offset as soon as this returns. Batches of the partition from before
+        the seek, taken or not, are dropped; the next one starts at the new position.
+
+        Raises:
+            ValueError: the stream does not read ``partition``, or ``to`` is not one of the above.
+            PubSubError: the proxy refused the seek (the partition goes on where it was).
+        """
+        if partition not in self._positions:
+            raise ValueError(f"stream {self.id} does not read partition {partition}")
+        offset = await self._offset_for(partition, to)
+        async with self._seeking:
+            self._held[partition] = [item for item in self._pending if _partition_of(item[0]) == partition]
+            self._pending = deque(item for item in self._pending if _partition_of(item[0]) != partition)
+
+            def settle(answer: Response) -> None:
+                held = self._held.pop(partition, [])
+                if isinstance(answer, OkAnswer):
+                    for event, size in held:
+                        if isinstance(event, Batch):
+                            self._took(event, size)
+                    self._positions[partition] = offset
+                    self._high_watermarks.pop(partition, None)
+                    self._caught_up.discard(partition)
+                else:
+                    self._pending.extend(held)
+                self._arrived.set()  # what was dropped may be granted again
+
+            await self._client._answer(
+                lambda sequence: encode_seek_request(sequence, self.id, partition, AtOffset(offset)),
+                OkAnswer,
+                on_answer=settle,
+            )
+
+    async def _offset_for(self, partition: int, to: int | datetime) -> int:
+        if isinstance(to, datetime):
+            offset = await self._client.list_offset(self.topic, partition, _ms(to))
+            return offset if offset >= 0 else await self._client.list_offset(self.topic, partition, LATEST)
+        if to in (EARLIEST, LATEST):
+            return await self._client.list_offset(self.topic, partition, to)
+        if to < 0:
+            raise ValueError(f"seek takes an offset (0 or more), EARLIEST, LATEST or a datetime, not {to!r}")
+        return to
+
+    # ---------------------------------------------- taking, in the caller's task
+
+    def _finished(self) -> bool:
+        return not self._follow and bool(self._positions) and self._caught_up >= self._positions.keys()
+
+    async def _next(self) -> StreamEvent | None:
+        """The next push, with the stream's state moved past it; None when a ``follow=False`` stream is done."""
+        while True:
+            if self._broken is not None:
+                raise self._broken
+            await self._grant_taken()
+            if self._finished():
+                return None
+            if self._pending:
+                event, size = self._pending.popleft()
+                return self._take(event, size)
+            if self._failure is not None:
+                raise self._failure
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+
+    def _take(self, event: StreamEvent | StreamEnded, size: int) -> StreamEvent:
+        if isinstance(event, StreamEnded):
+            raise event
+        if isinstance(event, Batch):
+            self._took(event, size)
+            self._positions[event.partition] = event.next_offset
+            self._high_watermarks[event.partition] = event.high_watermark
+            if event.next_offset < event.high_watermark:
+                self._caught_up.discard(event.partition)
+        elif isinstance(event, CaughtUp):
+            if event.partition in self._positions:
+                self._caught_up.add(event.partition)
+                self._high_watermarks[event.partition] = self._positions[event.partition]
+        elif isinstance(event, PartitionsChanged):
+            self._positions.update(event.positions)
+            for partition in event.revoked:
+                self._positions.pop(partition, None)
+                self._high_watermarks.pop(partition, None)
+                self._caught_up.discard(partition)
+        return event
+
+    def _took(self, batch: Batch, size: int) -> None:
+        records = len(batch.records)
+        self._buffered_records -= records
+        self._taken_records += records
+        self._taken_bytes += size
+
+    async def _grant_taken(self) -> None:
+        """Grant back what was taken, once it is half the window (of records, or of bytes)."""
+        if self._closed_by_proxy or not (
+            self._taken_records >= max(1, self._window // 2)
+            or (self._window_bytes and self._taken_bytes >= max(1, self._window_bytes // 2))
+        ):
+            return
+        grant = Grant(records=self._taken_records, bytes=self._taken_bytes if self._window_bytes else 0)
+        self._taken_records = self._taken_bytes = 0
+        with contextlib.suppress(ConnectionClosed):  # the reader tells every stream of the loss
+            await self._client._grant(self, grant)
+
+    # ---------------------------------------------- the client's reader task (never blocks)
+
+    def _opened(self, positions: Iterable[tuple[int, int]]) -> None:
+        self._positions.update(positions)
+
+    def _pushed(self, push: _Push, frame: bytes) -> None:
+        if self._broken is not None or self._closed_by_proxy:
+            return
+        size = 0
+        event: StreamEvent | StreamEnded
+        if isinstance(push, StreamRecords):
+            event = Batch(push.partition, push.records, push.next_offset, push.high_watermark)
+            size = _records_size(frame) if self._window_bytes else 0
+            if push.records and (self._credit_records < len(push.records) or self._credit_bytes <= 0):
+                self._broken = PubSubError(
+                    0,
+                    f"stream {self.id}: the proxy pushed past the credit granted ({len(push.records)} records "
+                    f"with {self._credit_records} records and {self._credit_bytes} bytes of credit left)",
+                )
+                self._pending.clear()
+                self._arrived.set()
+                return
+            self._credit_records -= len(push.records)
+            self._credit_bytes -= size
+            self._buffered_records += len(push.records)
+        elif isinstance(push, StreamCaughtUp):
+            event = CaughtUp(push.partition)
+        elif isinstance(push, StreamError):
+            event = StreamProblem(push.code, push.message, push.partition)
+        elif isinstance(push, StreamPartitions):
+            event = PartitionsChanged(push.assigned, push.revoked, push.positions)
+        else:
+            event = StreamEnded(self.id, push.code, push.message)
+            self._closed_by_proxy = True
+        partition = _partition_of(event)
+        held = None if partition is None or isinstance(event, StreamProblem) else self._held.get(partition)
+        if held is not None:
+            held.append((event, size))  # from before the seek under way, unless it fails
+        else:
+            self._pending.append((event, size))
+        self._arrived.set()
+
+    def _refused_grant(self, answer: ErrorAnswer) -> None:
+        self._pending.append((StreamProblem(answer.code, f"credit refused: {answer.message}"), 0))
+        self._arrived.set()
+
+    def _lost(self, error: BaseException) -> None:
+        self._failure = error
+        self._closed_by_proxy = True
+        self._arrived.set()
+
+
+def _partition_of(event: StreamEvent | StreamEnded) -> int | None:
+    return event.partition if isinstance(event, Batch | CaughtUp | StreamProblem) else None
+
+
 #: An answer as it arrived, with its decoded event (frames that do not decode are dropped).
 _Answer = tuple[bytes, Response]
 
@@ -116,6 +573,11 @@ class PubSubClient:
         self._timeout = request_timeout
         self._sequences = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[_Answer]] = {}
+        #: Run by the reader as an answer arrives, before anything after it is read (a seek's).
+        self._on_answer: dict[int, Callable[[Response], None]] = {}
+        self._streams: dict[int, Stream] = {}
+        #: The latest credit grants sent, by sequence: the proxy answers one only to refuse it.
+        self._grants: OrderedDict[int, Stream] = OrderedDict()
         self._closed: ConnectionClosed | None = None
 
     @property
@@ -132,25 +594,51 @@ class PubSubClient:
                 response = decode_response(frame)
                 if isinstance(response, MalformedResponse):
                     continue  # no sequence to match it to
+                if isinstance(response, _PUSHES):  # told from answers by their kind, not their sequence
+                    stream = self._streams.get(response.sequence)
+                    if stream is not None:
+                        stream._pushed(response, frame)
+                    continue
+                settle = self._on_answer.pop(response.sequence, None)
+                if settle is not None:
+                    settle(response)
                 waiter = self._waiting.pop(response.sequence, None)
                 if waiter is not None:
                     # The request may have been cancelled (its channel closed) just now.
                     with contextlib.suppress(trio.BrokenResourceError):
                         waiter.send_nowait((frame, response))
+                elif isinstance(response, ErrorAnswer) and (refused := self._grants.pop(response.sequence, None)):
+                    refused._refused_grant(response)
         except ConnectionClosed as exc:
             self._closed = exc
         finally:
             for waiter in self._waiting.values():
                 waiter.close()
             self._waiting.clear()
+            self._on_answer.clear()
+            for stream in self._streams.values():
+                stream._lost(self._closed or ConnectionClosed(None))
 
-    async def _exchange(self, build: Callable[[int], bytes]) -> _Answer:
-        """Send the frame ``build(sequence)`` makes and wait for the answer carrying that sequence."""
-        sequence = next(self._sequences)
+    async def _exchange(
+        self,
+        build: Callable[[int], bytes],
+        *,
+        sequence: int | None = None,
+        on_answer: Callable[[Response], None] | None = None,
+    ) -> _Answer:
+        """Send the frame ``build(sequence)`` makes and wait for the answer carrying that sequence.
+
+        ``sequence`` None takes the next one; ``on_answer`` runs in the reader as the answer
+        arrives, even when nobody waits for it any more.
+        """
+        if sequence is None:
+            sequence = next(self._sequences)
         send, receive = trio.open_memory_channel[_Answer](1)
         if self._closed is not None:
             raise self._closed
         self._waiting[sequence] = send
+        if on_answer is not None:
+            self._on_answer[sequence] = on_answer
         try:
             with trio.fail_after(self._timeout):
                 await self._ws.send_message(build(sequence))
@@ -177,8 +665,15 @@ class PubSubClient:
         frame, _ = await self._exchange(build)
         return pb.PubSubResp.FromString(frame)
 
-    async def _answer(self, build: Callable[[int], bytes], expected: type[_R]) -> _R:
-        _, response = await self._exchange(build)
+    async def _answer(
+        self,
+        build: Callable[[int], bytes],
+        expected: type[_R],
+        *,
+        sequence: int | None = None,
+        on_answer: Callable[[Response], None] | None = None,
+    ) -> _R:
+        _, response = await self._exchange(build, sequence=sequence, on_answer=on_answer)
         if isinstance(response, ErrorAnswer):
             raise PubSubError(response.code, response.message)
         if not isinstance(response, expected):
@@ -206,11 +701,114 @@ class PubSubClient:
         return list(answer.records)
 
     async def tail(self, topic: str, partition: int, offset: int) -> AsyncIterator[Record]:
-        """Yield records from ``offset`` on, forever (waiting at the log end)."""
+        """Yield records from ``offset`` on, forever (waiting at the log end).
+
+        One Fetch at a time: each asks from the offset after the last record of the answer
+        before, so no record comes twice (no fetches are pipelined ahead of the answers). A
+        stream (:meth:`subscribe`) reads ahead within its window instead.
+        """
         while True:
             for record in await self.fetch(topic, partition, offset):
                 yield record
                 offset = record.offset + 1
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        topic: str,
+        *,
+        partitions: Iterable[int] | None = None,
+        start: int | datetime | Mapping[int, int] = LATEST,
+        filter: Filter | None = None,
+        window: int = DEFAULT_WINDOW,
+        window_bytes: int = 0,
+        follow: bool = True,
+        read_committed: bool = False,
+    ) -> AsyncIterator[Stream]:
+        """Open a push stream of ``topic`` for the block (schema/README.md "Streams").
+
+        Args:
+            partitions: The partitions to read; None: all of them, and the ones added later.
+            start: Where each partition starts: ``LATEST`` (only records written from now on),
+                ``EARLIEST``, a datetime (the first record at or after it), or offsets by
+                partition, such as a stream's :attr:`Stream.positions` (partitions not named
+                start at the log end).
+            filter: Which records the proxy sends (a :class:`Filter`); None: all.
+            window: Records the stream may hold that the caller has not taken; the proxy
+                stops while the window is full.
+            window_bytes: The same in bytes (of records as encoded); 0: no byte limit.
+            follow: False: the iteration ends once every partition has caught up.
+            read_committed: Leave out records of aborted and still-open transactions (a
+                proxy that cannot yet refuses the subscribe: INVALID_REQUEST).
+
+        Leaving the block unsubscribes (waiting up to ``UNSUBSCRIBE_TIMEOUT`` for the proxy).
+
+        Raises:
+            PubSubError: the proxy refused the subscribe (``unknown command`` from a proxy
+                that does not serve streams, such as APISIX).
+            ValueError: ``start``, ``window`` or ``window_bytes`` is out of range.
+        """
+        if window < 1 or window_bytes < 0:
+            raise ValueError(f"window must be 1 or more and window_bytes 0 or more, not {window} and {window_bytes}")
+        begin = _stream_start(start)
+        isolation = Isolation.READ_COMMITTED if read_committed else Isolation.READ_UNCOMMITTED
+        listed = tuple(partitions or ())
+        stream_id = next(self._sequences)
+        stream = Stream(
+            self,
+            stream_id,
+            topic,
+            window=window,
+            window_bytes=window_bytes,
+            follow=follow,
+        )
+        self._streams[stream_id] = stream  # before the request: pushes follow its answer at once
+        may_be_open = True
+        try:
+            try:
+                answer = await self._answer(
+                    lambda sequence: encode_subscribe_request(
+                        sequence,
+                        topic,
+                        partitions=listed,
+                        start=begin,
+                        filter=filter,
+                        credit=Grant(records=window, bytes=window_bytes),
+                        isolation=isolation,
+                    ),
+                    SubscribeAnswer,
+                    sequence=stream_id,
+                )
+            except PubSubError:
+                may_be_open = False
+                raise
+            stream._opened(answer.positions)
+            yield stream
+        finally:
+            del self._streams[stream_id]
+            if may_be_open and not stream._closed_by_proxy:
+                await self._unsubscribe(stream_id)
+
+    async def _unsubscribe(self, stream_id: int) -> None:
+        """Close a stream, even in a cancelled block; a stream the proxy no longer has is fine."""
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(UNSUBSCRIBE_TIMEOUT),
+            contextlib.suppress(PubSubError, ConnectionClosed, trio.TooSlowError),
+        ):
+            await self._answer(lambda sequence: encode_unsubscribe_request(sequence, stream_id), OkAnswer)
+
+    async def _grant(self, stream: Stream, grant: Grant) -> None:
+        """Send a credit grant (answered only when refused: the reader then tells the stream)."""
+        if self._closed is not None:
+            raise self._closed
+        stream._credit_records += grant.records
+        stream._credit_bytes += grant.bytes
+        sequence = next(self._sequences)
+        self._grants[sequence] = stream
+        if len(self._grants) > MAX_TRACKED_GRANTS:
+            self._grants.popitem(last=False)
+        await self._ws.send_message(encode_credit_request(sequence, stream.id, grant))
 
 
 @attrs.frozen

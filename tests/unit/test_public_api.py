@@ -32,12 +32,20 @@ def test_client_exports() -> None:
     import kafka_ws_trio.client
 
     assert sorted(kafka_ws_trio.client.__all__) == [
+        "Batch",
+        "CaughtUp",
         "ConnectFailed",
         "EARLIEST",
+        "Filter",
+        "HeaderMatch",
         "LATEST",
+        "PartitionsChanged",
         "PubSubClient",
         "PubSubError",
         "Record",
+        "Stream",
+        "StreamEnded",
+        "StreamProblem",
         "open_client",
     ]
     for name in kafka_ws_trio.client.__all__:
