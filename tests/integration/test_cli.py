@@ -7,6 +7,8 @@ import functools
 import signal
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,92 @@ async def test_tail_from_an_offset_out_of_range_names_the_range(kafka_broker: Ka
     ]
     assert [result.returncode for result in results] == [1, 1, 1]
     assert all(b"Traceback" not in result.stderr for result in results)
+
+
+async def _tail(route: str, topic: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``kafka-ws-trio tail`` to its end; stderr is a pipe, not a terminal."""
+    command = [COMMAND, "tail", route, "--topic", topic, *args]
+    return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+
+
+def _lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return sorted(result.stdout.decode().splitlines())
+
+
+def _partition_offset(line: str) -> tuple[int, int]:
+    where, offset = line.split()[:2]
+    return int(where.removeprefix("partition=")), int(offset.removeprefix("offset="))
+
+
+@pytest.mark.timeout(120)
+async def test_tail_reads_every_partition_from_a_time_naming_the_partition_of_each_record(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topic = create_topic(kafka_broker, partitions=3)
+    now = int(time.time() * 1000)
+    hour_ago = now - 3_600_000
+    for partition in range(3):  # two records an hour old, then two of now, in each partition
+        produce(kafka_broker, topic, [Record(b"old", timestamp_ms=hour_ago + n) for n in range(2)], partition=partition)
+        produce(kafka_broker, topic, [Record(b"new", timestamp_ms=now + n) for n in range(2)], partition=partition)
+    iso = datetime.fromtimestamp((hour_ago + 1) / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"], nursery)
+        route = url + "/kafka"
+        try:
+            with trio.fail_after(60):
+                everything = await _tail(route, topic, "--partition", "all")
+                recent = await _tail(route, topic, "--partition", "all", "--from", "-5m")
+                since = await _tail(route, topic, "--partition", "all", "--from", iso.replace("+00:00", "Z"))
+                one = await _tail(route, topic, "--partition", "2", "--from", "-5m")
+                at_end = await _tail(route, topic, "--partition", "all", "--from", "latest")
+        finally:
+            process.send_signal(signal.SIGINT)
+    assert [_partition_offset(line) for line in _lines(everything)] == [(p, o) for p in range(3) for o in range(4)]
+    assert all(line.endswith("\told") == (line.split()[1] in ("offset=0", "offset=1")) for line in _lines(everything))
+    assert [_partition_offset(line) for line in _lines(recent)] == [(p, o) for p in range(3) for o in (2, 3)]
+    assert [_partition_offset(line) for line in _lines(since)] == [(p, o) for p in range(3) for o in (1, 2, 3)]
+    assert [line.split()[0] for line in _lines(one)] == ["offset=2", "offset=3"], "one partition: not named"
+    assert everything.stderr == recent.stderr == b"", "no status line when stderr is not a terminal"
+    assert at_end.stdout == b""
+    assert at_end.stderr.decode().splitlines() == [
+        "kafka-ws-trio: no records in any of 3 partitions from where they started; use --follow to wait for new ones"
+    ]
+
+
+@pytest.mark.timeout(120)
+async def test_tail_filters_by_key_key_prefix_and_header(kafka_broker: KafkaBroker) -> None:
+    topic = create_topic(kafka_broker)
+    produce(
+        kafka_broker,
+        topic,
+        [
+            Record(b"0", key=b"eu-1", headers=[("src", b"web")]),
+            Record(b"1", key=b"us-2", headers=[("src", b"app")]),
+            Record(b"2", key=b"eu-3"),
+            Record(b"3", key=None, headers=[("src", b"web")]),
+            Record(b"4", key=b"us-2", headers=[("trace", b"")]),
+        ],
+    )
+    async with trio.open_nursery() as nursery:
+        process, url = await _start([COMMAND, "serve", "--kafka", kafka_broker.bootstrap, "--port", "0"], nursery)
+        route = url + "/kafka"
+        try:
+            with trio.fail_after(60):
+                keys = await _tail(route, topic, "--key", "eu-3", "--key", "us-2")
+                prefix = await _tail(route, topic, "--key-prefix", "eu-", "--header", "src=web")
+                present = await _tail(route, topic, "--header", "src")
+                none = await _tail(route, topic, "--key", "nobody")
+        finally:
+            process.send_signal(signal.SIGINT)
+
+    def values(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+        return [line.rsplit("\t", 1)[1] for line in _lines(result)]
+
+    assert values(keys) == ["1", "2", "4"]
+    assert values(prefix) == ["0"]
+    assert values(present) == ["0", "1", "3"]
+    assert none.stdout == b""
+    assert none.stderr.decode().splitlines() == [
+        "kafka-ws-trio: no matching records at or after offset 0; use --follow to wait for new ones"
+    ]

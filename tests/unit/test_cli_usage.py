@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -133,7 +136,21 @@ def test_listen_failures_are_found_inside_nested_exception_groups() -> None:
         ),
         (
             ["tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--from", "bogus"],
-            "kafka-ws-trio: error: --from takes earliest, latest or an offset, not 'bogus'",
+            "kafka-ws-trio: error: --from takes earliest, latest, an offset, a time (ISO 8601, "
+            "e.g. 2024-05-01T12:00:00Z) or an age (e.g. -30s, -5m, -2h, -1d), not 'bogus'",
+        ),
+        (
+            ["tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--from", "-5x"],
+            "kafka-ws-trio: error: --from takes earliest, latest, an offset, a time (ISO 8601, "
+            "e.g. 2024-05-01T12:00:00Z) or an age (e.g. -30s, -5m, -2h, -1d), not '-5x'",
+        ),
+        (
+            ["tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--partition", "all", "--from", "5"],
+            "kafka-ws-trio: error: --from OFFSET names an offset of one partition; give --partition N too",
+        ),
+        (
+            ["tail", "ws://127.0.0.1:9/kafka", "--topic", "t", "--header", "=web"],
+            "kafka-ws-trio: error: --header takes KEY=VALUE or KEY, not '=web'",
         ),
         (
             ["offsets", "ws://127.0.0.1:9/kafka", "--topic", "t", "--at", "yesterday"],
@@ -300,3 +317,93 @@ async def test_an_error_inside_the_client_block_comes_out_as_itself() -> None:
             async with open_client(f"ws://127.0.0.1:{server.port}/kafka"):
                 raise LookupError("mine")
         nursery.cancel_scope.cancel()
+
+
+NOW: Final = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW_MS: Final = 1_714_564_800_000
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("earliest", ("list", -2)),
+        ("latest", ("list", -1)),
+        ("42", ("offset", 42)),
+        ("-30s", ("time", NOW_MS - 30_000)),
+        ("-5m", ("time", NOW_MS - 300_000)),
+        ("-2h", ("time", NOW_MS - 7_200_000)),
+        ("-1d", ("time", NOW_MS - 86_400_000)),
+        ("2024-05-01T12:00:00Z", ("time", NOW_MS)),
+        ("2024-05-01T14:00:00.250+02:00", ("time", NOW_MS + 250)),
+    ],
+)
+def test_tail_from_reads_offsets_iso_times_and_ages(text: str, start: tuple[str, int]) -> None:
+    from kafka_ws_trio._cli import _parse_from
+
+    assert _parse_from(text, NOW) == start
+
+
+def test_tail_from_an_age_is_joined_to_its_option_so_argparse_does_not_take_it_for_one() -> None:
+    from kafka_ws_trio._cli import _build_parser, _joined_dashed_values
+
+    argv = _joined_dashed_values(["tail", "ws://h/kafka", "--topic", "t", "--from", "-5m", "--max", "-1"])
+    assert argv == ["tail", "ws://h/kafka", "--topic", "t", "--from=-5m", "--max", "-1"]
+    assert _build_parser().parse_args(argv).start == "-5m"
+
+
+def test_the_status_line_shows_records_per_second_and_each_partitions_lag_within_the_width() -> None:
+    from kafka_ws_trio._cli import status_text
+
+    assert status_text(12345, 1234.4, {2: 0, 0: 1500}, 80) == "12,345 records, 1,234/s; lag p0 1,500, p2 0"
+    assert status_text(0, 0.0, {}, 80) == "0 records, 0/s; lag not known yet"
+    cut = status_text(5, 1.0, {p: 100 for p in range(50)}, 40)
+    assert len(cut) == 40
+    assert cut.endswith("...")
+
+
+@pytest.mark.timeout(30)
+async def test_tail_reads_a_proxy_without_streams_with_fetch() -> None:
+    """APISIX answers a subscribe 'unknown command': tail falls back to Fetch for one partition, unfiltered."""
+    import trio
+    from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+    from kafka_ws_trio._proto import (
+        ErrorCode,
+        Fetch,
+        ListOffset,
+        Record,
+        Subscribe,
+        decode_request,
+        encode_error,
+        encode_fetch,
+        encode_list_offset,
+    )
+
+    records = [Record(offset, 0, None, b"v%d" % offset) for offset in range(3)]
+
+    async def apisix(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        with contextlib.suppress(ConnectionClosed):  # tail is done
+            while True:
+                command = decode_request(await ws.get_message())
+                if isinstance(command, Subscribe):
+                    await ws.send_message(encode_error(command.sequence, ErrorCode.UNKNOWN_COMMAND, "unknown command"))
+                elif isinstance(command, ListOffset):
+                    await ws.send_message(encode_list_offset(command.sequence, 1))
+                elif isinstance(command, Fetch):
+                    await ws.send_message(encode_fetch(command.sequence, records[command.offset :], 1 << 20)[0])
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, apisix, "127.0.0.1", 0, None)
+        url = f"ws://127.0.0.1:{server.port}/kafka"
+        with trio.fail_after(25):
+            tail = [COMMAND, "tail", url, "--topic", "t"]
+            fetched = await trio.run_process([*tail, "--from", "-5m"], capture_stdout=True)
+            refused = await trio.run_process([*tail, "--key", "k"], capture_stderr=True, check=False)
+        nursery.cancel_scope.cancel()
+    assert [line.split("\t")[1] for line in fetched.stdout.decode().splitlines()] == ["v1", "v2"]
+    assert refused.returncode == 1
+    assert refused.stderr.decode().splitlines() == [
+        "kafka-ws-trio: error: the proxy does not serve streams (APISIX, or an older kafka-ws-trio), "
+        "which --partition all, --key, --key-prefix and --header need"
+    ]
