@@ -50,6 +50,27 @@ def broker_pid() -> int | None:
     return int(match.group(1)) if match else None
 
 
+def listener_pid(bootstrap: str) -> int | None:
+    """The PID of the local process listening on ``bootstrap``'s port (a broker given with --bootstrap), if any.
+
+    So that the probe counts that broker's CPU as the broker's, not as other load.
+    None when the address is not local or the process cannot be seen.
+    """
+    import psutil
+
+    host, _, port = bootstrap.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
+        return None
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    for connection in connections:
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == int(port) and connection.pid:
+            return int(connection.pid)
+    return None
+
+
 def broker_down() -> None:
     say(f"stopping Kafka instance {BROKER_NAME!r}")
     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .broker import broker_down, broker_pid, broker_up
+from .broker import broker_down, broker_pid, broker_up, listener_pid
 from .children import Child, say
 from .context import Bench
 from .fanout import run_fanout
@@ -138,7 +138,8 @@ def main(argv: list[str]) -> int:
         bench = Bench(
             plan=plan,
             bootstrap=env["KAFKA_BOOTSTRAP"],
-            broker_pid=broker_pid() if env["KAFKA_BOOTSTRAP"] == f"127.0.0.1:{BROKER_PORT_BASE}" else None,
+            broker_pid=(broker_pid() if env["KAFKA_BOOTSTRAP"] == f"127.0.0.1:{BROKER_PORT_BASE}" else None)
+            or listener_pid(env["KAFKA_BOOTSTRAP"]),
             logdir=logdir,
             client_procs=args.client_procs,
             depth=args.pipeline,
