@@ -20,12 +20,12 @@ from typing import Any
 from .broker import broker_down, broker_pid, broker_up, listener_pid
 from .children import Child, say
 from .context import Bench
-from .fanout import run_fanout
-from .fetch import run_fetch
+from .fanout import run_fanout, run_stream_fanout
+from .fetch import run_fetch, run_stream_partitions, run_stream_throughput
 from .meta import run_meta
 from .plan import BROKER_PORT_BASE, FULL, QUICK, SCENARIOS, BenchError, raise_nofile
 from .report import print_table, print_verdicts, write_json
-from .sessions import run_churn, run_first_byte, run_idle
+from .sessions import run_churn, run_first_byte, run_idle, run_idle_streams
 from .targets import evaluate
 
 
@@ -46,7 +46,8 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="Measure kafka-ws-trio: fetch throughput, fan-out latency, idle sessions, churn, first byte.",
+        description="Measure kafka-ws-trio: fetch and stream throughput, fan-out latency by fetch and by stream, "
+        "idle sessions and streams, churn, first byte.",
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (under 5 minutes)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every figure to FILE")
@@ -116,6 +117,10 @@ def _steps(bench: Bench) -> dict[str, Callable[[], None]]:
         "fanout": lambda: run_fanout(bench),
         "idle": lambda: run_idle(bench),
         "churn": lambda: run_churn(bench),
+        "stream_throughput": lambda: run_stream_throughput(bench),
+        "stream_fanout": lambda: run_stream_fanout(bench),
+        "stream_partitions": lambda: run_stream_partitions(bench),
+        "idle_streams": lambda: run_idle_streams(bench),
     }
 
 
@@ -156,7 +161,7 @@ def main(argv: list[str]) -> int:
             say(f"scenario: {name}")
             steps[name]()
         results["produce"] = None
-        results["produce_note"] = "produce does not exist yet: the proxy only reads (ListOffset, Fetch)"
+        results["produce_note"] = "produce does not exist yet: the proxy only reads (ListOffset, Fetch, streams)"
         results["targets"] = evaluate(results)
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         results["meta"]["proxies_started"] = bench.proxies_started

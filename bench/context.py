@@ -27,7 +27,6 @@ from .plan import (
     CHILD_START_TIMEOUT,
     LOAD_TIMEOUT,
     MAX_SESSIONS,
-    PARTITION,
     READ_TIMEOUT,
     SMALL_RECORD_BYTES,
     SMALL_TOPIC_RECORDS,
@@ -108,8 +107,12 @@ class Bench:
                     proc.kill()
                     proc.wait(5)
 
-    def create_topic(self, key: str, count: int, value_bytes: int) -> tuple[str, int]:
-        """A fresh topic holding ``count`` records of ``value_bytes`` each (cached per run)."""
+    def create_topic(self, key: str, count: int, value_bytes: int, partitions: int = 1) -> tuple[str, int]:
+        """A fresh topic holding ``count`` records of ``value_bytes`` each (cached per run).
+
+        With several partitions, record ``i`` goes to partition ``i % partitions``, so partition
+        ``p`` ends where :func:`bench.plan.partition_ends` says.
+        """
         if key in self.topics:
             return self.topics[key]
         from confluent_kafka import Producer
@@ -117,15 +120,15 @@ class Bench:
         from kafka_ws_trio.testing import KafkaBroker, create_topic, unique_topic_name
 
         broker = KafkaBroker(version="?", bootstrap=self.bootstrap)
-        topic = create_topic(broker, unique_topic_name(f"bench-{key}"))
+        topic = create_topic(broker, unique_topic_name(f"bench-{key}"), partitions=partitions)
         if count:
             started = time.monotonic()
             producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20, "acks": "all"})
             value = os.urandom(value_bytes)
-            for _ in range(count):
+            for i in range(count):
                 while True:
                     try:
-                        producer.produce(topic, value=value, partition=PARTITION)
+                        producer.produce(topic, value=value, partition=i % partitions)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -133,7 +136,9 @@ class Bench:
             left = producer.flush(LOAD_TIMEOUT)
             if left:
                 raise BenchError(f"{left} records for {topic} were not delivered within {LOAD_TIMEOUT:.0f}s")
-            say(f"loaded {count:,} records of {value_bytes} B into {topic} in {time.monotonic() - started:.1f}s")
+            spread = f" ({partitions} partitions)" if partitions > 1 else ""
+            seconds = time.monotonic() - started
+            say(f"loaded {count:,} records of {value_bytes} B into {topic}{spread} in {seconds:.1f}s")
         self.topics[key] = (topic, count)
         return topic, count
 

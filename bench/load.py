@@ -1,19 +1,25 @@
 """The session load clients: asyncio on uvloop, one process driving hundreds of sessions.
 
 One worker per scenario (:data:`WORKERS`): a pipelined reader for fetch
-throughput, tailing sessions for fan-out, silent sessions for the idle test,
-short-lived sessions for churn, and one session after another for first byte.
-Each reports to the orchestrator through ``bench.children``.
+throughput, a stream reader for the stream reads, tailing sessions (by Fetch
+or by stream) for fan-out, silent sessions (with or without a stream) for the
+idle tests, short-lived sessions for churn, and one session after another for
+first byte. Each reports to the orchestrator through ``bench.children``.
 
 Requests are built by the package's client codec (``kafka_ws_trio._proto``).
-Answers on the cold paths (a ListOffset, a churn or first-byte session) are
-read with its ``decode_response``; answers on the hot paths (the pipelined
-read and fan-out's tailing sessions) are read straight from the protobuf
-message, because ``decode_response`` builds a ``Record`` for every record:
-2.6 µs per 1 KiB record against 0.37 µs for reading only the counts, offsets
-and timestamps these clients need (measured on the bench machine). Fan-out at
-1,000 sessions delivers about a million records a second to the clients, so the
-full decode would make the clients, not the proxy, what the figures measure.
+Answers on the cold paths (a ListOffset, a subscribe, a stream event, a churn
+or first-byte session) are read with its ``decode_response``; answers on the
+hot paths (the pipelined read, record batches of streams, fan-out's tailing
+sessions) are read straight from the protobuf message, because
+``decode_response`` builds a ``Record`` for every record: 2.6 µs per 1 KiB
+record against 0.37 µs for reading only the counts, offsets and timestamps
+these clients need (measured on the bench machine). Fan-out at 1,000 sessions
+delivers about a million records a second to the clients, so the full decode
+would make the clients, not the proxy, what the figures measure.
+
+Streams grant credit the way a real client would (:class:`Credit`), and every
+stream batch is checked against the previous one (:func:`batch_problem`): a
+record lost or repeated fails the scenario.
 """
 
 from __future__ import annotations
@@ -28,10 +34,17 @@ from typing import Any, Final
 from kafka_ws_trio._pb import pubsub_pb2
 from kafka_ws_trio._proto import (
     FetchAnswer,
+    Grant,
     OffsetAnswer,
+    StartEdge,
+    StreamCaughtUp,
+    StreamError,
+    SubscribeAnswer,
     decode_response,
+    encode_credit_request,
     encode_fetch_request,
     encode_list_offset_request,
+    encode_subscribe_request,
 )
 
 from .children import Commands, emit
@@ -43,8 +56,9 @@ from .plan import (
     OPEN_CONCURRENCY,
     PARTITION,
     READ_TIMEOUT,
-    REQUEST_TIMEOUT,
     ROUTE,
+    STREAM_CREDIT_RECORDS,
+    STREAM_ID,
     cpu_seconds,
     raise_nofile,
 )
@@ -71,9 +85,12 @@ async def _offset_of(client: WsClient) -> int:
 
 
 async def _open_many(
-    spec: dict[str, Any], count: int, on_message: Callable[[int], Callable[[bytes], None] | None]
+    spec: dict[str, Any],
+    count: int,
+    on_message: Callable[[int], Callable[[bytes], None] | None],
+    prepare: Callable[[WsClient], Awaitable[None]] | None = None,
 ) -> tuple[dict[int, WsClient], int, str]:
-    """Open sessions 0..count-1, OPEN_CONCURRENCY handshakes at a time.
+    """Open sessions 0..count-1, OPEN_CONCURRENCY handshakes (each followed by ``prepare``) at a time.
 
     Returns the clients by index, the number that failed, and the first failure.
     """
@@ -86,8 +103,15 @@ async def _open_many(
         nonlocal failures, first_error
         async with gate:
             try:
-                clients[index] = await WsClient.connect(spec["host"], spec["port"], ROUTE, on_message(index))
-            except (OSError, asyncio.TimeoutError) as exc:
+                client = await WsClient.connect(spec["host"], spec["port"], ROUTE, on_message(index))
+                if prepare is not None:
+                    try:
+                        await prepare(client)
+                    except BaseException:
+                        client.abort()
+                        raise
+                clients[index] = client
+            except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
                 failures += 1
                 first_error = first_error or f"{type(exc).__name__}: {exc}"
 
@@ -95,7 +119,223 @@ async def _open_many(
     return clients, failures, first_error
 
 
-class PipelinedRead:
+def _subscribe_request(topic: str, start: StartEdge, credit: Grant) -> bytes:
+    """The one stream a load-client session opens: every partition of ``topic``, as a browser would."""
+    return encode_subscribe_request(STREAM_ID, topic, start=start, credit=credit)
+
+
+class Credit:
+    """A stream's credit, kept the way a real client keeps it.
+
+    The window, STREAM_CREDIT_RECORDS records, is granted whole (with the
+    subscribe, or at once after it); each time half of it has been consumed,
+    what was consumed is granted again. Records only: counting bytes the way
+    the server does (each entry's encoded size) would cost the client a
+    message size per record.
+    """
+
+    __slots__ = ("consumed", "grants", "sequence")
+
+    def __init__(self) -> None:
+        self.consumed = 0
+        self.grants = 0
+        self.sequence = STREAM_ID  # credit commands take the next sequences (any would do)
+
+    def grant(self, client: WsClient, records: int) -> None:
+        self.sequence += 1
+        self.grants += 1
+        client.send(encode_credit_request(self.sequence, STREAM_ID, Grant(records=records)))
+
+    def took(self, client: WsClient, count: int) -> None:
+        """``count`` records arrived: top the window up once half of it is used."""
+        self.consumed += count
+        if self.consumed >= STREAM_CREDIT_RECORDS // 2:
+            self.grant(client, self.consumed)
+            self.consumed = 0
+
+
+def batch_problem(batch: Any, expected: int, every_offset: bool) -> str | None:
+    """What is wrong with a StreamBatch (None: nothing), given where its partition was to continue.
+
+    In the bench's topics (no filter, no compaction, no transactions) a batch
+    takes up exactly at ``expected`` and its offsets run on without a gap to
+    ``next_offset``. The first and last offsets and the count prove that a
+    batch neither skips nor repeats across batches; ``every_offset`` also
+    checks each offset inside it (0.65 µs a record, so only where the reader
+    can afford it).
+    """
+    messages = batch.messages
+    count = len(messages)
+    where = f"partition {batch.partition}"
+    if not count:
+        if batch.next_offset != expected:
+            return f"{where}: an empty batch moved it from {expected} to {batch.next_offset}"
+        return None
+    first, last = messages[0].offset, messages[-1].offset
+    if first != expected:
+        what = "lost" if first > expected else "repeated"
+        return f"{where}: a batch starts at {first} where {expected} was next (records {what})"
+    if last - first + 1 != count or batch.next_offset != last + 1:
+        return f"{where}: {count} records at offsets {first}..{last}, next_offset {batch.next_offset}"
+    if every_offset and [m.offset for m in messages] != list(range(first, last + 1)):
+        return f"{where}: offsets {first}..{last} are not contiguous"
+    return None
+
+
+class _TimedRead:
+    """A timed read by one session: frames counted, the clock stopped by the last record, failed by the first fault.
+
+    Subclasses say what starts the read (:meth:`_start`) and what a frame means (:meth:`_received`).
+    """
+
+    def __init__(self, client: WsClient) -> None:
+        self.client = client
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.records = self.frames = self.frame_bytes = 0
+        self.t_first = self.t_done = 0.0
+
+    def begin(self) -> None:
+        self.t_first = time.perf_counter()
+        self._start()
+
+    def on_message(self, payload: bytes) -> None:
+        if self.done.done():
+            return
+        self.frames += 1
+        self.frame_bytes += len(payload)
+        self._received(payload)
+
+    def _finish(self) -> None:
+        self.t_done = time.perf_counter()
+        self.done.set_result(None)
+
+    def _fail(self, problem: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(problem))
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _received(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def details(self) -> dict[str, Any]:
+        """What the read reports besides its records, time, frames and CPU."""
+        return {"frame_bytes": self.frame_bytes}
+
+
+async def _timed(reader: _TimedRead, commands: Commands) -> None:
+    """Report ready, run the read on "go", report its figures; the session closes after the clock stops."""
+    emit(event="ready")
+    await commands.next("go")
+    cpu0 = cpu_seconds()
+    reader.begin()
+    await asyncio.wait_for(reader.done, READ_TIMEOUT)
+    cpu = cpu_seconds() - cpu0
+    await reader.client.close()
+    emit(
+        event="result",
+        records=reader.records,
+        seconds=reader.t_done - reader.t_first,
+        frames=reader.frames,
+        cpu_seconds=cpu,
+        details=reader.details(),
+    )
+
+
+class StreamRead(_TimedRead):
+    """One stream reading every partition of a topic from its start to ``ends``, each record counted once.
+
+    The clock starts with the first grant. Every batch is checked with every
+    offset (:func:`batch_problem`), a record past a partition's end is an
+    error too, and stream events other than ``caught_up`` and ``error`` end
+    the read with an error.
+    """
+
+    def __init__(self, client: WsClient, starts: dict[int, int], ends: dict[int, int]) -> None:
+        super().__init__(client)
+        self.next = dict(starts)
+        self.ends = ends
+        self.left = sum(ends[p] - starts[p] for p in ends)
+        self.credit = Credit()
+        self.caught_up = self.errors = 0
+        self.first_error = ""
+
+    def _start(self) -> None:
+        self.credit.grant(self.client, STREAM_CREDIT_RECORDS)
+
+    def _received(self, payload: bytes) -> None:
+        response = _RESPONSE(payload)
+        if response.WhichOneof("resp") != "stream_batch":
+            self._event(payload)
+            return
+        batch = response.stream_batch
+        partition = batch.partition
+        expected = self.next.get(partition)
+        if expected is None:
+            self._fail(f"a batch of partition {partition}, which the stream does not read")
+            return
+        problem = batch_problem(batch, expected, every_offset=True)
+        if problem is None and batch.next_offset > self.ends[partition]:
+            problem = f"partition {partition}: records past its end {self.ends[partition]}"
+        if problem is not None:
+            self._fail(problem)
+            return
+        count = len(batch.messages)
+        self.next[partition] = batch.next_offset
+        self.records += count
+        self.left -= count
+        if not self.left:
+            self._finish()
+            return
+        self.credit.took(self.client, count)
+
+    def _event(self, payload: bytes) -> None:
+        answer = decode_response(payload)
+        if isinstance(answer, StreamCaughtUp):
+            self.caught_up += 1
+        elif isinstance(answer, StreamError):
+            self.errors += 1  # the server retries by itself; counted, and the first one kept
+            self.first_error = self.first_error or answer.message
+        else:
+            self._fail(f"unexpected {answer}")
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **super().details(),
+            "grants": self.credit.grants,
+            "caught_up_events": self.caught_up,
+            "error_events": self.errors,
+            "first_error_event": self.first_error,
+        }
+
+
+async def _subscribed(client: WsClient) -> dict[int, int]:
+    """The next answer, which must be the stream's subscribe answer; where each partition starts."""
+    answer = decode_response(await client.recv())
+    if not isinstance(answer, SubscribeAnswer):
+        raise RuntimeError(f"subscribe answered {answer}")
+    return dict(answer.positions)
+
+
+async def worker_stream(spec: dict[str, Any], commands: Commands) -> None:
+    """One stream reading every partition of a topic from offset 0 to ``ends`` (see :class:`StreamRead`).
+
+    The stream is opened paused before the clock starts, so the proxy has
+    found its partitions, opened their readers and attached them.
+    """
+    ends = {int(partition): end for partition, end in spec["ends"].items()}
+    client = await WsClient.connect(spec["host"], spec["port"], ROUTE)
+    client.send(_subscribe_request(spec["topic"], StartEdge.EARLIEST, Grant()))
+    starts = await _subscribed(client)
+    if starts != dict.fromkeys(ends, 0):
+        raise RuntimeError(f"the stream starts at {starts}, not at offset 0 of partitions {sorted(ends)}")
+    reader = StreamRead(client, starts, ends)
+    client.on_message = reader.on_message
+    await _timed(reader, commands)
+
+
+class PipelinedRead(_TimedRead):
     """One session reading [start, end) with ``depth`` Fetch requests in flight.
 
     Offsets are contiguous, so the next response's first offset is predictable:
@@ -106,13 +346,12 @@ class PipelinedRead:
     once, and records that arrive twice are counted as duplicates.
     """
 
-    def __init__(self, topic: str, start: int, end: int, depth: int) -> None:
+    def __init__(self, client: WsClient, topic: str, start: int, end: int, depth: int) -> None:
+        super().__init__(client)
         self.topic = topic
         self.start = start
         self.end = end
         self.depth = depth
-        self.client: WsClient | None = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seen = bytearray(end - start)
         self._in_flight: collections.deque[tuple[int, int]] = collections.deque()
         self._sequence = 0
@@ -120,28 +359,21 @@ class PipelinedRead:
         self._step = 0
         self._sizes: collections.deque[int] = collections.deque(maxlen=5)
         self.hw = start
-        self.records = self.duplicates = self.fills = self.frames = self.frame_bytes = self.value_bytes = 0
-        self.t_first = self.t_done = 0.0
+        self.duplicates = self.fills = self.value_bytes = 0
 
     def _request(self, offset: int) -> None:
-        assert self.client is not None
         self._sequence += 1
         self._in_flight.append((self._sequence, offset))
         self.client.send(_fetch_request(self._sequence, self.topic, offset))
 
-    def begin(self) -> None:
-        self.t_first = time.perf_counter()
+    def _start(self) -> None:
         self._request(self.start)
 
-    def on_message(self, payload: bytes) -> None:
-        if self.done.done():
-            return
-        self.frames += 1
-        self.frame_bytes += len(payload)
+    def _received(self, payload: bytes) -> None:
         response = _RESPONSE(payload)
         sequence, offset = self._in_flight.popleft()
         if response.sequence != sequence or response.WhichOneof("resp") != "kafka_fetch_resp":
-            self.done.set_exception(RuntimeError(f"unexpected answer to fetch at {offset}: {decode_response(payload)}"))
+            self._fail(f"unexpected answer to fetch at {offset}: {decode_response(payload)}")
             return
         messages = response.kafka_fetch_resp.messages
         count = len(messages)
@@ -150,7 +382,7 @@ class PipelinedRead:
             first, last = messages[0].offset, messages[-1].offset
             low, high = first - self.start, min(last + 1, self.end) - self.start
             if last - first + 1 != count:
-                self.done.set_exception(RuntimeError(f"offsets {first}..{last} are not contiguous ({count} records)"))
+                self._fail(f"offsets {first}..{last} are not contiguous ({count} records)")
                 return
             new = self._seen.count(0, low, high)
             self._seen[low:high] = b"\x01" * (high - low)
@@ -161,8 +393,7 @@ class PipelinedRead:
             found = self._seen.find(0, self.hw - self.start)
             self.hw = self.end if found < 0 else self.start + found
         if self.hw >= self.end:
-            self.t_done = time.perf_counter()
-            self.done.set_result(None)
+            self._finish()
             return
         if not self._in_flight or min(o for _, o in self._in_flight) > self.hw:
             # Nothing in flight starts at or before the first record still missing.
@@ -174,34 +405,23 @@ class PipelinedRead:
             self._request(self._frontier)
             self._frontier += self._step
 
+    def details(self) -> dict[str, Any]:
+        return {
+            **super().details(),
+            "value_bytes": self.value_bytes,
+            "duplicates": self.duplicates,
+            "gap_fills": self.fills,
+        }
+
 
 async def worker_fetch(spec: dict[str, Any], commands: Commands) -> None:
     """One session reading [start, end) through the proxy, ``depth`` fetches in flight (see :class:`PipelinedRead`)."""
-    reader = PipelinedRead(spec["topic"], spec["start"], spec["end"], spec["depth"])
     client = await WsClient.connect(spec["host"], spec["port"], ROUTE)
     client.send(_list_offset_request(0, spec["topic"], EARLIEST))  # opens the partition reader before the clock
     await _offset_of(client)
+    reader = PipelinedRead(client, spec["topic"], spec["start"], spec["end"], spec["depth"])
     client.on_message = reader.on_message
-    reader.client = client
-    emit(event="ready")
-    await commands.next("go")
-    cpu0 = cpu_seconds()
-    reader.begin()
-    await asyncio.wait_for(reader.done, READ_TIMEOUT)
-    cpu = cpu_seconds() - cpu0
-    seconds = reader.t_done - reader.t_first
-    await client.close()
-    emit(
-        event="result",
-        records=reader.records,
-        seconds=seconds,
-        value_bytes=reader.value_bytes,
-        frames=reader.frames,
-        frame_bytes=reader.frame_bytes,
-        duplicates=reader.duplicates,
-        gap_fills=reader.fills,
-        cpu_seconds=cpu,
-    )
+    await _timed(reader, commands)
 
 
 class _Latencies:
@@ -231,78 +451,163 @@ class _Latencies:
         return sorted(hist.items())
 
 
+class _Following:
+    """What the tailing sessions of one fan-out process share: latencies, totals, and a progress signal."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.loop = asyncio.get_running_loop()
+        self.latencies = _Latencies()
+        self.progress = asyncio.Event()  # set whenever some session's position moves
+        self.frames = self.records = self.errors = self.broken = 0
+        self.first_broken = ""
+
+    def broke(self, problem: str) -> None:
+        """A stream lost, repeated or misplaced records, or could not open: the scenario fails."""
+        self.broken += 1
+        self.first_broken = self.first_broken or problem
+
+
+class _FetchTail:
+    """A session tailing the partition with one Fetch at a time, from the log end a ListOffset names."""
+
+    __slots__ = ("client", "next", "sampled", "sequence", "shared")
+
+    def __init__(self, shared: _Following, sampled: bool) -> None:
+        self.shared = shared
+        self.client: WsClient | None = None
+        self.next = -1
+        self.sequence = 0
+        self.sampled = sampled
+
+    def start(self) -> None:
+        assert self.client is not None
+        self.client.send(_list_offset_request(0, self.shared.topic, LATEST))
+
+    def fetch(self) -> None:
+        if self.client is not None and not self.client.lost.done():
+            self.sequence += 1
+            self.client.send(_fetch_request(self.sequence, self.shared.topic, self.next))
+
+    def on_message(self, payload: bytes) -> None:
+        shared = self.shared
+        response = _RESPONSE(payload)
+        if response.WhichOneof("resp") == "kafka_fetch_resp":  # the hot path
+            messages = response.kafka_fetch_resp.messages
+            shared.frames += 1
+            if messages:
+                if self.sampled:
+                    shared.latencies.add([m.timestamp for m in messages])
+                shared.records += len(messages)
+                self.next = messages[-1].offset + 1
+                shared.progress.set()
+            self.fetch()
+            return
+        answer = decode_response(payload)
+        if isinstance(answer, OffsetAnswer):
+            self.next = answer.offset
+            shared.progress.set()
+            self.fetch()
+        else:
+            shared.errors += 1
+            shared.loop.call_later(0.1, self.fetch)
+
+
+class _StreamTail:
+    """A session tailing the topic with one stream from its log end, granting credit as it goes.
+
+    Every batch is checked (:func:`batch_problem`): each offset for the
+    sessions sampled for latency (they read every record's timestamp anyway),
+    the first, last and count for the others.
+    """
+
+    __slots__ = ("client", "credit", "next", "sampled", "shared")
+
+    def __init__(self, shared: _Following, sampled: bool) -> None:
+        self.shared = shared
+        self.client: WsClient | None = None
+        self.next = -1
+        self.sampled = sampled
+        self.credit = Credit()
+
+    def start(self) -> None:
+        assert self.client is not None
+        self.client.send(_subscribe_request(self.shared.topic, StartEdge.LATEST, Grant(records=STREAM_CREDIT_RECORDS)))
+
+    def on_message(self, payload: bytes) -> None:
+        shared = self.shared
+        response = _RESPONSE(payload)
+        if response.WhichOneof("resp") == "stream_batch":  # the hot path
+            batch = response.stream_batch
+            shared.frames += 1
+            problem = batch_problem(batch, self.next, self.sampled)
+            if problem is not None:
+                shared.broke(problem)
+            messages = batch.messages
+            if messages:
+                if self.sampled:
+                    shared.latencies.add([m.timestamp for m in messages])
+                shared.records += len(messages)
+                assert self.client is not None
+                self.credit.took(self.client, len(messages))
+            self.next = batch.next_offset
+            shared.progress.set()
+            return
+        answer = decode_response(payload)
+        if isinstance(answer, SubscribeAnswer):
+            self.next = answer.positions[0][1]  # the bench's fan-out topics have one partition
+            shared.progress.set()
+        elif isinstance(answer, StreamError):
+            shared.errors += 1  # the server retries by itself
+        elif not isinstance(answer, StreamCaughtUp):
+            shared.broke(f"unexpected {answer}")
+
+
+#: How fan-out sessions tail the partition: spec["via"].
+_TAILS: Final[dict[str, type[_FetchTail | _StreamTail]]] = {"fetch": _FetchTail, "stream": _StreamTail}
+
+
 async def worker_fanout(spec: dict[str, Any], commands: Commands) -> None:
-    """Sessions tailing one partition; a histogram of receipt time minus CreateTime.
+    """Sessions tailing one partition (by Fetch or by stream); a histogram of receipt time minus CreateTime.
 
     Only every ``sample_every``-th session (by its index across all processes)
     reads each record's timestamp: that per-record Python work is what a load
     client spends most on, and on a small machine it takes CPU from the proxy.
     The others only follow their position.
     """
-    topic = spec["topic"]
-    loop = asyncio.get_running_loop()
-    latencies = _Latencies()
-    totals = {"errors": 0, "frames": 0, "records": 0}
-    progress = asyncio.Event()  # set whenever some session's position moves
-
-    class _Tail:
-        __slots__ = ("client", "next", "sampled", "sequence")
-
-        def __init__(self, sampled: bool) -> None:
-            self.client: WsClient | None = None
-            self.next = -1
-            self.sequence = 0
-            self.sampled = sampled
-
-        def fetch(self) -> None:
-            if self.client is not None and not self.client.lost.done():
-                self.sequence += 1
-                self.client.send(_fetch_request(self.sequence, topic, self.next))
-
-        def on_message(self, payload: bytes) -> None:
-            response = _RESPONSE(payload)
-            if response.WhichOneof("resp") == "kafka_fetch_resp":  # the hot path
-                messages = response.kafka_fetch_resp.messages
-                totals["frames"] += 1
-                if messages:
-                    if self.sampled:
-                        latencies.add([m.timestamp for m in messages])
-                    totals["records"] += len(messages)
-                    self.next = messages[-1].offset + 1
-                    progress.set()
-                self.fetch()
-                return
-            answer = decode_response(payload)
-            if isinstance(answer, OffsetAnswer):
-                self.next = answer.offset
-                progress.set()
-                self.fetch()
-            else:
-                totals["errors"] += 1
-                loop.call_later(0.1, self.fetch)
-
+    shared = _Following(spec["topic"])
+    tail = _TAILS[spec["via"]]
     every, first_index = spec["sample_every"], spec["first_index"]
-    tails = [_Tail((first_index + i) % every == 0) for i in range(spec["sessions"])]
+    tails: list[_FetchTail | _StreamTail] = [
+        tail(shared, (first_index + i) % every == 0) for i in range(spec["sessions"])
+    ]
     started = time.time()
     clients, failures, first_error = await _open_many(spec, len(tails), lambda i: tails[i].on_message)
     for index, client in clients.items():
         tails[index].client = client
-        client.send(_list_offset_request(0, topic, LATEST))
+        tails[index].start()
     live = [t for t in tails if t.client is not None]
 
     async def until(done: Callable[[], bool], seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not done() and time.monotonic() < deadline:
-            progress.clear()
+            shared.progress.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(progress.wait(), max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(shared.progress.wait(), max(0.0, deadline - time.monotonic()))
 
-    await until(lambda: all(t.next >= 0 for t in live), REQUEST_TIMEOUT)
-    emit(event="ready", opened=len(clients), failed=failures, first_error=first_error, seconds=time.time() - started)
+    await until(lambda: all(t.next >= 0 for t in live), spec["place_timeout"])
+    emit(
+        event="ready",
+        opened=len(clients),
+        placed=sum(1 for t in live if t.next >= 0),
+        failed=failures,
+        first_error=first_error or shared.first_broken,
+        seconds=time.time() - started,
+    )
     await commands.next("go")
-    cpu0, wall0, frames0 = cpu_seconds(), time.monotonic(), totals["frames"]
+    cpu0, wall0, frames0 = cpu_seconds(), time.monotonic(), shared.frames
     finish = await commands.next("finish")
-    cpu1, wall1, frames1 = cpu_seconds(), time.monotonic(), totals["frames"]
+    cpu1, wall1, frames1 = cpu_seconds(), time.monotonic(), shared.frames
     end = finish["end"]
     await until(lambda: all(t.next >= end for t in live), finish["wait"])
     lagging = sum(1 for t in live if t.next < end or t.client is None or t.client.lost.done())
@@ -312,21 +617,44 @@ async def worker_fanout(spec: dict[str, Any], commands: Commands) -> None:
         event="result",
         sessions=len(live),
         sampled=sum(1 for t in live if t.sampled),
-        hist=latencies.histogram(finish["t0"], finish["t1"]),
+        hist=shared.latencies.histogram(finish["t0"], finish["t1"]),
         lagging=lagging,
-        errors=totals["errors"],
+        errors=shared.errors,
+        broken=shared.broken,
+        first_broken=shared.first_broken,
         frames=frames1 - frames0,
-        records=totals["records"],
+        records=shared.records,
         cpu_seconds=cpu1 - cpu0,
         wall_seconds=wall1 - wall0,
     )
 
 
 async def worker_idle(spec: dict[str, Any], commands: Commands) -> None:
-    """Open sessions, hold them without a word, close them when told."""
+    """Open sessions, hold them without a word, close them when told.
+
+    With a ``topic``, each session first opens one stream over it from its log
+    end (the route's default credit) and waits for the answer; nothing is
+    written to the topic, so what the server pushes while they are held is
+    counted (a ``caught_up`` event each is all there should be).
+    """
+    topic = spec.get("topic")
+    pushes = 0
+
+    def pushed(_payload: bytes) -> None:
+        nonlocal pushes
+        pushes += 1
+
+    async def subscribe(client: WsClient) -> None:
+        assert topic is not None
+        client.send(_subscribe_request(topic, StartEdge.LATEST, Grant(records=STREAM_CREDIT_RECORDS)))
+        await _subscribed(client)
+        client.on_message = pushed
+
     await commands.next("go")
     started, cpu0 = time.time(), cpu_seconds()
-    clients, failures, first_error = await _open_many(spec, spec["sessions"], lambda _: None)
+    clients, failures, first_error = await _open_many(
+        spec, spec["sessions"], lambda _: None, subscribe if topic is not None else None
+    )
     emit(
         event="ready",
         opened=len(clients),
@@ -345,7 +673,7 @@ async def worker_idle(spec: dict[str, Any], commands: Commands) -> None:
             await client.close()
 
     await asyncio.gather(*(close(c) for c in clients.values()))
-    emit(event="result", closed=len(clients), seconds=time.time() - closing)
+    emit(event="result", closed=len(clients), seconds=time.time() - closing, pushes=pushes)
 
 
 async def worker_churn(spec: dict[str, Any], commands: Commands) -> None:
@@ -413,6 +741,7 @@ async def worker_first_byte(spec: dict[str, Any], commands: Commands) -> None:
 
 WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]] = {
     "fetch": worker_fetch,
+    "stream": worker_stream,
     "fanout": worker_fanout,
     "idle": worker_idle,
     "churn": worker_churn,

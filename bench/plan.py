@@ -29,6 +29,17 @@ EARLIEST: Final = -2
 #: Fan-out: the producer's pace and the size of its records.
 FANOUT_RATE: Final = 1000
 FANOUT_RECORD_BYTES: Final = 100
+#: Stream fan-out: the producer's pace (records of FANOUT_RECORD_BYTES).
+STREAM_FANOUT_RATE: Final = 100
+#: The credit window of every stream the load clients open, in records: granted at the subscribe,
+#: and topped up by what was consumed each time half of it has been (what a real client would do).
+STREAM_CREDIT_RECORDS: Final = 10_000
+#: Partitions of the topic that stream_partitions reads with one stream.
+STREAM_PARTITIONS: Final = 64
+#: The id (the subscribe's sequence) of the one stream each load-client session opens.
+STREAM_ID: Final = 1
+#: Seconds over which an idle proxy's CPU and broker polls are counted (idle sessions and idle streams).
+IDLE_HOLD_SECONDS: Final = 5.0
 #: Churn and first byte read a small topic: a fetch there is one short frame.
 SMALL_TOPIC_RECORDS: Final = 10
 SMALL_RECORD_BYTES: Final = 100
@@ -74,9 +85,13 @@ class Plan:
     """How big each scenario is."""
 
     name: str
+    #: Records of each read from offset 0 and how many times it is timed: fetch, stream_throughput and
+    #: stream_partitions (spread over STREAM_PARTITIONS there) read this many.
     fetch_records: int
     fetch_repeats: int
     fanout_sessions: tuple[int, ...]
+    #: The stream fan-out's session counts (one stream each); the largest is where its p99 is judged.
+    stream_fanout_sessions: tuple[int, ...]
     fanout_warmup: float
     fanout_window: float
     idle_sessions: int
@@ -90,6 +105,8 @@ QUICK: Final = Plan(
     fetch_records=50_000,
     fetch_repeats=1,
     fanout_sessions=(10, 100, 500),
+    # 2,000 is the quick size; 200 is there only so that "flat in N" compares two counts.
+    stream_fanout_sessions=(200, 2_000),
     fanout_warmup=3.0,
     fanout_window=10.0,
     idle_sessions=2_000,
@@ -102,6 +119,7 @@ FULL: Final = Plan(
     fetch_records=200_000,
     fetch_repeats=3,
     fanout_sessions=(10, 100, 1_000),
+    stream_fanout_sessions=(1_000, 5_000, 10_000),
     fanout_warmup=5.0,
     fanout_window=30.0,
     idle_sessions=10_000,
@@ -110,7 +128,17 @@ FULL: Final = Plan(
     first_byte_samples=1_000,
 )
 
-SCENARIOS: Final = ("first_byte", "fetch", "fanout", "idle", "churn")
+SCENARIOS: Final = (
+    "first_byte",
+    "fetch",
+    "fanout",
+    "idle",
+    "churn",
+    "stream_throughput",
+    "stream_fanout",
+    "stream_partitions",
+    "idle_streams",
+)
 
 
 class BenchError(Exception):
@@ -133,6 +161,11 @@ def cpu_seconds() -> float:
 def shares(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` counts that differ by at most one (the first ones get the remainder)."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def partition_ends(count: int, partitions: int) -> dict[int, int]:
+    """Where each partition of a topic ``Bench.create_topic`` filled ends: record i is in partition i % partitions."""
+    return dict(enumerate(shares(count, partitions)))
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

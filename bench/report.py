@@ -58,7 +58,12 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
 
     rows: list[tuple[str, str, str, str, str]] = []
-    for key, label in (("fetch_throughput", "fetch 1 KiB"), ("fetch_throughput_100b", "fetch 100 B")):
+    reads = (
+        ("fetch_throughput", "fetch 1 KiB", ">= 0.8", "pipelined client"),
+        ("fetch_throughput_100b", "fetch 100 B", "", "pipelined client"),
+        ("stream_throughput", "stream 1 KiB", ">= 0.9", "stream client"),
+    )
+    for key, label, bound, client in reads:
         if key not in results:
             continue
         f = results[key]
@@ -76,48 +81,74 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 "",
                 "ratio vs kafka-python",
                 _down(f["ratio_vs_kafka_python"], 2),
-                judged("fetch_throughput.ratio_vs_kafka_python", ">= 0.8") if key == "fetch_throughput" else "",
-                load(f) + f"; pipelined client {f['client_cpu_pct']:.0f}%",
+                judged(f"{key}.ratio_vs_kafka_python", bound) if bound else "",
+                load(f) + f"; {client} {f['client_cpu_pct']:.0f}%",
             ),
         ]
-    if "fanout" in results:
-        fan = results["fanout"]
+    if "stream_partitions" in results:
+        spread = results["stream_partitions"]
+        rows += [
+            (
+                f"stream {spread['partitions']} parts",
+                "records/s",
+                _n(spread["records_per_s"]),
+                "",
+                f"one stream over one partition {_n(spread['single_partition_records_per_s'])}/s",
+            ),
+            (
+                "",
+                "ratio vs 1 partition",
+                _down(spread["ratio_vs_single_partition"], 2),
+                judged("stream_partitions.ratio_vs_single_partition", ">= 0.8"),
+                load(spread) + f"; stream client {spread['client_cpu_pct']:.0f}%",
+            ),
+        ]
+    for key, label in (("fanout", "fanout"), ("stream_fanout", "streams")):
+        if key not in results:
+            continue
+        fan = results[key]
         for sessions, run in fan["by_sessions"].items():
             top = int(sessions) == fan["sessions"]
+            pushes = f"{_n(run['stream_batches_per_s'])} batches/s pushed, " if "stream_batches_per_s" in run else ""
             rows += [
                 (
-                    f"fanout {sessions}",
+                    f"{label} {sessions}",
                     "p50 / p99 ms",
                     f"{late(run, 'p50_ms')} / {late(run, 'p99_ms')}",
-                    judged("fanout.p99_ms", "p99 <= 250") if top else "",
+                    judged(f"{key}.p99_ms", "p99 <= 250") if top else "",
                     load(run),
                 ),
                 (
                     "",
                     "broker polls/s",
                     _n(run["broker_fetch_requests_per_s"], 1),
-                    judged("fanout.broker_fetch_rate_flat", "flat") if top else "",
+                    judged(f"{key}.broker_fetch_rate_flat", "flat") if top else "",
                     f"{_n(run['deliveries'])} deliveries to {run['latency_sessions']} sampled sessions, "
-                    f"{_n(run['deliveries_missing'])} missing, "
+                    f"{_n(run['deliveries_missing'])} missing, {pushes}"
                     f"{_n(run['frames_per_s'])} frames/s to clients",
                 ),
             ]
-    if "idle_sessions" in results:
-        idle = results["idle_sessions"]
+    for key, label in (("idle_sessions", "idle"), ("idle_streams", "idle streams")):
+        if key not in results:
+            continue
+        idle = results[key]
         rows += [
             (
-                f"idle {idle['sessions']:,}",
+                f"{label} {idle['sessions']:,}",
                 "RSS KiB/session",
                 _up(idle["rss_per_session_kib"], 1),
-                judged("idle_sessions.rss_per_session_kib", "<= 32"),
-                f"RSS {idle['proxy_rss_mib_before']:.0f} -> {idle['proxy_rss_mib_open']:.0f} MiB",
+                judged(f"{key}.rss_per_session_kib", "<= 32"),
+                f"RSS {idle['proxy_rss_mib_before']:.0f} -> {idle['proxy_rss_mib_open']:.0f} MiB; held "
+                f"{idle['held_seconds']:.0f} s: proxy CPU {idle['held_proxy_cpu_pct']:.0f}%, "
+                f"{idle['held_broker_polls_per_s']:.1f} broker polls/s",
             ),
             (
                 "",
                 "open seconds",
                 _n(idle["open_seconds"], 1),
                 "",
-                f"{_n(idle['opens_per_s'])} handshakes/s; " + load(idle),
+                f"{_n(idle['opens_per_s'])} {'subscribed sessions' if key == 'idle_streams' else 'handshakes'}/s; "
+                + load(idle),
             ),
         ]
     if "churn" in results:

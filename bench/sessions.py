@@ -1,4 +1,6 @@
-"""The session-lifecycle scenarios: first byte, idle sessions, churn. Each runs once, on a fresh proxy.
+"""The session-lifecycle scenarios: first byte, idle sessions (with or without a stream), churn.
+
+Each runs once, on a fresh proxy.
 
 Their warm-ups (first byte's first sessions, idle's ten sessions before the
 baseline RSS, churn's warm-up batch before the baseline threads and fds) are
@@ -17,10 +19,12 @@ from .plan import (
     CHILD_START_TIMEOUT,
     CHURN_CONCURRENCY,
     FIRST_BYTE_WARMUP,
+    IDLE_HOLD_SECONDS,
     IDLE_SESSIONS_PER_PROC,
     IDLE_SPARE_SESSIONS,
     IDLE_WARMUP_SESSIONS,
     READ_TIMEOUT,
+    ROUTE,
     SETTLE_SECONDS,
     SMALL_RECORD_BYTES,
     SMALL_TOPIC_RECORDS,
@@ -63,42 +67,59 @@ def run_first_byte(bench: Bench) -> None:
 
 
 def run_idle(bench: Bench) -> None:
+    _run_idle(bench, "idle_sessions", None)
+
+
+def run_idle_streams(bench: Bench) -> None:
+    topic, _ = bench.create_topic("idle-streams", 0, SMALL_RECORD_BYTES)
+    _run_idle(bench, "idle_streams", topic)
+
+
+def _run_idle(bench: Bench, key: str, topic: str | None) -> None:
+    """Sessions opened at once and held without a word; with a ``topic``, each with one stream over it.
+
+    The baseline RSS is read after warm-up sessions, and for streams with
+    IDLE_WARMUP_SESSIONS stream sessions held open to the end, so that the
+    partition reader and its pump exist before the baseline: what remains is
+    the cost of a session and its stream. Once all are open, the proxy's CPU and
+    broker polls are counted for IDLE_HOLD_SECONDS: what holding them costs.
+    """
     sessions = bench.plan.idle_sessions
     split = shares(sessions, -(-sessions // IDLE_SESSIONS_PER_PROC))
-    proxy = bench.proxy("proxy-idle", max_sessions=sessions + IDLE_SPARE_SESSIONS)
+    held = IDLE_WARMUP_SESSIONS if topic is not None else 0
+    proxy = bench.proxy(f"proxy-{key}", max_sessions=sessions + held + IDLE_SPARE_SESSIONS)
     clients: list[Child] = []
     try:
         bench.warm(proxy, IDLE_WARMUP_SESSIONS)
+        if held:
+            clients = bench.workers(f"{key}-held", [bench.spec(proxy, kind="idle", sessions=held, topic=topic)])
+            _open_idle(clients, held)
         time.sleep(1.0)
-        clients = bench.workers("idle", [bench.spec(proxy, kind="idle", sessions=n) for n in split])
+        workers = bench.workers(key, [bench.spec(proxy, kind="idle", sessions=n, topic=topic) for n in split])
+        clients += workers
         probe = Probe(proxy, bench.broker_pid)
-        probe.add_clients(clients)
+        probe.add_clients(workers)
         probe.start()
-        for client in clients:
-            client.send("go")
-        readies = [client.expect("ready", CHILD_START_TIMEOUT + sessions / 20) for client in clients]
-        opened = sum(r["opened"] for r in readies)
-        if opened < sessions:
-            errors = "; ".join(r["first_error"] for r in readies if r["first_error"])
-            raise BenchError(f"only {opened} of {sessions} idle sessions opened: {errors}")
-        proxy.wait_sessions(sessions, 60.0)
+        readies = _open_idle(workers, sessions)
+        proxy.wait_sessions(sessions + held, 60.0)
         open_seconds = max(r["finished"] for r in readies) - min(r["started"] for r in readies)
         time.sleep(2.0)
         rss_open = rss_mib(proxy.process)
         rss_before = probe.rss_start
         resources = probe.stop()
+        with bench.profiled(proxy, key, IDLE_HOLD_SECONDS):
+            holding = _hold(proxy)
         closing = time.monotonic()
         for client in clients:
             client.send("close")
-        for client in clients:
-            client.expect("result", 120.0)
+        pushes = sum(client.expect("result", 120.0)["pushes"] for client in workers)
         proxy.wait_sessions(0, 60.0)
         close_seconds = time.monotonic() - closing
     finally:
         for client in clients:
             client.stop()
         proxy.stop()
-    bench.results["idle_sessions"] = {
+    bench.results[key] = {
         "sessions": sessions,
         # Unrounded: checked against its target.
         "rss_per_session_kib": (rss_open - rss_before) * 1024 / sessions,
@@ -107,7 +128,36 @@ def run_idle(bench: Bench) -> None:
         "close_seconds": round(close_seconds, 2),
         "proxy_rss_mib_before": resources["proxy_rss_mib_start"],
         "proxy_rss_mib_open": round(rss_open, 1),
+        **holding,
+        **({"streams_per_session": 1, "held_stream_sessions": held, "pushes_while_held": pushes} if held else {}),
         **resources,
+    }
+
+
+def _open_idle(clients: list[Child], sessions: int) -> list[dict[str, Any]]:
+    """Have the idle workers open their sessions; what each reported once all were open."""
+    for client in clients:
+        client.send("go")
+    readies = [client.expect("ready", CHILD_START_TIMEOUT + sessions / 20) for client in clients]
+    opened = sum(r["opened"] for r in readies)
+    if opened < sessions:
+        errors = "; ".join(r["first_error"] for r in readies if r["first_error"])
+        raise BenchError(f"only {opened} of {sessions} idle sessions opened: {errors}")
+    return readies
+
+
+def _hold(proxy: Proxy) -> dict[str, Any]:
+    """The proxy's CPU and broker polls while the open sessions stay quiet for IDLE_HOLD_SECONDS."""
+    before, cpu0 = proxy.stats(), proxy.process.cpu_times()
+    time.sleep(IDLE_HOLD_SECONDS)
+    after, cpu1 = proxy.stats(), proxy.process.cpu_times()
+    seconds = after["t"] - before["t"]
+    cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
+    return {
+        "held_seconds": round(seconds, 1),
+        "held_proxy_cpu_pct": round(100 * cpu / seconds, 1),
+        "held_broker_polls_per_s": round((proxy.polls(after) - proxy.polls(before)) / seconds, 1),
+        "stream_taps": after["upstreams"][ROUTE]["stream_taps"],
     }
 
 

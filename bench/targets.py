@@ -22,6 +22,14 @@ FLAT_FACTOR: Final = 1.5
 #: to serve more requests with, so its broker polls thin out for want of work, not by design.
 SATURATED_CPU_PCT: Final = 95.0
 IDLE_RSS_MAX_KIB: Final = 32.0
+#: One stream reading a partition, against kafka-python reading it directly (1 KiB records) ...
+STREAM_RATIO_MIN: Final = 0.9
+#: ... and the figure it aims at beyond the target (printed, not judged).
+STREAM_RATIO_MOONSHOT: Final = 1.0
+#: One stream over STREAM_PARTITIONS partitions, against one stream over one partition (the same records in all).
+STREAM_PARTITIONS_RATIO_MIN: Final = 0.8
+#: The stream fan-out's p99 bound is judged at the plan's largest session count (full 10,000, quick 2,000).
+STREAM_FANOUT_P99_MAX_MS: Final = 250.0
 CHURN_RSS_GROWTH_MAX_PCT: Final = 5.0
 FIRST_BYTE_P50_MAX_MS: Final = 10.0
 
@@ -71,6 +79,13 @@ def _fanout_p99_ok(results: dict[str, Any]) -> bool:
     return bool(fanout["sessions"] >= FANOUT_P99_MIN_SESSIONS and p99 is not None and p99 <= FANOUT_P99_MAX_MS)
 
 
+def _stream_fanout_p99_ok(results: dict[str, Any]) -> bool:
+    fanout = results["stream_fanout"]
+    p99 = fanout["p99_ms"]
+    largest = max(results["meta"]["plan"]["stream_fanout_sessions"])
+    return bool(fanout["sessions"] >= largest and p99 is not None and p99 <= STREAM_FANOUT_P99_MAX_MS)
+
+
 TARGETS: Final = (
     Target(
         "fetch_throughput.ratio_vs_kafka_python",
@@ -95,6 +110,29 @@ TARGETS: Final = (
         "first_byte.p50_ms",
         f"<= {FIRST_BYTE_P50_MAX_MS:.0f}",
         lambda r: r["first_byte"]["p50_ms"] <= FIRST_BYTE_P50_MAX_MS,
+    ),
+    Target(
+        "stream_throughput.ratio_vs_kafka_python",
+        f">= {STREAM_RATIO_MIN} (moonshot {STREAM_RATIO_MOONSHOT})",
+        lambda r: r["stream_throughput"]["ratio_vs_kafka_python"] >= STREAM_RATIO_MIN,
+    ),
+    Target(
+        "stream_fanout.p99_ms",
+        f"<= {STREAM_FANOUT_P99_MAX_MS:.0f} at the plan's most streams (10,000; quick 2,000)",
+        _stream_fanout_p99_ok,
+    ),
+    Target(
+        "stream_fanout.broker_fetch_rate_flat", FLAT_RULE, lambda r: bool(r["stream_fanout"]["broker_fetch_rate_flat"])
+    ),
+    Target(
+        "stream_partitions.ratio_vs_single_partition",
+        f">= {STREAM_PARTITIONS_RATIO_MIN}",
+        lambda r: r["stream_partitions"]["ratio_vs_single_partition"] >= STREAM_PARTITIONS_RATIO_MIN,
+    ),
+    Target(
+        "idle_streams.rss_per_session_kib",
+        f"<= {IDLE_RSS_MAX_KIB:.0f}",
+        lambda r: r["idle_streams"]["rss_per_session_kib"] <= IDLE_RSS_MAX_KIB,
     ),
 )
 
