@@ -35,6 +35,7 @@ from .._proto import (
 )
 from ._context import KafkaContext
 from ._reader import PartitionReader
+from ._settings import MAX_POLL_RECORDS
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
@@ -119,7 +120,11 @@ class StreamTaps:
                 self._woken = trio.Event()
                 wanting = [tap for tap in self._taps if tap.wants(self._partition)]
                 if not wanting:
-                    await self._woken.wait()
+                    ahead = self._read_ahead_offset()
+                    if ahead is None:
+                        await self._woken.wait()
+                    else:
+                        await self._read_ahead(ahead)
                     continue
                 await self._serve(wanting)
         except Exception:
@@ -129,6 +134,42 @@ class StreamTaps:
             raise
         finally:
             self._pumping = False
+
+    def _read_ahead_offset(self) -> int | None:
+        """Where to poll while every stream with credit waits for its session to send: the window's end.
+
+        Only when the log holds more and the window has room for another poll
+        above the lowest of those streams, so that they find their next records in
+        memory as soon as their sessions are free, and reading Kafka overlaps with
+        writing to the sockets.
+        """
+        reader, partition = self._reader, self._partition
+        window = reader.window
+        end, start, high = window.next, window.start, reader.highwater
+        if end is None or start is None or high is None or end >= high or reader.failing:
+            return None
+        positions = [
+            position
+            for tap in self._taps
+            if not tap.stream.credit.paused and (position := tap.position(partition)) is not None
+        ]
+        if not positions or min(positions) < start:
+            return None
+        lowest = min(positions)
+        route = self._context.route
+        entries = window.entries
+        if end - lowest + MAX_POLL_RECORDS > route.cache_records:
+            return None
+        if entries.end_total - entries.total_before(lowest) + route.fetch_max_bytes > route.cache_bytes:
+            return None
+        return end
+
+    async def _read_ahead(self, offset: int) -> None:
+        with trio.move_on_after(self._context.deadline):
+            try:
+                await self._reader.read(offset)
+            except CommandFailed:
+                pass  # the streams meet the failure when they read
 
     async def _serve(self, wanting: list[_Tap]) -> None:
         """One round: offer the window, then make one read for the taps it does not cover."""
