@@ -169,7 +169,12 @@ class SessionStreams:
         return encode_subscribe_answer(stream.id, positions), lambda: self._release(stream)
 
     async def _place_all(self, stream: Stream) -> None:
-        """Look up where each partition without a named offset starts, a few at a time."""
+        """Look up where each partition without a named offset starts, a few at a time.
+
+        A named offset is not checked here (a thousand clients resuming would cost two
+        lookups each): one outside the log is found by the partition's pump, which
+        moves it to the log's nearest end and says so in an error event.
+        """
         limiter = trio.CapacityLimiter(self._lookups)
 
         async def place(partition: int) -> None:
@@ -181,15 +186,19 @@ class SessionStreams:
                     raise subscribe_failure(stream.topic, exc, partition) from None
                 stream.place(partition, offset, epoch=epoch)
 
-        unplaced = [p for p in stream.partitions if stream.position(p) is None]
         async with trio.open_nursery() as nursery:
-            for partition in unplaced:
+            for partition in (p for p in stream.partitions if stream.position(p) is None):
                 nursery.start_soon(place, partition)
 
     async def _lookup(self, topic: str, partition: int, target: StartEdge | AtTimestamp | AtOffset) -> int:
         """The offset a start or seek target names in one partition."""
         backend = self._backend
         if isinstance(target, AtOffset):
+            # A named offset must be in the log (its end included): refused now, not found out by the pump.
+            earliest = await backend.list_offset(topic, partition, -2)
+            latest = await backend.list_offset(topic, partition, -1)
+            if not earliest <= target.offset <= latest:
+                raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
             return target.offset
         if isinstance(target, AtTimestamp):
             found = await backend.list_offset(topic, partition, target.ms)
@@ -199,8 +208,11 @@ class SessionStreams:
         return await backend.list_offset(topic, partition, -2 if target == StartEdge.EARLIEST else -1)
 
     async def _attach(self, stream: Stream, partition: int) -> None:
+        outlet = self._outlets.get(stream.id)
+        if outlet is None or not stream.open:
+            raise CommandFailed(ErrorCode.INTERNAL_ERROR, "the stream was closed while it opened")
         try:
-            handles = await self._backend.attach(stream, partition, self._outlets[stream.id])
+            handles = await self._backend.attach(stream, partition, outlet)
         except CommandFailed as exc:
             raise subscribe_failure(stream.topic, exc, partition) from None
         self._feeds[stream.id][partition] = handles
@@ -294,16 +306,17 @@ class SessionStreams:
         """Move one partition of a stream; the answer, and what lets the stream push again."""
         stream = self.registry.get(command.subscription)
         outlet = self._outlets[stream.id]
-        epoch = stream.seek(command.partition, command.to)  # raises for a partition it does not read
+        stream.position(command.partition)  # raises for a partition the stream does not read
         outlet.holds += 1
         try:
-            if stream.position(command.partition) is None:
-                try:
-                    offset = await self._lookup(stream.topic, command.partition, command.to)
-                except CommandFailed as exc:
-                    reason = f"failed to seek, topic: {stream.topic}, partition: {command.partition}, err: {exc.reason}"
-                    raise CommandFailed(exc.code, reason) from None
-                stream.place(command.partition, offset, epoch=epoch)
+            # The target first (an offset is checked against the log): a seek that fails moves nothing.
+            try:
+                offset = await self._lookup(stream.topic, command.partition, command.to)
+            except CommandFailed as exc:
+                reason = f"failed to seek, topic: {stream.topic}, partition: {command.partition}, err: {exc.reason}"
+                raise CommandFailed(exc.code, reason) from None
+            epoch = stream.seek(command.partition, command.to)
+            stream.place(command.partition, offset, epoch=epoch)
         except BaseException:
             self._release(stream)
             raise

@@ -210,7 +210,7 @@ class StreamTaps:
             # Nothing after start: the log end. The taps there have caught up.
             for tap in uncovered:
                 if tap.position(partition) == start:
-                    self._note_position(tap, start, self._highwater())
+                    self._note_position(tap, start, self._highwater(), at_log_end=True)
             return
         self._offer(Chunk(partition, entries, start, end, self._highwater(), entries.keys, entries.headers), uncovered)
 
@@ -239,29 +239,36 @@ class StreamTaps:
             if position is not None:
                 self._note_position(tap, position, chunk.high_watermark)
 
-    def _note_position(self, tap: _Tap, position: int, high_watermark: int) -> None:
-        """Tell the tap when it reaches the high watermark (each time it does, not while it stays there)."""
+    def _note_position(self, tap: _Tap, position: int, high_watermark: int, *, at_log_end: bool = False) -> None:
+        """Tell the tap when it reaches the high watermark (each time it does, not while it stays there).
+
+        Only ``at_log_end`` announces it: a poll there just found nothing after the
+        position. A high watermark that came with records may be older than the
+        records written since (kafka-python hands out what it fetched ahead), and
+        a stream told it caught up too early would stop short (``tail`` without
+        ``--follow``); such a watermark can only say that the tap is behind.
+        """
         tap.told = None
-        if position >= high_watermark:
+        if position >= high_watermark and at_log_end:
             epoch = tap.stream.epoch(self._partition)
             if not tap.caught_up or tap.caught_up_epoch != epoch:
                 tap.caught_up, tap.caught_up_epoch = True, epoch
                 tap.outlet.event(encode_stream_event_caught_up(tap.stream.id, self._partition))
         else:
-            tap.caught_up = False
+            tap.caught_up = False if position < high_watermark else tap.caught_up
 
     def _error(self, tap: _Tap, failure: CommandFailed) -> bytes:
         return encode_stream_event_error(tap.stream.id, failure.code, failure.reason, self._partition)
 
     async def _trouble(self, taps: list[_Tap], failure: CommandFailed) -> None:
         """A read failed: tell each tap once per cause, fix what can be fixed, and pause before the next try."""
+        if failure.code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            await self._move_into_log(taps)
+            return
         for tap in taps:
             if tap.told != failure.code:
                 tap.told = failure.code
                 tap.outlet.event(self._error(tap, failure))
-        if failure.code == ErrorCode.OFFSET_OUT_OF_RANGE:
-            await self._move_into_log(taps)
-            return
         if failure.code not in CONNECTION_FAILURES:
             log.warning("streams on %r: %s", self._reader, failure.reason)
         with trio.move_on_after(RETRY_PAUSE):
@@ -283,7 +290,13 @@ class StreamTaps:
             if position is None:
                 continue
             target = earliest if position < earliest else latest if position > latest else position
-            tap.stream.place(partition, target, epoch=tap.stream.epoch(partition))
+            if target != position:
+                tap.stream.place(partition, target, epoch=tap.stream.epoch(partition))
+                reason = (
+                    f"OFFSET_OUT_OF_RANGE: offset {position} is outside the log, which holds offsets "
+                    f"{earliest} to {latest - 1}; going on from {target}"
+                )
+                tap.outlet.event(self._error(tap, CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, reason)))
 
     async def _until_detached(self, taps: list[_Tap]) -> None:
         while any(not tap.detached and tap.stream.open for tap in taps):
