@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from functools import partial
 from typing import Final
 
 import attrs
@@ -84,6 +85,8 @@ class StreamTaps:
         self._partition = reader.partition
         self._taps: list[_Tap] = []
         self._pumping = False
+        #: Whether a read for the streams runs beside the pump (one at a time).
+        self._reading = False
         self._woken = trio.Event()
 
     def __len__(self) -> int:
@@ -108,6 +111,8 @@ class StreamTaps:
     def wake(self) -> None:
         """Have the pump look at every tap again (credit came, a session drained its pushes)."""
         self._woken.set()
+        if not self._pumping and any(not tap.detached for tap in self._taps):
+            self._pumping = self._reader.in_background(self._pump)
 
     # -------------------------------------------------------------------- pump
 
@@ -120,7 +125,7 @@ class StreamTaps:
                 self._woken = trio.Event()
                 wanting = [tap for tap in self._taps if tap.wants(self._partition)]
                 if not wanting:
-                    ahead = self._read_ahead_offset()
+                    ahead = None if self._reading else self._read_ahead_offset()
                     if ahead is None:
                         await self._woken.wait()
                     else:
@@ -131,7 +136,8 @@ class StreamTaps:
             log.exception("bug while feeding streams of %r", self._reader)
             for tap in self._taps:
                 tap.outlet.event(self._error(tap, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")))
-            raise
+            # Not raised: that would end the route's nursery, every session of the route with it.
+            # The next wake (credit, a drained session) starts the pump again.
         finally:
             self._pumping = False
 
@@ -195,24 +201,47 @@ class StreamTaps:
         if not uncovered:
             await trio.lowlevel.checkpoint()
             return
-        start = min(tap.position(partition) or 0 for tap in uncovered)
+        if not self._reading:
+            # The read runs beside the pump, which meanwhile keeps serving from memory the streams
+            # that credit wakes (a poll at the log end may wait fetch_max_wait); its end wakes the pump.
+            start = min(tap.position(partition) or 0 for tap in uncovered)
+            self._reading = self._reader.in_background(partial(self._read_for, start))
+            if not self._reading:
+                return  # the route is not running: it is shutting down
+        await self._woken.wait()
+
+    async def _read_for(self, start: int) -> None:
+        """Read from ``start`` for the streams the window does not cover, and offer what came to them."""
+        reader, partition = self._reader, self._partition
         try:
-            with trio.fail_after(self._context.deadline):
-                entries = await reader.read(start)
-        except trio.TooSlowError:
-            await self._trouble(uncovered, CommandFailed(ErrorCode.TIMEOUT, "read timed out"))
-            return
-        except CommandFailed as exc:
-            await self._trouble([tap for tap in uncovered if tap.position(partition) == start], exc)
-            return
-        end = entries.offsets[-1] + 1 if len(entries) else start
-        if end == start:
-            # Nothing after start: the log end. The taps there have caught up.
-            for tap in uncovered:
-                if tap.position(partition) == start:
+            try:
+                with trio.fail_after(self._context.deadline):
+                    entries = await reader.read(start)
+            except trio.TooSlowError:
+                await self._trouble(self._at(start), CommandFailed(ErrorCode.TIMEOUT, "read timed out"))
+                return
+            except CommandFailed as exc:
+                await self._trouble(self._at(start), exc)
+                return
+            end = entries.offsets[-1] + 1 if len(entries) else start
+            if end == start:
+                # Nothing after start: the log end. The streams there have caught up.
+                for tap in self._at(start):
                     self._note_position(tap, start, self._highwater(), at_log_end=True)
-            return
-        self._offer(Chunk(partition, entries, start, end, self._highwater(), entries.keys, entries.headers), uncovered)
+                return
+            chunk = Chunk(partition, entries, start, end, self._highwater(), entries.keys, entries.headers)
+            self._offer(chunk, [tap for tap in self._taps if not tap.detached])
+        except Exception:  # a bug: the streams hear of it and the route goes on
+            log.exception("bug while reading for the streams of %r", self._reader)
+            for tap in self._at(start):
+                tap.outlet.event(self._error(tap, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")))
+        finally:
+            self._reading = False
+            self.wake()
+
+    def _at(self, offset: int) -> list[_Tap]:
+        """The streams (with credit, their sessions ready) whose position here is ``offset``."""
+        return [tap for tap in self._taps if tap.position(self._partition) == offset and tap.wants(self._partition)]
 
     def _highwater(self) -> int:
         reader = self._reader
@@ -271,8 +300,7 @@ class StreamTaps:
                 tap.outlet.event(self._error(tap, failure))
         if failure.code not in CONNECTION_FAILURES:
             log.warning("streams on %r: %s", self._reader, failure.reason)
-        with trio.move_on_after(RETRY_PAUSE):
-            await self._until_detached(taps)
+        await trio.sleep(RETRY_PAUSE)  # beside the pump: a pause before the next read, not of the pump
 
     async def _move_into_log(self, taps: list[_Tap]) -> None:
         """Taps whose position left the log (retention deleted it, or the log was cut): go to its nearest end."""
@@ -282,8 +310,7 @@ class StreamTaps:
                 earliest = await reader.list_offset(-2)
                 latest = await reader.list_offset(-1)
         except (CommandFailed, trio.TooSlowError):
-            with trio.move_on_after(RETRY_PAUSE):
-                await self._until_detached(taps)
+            await trio.sleep(RETRY_PAUSE)
             return  # the next read fails again and brings us back here
         for tap in taps:
             position = tap.position(partition)
@@ -297,8 +324,3 @@ class StreamTaps:
                     f"{earliest} to {latest - 1}; going on from {target}"
                 )
                 tap.outlet.event(self._error(tap, CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, reason)))
-
-    async def _until_detached(self, taps: list[_Tap]) -> None:
-        while any(not tap.detached and tap.stream.open for tap in taps):
-            self._woken = trio.Event()
-            await self._woken.wait()

@@ -615,11 +615,6 @@ async def test_caught_up_is_sent_again_when_a_seek_back_has_the_partition_catch_
         await client.until(lambda: client.caught_up(1, ok) == {0}, "caught_up again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the partition's pump waits out a poll at the log end (up to fetch_max_wait) made for the streams "
-    "there before it serves a stream woken by credit whose records it holds in memory",
-)
 async def test_a_stream_granting_credit_step_by_step_is_not_held_back_by_another_stream_polling_at_the_log_end(
     kafka_broker: KafkaBroker, history: str
 ) -> None:
