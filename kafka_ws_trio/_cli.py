@@ -133,6 +133,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "(repeat: all of them)",
     )
 
+    tail.add_argument(
+        "--read-committed",
+        action="store_true",
+        help="leave out records of aborted and still-open transactions (stops at the last stable offset)",
+    )
+
     sub.add_parser(
         "broker",
         help="run a local Kafka broker for tests and demos (see 'kafka-ws-trio broker --help')",
@@ -373,10 +379,10 @@ async def _tail(args: argparse.Namespace) -> int:
                 raise SystemExit(await _out_of_range(client, args.topic, partition, start)) from None
             if exc.code != ErrorCode.UNKNOWN_COMMAND:
                 raise
-        if partition is None or matcher is not None:
+        if partition is None or matcher is not None or args.read_committed:
             raise SystemExit(
                 "kafka-ws-trio: error: the proxy does not serve streams (APISIX, or an older kafka-ws-trio), "
-                "which --partition all, --key, --key-prefix and --header need"
+                "which --partition all, --key, --key-prefix, --header and --read-committed need"
             )
         return await _tail_fetch(client, args, partition, (kind, start))
 
@@ -408,6 +414,7 @@ async def _tail_stream(
         filter=matcher,
         window=window,
         follow=args.follow,
+        read_committed=args.read_committed,
     ) as stream:
         started = stream.positions
         async with trio.open_nursery() as nursery:

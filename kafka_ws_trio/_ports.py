@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
-from ._proto import CommandFailed, EncodedBatch, FilterSet, PushBatch, Record, Stream
+from ._proto import CommandFailed, EncodedBatch, FilterSet, Isolation, PushBatch, Record, Stream
 
 
 class Backend(Protocol):
@@ -118,6 +118,13 @@ class StreamingBackend(Backend, Protocol):
 
         How streams over every partition learn of partitions added to the topic.
         ``notify`` must not block.
+        """
+        ...
+
+    async def stream_offset(self, topic: str, partition: int, timestamp: int, isolation: Isolation) -> int:
+        """Like :meth:`Backend.list_offset`, as a stream of ``isolation`` sees the partition.
+
+        READ_COMMITTED: the latest offset (``-1``) is the last stable offset.
         """
         ...
 

@@ -32,7 +32,6 @@ from ._proto import (
     AtTimestamp,
     CommandFailed,
     ErrorCode,
-    Isolation,
     PushBatch,
     Seek,
     StartEdge,
@@ -128,9 +127,6 @@ class SessionStreams:
 
     def open(self, command: Subscribe) -> Stream:
         """Register the stream (bounds, id, credit); raises :class:`CommandFailed`. Kafka is asked by :meth:`start`."""
-        if command.isolation == Isolation.READ_COMMITTED:
-            # The partition readers read uncommitted; serving this as such would show aborted records.
-            raise CommandFailed(ErrorCode.INVALID_REQUEST, "READ_COMMITTED streams are not available yet")
         stream = self.registry.open(command)
         self._outlets[stream.id] = _Outlet(self._pusher, stream, holds=1)
         self._feeds[stream.id] = {}
@@ -181,7 +177,7 @@ class SessionStreams:
             async with limiter:
                 epoch = stream.epoch(partition)
                 try:
-                    offset = await self._lookup(stream.topic, partition, stream.start_of(partition))
+                    offset = await self._lookup(stream, partition, stream.start_of(partition))
                 except CommandFailed as exc:
                     raise subscribe_failure(stream.topic, exc, partition) from None
                 stream.place(partition, offset, epoch=epoch)
@@ -190,22 +186,26 @@ class SessionStreams:
             for partition in (p for p in stream.partitions if stream.position(p) is None):
                 nursery.start_soon(place, partition)
 
-    async def _lookup(self, topic: str, partition: int, target: StartEdge | AtTimestamp | AtOffset) -> int:
-        """The offset a start or seek target names in one partition."""
-        backend = self._backend
+    async def _lookup(self, stream: Stream, partition: int, target: StartEdge | AtTimestamp | AtOffset) -> int:
+        """The offset a start or seek target names in one partition of ``stream`` (as its isolation sees it)."""
+        topic, isolation = stream.topic, stream.subscribe.isolation
+
+        async def offset_at(timestamp: int) -> int:
+            return await self._backend.stream_offset(topic, partition, timestamp, isolation)
+
         if isinstance(target, AtOffset):
             # A named offset must be in the log (its end included): refused now, not found out by the pump.
-            earliest = await backend.list_offset(topic, partition, -2)
-            latest = await backend.list_offset(topic, partition, -1)
+            earliest = await offset_at(-2)
+            latest = await offset_at(-1)
             if not earliest <= target.offset <= latest:
                 raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
             return target.offset
         if isinstance(target, AtTimestamp):
-            found = await backend.list_offset(topic, partition, target.ms)
+            found = await offset_at(target.ms)
             if found >= 0:
                 return found
             target = StartEdge.LATEST  # no record at or after that time: wait for the next one
-        return await backend.list_offset(topic, partition, -2 if target == StartEdge.EARLIEST else -1)
+        return await offset_at(-2 if target == StartEdge.EARLIEST else -1)
 
     async def _attach(self, stream: Stream, partition: int) -> None:
         outlet = self._outlets.get(stream.id)
@@ -258,7 +258,7 @@ class SessionStreams:
                 try:
                     with trio.fail_after(self._backend.deadline * 2):
                         epoch = stream.epoch(partition)
-                        offset = await self._lookup(stream.topic, partition, StartEdge.EARLIEST)
+                        offset = await self._lookup(stream, partition, StartEdge.EARLIEST)
                         stream.place(partition, offset, epoch=epoch)
                         handles = await self._backend.attach(stream, partition, outlet)
                 except (CommandFailed, trio.TooSlowError) as exc:
@@ -311,7 +311,7 @@ class SessionStreams:
         try:
             # The target first (an offset is checked against the log): a seek that fails moves nothing.
             try:
-                offset = await self._lookup(stream.topic, command.partition, command.to)
+                offset = await self._lookup(stream, command.partition, command.to)
             except CommandFailed as exc:
                 reason = f"failed to seek, topic: {stream.topic}, partition: {command.partition}, err: {exc.reason}"
                 raise CommandFailed(exc.code, reason) from None

@@ -738,8 +738,8 @@ class PubSubClient:
                 stops while the window is full.
             window_bytes: The same in bytes (of records as encoded); 0: no byte limit.
             follow: False: the iteration ends once every partition has caught up.
-            read_committed: Leave out records of aborted and still-open transactions (a
-                proxy that cannot yet refuses the subscribe: INVALID_REQUEST).
+            read_committed: Leave out records of aborted and still-open transactions; the
+                stream then stops at the partition's last stable offset.
 
         Leaving the block unsubscribes (waiting up to ``UNSUBSCRIBE_TIMEOUT`` for the proxy).
 

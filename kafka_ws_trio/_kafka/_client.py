@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 import outcome
 import trio
 
-from .._proto import CommandFailed, ErrorCode
+from .._proto import CommandFailed, ErrorCode, Isolation
 from ._context import KafkaContext
 from ._diagnosis import diagnose, kafka_failure
 from ._settings import consumer_config
@@ -41,6 +41,7 @@ class ConsumerLike(Protocol):
 
     def assign(self, partitions: list[Any]) -> None: ...
     def seek(self, partition: Any, offset: int) -> None: ...
+    def position(self, partition: Any, timeout_ms: int | None = ...) -> int | None: ...
     def poll(self, timeout_ms: int = ..., max_records: int | None = ...) -> dict[Any, list[Any]]: ...
     def beginning_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
     def end_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]: ...
@@ -118,7 +119,7 @@ class Connector:
         self._context = context
         self._failure: tuple[float, CommandFailed] | None = None
 
-    def _new_consumer(self) -> ConsumerLike:
+    def _new_consumer(self, isolation: Isolation) -> ConsumerLike:
         """In a thread: a consumer connected to the route's brokers, or CommandFailed naming why not."""
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
@@ -136,7 +137,7 @@ class Connector:
             return client
 
         try:
-            return KafkaConsumer(**consumer_config(route), kafka_client=client_factory)  # type: ignore[no-any-return]
+            return KafkaConsumer(**consumer_config(route, isolation), kafka_client=client_factory)  # type: ignore[no-any-return]
         except KafkaError as exc:
             # A failed constructor leaves its I/O thread running: stop it.
             for client in made:
@@ -144,7 +145,7 @@ class Connector:
                     client.close()
             raise (diagnose(route) or kafka_failure(exc, "connect")) from exc
 
-    async def open(self) -> ThreadedConsumer:
+    async def open(self, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> ThreadedConsumer:
         """A new connected consumer; raises :class:`CommandFailed` within the route's deadline."""
         context = self._context
         now = trio.current_time()
@@ -152,7 +153,7 @@ class Connector:
             raise self._failure[1]
         try:
             with trio.fail_after(context.deadline):
-                consumer = await trio.to_thread.run_sync(self._new_consumer, limiter=context.limiter)
+                consumer = await trio.to_thread.run_sync(self._new_consumer, isolation, limiter=context.limiter)
         except CommandFailed as exc:
             context.counters.connect_failures += 1
             self._failure = (trio.current_time(), exc)

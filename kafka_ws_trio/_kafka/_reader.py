@@ -28,6 +28,7 @@ from .._proto import (
     EncodedBatch,
     Entries,
     ErrorCode,
+    Isolation,
     Window,
     WindowLimits,
     encode_message_entry,
@@ -47,6 +48,8 @@ BUFFERED_POLL: Final = 0.001
 BUFFERED_SHARE: Final = 0.25
 #: ... so the poll asks once more, waiting at most this many milliseconds, for what came since.
 FRESH_POLL_MS: Final = 10
+#: Seconds a READ_COMMITTED reader's last stable offset is taken as known between lookups.
+STABLE_END_TTL: Final = 1.0
 #: A fetch at most this many offsets ahead of the consumer reads forward instead of seeking ...
 READ_AHEAD_RECORDS: Final = 10_000
 #: ... in at most this many polls.
@@ -64,6 +67,9 @@ class _Poll:
 
     done: trio.Event = attrs.Factory(trio.Event)
     entries: Entries = attrs.Factory(Entries)
+    #: The offset after what the poll read: past its last record, or past records the consumer
+    #: does not hand out (transaction markers, aborted records under READ_COMMITTED).
+    end: int = 0
     failure: CommandFailed | None = None
     #: False when the task polling was cancelled before it had an answer: sharers must ask again.
     completed: bool = False
@@ -72,13 +78,22 @@ class _Poll:
 class PartitionReader:
     """Reads one topic-partition for every session that asks, through one consumer."""
 
-    def __init__(self, context: KafkaContext, topic: str, partition: int, client: ThreadedConsumer) -> None:
+    def __init__(
+        self,
+        context: KafkaContext,
+        topic: str,
+        partition: int,
+        client: ThreadedConsumer,
+        isolation: Isolation = Isolation.READ_UNCOMMITTED,
+    ) -> None:
         from kafka import TopicPartition
 
         self._context = context
         self._route = context.route
         self.topic = topic
         self.partition = partition
+        #: Which records its consumer hands out (READ_COMMITTED readers feed such streams only).
+        self.isolation = isolation
         self.tp = TopicPartition(topic, partition)
         self.client = client
         self.window = Window(
@@ -95,8 +110,10 @@ class PartitionReader:
         self._position: int | None = None
         self._polls: dict[int, _Poll] = {}
         self._reading_ahead = False
-        #: The log end offset as of the last poll (None: unknown).
+        #: The log end offset as of the last poll (None: unknown); READ_COMMITTED: the last stable offset.
         self._highwater: int | None = None
+        #: When the last stable offset was last looked up (time.monotonic(), READ_COMMITTED only).
+        self._stable_end_at = -STABLE_END_TTL
         #: When the consumer's last poll returned (time.monotonic(), in its thread).
         self._polled_at = 0.0
         #: Whether sessions tail the log end here and want the newest records (set by the hub).
@@ -106,7 +123,8 @@ class PartitionReader:
         self.last_used = trio.current_time()
 
     def __repr__(self) -> str:
-        return f"<PartitionReader {self.topic}/{self.partition}>"
+        committed = " READ_COMMITTED" if self.isolation == Isolation.READ_COMMITTED else ""
+        return f"<PartitionReader {self.topic}/{self.partition}{committed}>"
 
     # ------------------------------------------------------------------ state
 
@@ -208,7 +226,17 @@ class PartitionReader:
     # ------------------------------------------------------------------ polls
 
     async def read(self, offset: int) -> Entries:
-        """Poll until the window holds ``offset`` or the log end is reached; the last poll's records.
+        """Poll until the window holds ``offset`` or the log end is reached; the last poll's records."""
+        entries, _ = await self.read_span(offset)
+        return entries
+
+    async def read_span(self, offset: int) -> tuple[Entries, int]:
+        """Like :meth:`read`, with the offset after what the last poll read.
+
+        That offset is past the last record, or past records the consumer does
+        not hand out (a transaction's commit or abort marker; aborted records
+        under READ_COMMITTED), so no records and an end past ``offset`` is not
+        the log end. Equal to ``offset`` with no records: the log end.
 
         Sessions asking for the same offset meanwhile share this poll. If the
         task polling is cancelled (its client left, or its deadline passed),
@@ -219,12 +247,12 @@ class PartitionReader:
             if shared.failure is not None:
                 raise shared.failure
             if shared.completed:
-                return shared.entries
-        poll = self._polls[offset] = _Poll()
+                return shared.entries, shared.end
+        poll = self._polls[offset] = _Poll(end=offset)
         try:
-            poll.entries = await self._poll_until_held(offset, poll)
+            await self._poll_until_held(offset, poll)
             poll.completed = True
-            return poll.entries
+            return poll.entries, poll.end
         except CommandFailed as exc:
             poll.failure = exc
             raise
@@ -233,13 +261,13 @@ class PartitionReader:
             if self._polls.get(offset) is poll:
                 del self._polls[offset]
 
-    async def _poll_until_held(self, offset: int, poll: _Poll) -> Entries:
+    async def _poll_until_held(self, offset: int, poll: _Poll) -> None:
         async with self.client.lock:
             self._check_open()
             self._check_recent_failure()
             for attempt in range(READ_AHEAD_POLLS):
                 if self.window.holds(offset):
-                    return poll.entries
+                    return
                 # A fetch a little ahead of the consumer (a client pipelining its
                 # requests) reads forward from where the consumer is: a seek
                 # would throw away what kafka-python has already fetched.
@@ -268,12 +296,12 @@ class PartitionReader:
                 self._position = position
                 self._context.counters.broker_polls += 1
                 self.window.add(start, entries, position)
-                poll.entries = entries
-                if ahead and not len(entries):
+                poll.entries, poll.end = entries, position
+                if ahead and position == start:
                     # Nothing after the consumer's position: that is the log end, and offset is past it.
                     raise CommandFailed(ErrorCode.OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE")
                 if not ahead or position > offset:
-                    return entries
+                    return
             raise AssertionError("the last attempt returns or raises")  # pragma: no cover
 
     def _check_recent_failure(self) -> None:
@@ -320,7 +348,6 @@ class PartitionReader:
                 raise named_failure(self._route, exc, "fetch") from exc
             finally:
                 self._polled_at = time.monotonic()
-            self._highwater = consumer.highwater(self.tp)
             if messages:
                 entries = Entries.of(
                     [message.offset for message in messages],
@@ -328,10 +355,18 @@ class PartitionReader:
                     [message.key for message in messages],
                     [message.headers for message in messages],
                 )
+                self._note_highwater_sync(entries.offsets[-1] + 1)
                 return entries, entries.offsets[-1] + 1
+            # The consumer moved past records it does not hand out: a transaction's marker,
+            # or records of aborted transactions under READ_COMMITTED. Not the log end.
+            moved = consumer.position(self.tp, timeout_ms=int(self._route.request_timeout * 1000))
+            if moved is not None and moved > offset:
+                self._note_highwater_sync(moved)
+                return Entries(), moved
             # Nothing came: the log end, data not fetched yet, or a broker that
             # is gone. poll() cannot tell these apart; the log end offset can.
             end = self._end_offset_sync()
+            self._note_highwater_sync(end, looked_up=True)
             if offset == end:
                 return Entries(), offset
             if offset > end:
@@ -340,6 +375,31 @@ class PartitionReader:
             if remaining <= 0:
                 raise CommandFailed(ErrorCode.TIMEOUT, "fetch timed out")
             wait_ms = int(min(remaining, self._route.request_timeout) * 1000)
+
+    def _note_highwater_sync(self, read_to: int, *, looked_up: bool = False) -> None:
+        """In a thread, after a poll: the log end a client's lag is measured against.
+
+        READ_UNCOMMITTED: the high watermark the last fetch carried. READ_COMMITTED:
+        the last stable offset (kafka-python keeps no record of the one fetches carry),
+        looked up at most every :data:`STABLE_END_TTL` seconds and otherwise at least
+        ``read_to``: such a consumer is never handed records past it.
+        """
+        if self.isolation == Isolation.READ_UNCOMMITTED:
+            self._highwater = self.client.consumer.highwater(self.tp)
+            return
+        now = time.monotonic()
+        if not looked_up and now - self._stable_end_at >= STABLE_END_TTL:
+            try:
+                read_to = self._end_offset_sync()
+            except CommandFailed:
+                pass  # the next poll meets the failure
+            else:
+                looked_up = True
+        if looked_up:
+            self._stable_end_at = now
+            self._highwater = read_to
+        else:
+            self._highwater = max(self._highwater or 0, read_to)
 
     def _end_offset_sync(self) -> int:
         consumer = self.client.consumer

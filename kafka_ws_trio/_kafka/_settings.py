@@ -7,6 +7,7 @@ import ssl
 from typing import Any, Final
 
 from .._config import RouteConfig
+from .._proto import Isolation
 
 #: Records kafka-python hands over per poll.
 MAX_POLL_RECORDS: Final = 2000
@@ -37,8 +38,12 @@ def ssl_context(route: RouteConfig) -> ssl.SSLContext | None:
     return context
 
 
-def consumer_config(route: RouteConfig) -> dict[str, Any]:
-    """kafka-python settings for one of this route's consumers (secrets included)."""
+def consumer_config(route: RouteConfig, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> dict[str, Any]:
+    """kafka-python settings for one of this route's consumers (secrets included).
+
+    ``isolation`` READ_COMMITTED makes its fetches and end-offset lookups stop at the
+    last stable offset and leaves out records of aborted transactions.
+    """
     request_timeout_ms = int(route.request_timeout * 1000)
     config: dict[str, Any] = {
         "bootstrap_servers": list(route.nodes),
@@ -54,6 +59,7 @@ def consumer_config(route: RouteConfig) -> dict[str, Any]:
         "max_partition_fetch_bytes": route.fetch_max_bytes,
         "fetch_max_bytes": route.fetch_max_bytes,
         "max_poll_records": MAX_POLL_RECORDS,
+        "isolation_level": "read_committed" if isolation == Isolation.READ_COMMITTED else "read_uncommitted",
         "reconnect_backoff_max_ms": 1000,
     }
     context = ssl_context(route)

@@ -186,13 +186,15 @@ class StreamTaps:
         for tap in wanting:
             position = tap.position(partition)
             assert position is not None  # wants() checked it
-            if window.holds(position):
+            if window.covers(position):
                 by_position.setdefault(position, []).append(tap)
             else:
                 uncovered.append(tap)
         for position, taps in by_position.items():
             offsets = window.entries.offsets
             index = bisect.bisect_left(offsets, position)
+            # (Past the window's last record but inside it, the chunk is empty: the reader went past a
+            # transaction marker or aborted records there, and the cut moves the streams over them.)
             stop = min(len(offsets), index + WINDOW_CHUNK_RECORDS)
             end = offsets[stop] if stop < len(offsets) else window.next
             assert end is not None
@@ -216,19 +218,21 @@ class StreamTaps:
         try:
             try:
                 with trio.fail_after(self._context.deadline):
-                    entries = await reader.read(start)
+                    entries, end = await reader.read_span(start)
             except trio.TooSlowError:
                 await self._trouble(self._at(start), CommandFailed(ErrorCode.TIMEOUT, "read timed out"))
                 return
             except CommandFailed as exc:
                 await self._trouble(self._at(start), exc)
                 return
-            end = entries.offsets[-1] + 1 if len(entries) else start
             if end == start:
-                # Nothing after start: the log end. The streams there have caught up.
+                # Nothing after start: the log end (for READ_COMMITTED, the last stable offset), as a
+                # lookup just confirmed. The streams there have caught up.
                 for tap in self._at(start):
-                    self._note_position(tap, start, self._highwater(), at_log_end=True)
+                    self._note_position(tap, start, start, at_log_end=True)
                 return
+            # Records, or none but an end past start (a transaction marker, aborted records): the cut
+            # moves each stream to the end, pushing nothing when nothing is left for it.
             chunk = Chunk(partition, entries, start, end, self._highwater(), entries.keys, entries.headers)
             self._offer(chunk, [tap for tap in self._taps if not tap.detached])
         except Exception:  # a bug: the streams hear of it and the route goes on

@@ -1,10 +1,11 @@
 """The Kafka side of one route: the registry of partition readers, its bound, and idle cleanup.
 
-Readers are keyed by (topic, partition), not by session, so sessions reading
-the same partition share one consumer, one window and one stream of broker
-fetches. A route opens at most ``max_partition_readers`` of them: past that,
-the least recently used idle one makes room, and when none is idle the
-command fails with OVERLOADED instead of opening yet another consumer.
+Readers are keyed by (topic, partition, isolation), not by session, so
+sessions reading the same partition share one consumer, one window and one
+stream of broker fetches (READ_COMMITTED streams share a reader of their
+own). A route opens at most ``max_partition_readers`` of them: past that, the
+least recently used idle one makes room, and when none is idle the command
+fails with OVERLOADED instead of opening yet another consumer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .._proto import (
     EncodedBatch,
     ErrorCode,
     FilterSet,
+    Isolation,
     Stream,
     partition_not_found,
     topic_not_found,
@@ -39,7 +41,7 @@ log = logging.getLogger("kafka_ws_trio.kafka")
 #: Seconds between looks at the partitions of a topic that streams over every partition read.
 PARTITION_WATCH_INTERVAL: float = METADATA_TTL
 
-Key = tuple[str, int]
+Key = tuple[str, int, Isolation]
 
 
 @attrs.frozen
@@ -146,7 +148,7 @@ class KafkaUpstream:
             if self._hubs.get(key) is not hub:
                 continue  # an opener made room with it while an earlier one closed
             if hub.reader.users == 0 and now - hub.reader.last_used >= self.route.idle_timeout:
-                log.debug("closing idle reader for %s/%d", *key)
+                log.debug("closing idle reader %r", hub.reader)
                 await self._close(key, hub)
 
     async def _close(self, key: Key, hub: PartitionHub) -> None:
@@ -162,8 +164,8 @@ class KafkaUpstream:
 
     # --------------------------------------------------------------- readers
 
-    async def _hub(self, topic: str, partition: int) -> PartitionHub:
-        key = (topic, partition)
+    async def _hub(self, topic: str, partition: int, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> PartitionHub:
+        key = (topic, partition, isolation)
         while True:
             hub = self._hubs.get(key)
             if hub is not None and not hub.reader.closed:
@@ -185,9 +187,9 @@ class KafkaUpstream:
                 await self._close(key, stale)
             await self._reserve(key)
             try:
-                client = await self._connector.open()
+                client = await self._connector.open(isolation)
                 try:
-                    reader = PartitionReader(self.context, topic, partition, client)
+                    reader = PartitionReader(self.context, topic, partition, client, isolation)
                     async with client.lock:
                         await client.call(lambda: client.consumer.assign([reader.tp]), self.context.call_budget)
                 except BaseException:
@@ -215,7 +217,7 @@ class KafkaUpstream:
             idle = [(hub.reader.last_used, k, hub) for k, hub in self._hubs.items() if hub.reader.users == 0]
             if idle:
                 _, oldest_key, oldest = min(idle, key=lambda item: item[0])
-                log.debug("closing idle reader for %s/%d to make room for %s/%d", *oldest_key, *key)
+                log.debug("closing idle reader %r to make room for %s/%d", oldest.reader, *key[:2])
                 del self._hubs[oldest_key]
                 self._reserved += 1  # its slot is ours from now on: no other opener may take it
                 try:
@@ -249,7 +251,7 @@ class KafkaUpstream:
 
     def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None:
         """The answer to a fetch when memory holds it, without waiting; else None."""
-        hub = self._hubs.get((topic, partition))
+        hub = self._hubs.get((topic, partition, Isolation.READ_UNCOMMITTED))
         if hub is None or hub.reader.closed:
             return None
         found = hub.reader.from_window(offset, max_bytes - FETCH_FRAME_OVERHEAD)
@@ -259,7 +261,7 @@ class KafkaUpstream:
 
     def park(self, topic: str, partition: int, offset: int, max_bytes: int, deliver: Deliver) -> Withdraw | None:
         """Hold a fetch at the partition's log end until records arrive; None when not held (fetch it instead)."""
-        hub = self._hubs.get((topic, partition))
+        hub = self._hubs.get((topic, partition, Isolation.READ_UNCOMMITTED))
         if hub is None:
             return None
         return hub.park(offset, max_bytes - FETCH_FRAME_OVERHEAD, deliver)
@@ -277,9 +279,15 @@ class KafkaUpstream:
             raise topic_not_found()
         return partitions
 
+    async def stream_offset(self, topic: str, partition: int, timestamp: int, isolation: Isolation) -> int:
+        """ListOffset for a stream: its isolation's reader, so READ_COMMITTED's latest is the last stable offset."""
+        reader = (await self._hub(topic, partition, isolation)).reader
+        with reader.in_use():
+            return await reader.list_offset(timestamp)
+
     async def attach(self, stream: Stream, partition: int, outlet: StreamOutlet) -> tuple[Wake, Detach]:
         """Feed ``partition`` of ``stream`` from its reader (opened within ``max_partition_readers``)."""
-        hub = await self._hub(stream.topic, partition)
+        hub = await self._hub(stream.topic, partition, stream.subscribe.isolation)
         attached = hub.taps.attach(stream, outlet)
         if attached is None:
             raise CommandFailed(ErrorCode.INTERNAL_ERROR, "proxy shutting down")

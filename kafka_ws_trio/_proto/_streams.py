@@ -62,7 +62,7 @@ MAX_CREDIT_RECORDS: Final = 2**31 - 1
 MAX_CREDIT_BYTES: Final = 2**40
 #: Streams one connection may have open (route setting ``max_streams`` to be).
 DEFAULT_MAX_STREAMS: Final = 64
-#: Partitions one stream may read (route setting ``max_partitions`` to be).
+#: Partitions one stream may read (the route setting ``max_stream_partitions``).
 DEFAULT_MAX_PARTITIONS: Final = 1024
 #: Record credit a subscribe without ``credit`` starts with (route setting ``default_grant`` to be).
 DEFAULT_GRANT_RECORDS: Final = 1000
@@ -454,7 +454,7 @@ class Stream:
     def _too_many(self, total: int) -> CommandFailed:
         return CommandFailed(
             ErrorCode.TOO_MANY_PARTITIONS,
-            f"stream {self.id} would read {total} partitions, more than max_partitions ({self._max_partitions})",
+            f"stream {self.id} would read {total} partitions, more than max_stream_partitions ({self._max_partitions})",
         )
 
     def start_of(self, partition: int) -> StartEdge | AtTimestamp | AtOffset:

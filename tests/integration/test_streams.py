@@ -447,7 +447,7 @@ async def test_a_stream_over_more_partitions_than_max_stream_partitions_is_refus
     kafka_broker: KafkaBroker, history: str
 ) -> None:
     async with proxy_with_client(kafka_broker, max_stream_partitions=2) as (_, client):
-        too_many = f"stream 5 would read {PARTITIONS} partitions, more than max_partitions (2)"
+        too_many = f"stream 5 would read {PARTITIONS} partitions, more than max_stream_partitions (2)"
         for partitions in ((), tuple(range(PARTITIONS))):  # every partition of the topic, or all of them named
             answer = await client.ask(5, encode_subscribe_request(5, history, partitions=partitions))
             assert answer == ErrorAnswer(5, ErrorCode.TOO_MANY_PARTITIONS, too_many), partitions

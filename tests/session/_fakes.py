@@ -56,7 +56,8 @@ class FakeConsumer:
         self.log: list[FakeRecord] = []
         #: At most this many records per poll (kafka-python's fetch size does the same); None: max_records.
         self.per_poll = per_poll
-        self.position: int | None = None
+        #: Where the next poll reads (kafka-python's position); None before the first seek.
+        self.at: int | None = None
         self.assigned: list[Any] = []
         self.polls = 0
         self.seeks: list[int] = []
@@ -95,7 +96,7 @@ class FakeConsumer:
     def seek(self, partition: Any, offset: int) -> None:
         assert partition == TP
         self.seeks.append(offset)
-        self.position = offset
+        self.at = offset
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         with self._changed:
@@ -105,13 +106,16 @@ class FakeConsumer:
         self._wait_at_gate()
         if self.poll_error is not None:
             raise self.poll_error
-        assert self.position is not None, "the edge polled before seeking"
+        assert self.at is not None, "the edge polled before seeking"
         limit = min((n for n in (max_records, self.per_poll) if n is not None), default=1 << 30)
         with self._changed:
-            self._changed.wait_for(lambda: len(self.log) > (self.position or 0) or self.closed, timeout_ms / 1000)
-            got = self.log[self.position : self.position + limit]
-            self.position += len(got)
+            self._changed.wait_for(lambda: len(self.log) > (self.at or 0) or self.closed, timeout_ms / 1000)
+            got = self.log[self.at : self.at + limit]
+            self.at += len(got)
         return {TP: got} if got else {}
+
+    def position(self, partition: Any, timeout_ms: int | None = None) -> int | None:
+        return self.at
 
     def highwater(self, partition: Any) -> int | None:
         return len(self.log)

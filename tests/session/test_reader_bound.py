@@ -22,7 +22,7 @@ from _fakes import GATE_TIMEOUT, FakeConsumer, route
 
 from kafka_ws_trio._kafka import KafkaContext, KafkaUpstream, ThreadedConsumer
 from kafka_ws_trio._kafka._hub import PartitionHub
-from kafka_ws_trio._proto import CommandFailed, ErrorCode
+from kafka_ws_trio._proto import CommandFailed, ErrorCode, Isolation
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,7 +72,7 @@ class Broker:
         await trio.lowlevel.checkpoint()
         return self.topics.get(topic, frozenset())
 
-    async def open(self) -> ThreadedConsumer:
+    async def open(self, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> ThreadedConsumer:
         assert self.context is not None
         self.open_started.set()
         if self.opening is not None:
@@ -144,7 +144,7 @@ async def upstream(
 
 
 def open_partitions(kafka: KafkaUpstream) -> set[int]:
-    return {partition for topic, partition in kafka._hubs if topic == TOPIC}
+    return {partition for topic, partition, _ in kafka._hubs if topic == TOPIC}
 
 
 async def open_each(kafka: KafkaUpstream, partitions: range) -> list[PartitionHub]:

@@ -456,7 +456,7 @@ def test_more_partitions_than_max_partitions_are_refused_at_subscribe() -> None:
     session = Streams(BIG, StreamLimits(max_partitions=4))
     refused = failure(session.open, subscribe(1, partitions=(0, 1, 2, 3, 4)))
     assert refused.code == ErrorCode.TOO_MANY_PARTITIONS
-    assert "max_partitions (4)" in refused.reason
+    assert "max_stream_partitions (4)" in refused.reason
     assert 1 not in session
     every = session.open(subscribe(2, partitions=()))
     assert every.follows_topic
@@ -473,7 +473,7 @@ def test_partitions_added_to_the_topic_past_max_partitions_are_left_out_and_said
     assert added == [2, 3]
     assert left_out is not None
     assert left_out.code == ErrorCode.TOO_MANY_PARTITIONS
-    assert left_out.reason == "stream 2 would read 6 partitions, more than max_partitions (4)"
+    assert left_out.reason == "stream 2 would read 6 partitions, more than max_stream_partitions (4)"
     assert every.partitions == [0, 1, 2, 3]
     assert every.position(3) is None
 
@@ -597,7 +597,7 @@ def test_error_messages_read_as_schema_readme_documents_them() -> None:
         "no stream 8 is open on this connection",
         "stream 7 is already open; a subscribe needs a sequence no open stream uses",
         "1 streams are open on this connection, the most max_streams (1) allows",
-        "stream 7 would read 3 partitions, more than max_partitions (2)",
+        "stream 7 would read 3 partitions, more than max_stream_partitions (2)",
         "stream 7 would hold 2147483648 records of credit, more than the most a stream may hold (2147483647)",
         "stream 7 would hold 1099511627777 bytes of credit, more than the most a stream may hold (1099511627776)",
         "stream 7 does not read partition 3",
