@@ -88,6 +88,12 @@ class StreamTaps:
         #: Whether a read for the streams runs beside the pump (one at a time).
         self._reading = False
         self._woken = trio.Event()
+        #: Whether anything that may change a round happened since the last round began: a wake from
+        #: outside (credit, a drained session, attach, detach, seek) or a read that found records.
+        self._changed = True
+        #: The log end where the last round's read found nothing, when every stream that wanted
+        #: records waited there: until something changes, the pump polls there again without a round.
+        self._idle_at: int | None = None
 
     def __len__(self) -> int:
         return sum(1 for tap in self._taps if not tap.detached)
@@ -110,6 +116,11 @@ class StreamTaps:
 
     def wake(self) -> None:
         """Have the pump look at every tap again (credit came, a session drained its pushes)."""
+        self._changed = True
+        self._rouse()
+
+    def _rouse(self) -> None:
+        """Wake the pump (start it again if it ended while a tap is attached), without asking for a round."""
         self._woken.set()
         if not self._pumping and any(not tap.detached for tap in self._taps):
             self._pumping = self._reader.in_background(self._pump)
@@ -119,6 +130,10 @@ class StreamTaps:
     async def _pump(self) -> None:
         try:
             while True:
+                if not self._changed and self._idle_at is not None:
+                    await self._poll_again(self._idle_at)
+                    continue
+                self._changed, self._idle_at = False, None
                 self._taps = [tap for tap in self._taps if not tap.detached and tap.stream.open]
                 if not self._taps:
                     return
@@ -206,15 +221,41 @@ class StreamTaps:
         if not self._reading:
             # The read runs beside the pump, which meanwhile keeps serving from memory the streams
             # that credit wakes (a poll at the log end may wait fetch_max_wait); its end wakes the pump.
-            start = min(tap.position(partition) or 0 for tap in uncovered)
-            self._reading = self._reader.in_background(partial(self._read_for, start))
+            positions = {tap.position(partition) or 0 for tap in uncovered}
+            start = min(positions)
+            alone = not by_position and len(positions) == 1
+            self._reading = self._reader.in_background(partial(self._read_for, start, alone=alone))
             if not self._reading:
                 return  # the route is not running: it is shutting down
+        else:
+            # The read under way was asked for by an earlier round: look at every tap again after it.
+            self._changed = True
         await self._woken.wait()
 
-    async def _read_for(self, start: int) -> None:
-        """Read from ``start`` for the streams the window does not cover, and offer what came to them."""
+    async def _poll_again(self, offset: int) -> None:
+        """Poll the log end again for the streams that already wait there, without looking at each.
+
+        Nothing changed since a read there found nothing (a change sets ``_changed``),
+        so the same streams wait at the same place and were told they caught up:
+        what idle streams cost is then one poll per wait, not a look at every one.
+        """
+        self._woken = trio.Event()
+        if not self._reading:
+            self._reading = self._reader.in_background(partial(self._read_for, offset, alone=True, quiet=True))
+            if not self._reading:
+                self._idle_at = None
+                return
+        await self._woken.wait()
+
+    async def _read_for(self, start: int, *, alone: bool = False, quiet: bool = False) -> None:
+        """Read from ``start`` for the streams the window does not cover, and offer what came to them.
+
+        ``alone``: every stream that wanted records waited at ``start``; if the log ends
+        there, the pump may poll again without a round (``_idle_at``). ``quiet``: this is
+        such a poll, and the streams at ``start`` were told they caught up already.
+        """
         reader, partition = self._reader, self._partition
+        found_end = False
         try:
             try:
                 with trio.fail_after(self._context.deadline):
@@ -228,8 +269,10 @@ class StreamTaps:
             if end == start:
                 # Nothing after start: the log end (for READ_COMMITTED, the last stable offset), as a
                 # lookup just confirmed. The streams there have caught up.
-                for tap in self._at(start):
-                    self._note_position(tap, start, start, at_log_end=True)
+                found_end = True
+                if not quiet:
+                    for tap in self._at(start):
+                        self._note_position(tap, start, start, at_log_end=True)
                 return
             # Records, or none but an end past start (a transaction marker, aborted records): the cut
             # moves each stream to the end, pushing nothing when nothing is left for it.
@@ -241,7 +284,11 @@ class StreamTaps:
                 tap.outlet.event(self._error(tap, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error")))
         finally:
             self._reading = False
-            self.wake()
+            if found_end and alone:
+                self._idle_at = start  # used only while nothing changes: a round clears it
+                self._rouse()
+            else:
+                self.wake()
 
     def _at(self, offset: int) -> list[_Tap]:
         """The streams (with credit, their sessions ready) whose position here is ``offset``."""
@@ -253,6 +300,7 @@ class StreamTaps:
 
     def _offer(self, chunk: Chunk, taps: list[_Tap]) -> None:
         partition = chunk.partition
+        self._changed = True  # positions move: the next round looks at every tap
         for tap in taps:
             stream = tap.stream
             if not tap.wants(partition):

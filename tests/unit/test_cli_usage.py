@@ -202,7 +202,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _serve_once(answer: bytes | None) -> tuple[socket.socket, threading.Thread]:
     """A TCP server for one connection: it reads the upgrade request, writes ``answer`` and closes
-    (``None``: it closes without reading, as at once)."""
+    (``None``: it closes without a word).
+
+    It always reads the request first: closing with the request unread makes the kernel reset the
+    connection instead, or not, depending on whether the request had arrived yet (a race the
+    ``closes-at-once`` case lost now and then under load, and then said "reset").
+    """
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -210,8 +215,10 @@ def _serve_once(answer: bytes | None) -> tuple[socket.socket, threading.Thread]:
     def run() -> None:
         connection, _ = server.accept()
         with connection:
+            request = b""
+            while b"\r\n\r\n" not in request and (data := connection.recv(4096)):
+                request += data
             if answer is not None:
-                connection.recv(4096)
                 connection.sendall(answer)
 
     thread = threading.Thread(target=run, daemon=True)
