@@ -75,6 +75,19 @@ class _Poll:
     completed: bool = False
 
 
+@attrs.define
+class _Lookup:
+    """An offset lookup in progress; callers asking for the same timestamp meanwhile share it."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    #: Set once the lookup holds the consumer (its request may be on the wire): later callers
+    #: do not take its answer, which may be older than their own call.
+    sent: bool = False
+    #: The answer or the failure; both None when the task looking up was cancelled (ask again).
+    offset: int | None = None
+    failure: CommandFailed | None = None
+
+
 class PartitionReader:
     """Reads one topic-partition for every session that asks, through one consumer."""
 
@@ -109,6 +122,7 @@ class PartitionReader:
         #: Where the consumer will read next; None when unknown (seek first).
         self._position: int | None = None
         self._polls: dict[int, _Poll] = {}
+        self._lookups: dict[int, _Lookup] = {}
         self._reading_ahead = False
         #: The log end offset as of the last poll (None: unknown); READ_COMMITTED: the last stable offset.
         self._highwater: int | None = None
@@ -412,7 +426,37 @@ class PartitionReader:
     # ------------------------------------------------------------ list offset
 
     async def list_offset(self, timestamp: int) -> int:
+        """ListOffset for ``timestamp`` (-1 the log end, -2 the earliest, else the first record at or after it).
+
+        Callers asking for the same timestamp while a lookup waits for the
+        consumer (behind a poll, at most ``fetch_max_wait``) share its answer, so a
+        thousand streams subscribing at LATEST cost one lookup, not a thousand in a
+        row. An answer is never kept past its lookup, and one already sent is not
+        taken by a later caller. If the task looking up is cancelled, the others ask again.
+        """
+        while (shared := self._lookups.get(timestamp)) is not None:
+            joined_in_time = not shared.sent
+            await shared.done.wait()
+            if not joined_in_time:
+                continue
+            if shared.failure is not None:
+                raise CommandFailed(shared.failure.code, shared.failure.reason)
+            if shared.offset is not None:
+                return shared.offset
+        lookup = self._lookups[timestamp] = _Lookup()
+        try:
+            lookup.offset = await self._list_offset_now(timestamp, lookup)
+            return lookup.offset
+        except CommandFailed as exc:
+            lookup.failure = exc
+            raise
+        finally:
+            lookup.done.set()
+            del self._lookups[timestamp]
+
+    async def _list_offset_now(self, timestamp: int, lookup: _Lookup) -> int:
         async with self.client.lock:
+            lookup.sent = True
             self._check_open()
             self._check_recent_failure()
             try:

@@ -8,6 +8,7 @@ start with the fake's gate when a test must line sessions up behind it.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import trio
@@ -98,6 +99,44 @@ async def test_sessions_asking_the_same_offset_at_once_share_one_poll(background
     assert len(answers) == 5
     assert all(offsets_in(answer) == list(range(10)) for answer in answers)
     assert fake.polls == ctx.counters.broker_polls == 1
+
+
+async def test_lookups_waiting_behind_a_poll_share_one_answer_and_a_later_one_asks_again(
+    background: Background,
+) -> None:
+    """Twenty subscribes at LATEST queued behind a poll cost one end-offset lookup, not twenty;
+    a lookup that starts after that one was sent does not take its (older) answer."""
+    fake = FakeConsumer(10)
+    fake.gate = threading.Event()
+    polling = trio.Event()
+    fake.on_poll = signal(polling)
+    ends = fake.end_offsets
+    lookups: list[int] = []
+
+    def counted_end_offsets(partitions: list[Any], timeout_ms: int | None = None) -> dict[Any, int]:
+        lookups.append(len(fake.log))
+        return ends(partitions, timeout_ms)
+
+    fake.end_offsets = counted_end_offsets  # type: ignore[method-assign]
+    partition = reader(context(background), fake)
+    answers: list[int] = []
+
+    async def subscribe() -> None:
+        answers.append(await partition.list_offset(-1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partition.fetch, 0, ANY_SIZE)  # a poll holds the consumer
+        await polling.wait()
+        for _ in range(20):
+            nursery.start_soon(subscribe)
+        await trio.testing.wait_all_tasks_blocked()
+        fake.gate.set()
+    assert answers == [10] * 20
+    assert lookups == [10]
+
+    fake.append(5)
+    assert await partition.list_offset(-1) == 15  # a new lookup: answers are not kept
+    assert lookups == [10, 15]
 
 
 async def test_a_failed_poll_fails_every_session_sharing_it(background: Background) -> None:
