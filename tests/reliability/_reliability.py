@@ -1,5 +1,6 @@
 """Shared parts of the reliability suite: its fast and long modes, the proxy as a process of
-its own, TOML config files, and small waiting helpers.
+its own, TOML config files, brokers a test may kill, acknowledged producing, clients that
+stop reading and stream clients, and small waiting helpers.
 
 Imported by the test modules beside it (pytest puts this folder on ``sys.path``).
 """
@@ -10,16 +11,22 @@ import os
 import resource
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Final
 
 import attrs
 import psutil
+import pytest
 import trio
 from _support import stop_process
+from integration._streams import StreamClient, stream_client
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from kafka_ws_trio.testing import KafkaBroker, _broker
 
 #: ``pytest tests/reliability --reliability-long`` (or RELIABILITY_LONG=1) selects the long mode.
 LONG_OPTION: Final = "--reliability-long"
@@ -60,6 +67,14 @@ class Mode:
     load_interval: float
     #: Records produced before and after the broker is killed.
     outage_records: int
+    #: Seeded random stream commands (mutations of valid ones) sent beside a control stream.
+    stream_fuzz_frames: int
+    #: Streams (and the connections they are spread over) kept open while the broker is killed.
+    outage_streams: int
+    outage_connections: int
+    #: Streams that stop granting credit, and seconds the proxy's memory is sampled under them.
+    paused_streams: int
+    pressure_seconds: float
 
     def limit(self, fast: float, long: float) -> float:
         """A time limit that depends on the mode."""
@@ -79,6 +94,11 @@ FAST: Final = Mode(
     load_processes=1,
     load_interval=0.2,
     outage_records=200,
+    stream_fuzz_frames=1_500,
+    outage_streams=100,
+    outage_connections=10,
+    paused_streams=1_000,
+    pressure_seconds=5.0,
 )
 LONG: Final = Mode(
     name="long",
@@ -93,6 +113,11 @@ LONG: Final = Mode(
     load_processes=4,
     load_interval=2.0,
     outage_records=2_000,
+    stream_fuzz_frames=50_000,
+    outage_streams=300,
+    outage_connections=20,
+    paused_streams=4_000,
+    pressure_seconds=30.0,
 )
 
 _mode = FAST
@@ -230,6 +255,90 @@ def child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONFAULTHANDLER": "1"}
 
 
+# ------------------------------------------------------------ own brokers
+
+
+#: A port may be taken between our check and the broker's bind: then we try again.
+BROKER_START_ATTEMPTS: Final = 3
+#: Seconds to wait for a broker's ports to be free (a closed socket's TIME_WAIT lasts 60 s).
+PORT_WAIT: Final = 90.0
+
+
+@attrs.frozen
+class OwnBroker:
+    """A broker of one test's own, which it may kill and restart: instance ``name`` on ports ``port_base`` on.
+
+    Its ports must be below Linux's ephemeral range (32768-60999), like the other test
+    brokers (25092 ...): 39592..39596 were seen taken by other tests' client sockets for minutes.
+    """
+
+    name: str
+    port_base: int
+
+    @property
+    def ports(self) -> range:
+        return range(self.port_base, self.port_base + len(_broker.LISTENERS))
+
+    def wait_for_ports(self) -> None:
+        """Wait until the broker's ports are free (a socket of a killed broker may linger)."""
+        deadline = time.monotonic() + PORT_WAIT
+        while not all(_broker.port_free(port) for port in self.ports):
+            if time.monotonic() > deadline:
+                pytest.fail(f"ports {self.ports.start}..{self.ports.stop - 1} stayed busy for {PORT_WAIT:.0f}s")
+            time.sleep(0.5)
+
+    def start(self) -> dict[str, str]:
+        """Start (or restart, on its data) the broker; try again after a known transient failure.
+
+        Transient: a port taken between our check and the broker's bind, or a cluster id
+        starting with "-" (see test_a_new_cluster_id_never_looks_like_an_option).
+        """
+        for attempt in range(1, BROKER_START_ATTEMPTS + 1):
+            self.wait_for_ports()
+            try:
+                return _broker.up("4", name=self.name, port_base=self.port_base)
+            except _broker.BrokerError as exc:
+                transient = "Address already in use" in str(exc) or "--cluster-id/-t: expected one argument" in str(exc)
+                if not transient or attempt == BROKER_START_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def kill(self) -> None:
+        """SIGKILL the broker, like a crash; its data stays for :meth:`start`."""
+        _broker.stop(self.name, kill=True)
+
+    @contextmanager
+    def running(self) -> Iterator[KafkaBroker]:
+        """The broker, up for the block; stopped and deleted afterwards, whatever happens."""
+        try:
+            yield KafkaBroker.from_env(self.start())
+        finally:
+            _broker.down(self.name)
+
+
+async def produce_acknowledged(
+    broker: KafkaBroker, topic: str, records: Iterable[tuple[int, bytes]], interval: float = 0.0
+) -> None:
+    """Write each ``(partition, value)`` in order, one at a time, each acknowledged by the broker.
+
+    A producer of its own for each call: the producer is not what is tested, and
+    kafka-python's was seen not to reconnect within 30 s after a killed broker came back.
+    """
+    from kafka import KafkaProducer
+
+    producer = await trio.to_thread.run_sync(
+        partial(KafkaProducer, **broker.client_config(), acks="all", linger_ms=0, request_timeout_ms=10_000)
+    )
+    try:
+        for partition, value in records:
+            send = partial(producer.send, topic, value=value, partition=partition)
+            await trio.to_thread.run_sync(lambda: send().get(timeout=30))  # noqa: B023 - run at once
+            if interval:
+                await trio.sleep(interval)
+    finally:
+        await trio.to_thread.run_sync(partial(producer.close, timeout=10))
+
+
 # ----------------------------------------------------------------- waiting
 
 
@@ -240,6 +349,54 @@ async def settled(condition: Callable[[], bool], within: float = WAIT, interval:
             await trio.sleep(interval)
         return True
     return False
+
+
+@asynccontextmanager
+async def stream_clients(url: str, count: int) -> AsyncIterator[list[StreamClient]]:
+    """``count`` connections with the integration tests' raw-frame stream client, for the block.
+
+    An exception of the block comes out as itself, not wrapped in an exception group
+    once per connection (past ten, Python no longer shows what is inside).
+    """
+    failure: Exception | None = None
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(stream_client(url)) for _ in range(count)]
+        try:
+            yield clients
+        except Exception as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
+
+
+async def hold_open(
+    url: str, max_message_size: int, *, task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A connection for ``nursery.start`` that is never read: trio-websocket stops reading its socket
+    once one message waits (``message_queue_size`` 1). It stays open until cancelled."""
+    async with open_websocket_url(url, max_message_size=max_message_size, connect_timeout=WAIT) as ws:
+        task_status.started(ws)
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def never_reading(url: str, count: int, max_message_size: int) -> AsyncIterator[list[WebSocketConnection]]:
+    """``count`` connections (:func:`hold_open`) that never read, for the block."""
+    async with trio.open_nursery() as nursery:
+        yield [await nursery.start(hold_open, url, max_message_size) for _ in range(count)]
+        nursery.cancel_scope.cancel()
+
+
+async def read_until_closed(ws: WebSocketConnection) -> tuple[int, CloseReason]:
+    """Read every message that reached the client; return how many, and why the connection ended."""
+    messages = 0
+    with trio.fail_after(WAIT):
+        while True:
+            try:
+                await ws.get_message()
+            except ConnectionClosed as exc:
+                return messages, exc.reason
+            messages += 1
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

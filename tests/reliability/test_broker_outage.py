@@ -13,7 +13,6 @@ afterwards whatever happens.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -22,7 +21,7 @@ from typing import Any, Final
 import attrs
 import pytest
 import trio
-from _reliability import WAIT, mode, settled
+from _reliability import WAIT, OwnBroker, mode, produce_acknowledged, settled
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._proto import ErrorCode
@@ -32,15 +31,7 @@ from kafka_ws_trio.testing import KafkaBroker, _broker, create_topic
 
 pytestmark = pytest.mark.reliability
 
-BROKER_NAME: Final = "reliability-kill"
-#: Below Linux's ephemeral range (32768-60999), like the other test brokers (25092 ...
-#: 25392): 39592..39596 were seen taken by other tests' client sockets for minutes.
-PORT_BASE: Final = 25592
-PORTS: Final = 5
-#: A port may be taken between our check and the broker's bind: then we try again.
-START_ATTEMPTS: Final = 3
-#: Seconds to wait for the broker's ports to be free (a closed socket's TIME_WAIT lasts 60 s).
-PORT_WAIT: Final = 90.0
+BROKER: Final = OwnBroker("reliability-kill", port_base=25592)
 #: The route's Kafka deadline: short, so that the outage shows quickly.
 REQUEST_TIMEOUT: Final = 2.0
 #: What a command may take at most during the outage: the proxy's own deadline
@@ -59,39 +50,11 @@ OUTAGE_CODES: Final = {ErrorCode.BROKER_UNREACHABLE, ErrorCode.TIMEOUT, ErrorCod
 RECOVERY_LIMIT: Final = 60.0
 
 
-def wait_for_ports() -> None:
-    """Wait until the broker's ports are free (a socket of a killed broker may linger)."""
-    deadline = time.monotonic() + PORT_WAIT
-    while not all(_broker._port_free(PORT_BASE + n) for n in range(PORTS)):
-        if time.monotonic() > deadline:
-            pytest.fail(f"ports {PORT_BASE}..{PORT_BASE + PORTS - 1} stayed busy for {PORT_WAIT:.0f}s")
-        time.sleep(0.5)
-
-
-def start_broker() -> dict[str, str]:
-    """Start (or restart, on its data) our broker; try again after a known transient failure.
-
-    Transient: a port taken between our check and the broker's bind, or a cluster id
-    starting with "-" (see test_a_new_cluster_id_never_looks_like_an_option).
-    """
-    for attempt in range(1, START_ATTEMPTS + 1):
-        wait_for_ports()
-        try:
-            return _broker.up("4", name=BROKER_NAME, port_base=PORT_BASE)
-        except _broker.BrokerError as exc:
-            transient = "Address already in use" in str(exc) or "--cluster-id/-t: expected one argument" in str(exc)
-            if not transient or attempt == START_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture
 def own_broker() -> Iterator[KafkaBroker]:
     """A broker this test may kill; deleted afterwards, whatever happens."""
-    try:
-        yield KafkaBroker.from_env(start_broker())
-    finally:
-        _broker.down(BROKER_NAME)
+    with BROKER.running() as broker:
+        yield broker
 
 
 @attrs.define
@@ -162,24 +125,9 @@ def value(n: int) -> bytes:
 
 
 async def produce(broker: KafkaBroker, topic: str, first: int, count: int) -> None:
-    """Write ``value-N`` records ``first`` .. ``first + count - 1``, one at a time, each acknowledged.
-
-    A producer of its own for each side of the outage: the producer is not what is
-    tested here, and kafka-python's was seen not to reconnect within 30 s after the
-    broker came back.
-    """
-    from kafka import KafkaProducer
-
-    producer = await trio.to_thread.run_sync(
-        partial(KafkaProducer, **broker.client_config(), acks="all", linger_ms=0, request_timeout_ms=10_000)
-    )
-    try:
-        for n in range(first, first + count):
-            send = partial(producer.send, topic, value=value(n), partition=0)
-            await trio.to_thread.run_sync(lambda: send().get(timeout=30))  # noqa: B023 - run at once
-            await trio.sleep(PRODUCE_INTERVAL)
-    finally:
-        await trio.to_thread.run_sync(partial(producer.close, timeout=10))
+    """Write ``value-N`` records ``first`` .. ``first + count - 1`` to partition 0, one at a time, each acknowledged."""
+    records = [(0, value(n)) for n in range(first, first + count)]
+    await produce_acknowledged(broker, topic, records, PRODUCE_INTERVAL)
 
 
 @pytest.mark.timeout(mode().limit(240, 600))
@@ -211,7 +159,7 @@ async def test_broker_killed_and_restarted_mid_stream(own_broker: KafkaBroker) -
             assert await settled(lambda: len(values) >= records // 2), f"read {len(values)} records"
 
             killed = trio.current_time()
-            await trio.to_thread.run_sync(lambda: _broker.stop(BROKER_NAME, kill=True))
+            await trio.to_thread.run_sync(BROKER.kill)
 
             def outage_seen() -> bool:
                 now = trio.current_time()
@@ -221,7 +169,7 @@ async def test_broker_killed_and_restarted_mid_stream(own_broker: KafkaBroker) -
             first_errors = trio.current_time() - killed
             await trio.sleep(OUTAGE)  # the broker stays down a while: more error responses
 
-            await trio.to_thread.run_sync(start_broker)
+            await trio.to_thread.run_sync(BROKER.start)
             restarted = trio.current_time()
             await produce(own_broker, topic, records // 2, records - records // 2)
             assert await settled(lambda: len(values) >= records, RECOVERY_LIMIT), f"read {len(values)} records"

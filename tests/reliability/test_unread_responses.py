@@ -25,8 +25,8 @@ import _reliability
 import attrs
 import pytest
 import trio
-from _reliability import WAIT, mode, percentile, settled
-from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
+from _reliability import WAIT, mode, never_reading, percentile, read_until_closed, settled
+from trio_websocket import WebSocketConnection, open_websocket_url
 
 from kafka_ws_trio._config import load_config
 from kafka_ws_trio._proto import encode_fetch_request
@@ -110,22 +110,8 @@ async def control_rounds(client: PubSubClient, topic: str, latencies: Latencies,
 @asynccontextmanager
 async def stuck_clients(url: str, topic: str, count: int, requests: int) -> AsyncIterator[list[int]]:
     """``count`` connections that send ``requests`` fetches each and never read; the list says how many went."""
-    sent: list[int] = []
-    async with trio.open_nursery() as nursery:
-        connections = []
-        for _ in range(count):
-            ws = await nursery.start(_hold_open, url)
-            connections.append(ws)
-        for ws in connections:
-            sent.append(await send_without_reading(ws, topic, requests))
-        yield sent
-        nursery.cancel_scope.cancel()
-
-
-async def _hold_open(url: str, *, task_status: trio.TaskStatus[WebSocketConnection] = trio.TASK_STATUS_IGNORED) -> None:
-    async with open_websocket_url(url, max_message_size=2 * MAX_MESSAGE_SIZE, connect_timeout=WAIT) as ws:
-        task_status.started(ws)
-        await trio.sleep_forever()
+    async with never_reading(url, count, 2 * MAX_MESSAGE_SIZE) as connections:
+        yield [await send_without_reading(ws, topic, requests) for ws in connections]
 
 
 @pytest.mark.timeout(mode().limit(120, 300))
@@ -196,18 +182,6 @@ async def test_clients_that_never_read_cost_bounded_memory_and_slow_no_one(
     # that some finished while each round of stuck clients hung on shows the control session
     # was not held up. No latency bound: a busy machine must not fail this test.
     assert all(control_rounds_while_stuck), f"control rounds while stuck: {control_rounds_while_stuck}"
-
-
-async def read_until_closed(ws: WebSocketConnection) -> tuple[int, CloseReason]:
-    """Read every answer that reached the client; return how many, and why the connection ended."""
-    answers = 0
-    with trio.fail_after(WAIT):
-        while True:
-            try:
-                await ws.get_message()
-            except ConnectionClosed as exc:
-                return answers, exc.reason
-            answers += 1
 
 
 @pytest.mark.timeout(90)
