@@ -29,7 +29,7 @@ from .._proto import (
     partition_not_found,
     topic_not_found,
 )
-from ._client import Connector
+from ._client import Connector, load_kafka_python
 from ._context import Counters, KafkaContext
 from ._hub import PartitionHub
 from ._metadata import METADATA_TTL, Metadata
@@ -125,6 +125,7 @@ class KafkaUpstream:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the readers' background tasks and close idle readers until cancelled; then close every consumer."""
+        await trio.to_thread.run_sync(load_kafka_python)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
