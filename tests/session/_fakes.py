@@ -71,6 +71,8 @@ class FakeConsumer:
         self.on_topics: Callable[[], None] | None = None
         #: An exception every poll raises (a broker gone).
         self.poll_error: Exception | None = None
+        #: Offsets that hold a transaction's commit or abort marker: in the log, never handed out.
+        self.markers: set[int] = set()
         self.append(records)
 
     # ------------------------------------------------------------- the log
@@ -81,6 +83,26 @@ class FakeConsumer:
             for _ in range(count):
                 offset = len(self.log)
                 self.log.append(FakeRecord(offset, 1_700_000_000_000 + offset, b"k%06d" % offset, value_of(offset)))
+            self._changed.notify_all()
+
+    def append_record(self, value: bytes) -> None:
+        """Add one record with this value at the log end (its key names its offset, as :meth:`append`'s do)."""
+        with self._changed:
+            offset = len(self.log)
+            self.log.append(FakeRecord(offset, 1_700_000_000_000 + offset, b"k%06d" % offset, value))
+            self._changed.notify_all()
+
+    def append_marker(self) -> None:
+        """Add a transaction marker at the log end: it takes an offset, and no poll hands it out.
+
+        Like kafka-python skipping a control batch: a poll that starts at markers moves the
+        position past them and returns nothing for them (``position()`` shows the move); a
+        poll that reads records stops before one.
+        """
+        with self._changed:
+            offset = len(self.log)
+            self.log.append(FakeRecord(offset, 1_700_000_000_000 + offset, None, None))
+            self.markers.add(offset)
             self._changed.notify_all()
 
     def _wait_at_gate(self) -> None:
@@ -110,8 +132,16 @@ class FakeConsumer:
         limit = min((n for n in (max_records, self.per_poll) if n is not None), default=1 << 30)
         with self._changed:
             self._changed.wait_for(lambda: len(self.log) > (self.at or 0) or self.closed, timeout_ms / 1000)
-            got = self.log[self.at : self.at + limit]
-            self.at += len(got)
+            at, end = self.at, len(self.log)
+            got: list[FakeRecord] = []
+            if at < end and at in self.markers:
+                while at < end and at in self.markers:
+                    at += 1
+            else:
+                while at < end and len(got) < limit and at not in self.markers:
+                    got.append(self.log[at])
+                    at += 1
+            self.at = at
         return {TP: got} if got else {}
 
     def position(self, partition: Any, timeout_ms: int | None = None) -> int | None:
