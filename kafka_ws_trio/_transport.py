@@ -15,10 +15,13 @@ the closing handshake has not begun, so the stream checks both, by state:
   close frame).
 
 The stream also knows where frames end, since every write it carries is whole
-frames (or the rest of one). When a write is cut short, by a cancelled send
-(``send_timeout``) or a broken socket, the peer holds part of a frame, and
-anything written after it would be read as that frame's payload. So the
-stream then aborts the TCP connection (an RST) instead of writing more.
+frames (or the rest of one). When a write is cut short, the peer holds part of
+a frame, and anything written after it would be read as that frame's payload.
+A cancelled send (``send_timeout``, the session ending) keeps the frame's rest
+pending: it goes out before anything written later, so a session that gives up
+on a slow client can still send its close frame (1008) behind it, for a client
+that reads again. A broken socket, or a close with a rest still pending (the
+client never read it), aborts the TCP connection (an RST) instead.
 """
 
 from __future__ import annotations
@@ -99,8 +102,9 @@ class ReplayStream(trio.abc.Stream):
     without a checkpoint (:meth:`write_now`): that is how one task delivers a
     shared response to every session tailing a partition. Whatever the kernel
     does not take at once stays pending and goes out before anything else
-    written later, so frames never interleave. A write cut inside a frame
-    aborts the connection (see the module's docstring).
+    written later, so frames never interleave. A cancelled write keeps its
+    frame's rest pending the same way; a failed one, or a close with a rest
+    still pending, aborts the connection (see the module's docstring).
     """
 
     def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
@@ -125,7 +129,7 @@ class ReplayStream(trio.abc.Stream):
 
     @property
     def aborted(self) -> bool:
-        """Whether a write was cut inside a frame, so the connection was reset."""
+        """Whether the connection was reset (a write failed inside a frame, or it closed with a rest pending)."""
         return self._aborted
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
@@ -138,8 +142,10 @@ class ReplayStream(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` (whole frames, or the handshake response) after what :meth:`write_now` left pending.
 
-        Cut short inside a frame (cancelled or failed), it aborts the
-        connection: the peer must not read later bytes as that frame's rest.
+        Cancelled inside a frame, the frame's rest stays pending (sent before
+        anything later; a frame not begun is dropped). Failed inside a frame,
+        it aborts the connection: the peer must not read later bytes as that
+        frame's rest.
         """
         # The lock is taken without a checkpoint when free (the common case);
         # the socket send below is the checkpoint.
@@ -176,8 +182,15 @@ class ReplayStream(trio.abc.Stream):
                 raise trio.ClosedResourceError("the connection was closed") from None
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
         except BaseException:  # cancelled (send_timeout, the session ending)
-            self._abort_unless_at(sent, boundary, len(out))
+            self._keep_rest(out, sent, boundary)
             raise
+
+    def _keep_rest(self, out: memoryview, sent: int, boundary: int) -> None:
+        """After a cancelled send: keep the rest of the frame the peer has begun, drop what was not begun."""
+        if sent < boundary:
+            self._pending = bytes(out[sent:boundary])
+        elif boundary < sent < len(out):
+            self._pending = bytes(out[sent:])
 
     def _abort_unless_at(self, sent: int, boundary: int, size: int) -> None:
         if sent not in (boundary, size):

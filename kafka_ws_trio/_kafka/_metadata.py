@@ -75,17 +75,21 @@ class Metadata:
             if self._client is None or self._client.closed:
                 self._client = await self._connector.open()
             client = self._client
+            error: Exception | None = None
             async with client.lock:
                 try:
                     topics = await client.call(lambda: _all_topics_sync(client.consumer), self._context.call_budget)
                 except Exception as exc:
-                    context = self._context
-                    failure = await trio.to_thread.run_sync(diagnose, context.route, limiter=context.limiter)
-                    await client.aclose()
-                    self._client = None
-                    failure = failure or kafka_failure(exc, "metadata")
-                    context.outages.failed(failure)  # (the connector reports its own failures)
-                    raise failure from exc
+                    error = exc
+            if error is not None:
+                # Closed after the lock is let go: closing takes the consumer's lock itself.
+                context = self._context
+                failure = await trio.to_thread.run_sync(diagnose, context.route, limiter=context.limiter)
+                await client.aclose()
+                self._client = None
+                failure = failure or kafka_failure(error, "metadata")
+                context.outages.failed(failure)  # (the connector reports its own failures)
+                raise failure from error
             self._topics = topics
             self._stamp = trio.current_time()
             refresh.completed = True

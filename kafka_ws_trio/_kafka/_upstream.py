@@ -118,7 +118,9 @@ class KafkaUpstream:
         )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> bool:
-        if self._nursery is None:
+        # Not once the route is being cancelled: a task cut short there (a stream's read) would
+        # start its successor (the pump) in the cancelled nursery, which would cut it short too, and so on.
+        if self._nursery is None or self._nursery.cancel_scope.cancel_called:
             return False
         self._nursery.start_soon(task)
         return True
@@ -316,6 +318,10 @@ class KafkaUpstream:
                         partitions = await self._metadata.partitions_of(topic)
                 except (CommandFailed, trio.TooSlowError):
                     continue  # Kafka cannot be reached: the streams' readers report it
+                except Exception:
+                    # A bug: logged, and the next look tries again (raised, it would end the route).
+                    log.exception("bug while looking up the partitions of %s", topic)
+                    continue
                 for notify in list(self._watchers.get(topic, ())):
                     try:
                         notify(partitions)

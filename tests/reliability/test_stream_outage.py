@@ -111,13 +111,6 @@ def told_of_the_outage(client: StreamClient, stream_id: int, since: int) -> list
     return client.pushes(stream_id, StreamError, since)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: during the outage a stream's topic watch (KafkaUpstream._watch) refreshes metadata; the "
-    "refresh fails and Metadata._refresh (_kafka/_metadata.py) closes its consumer with client.aclose() while it "
-    "still holds client.lock, which ThreadedConsumer.aclose (_kafka/_client.py) takes again: RuntimeError 'attempt "
-    "to re-acquire an already held Lock', which _watch does not catch, and the whole proxy stops",
-)
 @pytest.mark.timeout(mode().limit(300, 900))
 async def test_streams_resume_by_themselves_after_the_broker_is_killed_and_restarted(own_broker: KafkaBroker) -> None:
     run = mode()

@@ -287,13 +287,6 @@ async def test_paused_and_stuck_streams_cost_bounded_memory_and_slow_no_other_st
     assert all(reason.code in (1008, 1006) for _, reason in reasons), reasons
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: a stream batch is written with write_now and its rest flushed by Session._flush_pushes under "
-    "send_timeout; the timeout cancels the flush inside the frame, so _transport.ReplayStream._send_whole "
-    "(_abort_unless_at) resets the connection before Session.run sends 1008 'client too slow': the client reads "
-    "1006, not the 1008 schema/README.md documents",
-)
 @pytest.mark.timeout(90)
 async def test_a_stream_client_that_stops_reading_is_closed_with_1008_after_send_timeout(
     kafka_broker: KafkaBroker, backlog_topic: str, caplog: pytest.LogCaptureFixture

@@ -189,6 +189,8 @@ class Background:
         self._changed = trio.Event()
 
     def spawn(self, task: Callable[[], Awaitable[None]]) -> bool:
+        if self._nursery.cancel_scope.cancel_called:
+            return False  # as the route does: no task starts in a nursery being cancelled
         self.started += 1
         self.running += 1
 

@@ -18,6 +18,7 @@ from _fakes import TOPIC, Background, FakeConsumer, context, signal
 from kafka_ws_trio._kafka import KafkaContext, ThreadedConsumer
 from kafka_ws_trio._kafka._client import Connector
 from kafka_ws_trio._kafka._metadata import Metadata
+from kafka_ws_trio._proto import CommandFailed, ErrorCode
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,3 +119,26 @@ async def test_a_cancelled_first_refresh_is_not_taken_for_an_empty_map(backgroun
     assert owner_scope.cancelled_caught, "the owner was not cancelled while it refreshed: the test proves nothing"
     assert found == [PARTITIONS]
     assert fake.topic_calls == 1
+
+
+class GoneBroker(FakeConsumer):
+    """A consumer whose broker has gone: every metadata call fails."""
+
+    def topics(self) -> set[str]:
+        raise OSError("broker gone")
+
+
+async def test_a_failed_refresh_fails_with_the_reason_and_the_next_one_opens_a_new_consumer(
+    background: Background,
+) -> None:
+    """Found by the stream outage test: the failed refresh closed its consumer while holding the
+    consumer's lock, which closing takes too, and the RuntimeError ended the proxy."""
+    fake = GoneBroker()
+    metadata, connector = metadata_over(context(background), fake)
+    for attempt in (1, 2):
+        with pytest.raises(CommandFailed) as failed:
+            await metadata.partitions_of(TOPIC)
+        # Nothing listens on the route's port: the failure is diagnosed as an unreachable broker.
+        assert failed.value.code == ErrorCode.BROKER_UNREACHABLE
+        assert fake.closed
+        assert connector.opened == attempt

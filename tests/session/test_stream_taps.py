@@ -61,8 +61,7 @@ MakeRig = Callable[..., "Rig"]
 async def make_rig(background: Background) -> AsyncIterator[MakeRig]:
     """Rigs whose streams are closed and detached at the end, as a session's close_all does.
 
-    (Left attached, a stream would keep the pump starting itself again in the
-    cancelled nursery: see the strict xfail at the end.)
+    (Cancelling the route with streams attached is tested on its own, at the end.)
     """
     rigs: list[Rig] = []
 
@@ -391,17 +390,13 @@ async def test_a_record_too_large_for_the_frame_stops_the_stream_once_until_a_se
     assert len(outlet.errors) == 1
 
 
-#: Seconds after which the xfail below detaches the stream itself, to end what it shows.
+#: Seconds after which the test below detaches the stream itself, should the route's end hang.
 RESCUE: Final = 5.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cancelling the route's nursery while a stream is attached never ends. The cancelled read's "
-    "finally (StreamTaps._read_for -> wake -> _rouse) starts the pump again in the cancelled nursery "
-    "(KafkaUpstream._spawn still has it), the new pump starts a read, the read is cancelled, and so on",
-)
 async def test_cancelling_the_route_with_a_stream_attached_ends_the_pump() -> None:
+    """Found by this test: the cancelled read's end started the pump again in the cancelled nursery,
+    whose read was cancelled in turn, and so on (5,000 tasks in 5 s, and the route never ended)."""
     fake = FakeConsumer(5)
     rescued = False
     async with trio.open_nursery() as outside:

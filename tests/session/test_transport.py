@@ -3,14 +3,16 @@
 * Direct writes happen only after the stream carried a ``101`` that names no
   WebSocket extension, and only while its connection is not closing (state,
   not a look at the bytes).
-* A write cut inside a frame (cancelled, or a pending rest never sent) aborts
-  the connection with an RST; a write cancelled on a frame boundary does not.
+* A write cancelled inside a frame keeps the frame's rest, which goes out before
+  anything written later (the close frame of a session giving up on a slow
+  client); closing with a rest never sent aborts the connection with an RST; a
+  write cancelled on a frame boundary drops the frame it had not begun.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -225,17 +227,37 @@ async def test_with_trio_websocket_direct_writes_follow_the_real_connection() ->
 # ------------------------------------------------------------ cut frames
 
 
-async def test_a_send_cut_inside_a_frame_aborts_the_connection() -> None:
+async def cancel_mid_frame(stream: ReplayStream, send: Callable[[], Awaitable[None]]) -> None:
+    """Run ``send`` until it waits on the full socket with part of its frame written, then cancel it."""
+    with trio.move_on_after(WAIT) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()  # the send waits on a full socket, part of it written
+            nursery.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+
+
+async def test_a_send_cut_inside_a_frame_sends_its_rest_before_the_next_frame() -> None:
+    """As a session giving up on a slow client does: its close frame follows the whole cut frame."""
+    big_frame = b"\x82\x7f" + BIG.to_bytes(8, "big") + b"z" * BIG
+    close_frame = b"\x88\x02\x03\xf0"
     async with tcp_pair(small_buffers=True) as (stream, peer):
         _connection = await opened(stream, peer)
-        with trio.move_on_after(WAIT) as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream.send_all, b"\x82\x7f" + BIG.to_bytes(8, "big") + b"z" * BIG)
-                await trio.testing.wait_all_tasks_blocked()  # the send waits on a full socket, part of it written
-                nursery.cancel_scope.cancel()
-        assert not scope.cancelled_caught
+        await cancel_mid_frame(stream, lambda: stream.send_all(big_frame))
+        assert not stream.aborted
+        assert stream.write_now(b"", b"x") is None  # a rest is pending: nothing may go around it
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, close_frame)
+            data = await receive_exactly(peer, len(big_frame) + len(close_frame))
+        assert data.endswith(big_frame + close_frame)
+
+
+async def test_closing_with_the_rest_of_a_cut_frame_unsent_aborts_the_connection() -> None:
+    async with tcp_pair(small_buffers=True) as (stream, peer):
+        _connection = await opened(stream, peer)
+        await cancel_mid_frame(stream, lambda: stream.send_all(b"\x82\x7f" + BIG.to_bytes(8, "big") + b"z" * BIG))
+        await stream.aclose()
         assert stream.aborted
-        assert stream.write_now(b"", b"x") is None
         with pytest.raises(trio.ClosedResourceError):
             await stream.send_all(b"\x88\x02\x03\xf0")
         data, end = await receive_until_end(peer)
@@ -263,16 +285,13 @@ async def test_a_send_cancelled_on_a_frame_boundary_leaves_the_connection_open()
         assert b"\x82\x01a" not in data
 
 
-async def test_a_pending_frame_whose_flush_is_cancelled_aborts_the_connection() -> None:
+async def test_a_pending_frame_whose_flush_is_cancelled_stays_pending_until_sent_or_aborted() -> None:
     async with tcp_pair(small_buffers=True) as (stream, peer):
         _connection = await opened(stream, peer)
         assert stream.write_now(b"", b"p" * BIG) is False
-        with trio.move_on_after(WAIT) as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(stream.flush)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.cancel_scope.cancel()
-        assert not scope.cancelled_caught
+        await cancel_mid_frame(stream, stream.flush)
+        assert not stream.aborted
+        await stream.aclose()  # the rest never went out: the peer must not take what came for a whole frame
         assert stream.aborted
         data, end = await receive_until_end(peer)
         assert (end, 0 < len(data) < BIG) == ("reset", True)
