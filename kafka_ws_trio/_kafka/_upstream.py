@@ -243,18 +243,20 @@ class KafkaUpstream:
     # ------------------------------------------------------- Backend protocol
 
     async def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
-        reader = (await self._hub(topic, partition)).reader
-        with reader.in_use():
-            return await reader.list_offset(timestamp)
+        return await self.stream_offset(topic, partition, timestamp, Isolation.READ_UNCOMMITTED)
 
     async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch:
         reader = (await self._hub(topic, partition)).reader
         with reader.in_use():
             return await reader.fetch(offset, max_bytes - FETCH_FRAME_OVERHEAD)
 
+    def _fetch_hub(self, topic: str, partition: int) -> PartitionHub | None:
+        """The open hub Fetch commands use for the partition (they read uncommitted), if any."""
+        return self._hubs.get((topic, partition, Isolation.READ_UNCOMMITTED))
+
     def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None:
         """The answer to a fetch when memory holds it, without waiting; else None."""
-        hub = self._hubs.get((topic, partition, Isolation.READ_UNCOMMITTED))
+        hub = self._fetch_hub(topic, partition)
         if hub is None or hub.reader.closed:
             return None
         found = hub.reader.from_window(offset, max_bytes - FETCH_FRAME_OVERHEAD)
@@ -264,7 +266,7 @@ class KafkaUpstream:
 
     def park(self, topic: str, partition: int, offset: int, max_bytes: int, deliver: Deliver) -> Withdraw | None:
         """Hold a fetch at the partition's log end until records arrive; None when not held (fetch it instead)."""
-        hub = self._hubs.get((topic, partition, Isolation.READ_UNCOMMITTED))
+        hub = self._fetch_hub(topic, partition)
         if hub is None:
             return None
         return hub.park(offset, max_bytes - FETCH_FRAME_OVERHEAD, deliver)

@@ -188,7 +188,8 @@ def test_tail_max_0_prints_nothing() -> None:
 QUICK_FAILURE_S = DEFAULT_CONNECT_TIMEOUT / 2
 
 
-def _startup_seconds() -> float:
+@pytest.fixture(scope="module")
+def startup_seconds() -> float:
     """How long the command takes to fail with no network at all (a URL it refuses before connecting)."""
     started = time.monotonic()
     result = _run("offsets", "http://127.0.0.1:9/kafka", "--topic", "t")
@@ -246,8 +247,10 @@ def _serve_once(answer: bytes | None) -> tuple[socket.socket, threading.Thread]:
     ],
     ids=["closes-at-once", "garbage", "http-200-until-close", "tls"],
 )
-def test_a_server_that_is_not_the_proxy_is_named_at_once(answer: bytes | None, reason: str) -> None:
-    startup = _startup_seconds()
+def test_a_server_that_is_not_the_proxy_is_named_at_once(
+    answer: bytes | None, reason: str, startup_seconds: float
+) -> None:
+    startup = startup_seconds
     server, thread = _serve_once(answer)
     with server:
         port = server.getsockname()[1]
