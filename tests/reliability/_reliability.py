@@ -258,8 +258,6 @@ def child_environment() -> dict[str, str]:
 # ------------------------------------------------------------ own brokers
 
 
-#: A port may be taken between our check and the broker's bind: then we try again.
-BROKER_START_ATTEMPTS: Final = 3
 #: Seconds to wait for a broker's ports to be free (a closed socket's TIME_WAIT lasts 60 s).
 PORT_WAIT: Final = 90.0
 
@@ -288,20 +286,12 @@ class OwnBroker:
             time.sleep(0.5)
 
     def start(self) -> dict[str, str]:
-        """Start (or restart, on its data) the broker; try again after a known transient failure.
+        """Start (or restart, on its data) the broker once its ports are free.
 
-        Transient: a port taken between our check and the broker's bind, or a cluster id
-        starting with "-" (see test_a_new_cluster_id_never_looks_like_an_option).
+        ``_broker.up`` itself launches it again when a port is taken between its check and the bind.
         """
-        for attempt in range(1, BROKER_START_ATTEMPTS + 1):
-            self.wait_for_ports()
-            try:
-                return _broker.up("4", name=self.name, port_base=self.port_base)
-            except _broker.BrokerError as exc:
-                transient = "Address already in use" in str(exc) or "--cluster-id/-t: expected one argument" in str(exc)
-                if not transient or attempt == BROKER_START_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+        self.wait_for_ports()
+        return _broker.up("4", name=self.name, port_base=self.port_base)
 
     def kill(self) -> None:
         """SIGKILL the broker, like a crash; its data stays for :meth:`start`."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +98,54 @@ def test_client_config_for_each_listener() -> None:
     assert sasl["sasl_plain_password"] == "bad"
     assert sasl["ssl_cafile"] == "/ca.pem"
     assert sasl["bootstrap_servers"] == "h:4"
+
+
+def _fake_broker(tmp_path: Path, first_run_says: str) -> tuple[dict[str, object], Path]:
+    """A stand-in broker command: its first launch prints ``first_run_says`` and exits 1, later ones get ready."""
+    launches = tmp_path / "launches"
+    script = tmp_path / "fake_broker.py"
+    script.write_text(
+        "import pathlib, sys, time\n"
+        f"launches = pathlib.Path({str(launches)!r})\n"
+        "n = int(launches.read_text()) if launches.exists() else 0\n"
+        "launches.write_text(str(n + 1))\n"
+        f"if n == 0:\n    print({first_run_says!r}, flush=True)\n    sys.exit(1)\n"
+        f"print({_broker.process.READY_LINE!r}, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    state: dict[str, object] = {
+        "pid": 0,
+        "marker": str(script),
+        "line": "4",
+        "env": {},
+        "log": str(tmp_path / "broker.log"),
+        "cmd": [sys.executable, str(script)],
+        "ports": [],
+    }
+    return state, launches
+
+
+def test_a_port_taken_between_the_check_and_the_bind_is_tried_again(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    said = f"ERROR [KafkaServer] Socket server failed to bind to 127.0.0.1:{port}: Address already in use."
+    state, launches = _fake_broker(tmp_path, said)
+    progress: list[str] = []
+    try:
+        _broker.process._launch_retrying(tmp_path, state, 20.0, progress.append)  # type: ignore[arg-type]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(state["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    assert launches.read_text() == "2"
+    again = f"port {port} on 127.0.0.1 was taken while the broker started; starting it again once free"
+    assert progress == [f"starting the broker (log: {tmp_path / 'broker.log'})", again, progress[-1]]
+
+
+def test_a_broker_failing_for_another_reason_is_not_started_again(tmp_path: Path) -> None:
+    state, launches = _fake_broker(tmp_path, "ERROR Exiting Kafka due to fatal exception")
+    with pytest.raises(BrokerError, match="exited with code 1 while starting") as failed:
+        _broker.process._launch_retrying(tmp_path, state, 20.0, lambda _: None)  # type: ignore[arg-type]
+    assert not isinstance(failed.value, _broker.process.PortTaken)
+    assert "fatal exception" in str(failed.value)
+    assert launches.read_text() == "1"

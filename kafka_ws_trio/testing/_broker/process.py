@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -51,6 +52,20 @@ HEAP_MAX: Final = "1g"
 HEAP_MIN: Final = "256m"
 #: What the broker logs once every listener is open.
 READY_LINE: Final = "Kafka Server started"
+#: What Kafka logs when a listener's port was taken (SocketServer's "failed to bind").
+BIND_FAILED: Final = re.compile(rb"failed to bind to [^\s]*?:(\d+): Address already in use")
+#: Launches of one broker when its port is taken between our check and its bind.
+LAUNCH_ATTEMPTS: Final = 3
+#: How long a port that was taken during a launch may take to free up before the next one.
+TAKEN_PORT_WAIT_S: Final = 60.0
+
+
+class PortTaken(BrokerError):
+    """The broker exited while starting because ``port`` was taken after ``up`` had found it free."""
+
+    def __init__(self, port: int, detail: str) -> None:
+        super().__init__(f"port {port} on 127.0.0.1 was taken while the broker started; {detail}")
+        self.port = port
 
 
 class _State(TypedDict):
@@ -183,7 +198,7 @@ def up(
         if state is not None and (run / "data").is_dir() and state.get("cmd"):
             # Stopped by `stop`: start it again on the same data, ports and credentials.
             progress(f"restarting {name} on its existing data")
-            _launch(run, state, timeout, progress)
+            _launch_retrying(run, state, timeout, progress)
             env = dict(state["env"])
             env["KAFKA_STARTED"] = "1"
             return env
@@ -271,13 +286,32 @@ def up(
             "cmd": [*jvm, "kafka.Kafka", str(config)],
             "ports": [ports[n] for n in LISTENERS if n != "CONTROLLER"],
         }
-        _launch(run, fresh, timeout, progress)
+        _launch_retrying(run, fresh, timeout, progress)
         progress(
             f"Kafka {version} is up on 127.0.0.1:{base}..{base + len(LISTENERS) - 1}, "
             f"pid {fresh['pid']}, in {time.monotonic() - started:.1f}s"
         )
         env["KAFKA_STARTED"] = "1"
         return env
+
+
+def _launch_retrying(run: Path, state: _State, timeout: float, progress: Progress) -> None:
+    """:func:`_launch`, again on the same data once the port is free, when a port was taken meanwhile.
+
+    ``up`` checks the ports before the JVM binds them, seconds later on a busy machine;
+    another process may take one in between (seen once in a full test run beside the bench).
+    """
+    for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+        try:
+            _launch(run, state, timeout, progress)
+            return
+        except PortTaken as exc:
+            if attempt == LAUNCH_ATTEMPTS:
+                raise
+            progress(f"port {exc.port} on 127.0.0.1 was taken while the broker started; starting it again once free")
+            deadline = time.monotonic() + TAKEN_PORT_WAIT_S
+            while not port_free(exc.port) and time.monotonic() < deadline:
+                time.sleep(POLL_INTERVAL_S)
 
 
 def _launch(run: Path, state: _State, timeout: float, progress: Progress) -> None:
@@ -300,9 +334,14 @@ def _launch(run: Path, state: _State, timeout: float, progress: Progress) -> Non
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise BrokerError(
-                f"the broker exited with code {proc.returncode} while starting; last lines of {log}:\n{_log_tail(log)}"
-            )
+            code = proc.returncode
+            detail = f"the broker exited with code {code} while starting; last lines of {log}:\n{_log_tail(log)}"
+            with open(log, "rb") as f:
+                f.seek(log_start)
+                taken = BIND_FAILED.search(f.read())
+            if taken:
+                raise PortTaken(int(taken.group(1)), detail)
+            raise BrokerError(detail)
         with open(log, "rb") as f:
             f.seek(log_start)
             ready = READY_LINE.encode() in f.read()
