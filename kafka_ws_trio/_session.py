@@ -108,6 +108,8 @@ class SessionCounters:
 class _Job:
     request: KafkaCommand | StreamCommand
     ticket: Ticket
+    #: A stream command's stream, as open when the reader took the command: it acts on that one only.
+    stream: Stream | None = None
 
 
 class Session:
@@ -249,21 +251,25 @@ class Session:
                 streams.wake(request.subscription)
                 return
             if isinstance(request, Subscribe):
-                streams.open(request)
+                stream = streams.open(request)
+            else:
+                # The stream open now, not whichever holds the id when a worker runs the command:
+                # a seek or unsubscribe sent before a subscribe of its id must not act on that stream.
+                stream = streams.registry.get(request.subscription)
         except CommandFailed as exc:
             await self._send(self._stream_error(request.sequence, exc))
             return
         ticket = self._lanes.take(action.keys)
         self._counters.queued += 1
-        await jobs.send(_Job(request, ticket))
+        await jobs.send(_Job(request, ticket, stream))
 
     def _stream_error(self, sequence: int, failure: CommandFailed) -> bytes:
         """A stream command's error response: the failure's reason is the whole message."""
         self._connection.errors += 1
         return encode_error(sequence, failure.code, failure.reason)
 
-    async def _respond_stream(self, request: StreamCommand) -> tuple[Frame, After | None]:
-        """Carry out a queued stream command: its answer, and what runs once the answer is sent."""
+    async def _respond_stream(self, request: StreamCommand, stream: Stream) -> tuple[Frame, After | None]:
+        """Carry out a queued stream command on ``stream``: its answer, and what runs once the answer is sent."""
         streams = self._streams
         assert streams is not None
         deadline = self._backend.deadline * STREAM_COMMAND_DEADLINES + COMMAND_DEADLINE_MARGIN
@@ -271,12 +277,12 @@ class Session:
         async def run() -> tuple[Frame, After | None]:
             with trio.fail_after(deadline):
                 if isinstance(request, Subscribe):
-                    return await streams.start(streams.registry.get(request.sequence))
+                    return await streams.start(stream)
                 if isinstance(request, Seek):
-                    return await streams.seek(request)
+                    return await streams.seek(request, stream)
                 if isinstance(request, AddCredit):  # pragma: no cover - credit is never queued
                     raise AssertionError("credit is handled by the reader")
-                return streams.unsubscribe(request.subscription, request.sequence), None
+                return streams.unsubscribe(stream, request.sequence), None
 
         outcome = await self._outcome(request, run, deadline)
         if isinstance(outcome, CommandFailed):
@@ -402,7 +408,8 @@ class Session:
                 # in the stream's lane is answered, so that an unsubscribe or a seek right
                 # behind a subscribe finds the stream opened, not half-way.
                 await self._wait_turn(job.ticket)
-                frame, after = await self._respond_stream(request)
+                assert job.stream is not None  # the reader found it
+                frame, after = await self._respond_stream(request, job.stream)
             else:
                 frame = await self._respond(request)
                 await self._wait_turn(job.ticket)

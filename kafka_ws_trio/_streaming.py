@@ -44,6 +44,7 @@ from ._proto import (
     encode_stream_event_error,
     encode_stream_event_partitions,
     encode_subscribe_answer,
+    unknown_stream,
 )
 
 #: What runs once a stream command's answer is sent (before the stream's next command).
@@ -302,9 +303,15 @@ class SessionStreams:
 
     # ------------------------------------------------------- seek, unsubscribe
 
-    async def seek(self, command: Seek) -> tuple[bytes, After | None]:
-        """Move one partition of a stream; the answer, and what lets the stream push again."""
-        stream = self.registry.get(command.subscription)
+    def _still_open(self, stream: Stream) -> None:
+        """Raise UNKNOWN_STREAM unless ``stream`` is still open under its id (it may have ended meanwhile)."""
+        if self.registry.find(stream.id) is not stream:
+            raise unknown_stream(stream.id)
+
+    async def seek(self, command: Seek, stream: Stream) -> tuple[bytes, After | None]:
+        """Move one partition of ``stream`` (the one the seek named when it came); the answer, and what
+        lets the stream push again."""
+        self._still_open(stream)
         outlet = self._outlets[stream.id]
         stream.position(command.partition)  # raises for a partition the stream does not read
         outlet.holds += 1
@@ -322,9 +329,10 @@ class SessionStreams:
             raise
         return encode_ok(command.sequence), lambda: self._release(stream)
 
-    def unsubscribe(self, stream_id: int, sequence: int) -> bytes:
-        """Close the stream (nothing of it is pushed from now on); the answer."""
-        stream = self.registry.close(stream_id)
+    def unsubscribe(self, stream: Stream, sequence: int) -> bytes:
+        """Close ``stream`` (nothing of it is pushed from now on); the answer."""
+        self._still_open(stream)
+        self.registry.close(stream.id)
         self._forget(stream)
         return encode_ok(sequence)
 

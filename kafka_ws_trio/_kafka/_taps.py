@@ -61,6 +61,10 @@ class _Tap:
     stuck_at: int | None = None
     #: The failure it was last told about, so that an outage is reported once, not every retry.
     told: ErrorCode | None = None
+    #: The seek epoch at which a read was made at its position because that was past the log end
+    #: as last seen: once per placing, so that a tap there is moved into the log (or finds the log grew)
+    #: even while the reads for the others start lower.
+    checked_past_end: int | None = None
     detached: bool = False
 
     def position(self, partition: int) -> int | None:
@@ -222,7 +226,9 @@ class StreamTaps:
             # The read runs beside the pump, which meanwhile keeps serving from memory the streams
             # that credit wakes (a poll at the log end may wait fetch_max_wait); its end wakes the pump.
             positions = {tap.position(partition) or 0 for tap in uncovered}
-            start = min(positions)
+            start = self._past_end(uncovered)
+            if start is None:
+                start = min(positions)
             alone = not by_position and len(positions) == 1
             self._reading = self._reader.in_background(partial(self._read_for, start, alone=alone))
             if not self._reading:
@@ -231,6 +237,24 @@ class StreamTaps:
             # The read under way was asked for by an earlier round: look at every tap again after it.
             self._changed = True
         await self._woken.wait()
+
+    def _past_end(self, uncovered: list[_Tap]) -> int | None:
+        """The position of a tap past the log end as last seen, not read at since it was placed there.
+
+        Reads start at the lowest position the window does not cover, so a tap placed
+        past the log end (a subscribe or seek to an offset the log does not hold yet) is
+        never the one read for while another tails the partition: without this read it
+        would wait forever, instead of being moved into the log with its error event.
+        """
+        partition, end = self._partition, self._reader.highwater
+        if end is None:
+            return None  # no poll yet: the first read finds out where the log ends
+        for tap in uncovered:
+            position, epoch = tap.position(partition), tap.stream.epoch(partition)
+            if position is not None and position > end and tap.checked_past_end != epoch:
+                tap.checked_past_end = epoch
+                return position
+        return None
 
     async def _poll_again(self, offset: int) -> None:
         """Poll the log end again for the streams that already wait there, without looking at each.

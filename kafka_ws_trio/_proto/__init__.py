@@ -109,6 +109,7 @@ from ._streams import PushBatch as PushBatch
 from ._streams import Stream as Stream
 from ._streams import StreamLimits as StreamLimits
 from ._streams import Streams as Streams
+from ._streams import unknown_stream as unknown_stream
 from ._window import READ_AHEAD_GUARD as READ_AHEAD_GUARD
 from ._window import Window as Window
 from ._window import WindowLimits as WindowLimits

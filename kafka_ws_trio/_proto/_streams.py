@@ -596,6 +596,10 @@ class Streams:
             raise unknown_stream(stream_id)
         return stream
 
+    def find(self, stream_id: int) -> Stream | None:
+        """The open stream ``stream_id``, or None."""
+        return self._open.get(stream_id)
+
     def open(self, command: Subscribe) -> Stream:
         """Open the stream ``command`` asks for, with its partitions (if it names them) and its first grant.
 

@@ -954,13 +954,6 @@ async def test_a_subscribe_at_an_offset_outside_the_log_goes_on_from_its_nearest
         assert got == [(n, value_at(partition, n)) for n in range(first, 5)], f"stream {stream_id}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: _kafka/_taps.py StreamTaps._serve reads for the streams the window does not cover from the "
-    "lowest of their positions only, and _read_for hands an OFFSET_OUT_OF_RANGE only to the streams at that start "
-    "(_at(start)); a stream past the log end is never the lowest while another stream tails the partition, so it "
-    "is never read for nor moved: no error event, no records, ever",
-)
 @pytest.mark.timeout(90)
 async def test_a_stream_past_the_log_end_is_moved_into_the_log_beside_a_stream_tailing_the_partition(
     kafka_broker: KafkaBroker,
@@ -983,13 +976,6 @@ async def test_a_stream_past_the_log_end_is_moved_into_the_log_beside_a_stream_t
         assert got == [(n, value_at(0, n)) for n in range(3, 5)], f"stream {stream_id}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: Session._take_stream registers a subscribe's id at once, in the reader, but a queued seek or "
-    "unsubscribe looks its stream up only when a worker runs it (SessionStreams.seek / unsubscribe, via "
-    "Session._respond_stream): one sent before a subscribe of the same id acts on the stream that subscribe opens "
-    "(ok_resp instead of UNKNOWN_STREAM), and the subscribe is then answered UNKNOWN_STREAM",
-)
 @pytest.mark.timeout(60)
 async def test_a_seek_or_unsubscribe_sent_before_a_subscribe_does_not_touch_its_stream(
     kafka_broker: KafkaBroker,
