@@ -37,6 +37,26 @@ WS_LIBRARIES: Final = ("trio-websocket", "websockets")
 
 _IDLE_TRIO_WORKER: Final = re.compile(r"Trio thread \d+")
 
+#: Which of the test runs that may run at once this one is: tox.ini gives each environment its
+#: own (``./scripts/test`` runs them in parallel); 0 for a run outside tox.
+TEST_SLOT: Final = int(os.environ.get("KAFKA_WS_TRIO_TEST_SLOT", "0"))
+#: Ports between one slot's block and the next slot's, for a test's own broker or demo.
+SLOT_PORT_STRIDE: Final = 10
+
+
+def own_port_base(base: int) -> int:
+    """The first port of a block a test reserves for its own broker, moved for this run's slot.
+
+    The blocks are 100 apart (25292, 25392, ...) and a broker takes 5 ports, so the
+    slots 0..9 of one block never meet another block.
+    """
+    return base + SLOT_PORT_STRIDE * TEST_SLOT
+
+
+def own_broker_name(name: str) -> str:
+    """The instance name of a test's own broker, told apart per slot (the brokers' home is shared)."""
+    return f"{name}-{TEST_SLOT}" if TEST_SLOT else name
+
 
 async def stop_process(process: trio.Process, grace: float, *, group: bool = False) -> None:
     """End a child this test started: SIGTERM, up to ``grace`` seconds to exit, then SIGKILL

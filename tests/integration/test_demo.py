@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from _support import own_port_base
 
 from kafka_ws_trio.testing import _broker
 
 #: A port block of its own (the test brokers use 25092-25592): the demo starts its own broker here.
-PORT_BASE: Final = 25692
+PORT_BASE: Final = own_port_base(25692)
 READY: Final = b"Press Ctrl-C to stop."
 
 

@@ -27,6 +27,8 @@ from _support import (
     listed,
     open_fds,
     open_frames,
+    own_broker_name,
+    own_port_base,
     parse,
     ping,
     request,
@@ -218,11 +220,11 @@ async def test_fetch_returns_records_when_a_poll_brings_more_than_cache_records(
 # --------------------------------------------------------- broker restart
 
 
-RESTART_BROKER: Final = "restart-test"
+RESTART_BROKER: Final = own_broker_name("restart-test")
 #: Below the kernel's ephemeral range (32768-60999 on Linux), like the default brokers'
 #: 25092 and 25192: a port in that range may be any client socket's local port when the
 #: broker starts or restarts (seen: 39392..39396 taken by connections to the main broker).
-RESTART_PORT_BASE: Final = 25392
+RESTART_PORT_BASE: Final = own_port_base(25392)
 RESTART_REQUEST_TIMEOUT: Final = 2.0
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _support import own_broker_name, own_port_base
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -122,13 +123,14 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_kafka_up_then_down_leaves_no_process_and_no_data(repo_root: Path) -> None:
     """`scripts/kafka up` twice prints the same lines; `down` leaves nothing behind."""
     line = os.environ.get("KAFKA_WS_TRIO_BROKER", "4")
-    name = f"lifecycle-{line.replace('.', '')}"
+    name = own_broker_name(f"lifecycle-{line.replace('.', '')}")
+    base = own_port_base(25292)
     script = [str(repo_root / "scripts" / "kafka")]
     run_dir = _broker.home_dir() / "run" / name
     env = {**os.environ, "PYTHON": sys.executable}
     try:
         first = subprocess.run(
-            [*script, "up", "--version", line, "--name", name, "--port-base", "25292"],
+            [*script, "up", "--version", line, "--name", name, "--port-base", str(base)],
             capture_output=True,
             text=True,
             timeout=180,
@@ -148,13 +150,13 @@ def test_kafka_up_then_down_leaves_no_process_and_no_data(repo_root: Path) -> No
             "KAFKA_SASL_USERNAME",
             "KAFKA_SASL_PASSWORD",
         } <= keys
-        assert "export KAFKA_BOOTSTRAP=127.0.0.1:25292" in exports
+        assert f"export KAFKA_BOOTSTRAP=127.0.0.1:{base}" in exports
         assert f"export KAFKA_VERSION={_broker.VERSIONS[line]}" in exports
         assert run_dir.is_dir()
         assert _processes_mentioning(str(run_dir))
 
         again = subprocess.run(
-            [*script, "up", "--version", line, "--name", name, "--port-base", "25292"],
+            [*script, "up", "--version", line, "--name", name, "--port-base", str(base)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -166,10 +168,10 @@ def test_kafka_up_then_down_leaves_no_process_and_no_data(repo_root: Path) -> No
 
         status = subprocess.run([*script, "status"], capture_output=True, text=True, timeout=60, env=env)
         assert name in status.stdout
-        assert "127.0.0.1:25292" in status.stdout
+        assert f"127.0.0.1:{base}" in status.stdout
     finally:
         down = subprocess.run([*script, "down", "--name", name], capture_output=True, text=True, timeout=120, env=env)
     assert down.returncode == 0, down.stderr
     assert _processes_mentioning(str(run_dir)) == []
     assert not run_dir.exists()
-    assert _broker._port_free(25292)
+    assert _broker._port_free(base)

@@ -22,6 +22,7 @@ import attrs
 import pytest
 import trio
 from _reliability import WAIT, OwnBroker, mode, produce_acknowledged, settled
+from _support import own_broker_name, own_port_base
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._proto import ErrorCode
@@ -31,7 +32,7 @@ from kafka_ws_trio.testing import KafkaBroker, _broker, create_topic
 
 pytestmark = pytest.mark.reliability
 
-BROKER: Final = OwnBroker("reliability-kill", port_base=25592)
+BROKER: Final = OwnBroker(own_broker_name("reliability-kill"), port_base=own_port_base(25592))
 #: The route's Kafka deadline: short, so that the outage shows quickly.
 REQUEST_TIMEOUT: Final = 2.0
 #: What a command may take at most during the outage: the proxy's own deadline

@@ -24,6 +24,7 @@ from typing import Final
 import pytest
 import trio
 from _reliability import WAIT, OwnBroker, mode, produce_acknowledged, settled, stream_clients
+from _support import own_broker_name, own_port_base
 from integration._streams import QUIET, StreamClient
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
@@ -42,7 +43,7 @@ from kafka_ws_trio.testing import KafkaBroker, create_topic
 
 pytestmark = pytest.mark.reliability
 
-BROKER: Final = OwnBroker("reliability-stream-kill", port_base=25992)
+BROKER: Final = OwnBroker(own_broker_name("reliability-stream-kill"), port_base=own_port_base(25992))
 PARTITIONS: Final = 2
 #: The route's Kafka deadline: short, so that the outage shows quickly.
 REQUEST_TIMEOUT: Final = 2.0
