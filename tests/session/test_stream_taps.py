@@ -359,6 +359,30 @@ async def test_a_detached_tap_gets_nothing_more_and_the_pump_ends_with_the_last_
     assert staying.offsets == list(range(8))
 
 
+async def test_a_stream_past_the_log_end_is_moved_into_it_beside_a_stream_tailing_the_partition(
+    make_rig: MakeRig,
+) -> None:
+    fake = FakeConsumer(3)
+    rig = make_rig(fake)
+    tail = rig.open(0)
+    assert await settled(lambda: tail.caught_up == 1), "the tailing stream caught up"
+    far = rig.open(1_000)  # reads start at the lowest position, the tail's: the pump must still look at it
+    assert await settled(lambda: bool(far.errors)), "an error event for the stream past the log end"
+    assert [(e.code, e.message) for e in far.errors] == [
+        (
+            ErrorCode.OFFSET_OUT_OF_RANGE,
+            "OFFSET_OUT_OF_RANGE: offset 1000 is outside the log, which holds offsets 0 to 2; going on from 3",
+        )
+    ]
+    assert far.stream.position(PARTITION) == 3
+
+    fake.append(2)
+    assert await settled(lambda: tail.offsets[-1:] == [4] and far.offsets[-1:] == [4]), "records 3 and 4 on both"
+    assert tail.offsets == list(range(5))
+    assert far.offsets == [3, 4]
+    assert len(far.errors) == 1  # moved once, not again on every round
+
+
 async def test_a_record_too_large_for_the_frame_stops_the_stream_once_until_a_seek(make_rig: MakeRig) -> None:
     fake = FakeConsumer(3)
     fake.append_record(b"x" * 2_000)  # offset 3: larger than the stream's frame
