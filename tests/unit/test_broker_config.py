@@ -43,6 +43,7 @@ def test_server_properties_make_a_single_kraft_node(tmp_path: Path) -> None:
     props = dict(line.split("=", 1) for line in text.splitlines())
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:40004"
+    assert props["log.retention.ms"] == "-1"  # records with old timestamps stay
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert "CONTROLLER" not in props["advertised.listeners"]

@@ -82,6 +82,9 @@ def server_properties(
         # Tests must create their topics; a read must never create one.
         "auto.create.topics.enable=false",
         "delete.topic.enable=true",
+        # No retention by time: tests write records stamped years ago (fixed timestamps), and a
+        # retention check (every 5 min) deleted them, active segment and all, while a test ran.
+        "log.retention.ms=-1",
         "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         *_jaas_lines("SASL_PLAINTEXT", sasl_password),
         *_jaas_lines("SASL_SSL", sasl_password),
