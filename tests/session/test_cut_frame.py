@@ -36,6 +36,8 @@ MAX_MESSAGE_SIZE: Final = 2 * RECORD_SIZE * RECORDS
 SEND_TIMEOUT: Final = 0.5
 #: The client's receive buffer: tiny, so the proxy's send blocks early.
 CLIENT_RECEIVE_BUFFER: Final = 4096
+#: The client's receive buffer once it reads again.
+FAST_RECEIVE_BUFFER: Final = 4 << 20
 OPCODE_BINARY: Final = 0x2
 OPCODE_CLOSE: Final = 0x8
 #: The close frame the session sends a client too slow to read (1008, "client too slow").
@@ -89,7 +91,7 @@ async def receive_until_end(sock: trio.socket.SocketType) -> tuple[bytes, str]:
     with trio.fail_after(WAIT):
         while True:
             try:
-                chunk = await sock.recv(1 << 16)
+                chunk = await sock.recv(1 << 20)
             except ConnectionResetError:
                 return bytes(data), "reset"
             if not chunk:
@@ -121,6 +123,9 @@ async def test_a_frame_cut_by_send_timeout_is_finished_before_the_1008_close_fra
             assert await settled(
                 lambda: any("did not read" in r.getMessage() for r in caplog.records), SEND_TIMEOUT + WAIT
             ), "the proxy never gave up on the unread response"
+            # The session gives its close (the frame's rest, then the close frame) 2 s: read the rest fast,
+            # through a large buffer (a loaded machine once took longer through the tiny one, and got a reset).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FAST_RECEIVE_BUFFER)
             data, end = await receive_until_end(sock)
     # Read as frames: the whole response, then the close frame (written inside the cut frame, it
     # would land in its payload and the frames would not add up).
