@@ -158,7 +158,7 @@ class SessionStreams:
                 await self._attach(stream, partition)
         except BaseException:
             self._forget(stream)
-            if stream.id in self.registry and self.registry.get(stream.id) is stream:
+            if self.registry.find(stream.id) is stream:
                 self.registry.close(stream.id)
             raise
         self._unwatch[stream.id] = self._backend.watch(topic, partial(self._partitions_seen, stream))
@@ -338,7 +338,7 @@ class SessionStreams:
 
     def end(self, stream: Stream, failure: CommandFailed) -> None:
         """The stream cannot go on (its topic is gone): push ``ended`` and close it; its id is free again."""
-        if not stream.open or self.registry.get(stream.id) is not stream:
+        if not stream.open or self.registry.find(stream.id) is not stream:
             return
         self._pusher.push(None, encode_stream_event_ended(stream.id, failure.code, failure.reason))
         self.registry.close(stream.id)
