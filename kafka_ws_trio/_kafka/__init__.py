@@ -3,8 +3,9 @@
 One module per concern: ``_settings`` (kafka-python settings, TLS),
 ``_diagnosis`` (naming why Kafka cannot be used), ``_outages`` (logging
 outages once per cause), ``_context`` (what the parts share), ``_client``
-(one thread at a time, deadlines, the kill switch), ``_metadata`` (the topic
-map), ``_reader`` (one partition: window, shared polls, read-ahead),
+(one thread at a time, deadlines, the kill switch), ``_batches`` and
+``_fast_records`` (record batches decoded straight into fetch entries, inside
+kafka-python's fetcher), ``_metadata`` (the topic map), ``_reader`` (one partition: window, shared polls, read-ahead),
 ``_hub`` (fanning one read out to the sessions parked at the log end) and
 ``_upstream`` (the route's registry and its bounds). It depends on
 ``_ports`` and ``_proto``, never on the session.

@@ -21,6 +21,7 @@ import outcome
 import trio
 
 from .._proto import CommandFailed, ErrorCode, Isolation
+from . import _fast_records as fast_records
 from ._context import KafkaContext
 from ._diagnosis import diagnose, kafka_failure
 from ._settings import consumer_config
@@ -148,13 +149,15 @@ class Connector:
             return client
 
         try:
-            return KafkaConsumer(**consumer_config(route, isolation), kafka_client=client_factory)  # type: ignore[no-any-return]
+            consumer = KafkaConsumer(**consumer_config(route, isolation), kafka_client=client_factory)
         except KafkaError as exc:
             # A failed constructor leaves its I/O thread running: stop it.
             for client in made:
                 with contextlib.suppress(Exception):
                     client.close()
             raise (diagnose(route) or kafka_failure(exc, "connect")) from exc
+        fast_records.install(consumer)
+        return consumer  # type: ignore[no-any-return]
 
     async def open(self, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> ThreadedConsumer:
         """A new connected consumer; raises :class:`CommandFailed` within the route's deadline."""

@@ -56,9 +56,27 @@ READ_AHEAD_RECORDS: Final = 10_000
 READ_AHEAD_POLLS: Final = 4
 
 
-def _encode(message: Any) -> bytes:
-    """A kafka-python ConsumerRecord as the bytes it takes in a fetch response (done once per record)."""
-    return encode_message_entry(message.offset, message.timestamp, message.key, message.value, message.headers)
+def _offset(message: Any) -> int:
+    """A polled record's offset: a decoded tuple's first item, or a ConsumerRecord's attribute."""
+    return message[0] if type(message) is tuple else message.offset  # type: ignore[no-any-return]
+
+
+def _entries_of(messages: list[Any]) -> Entries:
+    """A poll's records as Entries.
+
+    Consumers with the fast decoder (:mod:`._fast_records`) hand out ``(offset, entry,
+    key, headers)`` tuples, already encoded; kafka-python's own ConsumerRecords (a
+    release the hook does not fit, or a stand-in consumer) are encoded here, once each.
+    """
+    if type(messages[0]) is tuple:
+        offsets, entries, keys, headers = (list(column) for column in zip(*messages, strict=True))
+        return Entries.of(offsets, entries, keys, headers)
+    return Entries.of(
+        [m.offset for m in messages],
+        [encode_message_entry(m.offset, m.timestamp, m.key, m.value, m.headers) for m in messages],
+        [m.key for m in messages],
+        [m.headers for m in messages],
+    )
 
 
 @attrs.define
@@ -356,19 +374,14 @@ class PartitionReader:
                     # one round trip away; take it too, so tailing sessions get it now, not a poll later.
                     since = consumer.poll(timeout_ms=FRESH_POLL_MS, max_records=MAX_POLL_RECORDS - len(messages))
                     more = since.get(self.tp)
-                    if more and more[0].offset > messages[-1].offset:
+                    if more and _offset(more[0]) > _offset(messages[-1]):
                         messages = messages + more
             except Exception as exc:
                 raise named_failure(self._route, exc, "fetch") from exc
             finally:
                 self._polled_at = time.monotonic()
             if messages:
-                entries = Entries.of(
-                    [message.offset for message in messages],
-                    [_encode(m) for m in messages],
-                    [message.key for message in messages],
-                    [message.headers for message in messages],
-                )
+                entries = _entries_of(messages)
                 self._note_highwater_sync(entries.offsets[-1] + 1)
                 return entries, entries.offsets[-1] + 1
             # The consumer moved past records it does not hand out: a transaction's marker,
