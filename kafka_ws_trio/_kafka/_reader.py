@@ -312,10 +312,13 @@ class PartitionReader:
                 )
                 start = position if ahead and position is not None else offset
                 seek = position != start
+                # Tailing sessions parked here want the newest records, not the read-ahead's; but only
+                # a read at the log end (as last seen) tails. Behind it, kafka-python's read-ahead holds
+                # the very records asked for, and waiting for the fetch after it would stall the read.
+                fresh = self.wants_fresh() and (self._highwater is None or start >= self._highwater)
                 try:
-                    # Tailing sessions parked here want the newest records, not the read-ahead's.
                     read: tuple[Entries, int] = await self.client.call(
-                        functools.partial(self._poll_sync, start, seek, self.wants_fresh()), self._context.call_budget
+                        functools.partial(self._poll_sync, start, seek, fresh), self._context.call_budget
                     )
                     entries, position = read
                 except CommandFailed as exc:

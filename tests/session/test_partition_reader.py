@@ -251,3 +251,28 @@ async def test_a_cancelled_shared_poll_is_not_taken_for_the_log_end(background: 
     assert len(answers) == 1
     assert offsets_in(answers[0]) == list(range(10))
     assert fake.polls == 1  # the sharer's own poll
+
+
+async def test_only_a_read_at_the_log_end_waits_for_fresh_records_behind_it_one_poll_is_enough(
+    background: Background,
+) -> None:
+    """Behind the log end kafka-python's read-ahead holds the records asked for: a second,
+    "fresh" poll would wait for the fetch after them and stall every read of history."""
+    fake = FakeConsumer(5_000, per_poll=1_000)
+    ctx = context(background)
+    partition = reader(ctx, fake)
+    partition.wants_fresh = lambda: True  # streams or tailing sessions on the partition
+
+    entries, end = await partition.read_span(0)  # the log end is not known yet: fresh records taken too
+    assert (fake.polls, end) == (2, 2_000)
+    entries, end = await partition.read_span(2_000)  # behind the log end (5,000): one poll
+    assert (fake.polls, end, entries.offsets[0]) == (3, 3_000, 2_000)
+
+    tail = FakeConsumer(10)
+    tailing = reader(ctx, tail)
+    tailing.wants_fresh = lambda: True
+    await tailing.read_span(0)
+    polls = tail.polls
+    tail.append(5)
+    entries, end = await tailing.read_span(10)  # at the log end as last seen: a tailing read, fresh
+    assert (tail.polls, end, entries.offsets) == (polls + 2, 15, list(range(10, 15)))
