@@ -9,7 +9,9 @@ The shape (see the design card in the README):
   backpressure, not an error.
 * a dispatcher takes commands off the queue in order and starts a **worker**
   task for each, at most ``workers`` at once, against the route's
-  :class:`~kafka_ws_trio._ports.Backend`. Commands run concurrently, but the
+  :class:`~kafka_ws_trio._ports.Backend`. The queue is a plain list and the
+  dispatcher a task that runs only while the queue holds commands: an idle
+  session holds no task but its reader (and trio-websocket's), and no channel. Commands run concurrently, but the
   responses for one topic-partition are sent in request order (the
   connection's ordering lanes). A fetch whose records the backend already
   holds in memory, for a partition with nothing in flight, is answered by the
@@ -144,7 +146,15 @@ class Session:
         self._send_lock = trio.Lock()
         self._scope = trio.CancelScope()
         self._too_slow = False
-        self._workers = trio.Semaphore(limits.workers)
+        #: Commands the reader took, waiting for a worker, in order: at most ``queue_size``.
+        self._jobs: list[_Job] = []
+        #: Whether the dispatcher task runs (it does only while ``_jobs`` holds commands, or it waits for a worker).
+        self._dispatching = False
+        #: Set when the dispatcher takes a command off a full queue; made only while the reader waits for room.
+        self._room: trio.Event | None = None
+        #: Worker tasks running, at most ``workers``; and, only while the dispatcher waits for one to end, its event.
+        self._busy = 0
+        self._worker_free: trio.Event | None = None
         self._cache = backend if isinstance(backend, CachingBackend) else None
         self._parking = backend if isinstance(backend, ParkingBackend) else None
         #: Fetches the backend holds for us, by partition: at most one each, as the first in its lane.
@@ -176,12 +186,10 @@ class Session:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     try:
-                        send_jobs, receive_jobs = trio.open_memory_channel[_Job](self._limits.queue_size)
-                        async with send_jobs, receive_jobs:
-                            nursery.start_soon(self._dispatch, receive_jobs.clone(), nursery)
-                            await self._reader(send_jobs)
-                            nursery.cancel_scope.cancel()
+                        await self._reader()
+                        nursery.cancel_scope.cancel()
                     finally:
+                        self._jobs.clear()
                         self._unpark_all()
                         if self._streams is not None:
                             self._streams.close_all()
@@ -201,7 +209,7 @@ class Session:
 
     # ----------------------------------------------------------------- reader
 
-    async def _reader(self, jobs: trio.MemorySendChannel[_Job]) -> None:
+    async def _reader(self) -> None:
         while True:
             try:
                 frame = await self._ws.get_message()
@@ -219,11 +227,11 @@ class Session:
                 await self._send(action.frame)
                 continue
             if isinstance(action, StreamAction):
-                await self._take_stream(action, jobs)
+                await self._take_stream(action)
             else:
-                await self._take(action, jobs)
+                await self._take(action)
 
-    async def _take(self, command: Command, jobs: trio.MemorySendChannel[_Job]) -> None:
+    async def _take(self, command: Command) -> None:
         """Answer a Kafka command from memory, park it, or queue it for a worker."""
         request = command.request
         at_front = self._lanes.idle(command.keys)
@@ -235,10 +243,9 @@ class Session:
         ticket = self._lanes.take(command.keys)
         if isinstance(request, Fetch) and at_front and self._try_park(request, ticket):
             return
-        self._counters.queued += 1
-        await jobs.send(_Job(request, ticket))
+        await self._queue(_Job(request, ticket))
 
-    async def _take_stream(self, action: StreamAction, jobs: trio.MemorySendChannel[_Job]) -> None:
+    async def _take_stream(self, action: StreamAction) -> None:
         """Credit at once; a subscribe registered at once (its bounds and id checked) and then queued like the rest.
 
         A stream's commands share the stream's lane, so they run, and are answered, in the order they came.
@@ -260,8 +267,7 @@ class Session:
             await self._send(self._stream_error(request.sequence, exc))
             return
         ticket = self._lanes.take(action.keys)
-        self._counters.queued += 1
-        await jobs.send(_Job(request, ticket, stream))
+        await self._queue(_Job(request, ticket, stream))
 
     def _stream_error(self, sequence: int, failure: CommandFailed) -> bytes:
         """A stream command's error response: the failure's reason is the whole message."""
@@ -386,17 +392,51 @@ class Session:
 
     # ---------------------------------------------------------------- workers
 
-    async def _dispatch(self, jobs: trio.MemoryReceiveChannel[_Job], nursery: trio.Nursery) -> None:
-        """Start a worker task per command, at most ``workers`` at once, in queue order.
+    async def _queue(self, job: _Job) -> None:
+        """Put a command on the queue for a worker, waiting while it is full (backpressure on the reader).
 
-        Workers exist only while they have work: an idle session holds its
-        reader and this task, nothing more.
+        A checkpoint, as a channel's send is: cancelled before the command is queued, or after.
         """
-        async with jobs:
-            async for job in jobs:
-                await self._workers.acquire()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self._jobs) >= self._limits.queue_size:
+            room = self._room = self._room or trio.Event()
+            await room.wait()
+        self._jobs.append(job)
+        self._counters.queued += 1
+        if not self._dispatching:
+            self._dispatching = True
+            self._spawn(self._dispatch)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _dispatch(self) -> None:
+        """Start a worker task per command, at most ``workers`` at once, in queue order; end when none is left.
+
+        Workers exist only while they have work, and so does this task: an idle
+        session holds its reader, nothing more.
+        """
+        try:
+            while self._jobs:
+                job = self._jobs.pop(0)
+                if self._room is not None:
+                    self._room.set()
+                    self._room = None
+                await self._worker_slot()
                 self._counters.queued -= 1
-                nursery.start_soon(self._work, job)
+                self._spawn(self._work, job)
+        finally:
+            self._dispatching = False
+
+    async def _worker_slot(self) -> None:
+        """Take one of the ``workers`` slots, waiting for a worker to end when all are taken (a semaphore's acquire)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._busy < self._limits.workers:
+            self._busy += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        while self._busy >= self._limits.workers:
+            free = self._worker_free = self._worker_free or trio.Event()
+            await free.wait()
+        self._busy += 1
 
     async def _work(self, job: _Job) -> None:
         self._counters.in_flight += 1
@@ -421,7 +461,10 @@ class Session:
                 self._done(job.ticket)
         finally:
             self._counters.in_flight -= 1
-            self._workers.release()
+            self._busy -= 1
+            if self._worker_free is not None:
+                self._worker_free.set()
+                self._worker_free = None
 
     async def _wait_turn(self, ticket: Ticket) -> None:
         if not self._lanes.ready(ticket):
