@@ -161,8 +161,9 @@ class Session:
         self._parked: dict[Key, Withdraw] = {}
         self._writer = writer
         self._nursery: trio.Nursery | None = None
-        #: Stream pushes waiting for the socket (at most one batch: streams wait while any does), and events.
-        self._outbox: deque[tuple[Stream | None, PushBatch | bytes]] = deque()
+        #: Stream pushes waiting for the socket (at most one batch: streams wait while any does), and events;
+        #: None while none waits (an empty deque is 760 bytes, held by every idle session otherwise).
+        self._outbox: deque[tuple[Stream | None, PushBatch | bytes]] | None = None
         self._draining = False
         self._flushing = False
 
@@ -193,7 +194,7 @@ class Session:
                         self._unpark_all()
                         if self._streams is not None:
                             self._streams.close_all()
-                        self._outbox.clear()
+                        self._outbox = None
                         self._nursery = None
         except Exception:  # also an ExceptionGroup of Exceptions; never Cancelled
             log.exception("%r: internal error; closing the session", self)
@@ -536,6 +537,8 @@ class Session:
                 self._spawn(self._flush_pushes)
                 return
             item = frame[0] + frame[1]  # confirmed: queue the frame itself
+        if self._outbox is None:
+            self._outbox = deque()
         self._outbox.append((stream, item))
         if not self._draining:
             self._draining = True
@@ -560,6 +563,8 @@ class Session:
         if not self._outbox:
             return
         stream, item = self._outbox.popleft()
+        if not self._outbox:
+            self._outbox = None
         frame = self._confirmed(stream, item)
         if frame is not None:
             await self._write(frame)
