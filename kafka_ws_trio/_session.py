@@ -398,12 +398,12 @@ class Session:
 
         A checkpoint, as a channel's send is: cancelled before the command is queued, or after.
         """
+        self._counters.queued += 1  # from the moment the reader holds it, as while a channel's send waited
         await trio.lowlevel.checkpoint_if_cancelled()
         while len(self._jobs) >= self._limits.queue_size:
             room = self._room = self._room or trio.Event()
             await room.wait()
         self._jobs.append(job)
-        self._counters.queued += 1
         if not self._dispatching:
             self._dispatching = True
             self._spawn(self._dispatch)

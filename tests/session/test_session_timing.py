@@ -154,3 +154,49 @@ def test_partition_order_table_forgets_finished_lanes() -> None:
         assert lanes.ready(ticket)
         lanes.done(ticket)
     assert len(lanes) == 0
+
+
+class GatedBackend(SlowBackend):
+    """Fetches wait until ``gate`` is set; ``running`` counts those under way, ``most`` the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.gate = trio.Event()
+        self.running = self.most = 0
+
+    async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Sequence[Record]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.gate.wait()
+        finally:
+            self.running -= 1
+        return [Record(offset=offset, timestamp=0, key=None, value=b"v")]
+
+
+async def test_workers_and_queue_size_bound_what_a_session_takes_in(autojump_clock: trio.testing.MockClock) -> None:
+    # With every worker busy, the reader takes queue_size more commands, one more that waits for a
+    # worker, and one it holds while it waits for room; then it stops reading. Once the backend
+    # answers, all are answered, each partition's in order.
+    ws = FakeWebSocket()
+    backend = GatedBackend()
+    session = Session(ws, backend, SessionLimits(max_message_size=4096, queue_size=3, workers=2))  # type: ignore[arg-type]
+    frames = [_fetch(sequence, sequence % 3, sequence) for sequence in range(1, 21)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        for frame in frames:
+            await ws.incoming_send.send(frame)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (backend.running, session.counters.commands) == (2, 2 + 1 + 3 + 1)
+        assert (session.counters.in_flight, session.counters.queued) == (2, 1 + 3 + 1)
+        backend.gate.set()
+        with trio.fail_after(10):
+            while len(ws.sent) < len(frames):
+                await ws.sent_event.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert (session.counters.in_flight, session.counters.queued, backend.most) == (0, 0, 2)
+        await ws.incoming_send.aclose()
+    assert sorted(r.sequence for r in ws.sent) == list(range(1, 21))
+    for partition in range(3):
+        answered = [r.sequence for r in ws.sent if r.sequence % 3 == partition]
+        assert answered == sorted(answered)
