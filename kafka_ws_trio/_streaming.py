@@ -71,12 +71,24 @@ class Pusher(Protocol):
 
 @attrs.define(eq=False)
 class _Outlet:
-    """A stream as the partition readers see it (a ``StreamOutlet``)."""
+    """A stream as the partition readers see it (a ``StreamOutlet``), and what its session keeps of it.
+
+    One object a stream (slotted): what the session knows of a stream lives here,
+    not in dicts by stream id, each of which would cost every session its own.
+    """
 
     pusher: Pusher
     stream: Stream
     #: Commands under way that must finish before the stream pushes again (subscribe, seek).
     holds: int = 0
+    #: The partitions fed to it, with how to wake each one's pump and how to detach from it.
+    feeds: dict[int, tuple[Wake, Detach]] = attrs.Factory(dict)
+    #: How it stops watching its topic's partitions; None until it is opened.
+    unwatch: Callable[[], None] | None = None
+    #: Looks in a row that did not find its topic.
+    topic_missing: int = 0
+    #: Partitions already reported as past the stream's bound; None until one is.
+    reported_left_out: set[int] | None = None
 
     def ready(self) -> bool:
         return self.holds == 0 and self.stream.open and self.pusher.push_ready()
@@ -107,17 +119,12 @@ class SessionStreams:
     ) -> None:
         self._backend = backend
         self._spawn = spawn
-        #: Streams over every partition: how each stops watching its topic's partitions.
-        self._unwatch: dict[int, Callable[[], None]] = {}
-        #: Streams adding partitions right now, and partitions already reported as past the bound.
-        self._adding: set[int] = set()
-        self._reported_left_out: dict[int, set[int]] = {}
-        #: Streams whose topic the last looks did not find, and how many looks in a row.
-        self._topic_missing: dict[int, int] = {}
+        #: Streams adding partitions right now (by id); None while none is (an empty set is 216 bytes).
+        self._adding: set[int] | None = None
         self.registry = Streams(max_message_size, limits, backend.filters)
         self._pusher = pusher
+        #: The open streams' outlets (their partitions, watch, holds), by stream id.
         self._outlets: dict[int, _Outlet] = {}
-        self._feeds: dict[int, dict[int, tuple[Wake, Detach]]] = {}
         #: Kafka lookups one subscribe makes at once (its partitions' start offsets).
         self._lookups = max(1, workers)
 
@@ -130,7 +137,6 @@ class SessionStreams:
         """Register the stream (bounds, id, credit); raises :class:`CommandFailed`. Kafka is asked by :meth:`start`."""
         stream = self.registry.open(command)
         self._outlets[stream.id] = _Outlet(self._pusher, stream, holds=1)
-        self._feeds[stream.id] = {}
         return stream
 
     async def start(self, stream: Stream) -> tuple[bytes, After | None]:
@@ -161,7 +167,12 @@ class SessionStreams:
             if self.registry.find(stream.id) is stream:
                 self.registry.close(stream.id)
             raise
-        self._unwatch[stream.id] = self._backend.watch(topic, partial(self._partitions_seen, stream))
+        unwatch = self._backend.watch(topic, partial(self._partitions_seen, stream))
+        outlet = self._outlets.get(stream.id)
+        if outlet is None:  # pragma: no cover - nothing closes a stream between its last attach and here
+            unwatch()
+        else:
+            outlet.unwatch = unwatch
         positions = [(p, stream.position(p) or 0) for p in stream.partitions]
         return encode_subscribe_answer(stream.id, positions), lambda: self._release(stream)
 
@@ -216,25 +227,30 @@ class SessionStreams:
             handles = await self._backend.attach(stream, partition, outlet)
         except CommandFailed as exc:
             raise subscribe_failure(stream.topic, exc, partition) from None
-        self._feeds[stream.id][partition] = handles
+        if self._outlets.get(stream.id) is not outlet:  # pragma: no cover - closed during the attach
+            handles[1]()
+            raise CommandFailed(ErrorCode.INTERNAL_ERROR, "the stream was closed while it opened")
+        outlet.feeds[partition] = handles
 
     # ------------------------------------------------- partitions added later
 
     def _partitions_seen(self, stream: Stream, partitions: frozenset[int]) -> None:
         """The topic's partitions, after a metadata refresh: start reading the ones not fed yet."""
-        fed = self._feeds.get(stream.id)
-        if fed is None or not stream.open:
+        outlet = self._outlets.get(stream.id)
+        if outlet is None or not stream.open:
             return
         if not partitions:
-            looks = self._topic_missing[stream.id] = self._topic_missing.get(stream.id, 0) + 1
-            if looks >= TOPIC_GONE_LOOKS:
+            outlet.topic_missing += 1
+            if outlet.topic_missing >= TOPIC_GONE_LOOKS:
                 self.end(stream, CommandFailed(ErrorCode.TOPIC_NOT_FOUND, "not found topic"))
             return
-        self._topic_missing.pop(stream.id, None)
-        if not stream.follows_topic or stream.id in self._adding:
+        outlet.topic_missing = 0
+        if not stream.follows_topic or (self._adding is not None and stream.id in self._adding):
             return
-        missing = [p for p in sorted(partitions) if p not in fed]
+        missing = [p for p in sorted(partitions) if p not in outlet.feeds]
         if missing:
+            if self._adding is None:
+                self._adding = set()
             self._adding.add(stream.id)
             self._spawn(self._add_partitions, stream, missing)
 
@@ -248,7 +264,7 @@ class SessionStreams:
         """
         outlet = self._outlets.get(stream.id)
         if outlet is None:
-            self._adding.discard(stream.id)
+            self._done_adding(stream.id)
             return
         _, left_out = stream.gain_partitions(partitions)
         reading = set(stream.partitions)
@@ -270,18 +286,28 @@ class SessionStreams:
                 if not stream.open:
                     handles[1]()
                     return
-                self._feeds[stream.id][partition] = handles
+                outlet.feeds[partition] = handles
                 placed.append((partition, offset))
             if placed:
                 assigned = [p for p, _ in placed]
                 self._pusher.push(stream, encode_stream_event_partitions(stream.id, assigned, [], placed))
-            reported = self._reported_left_out.setdefault(stream.id, set())
-            if left_out is not None and not set(partitions) - reading <= reported:
-                reported |= set(partitions) - reading
-                self._pusher.push(stream, encode_stream_event_error(stream.id, left_out.code, left_out.reason, None))
+            if left_out is not None:
+                reported = outlet.reported_left_out
+                if reported is None:
+                    reported = outlet.reported_left_out = set()
+                if not set(partitions) - reading <= reported:
+                    reported |= set(partitions) - reading
+                    frame = encode_stream_event_error(stream.id, left_out.code, left_out.reason, None)
+                    self._pusher.push(stream, frame)
         finally:
-            self._adding.discard(stream.id)
+            self._done_adding(stream.id)
             self._release(stream)
+
+    def _done_adding(self, stream_id: int) -> None:
+        if self._adding is not None:
+            self._adding.discard(stream_id)
+            if not self._adding:
+                self._adding = None
 
     def _release(self, stream: Stream) -> None:
         outlet = self._outlets.get(stream.id)
@@ -293,13 +319,16 @@ class SessionStreams:
 
     def wake(self, stream_id: int) -> None:
         """Have every partition of the stream look at it again (credit came, a hold ended)."""
-        for wake, _ in self._feeds.get(stream_id, {}).values():
-            wake()
+        outlet = self._outlets.get(stream_id)
+        if outlet is not None:
+            for wake, _ in outlet.feeds.values():
+                wake()
 
     def wake_all(self) -> None:
         """Every stream of the session may take pushes again (what waited to be sent has gone)."""
-        for stream_id in self._feeds:
-            self.wake(stream_id)
+        for outlet in self._outlets.values():
+            for wake, _ in outlet.feeds.values():
+                wake()
 
     # ------------------------------------------------------- seek, unsubscribe
 
@@ -345,13 +374,12 @@ class SessionStreams:
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
-        self._outlets.pop(stream.id, None)
-        self._reported_left_out.pop(stream.id, None)
-        self._topic_missing.pop(stream.id, None)
-        unwatch = self._unwatch.pop(stream.id, None)
-        if unwatch is not None:
-            unwatch()
-        for _, detach in self._feeds.pop(stream.id, {}).values():
+        outlet = self._outlets.pop(stream.id, None)
+        if outlet is None:
+            return
+        if outlet.unwatch is not None:
+            outlet.unwatch()
+        for _, detach in outlet.feeds.values():
             detach()
 
     def close_all(self) -> None:
