@@ -44,6 +44,8 @@ LISTENING_EVENT: Final = "listening"
 class _Slot:
     """One admitted WebSocket connection, counted from admission until its session ends; released once."""
 
+    __slots__ = ("_server",)
+
     def __init__(self, server: ProxyServer) -> None:
         self._server: ProxyServer | None = server
         server._admitted += 1

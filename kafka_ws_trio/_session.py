@@ -117,6 +117,35 @@ class _Job:
 class Session:
     """Serves one accepted WebSocket until the peer leaves or the server stops."""
 
+    __slots__ = (
+        "_backend",
+        "_busy",
+        "_cache",
+        "_connection",
+        "_counters",
+        "_dispatching",
+        "_draining",
+        "_flushing",
+        "_jobs",
+        "_lanes",
+        "_limits",
+        "_nursery",
+        "_outbox",
+        "_parked",
+        "_parking",
+        "_room",
+        "_route",
+        "_scope",
+        "_send_lock",
+        "_streams",
+        "_too_slow",
+        "_turns",
+        "_worker_free",
+        "_writer",
+        "_ws",
+        "id",
+    )
+
     def __init__(
         self,
         ws: WebSocketConnection,

@@ -108,6 +108,8 @@ def subscribe_failure(topic: str, failure: CommandFailed, partition: int | None 
 class SessionStreams:
     """The push streams of one session."""
 
+    __slots__ = ("_adding", "_backend", "_lookups", "_outlets", "_pusher", "_spawn", "registry")
+
     def __init__(
         self,
         backend: StreamingBackend,

@@ -107,6 +107,18 @@ class ReplayStream(trio.abc.Stream):
     still pending, aborts the connection (see the module's docstring).
     """
 
+    __slots__ = (
+        "_aborted",
+        "_connection",
+        "_extensions",
+        "_handshake_seen",
+        "_lock",
+        "_pending",
+        "_prefix",
+        "_socket",
+        "_stream",
+    )
+
     def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
         self._stream = stream
         self._socket = stream.socket

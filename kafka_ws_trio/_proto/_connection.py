@@ -100,6 +100,8 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
+    __slots__ = ("errors", "lanes", "max_message_size", "streams")
+
     def __init__(self, max_message_size: int, *, streams: bool = False) -> None:
         self.max_message_size = max_message_size
         #: Whether the session serves streams; without, stream commands are "unknown command".

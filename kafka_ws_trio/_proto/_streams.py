@@ -380,6 +380,18 @@ class _Partition:
 class Stream:
     """One push stream of a connection: its id, partitions, positions, credit and filter."""
 
+    __slots__ = (
+        "_max_body",
+        "_max_partitions",
+        "_partitions",
+        "credit",
+        "id",
+        "matcher",
+        "open",
+        "sequence_field",
+        "subscribe",
+    )
+
     def __init__(self, command: Subscribe, max_partitions: int, max_body: int) -> None:
         #: The stream's id: the sequence of its subscribe, and of everything pushed for it.
         self.id = command.sequence
@@ -563,6 +575,8 @@ class Streams:
     Commands that fail raise :class:`CommandFailed` whose ``reason`` is the
     whole message of the error response, one line naming what was wrong.
     """
+
+    __slots__ = ("_max_body", "_open", "filters", "limits")
 
     def __init__(
         self,
