@@ -325,6 +325,12 @@ async def test_row5_key_and_header_filters_deliver_exactly_the_matches_and_rejec
             assert batch.records[-1].offset < batch.next_offset <= (following or [len(records)])[0], batch
 
 
+#: Opening 1,000 streams is most of this test: on a machine busy with the bench and three test
+#: environments the subscribes alone took more than TEST_LIMIT (a guard against hangs, not a timing).
+ROW6_LIMIT: Final = 150.0
+
+
+@pytest.mark.timeout(ROW6_LIMIT + 30)
 async def test_row6_1000_streams_on_one_partition_share_one_reader_whose_polls_do_not_grow_with_them(
     kafka_broker: KafkaBroker, topics: Callable[[int], str]
 ) -> None:
@@ -338,7 +344,7 @@ async def test_row6_1000_streams_on_one_partition_share_one_reader_whose_polls_d
     topic = topics(1)
     produce(kafka_broker, topic, [f"h{n}".encode() for n in range(history_records)])
     clients: list[StreamClient] = []
-    with trio.fail_after(TEST_LIMIT):
+    with trio.fail_after(ROW6_LIMIT):
         route = {"max_streams": per_connection, "fetch_max_wait": fetch_max_wait}
         async with running_proxy(config(kafka_broker, **route)) as server, trio.open_nursery() as nursery:
 
