@@ -212,19 +212,26 @@ class Session:
         this session at once; nothing it started keeps running.
         """
         try:
-            with self._scope:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    try:
-                        await self._reader()
-                        nursery.cancel_scope.cancel()
-                    finally:
-                        self._jobs.clear()
-                        self._unpark_all()
-                        if self._streams is not None:
-                            self._streams.close_all()
-                        self._outbox = None
-                        self._nursery = None
+            try:
+                with self._scope:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        try:
+                            await self._reader()
+                            nursery.cancel_scope.cancel()
+                        finally:
+                            self._jobs.clear()
+                            self._unpark_all()
+                            if self._streams is not None:
+                                self._streams.close_all()
+                            self._outbox = None
+                            self._nursery = None
+            finally:
+                # The streams hold this session (as their pusher and spawner), so while it holds
+                # them the two are a reference cycle, and every closed session, with its connection,
+                # socket and buffers, would wait for the cyclic collector, which tune_gc makes rare
+                # (churn: +19% RSS over 10,000 sessions). Let go once no task of ours can use them.
+                self._streams = None
         except Exception:  # also an ExceptionGroup of Exceptions; never Cancelled
             log.exception("%r: internal error; closing the session", self)
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
