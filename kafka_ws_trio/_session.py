@@ -90,8 +90,9 @@ class SessionLimits:
     """The bounds of one session; memory per session is computable from them."""
 
     max_message_size: int
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    workers: int = DEFAULT_WORKERS
+    #: At least 1 each: a queue of 0 would leave the reader waiting for room no dispatcher makes.
+    queue_size: int = attrs.field(default=DEFAULT_QUEUE_SIZE, validator=attrs.validators.ge(1))
+    workers: int = attrs.field(default=DEFAULT_WORKERS, validator=attrs.validators.ge(1))
     send_timeout: float = DEFAULT_SEND_TIMEOUT
 
 
@@ -221,6 +222,7 @@ class Session:
                             nursery.cancel_scope.cancel()
                         finally:
                             self._jobs.clear()
+                            self._counters.queued = 0  # what was queued is dropped with the session
                             self._unpark_all()
                             if self._streams is not None:
                                 self._streams.close_all()

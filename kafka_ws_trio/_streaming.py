@@ -89,6 +89,8 @@ class _Outlet:
     topic_missing: int = 0
     #: Partitions already reported as past the stream's bound; None until one is.
     reported_left_out: set[int] | None = None
+    #: Whether a task is adding partitions the topic gained to it.
+    adding: bool = False
 
     def ready(self) -> bool:
         return self.holds == 0 and self.stream.open and self.pusher.push_ready()
@@ -108,7 +110,7 @@ def subscribe_failure(topic: str, failure: CommandFailed, partition: int | None 
 class SessionStreams:
     """The push streams of one session."""
 
-    __slots__ = ("_adding", "_backend", "_lookups", "_outlets", "_pusher", "_spawn", "registry")
+    __slots__ = ("_backend", "_lookups", "_outlets", "_pusher", "_spawn", "registry")
 
     def __init__(
         self,
@@ -121,8 +123,6 @@ class SessionStreams:
     ) -> None:
         self._backend = backend
         self._spawn = spawn
-        #: Streams adding partitions right now (by id); None while none is (an empty set is 216 bytes).
-        self._adding: set[int] | None = None
         self.registry = Streams(max_message_size, limits, backend.filters)
         self._pusher = pusher
         #: The open streams' outlets (their partitions, watch, holds), by stream id.
@@ -170,7 +170,7 @@ class SessionStreams:
                 self.registry.close(stream.id)
             raise
         unwatch = self._backend.watch(topic, partial(self._partitions_seen, stream))
-        outlet = self._outlets.get(stream.id)
+        outlet = self._outlet_of(stream)
         if outlet is None:  # pragma: no cover - nothing closes a stream between its last attach and here
             unwatch()
         else:
@@ -222,23 +222,28 @@ class SessionStreams:
         return await offset_at(-2 if target == StartEdge.EARLIEST else -1)
 
     async def _attach(self, stream: Stream, partition: int) -> None:
-        outlet = self._outlets.get(stream.id)
+        outlet = self._outlet_of(stream)
         if outlet is None or not stream.open:
             raise CommandFailed(ErrorCode.INTERNAL_ERROR, "the stream was closed while it opened")
         try:
             handles = await self._backend.attach(stream, partition, outlet)
         except CommandFailed as exc:
             raise subscribe_failure(stream.topic, exc, partition) from None
-        if self._outlets.get(stream.id) is not outlet:  # pragma: no cover - closed during the attach
+        if self._outlet_of(stream) is not outlet:  # pragma: no cover - closed during the attach
             handles[1]()
             raise CommandFailed(ErrorCode.INTERNAL_ERROR, "the stream was closed while it opened")
         outlet.feeds[partition] = handles
 
     # ------------------------------------------------- partitions added later
 
+    def _outlet_of(self, stream: Stream) -> _Outlet | None:
+        """``stream``'s outlet; None once it is closed, even if a new stream has taken its id."""
+        outlet = self._outlets.get(stream.id)
+        return outlet if outlet is not None and outlet.stream is stream else None
+
     def _partitions_seen(self, stream: Stream, partitions: frozenset[int]) -> None:
         """The topic's partitions, after a metadata refresh: start reading the ones not fed yet."""
-        outlet = self._outlets.get(stream.id)
+        outlet = self._outlet_of(stream)
         if outlet is None or not stream.open:
             return
         if not partitions:
@@ -247,16 +252,14 @@ class SessionStreams:
                 self.end(stream, CommandFailed(ErrorCode.TOPIC_NOT_FOUND, "not found topic"))
             return
         outlet.topic_missing = 0
-        if not stream.follows_topic or (self._adding is not None and stream.id in self._adding):
+        if not stream.follows_topic or outlet.adding:
             return
         missing = [p for p in sorted(partitions) if p not in outlet.feeds]
         if missing:
-            if self._adding is None:
-                self._adding = set()
-            self._adding.add(stream.id)
-            self._spawn(self._add_partitions, stream, missing)
+            outlet.adding = True
+            self._spawn(self._add_partitions, stream, outlet, missing)
 
-    async def _add_partitions(self, stream: Stream, partitions: list[int]) -> None:
+    async def _add_partitions(self, stream: Stream, outlet: _Outlet, partitions: list[int]) -> None:
         """Read partitions added to the topic from their earliest record, announced before any of their records.
 
         The stream is held meanwhile, so the ``partitions`` event comes first. A
@@ -264,9 +267,8 @@ class SessionStreams:
         is tried again at the next refresh; partitions past the stream's bound are
         reported once.
         """
-        outlet = self._outlets.get(stream.id)
-        if outlet is None:
-            self._done_adding(stream.id)
+        if self._outlet_of(stream) is not outlet:
+            outlet.adding = False
             return
         _, left_out = stream.gain_partitions(partitions)
         reading = set(stream.partitions)
@@ -302,17 +304,12 @@ class SessionStreams:
                     frame = encode_stream_event_error(stream.id, left_out.code, left_out.reason, None)
                     self._pusher.push(stream, frame)
         finally:
-            self._done_adding(stream.id)
+            outlet.adding = False
             self._release(stream)
 
-    def _done_adding(self, stream_id: int) -> None:
-        if self._adding is not None:
-            self._adding.discard(stream_id)
-            if not self._adding:
-                self._adding = None
-
     def _release(self, stream: Stream) -> None:
-        outlet = self._outlets.get(stream.id)
+        """A hold on ``stream`` ends (never on a stream that has since taken its id)."""
+        outlet = self._outlet_of(stream)
         if outlet is not None:
             outlet.holds -= 1
             self.wake(stream.id)
@@ -376,9 +373,10 @@ class SessionStreams:
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
-        outlet = self._outlets.pop(stream.id, None)
+        outlet = self._outlet_of(stream)
         if outlet is None:
             return
+        del self._outlets[stream.id]
         if outlet.unwatch is not None:
             outlet.unwatch()
         for _, detach in outlet.feeds.values():

@@ -38,6 +38,9 @@ BATCH_HEADER: Final = struct.Struct(">qiibIhiqqqhii")
 LOG_OVERHEAD: Final = 12
 #: Where the magic byte sits, and where the bytes the CRC covers begin (the attributes).
 MAGIC_AT: Final = 16
+#: The fewest bytes after the length any batch or message has (format 0: CRC, magic, attributes,
+#: key and value lengths).
+MIN_LENGTH: Final = 14
 CRC_FROM: Final = 21
 
 COMPRESSION_MASK: Final = 0x07
@@ -68,6 +71,8 @@ class Batch:
     #: The offset after the batch (its last offset delta counts records compaction removed).
     next_offset: int
     leader_epoch: int
+    #: Its bytes in the fetch response (for kafka-python's fetch-size metrics).
+    size: int = 0
 
 
 @attrs.frozen
@@ -287,13 +292,18 @@ def batches(
     view = memoryview(raw)
     while size - pos >= LOG_OVERHEAD + 5:
         length = int.from_bytes(raw[pos + 8 : pos + 12], "big", signed=True)
+        if length < MIN_LENGTH:
+            raise CorruptBatch(f"a batch of {length} bytes")
         end = pos + LOG_OVERHEAD + length
         if end > size:
             return
-        if raw[pos + MAGIC_AT] < 2:
+        magic = raw[pos + MAGIC_AT]
+        if magic in (0, 1):
             yield LegacyBatch(raw[pos:end])
             pos = end
             continue
+        if magic != 2:
+            raise CorruptBatch(f"a batch in an unknown format (magic {magic})")
         if length < BATCH_HEADER.size - LOG_OVERHEAD:
             raise CorruptBatch(f"a batch of {length} bytes, shorter than its header")
         (
@@ -314,23 +324,23 @@ def batches(
         if crc32c is not None and crc32c(view[pos + CRC_FROM : end]) != crc:
             raise CorruptBatch(f"the batch at offset {base_offset} failed its CRC check")
         body = raw[pos + BATCH_HEADER.size : end]
-        pos = end
+        batch_size, pos = end - pos, end
         last_offset = base_offset + last_delta
         control = bool(attributes & CONTROL_FLAG)
         if transactions is not None and attributes & TRANSACTIONAL_FLAG:
-            marker = control and _is_abort_marker(body, attributes, decompress)
+            marker = control and count > 0 and _is_abort_marker(body, attributes, decompress)
             if transactions.skips(producer_id, last_offset, control, marker):
-                yield Batch([], last_offset + 1, leader_epoch)
+                yield Batch([], last_offset + 1, leader_epoch, batch_size)
                 continue
         if control:
-            yield Batch([], last_offset + 1, leader_epoch)
+            yield Batch([], last_offset + 1, leader_epoch, batch_size)
             continue
         codec = attributes & COMPRESSION_MASK
         if codec:
             body = decompress(codec, body)
         fixed = max_timestamp if attributes & LOG_APPEND_TIME_FLAG else None
         records = decode_records(body, count, base_offset, base_timestamp, fixed, skip_below)
-        yield Batch(records, last_offset + 1, leader_epoch)
+        yield Batch(records, last_offset + 1, leader_epoch, batch_size)
 
 
 def _is_abort_marker(body: bytes, attributes: int, decompress: Decompress) -> bool:

@@ -42,6 +42,8 @@ def _decompress(codec: int, data: bytes) -> bytes:
     except (ImportError, NotImplementedError, TypeError) as exc:
         # kafka-python's stand-ins when the codec's library is missing.
         raise UnsupportedCodecError(f"cannot read records compressed with codec {codec}: {exc}") from exc
+    except Exception as exc:  # each codec's library has errors of its own (BadGzipFile, ZstdError, ...)
+        raise CorruptBatch(f"records compressed with codec {codec} that do not decompress: {exc}") from exc
 
 
 @functools.cache
@@ -78,8 +80,13 @@ def entry_records_class() -> type[Any]:
                         yield from self._legacy(batch.data)
                         continue
                     yield from self._records(batch)
-            except CorruptBatch as exc:
-                raise CorruptRecordError(f"{tp.topic}-{tp.partition}: {exc}") from exc
+            except Exception as exc:
+                # Drained, or kafka-python's fetcher would take this exhausted iterator for records
+                # still to come and loop on it forever; drained, it fetches again and fails again.
+                self.drain()
+                if isinstance(exc, CorruptBatch):
+                    raise CorruptRecordError(f"{tp.topic}-{tp.partition}: {exc}") from exc
+                raise
             self.drain()
 
         def _records(self, batch: Batch) -> Iterator[DecodedRecord]:
@@ -88,6 +95,7 @@ def entry_records_class() -> type[Any]:
                 self.next_fetch_offset = record[0] + 1
                 yield record
             self.records_read += len(batch.records)
+            self.bytes_read += batch.size
             self.next_fetch_offset = batch.next_offset
 
         def _legacy(self, data: bytes) -> Iterator[DecodedRecord]:

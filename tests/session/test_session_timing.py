@@ -200,3 +200,10 @@ async def test_workers_and_queue_size_bound_what_a_session_takes_in(autojump_clo
     for partition in range(3):
         answered = [r.sequence for r in ws.sent if r.sequence % 3 == partition]
         assert answered == sorted(answered)
+
+
+@pytest.mark.parametrize("bound", ["queue_size", "workers"])
+def test_a_session_needs_room_for_one_command_and_one_worker(bound: str) -> None:
+    """A queue of 0 would leave the reader waiting for room that no dispatcher makes (review finding)."""
+    with pytest.raises(ValueError, match=bound):
+        SessionLimits(max_message_size=4096, **{bound: 0})

@@ -289,3 +289,63 @@ def test_varint_writes_what_protobuf_writes_for_every_int64(value: int) -> None:
     from kafka_ws_trio._proto import varint
 
     assert b"\x08" + varint(value) == pb.KafkaMessage(offset=value).SerializeToString() or value == 0
+
+
+def test_an_empty_control_batch_under_read_committed_is_left_out_not_corrupt() -> None:
+    """Review finding: the log cleaner keeps a control batch with no records; it is no abort marker."""
+    empty = bytearray(build([(0, None, b"x", [])], 9, producer_id=7, transactional=True))
+    empty = empty[:61]  # the header alone: no records
+    struct.pack_into(">i", empty, 8, 61 - 12)  # its length
+    struct.pack_into(">i", empty, 57, 0)  # its record count
+    (attributes,) = struct.unpack_from(">h", empty, 21)
+    struct.pack_into(">h", empty, 21, attributes | CONTROL_FLAG)
+    struct.pack_into(">I", empty, 17, calc_crc32c(memoryview(empty)[21:]))
+    raw = bytes(empty) + build([(0, None, b"after", [])], 10)
+    got = list(batches(raw, 0, decompress=_decompress, crc32c=calc_crc32c, transactions=TransactionFilter([])))
+    assert [(len(b.records), b.next_offset) for b in got if isinstance(b, Batch)] == [(0, 10), (1, 11)]
+
+
+@pytest.mark.parametrize("length", [-12, -1, 0, 13])
+def test_a_batch_length_below_any_formats_minimum_is_corrupt(length: int) -> None:
+    raw = bytearray(build([(0, None, b"v", [])], 0))
+    struct.pack_into(">i", raw, 8, length)
+    with pytest.raises(CorruptBatch):
+        list(batches(bytes(raw), 0, decompress=_decompress, crc32c=None))
+
+
+@pytest.mark.parametrize("magic", [3, 0x80, 0xFF])
+def test_an_unknown_magic_is_corrupt(magic: int) -> None:
+    raw = bytearray(build([(0, None, b"v", [])], 0))
+    raw[16] = magic
+    with pytest.raises(CorruptBatch, match="magic"):
+        list(batches(bytes(raw), 0, decompress=_decompress, crc32c=None))
+
+
+def test_records_that_do_not_decompress_are_corrupt() -> None:
+    raw = bytearray(build([(0, None, b"v" * 100, [])], 0, CODECS["gzip"]))
+    raw[-20:-10] = b"\x00" * 10
+    with pytest.raises(CorruptBatch, match="decompress"):
+        list(batches(bytes(raw), 0, decompress=_decompress, crc32c=None))
+
+
+def test_a_corrupt_fetch_drains_the_partition_records_so_kafka_pythons_fetcher_does_not_spin() -> None:
+    """Review finding: an iterator that raised stayed truthy, take() then gave [] for ever, and
+    kafka-python's fetched_records looped on it holding the consumer."""
+    from kafka import TopicPartition
+    from kafka.errors import CorruptRecordError
+
+    raw = bytearray(build([(0, None, b"value", [])], 0))
+    raw[-3] ^= 0xFF
+    part = entry_records_class()(0, TopicPartition("t", 0), MemoryRecords(bytes(raw)))
+    with pytest.raises(CorruptRecordError, match="CRC"):
+        part.take(10)
+    assert not part  # drained: the fetcher fetches again (and fails again) instead of looping
+
+
+def test_the_hook_counts_bytes_and_records_for_kafka_pythons_metrics() -> None:
+    from kafka import TopicPartition
+
+    raw = build([(0, None, b"%d" % i, []) for i in range(3)], 0)
+    part = entry_records_class()(0, TopicPartition("t", 0), MemoryRecords(raw))
+    assert len(part.take(10)) == 3
+    assert (part.records_read, part.bytes_read) == (3, len(raw))
