@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from kafka_ws_trio._proto import FilterSet, StreamLimits, Subscribe
 from kafka_ws_trio._streaming import SessionStreams
