@@ -10,7 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
-from ._proto import CommandFailed, EncodedBatch, FilterSet, Isolation, PushBatch, Record, Stream
+from ._proto import (
+    Acks,
+    Budget,
+    CommandFailed,
+    EncodedBatch,
+    FilterSet,
+    Isolation,
+    OutRecord,
+    ProduceResult,
+    PushBatch,
+    Record,
+    Stream,
+)
 
 
 class Backend(Protocol):
@@ -133,4 +145,57 @@ class StreamingBackend(Backend, Protocol):
 
         Raises :class:`CommandFailed` when the reader cannot be opened (``max_partition_readers``, Kafka down).
         """
+        ...
+
+
+#: Called once, on the Trio thread, with one result per record of a produce, in its order; must not block.
+Produced: TypeAlias = Callable[[tuple[ProduceResult, ...]], None]
+
+
+class Transaction(Protocol):
+    """A transaction the backend opened for one session; its producer is the session's until it ends."""
+
+    async def commit(self) -> None:
+        """Commit what was produced in it; raises :class:`CommandFailed` (then it was aborted). Ends it either way."""
+        ...
+
+    async def abort(self) -> None:
+        """Abort it; never raises, and ends it within the backend's deadline (a producer that fails is dropped)."""
+        ...
+
+
+@runtime_checkable
+class ProducingBackend(Backend, Protocol):
+    """A backend that writes records: the route's shared producers and its pool of transactional ones."""
+
+    @property
+    def produce_budget(self) -> Budget:
+        """The route's bound on records and bytes handed to Kafka and not yet acknowledged, shared by its sessions."""
+        ...
+
+    @property
+    def produce_timeout(self) -> float:
+        """Seconds within which every handed record has its result (Kafka's delivery timeout)."""
+        ...
+
+    @property
+    def transaction_timeout(self) -> float:
+        """Seconds a transaction may stay open before its session aborts it."""
+        ...
+
+    async def produce(
+        self, topic: str, records: Sequence[OutRecord], acks: Acks, done: Produced, transaction: Transaction | None
+    ) -> None:
+        """Hand ``records`` to the producer of ``acks`` (or of ``transaction``); returns once they are handed.
+
+        Calls hand records over in the order the calls are made. ``done`` is called
+        once all have their results, within :attr:`produce_timeout`. Raises
+        :class:`CommandFailed` when none can be written (the topic does not exist,
+        Kafka cannot be reached); ``done`` is then never called. Handing over is the
+        last thing it does: cancelled or failed, it has handed nothing over.
+        """
+        ...
+
+    async def begin_transaction(self) -> Transaction:
+        """A transaction on a producer of the route's pool; :class:`CommandFailed` (OVERLOADED: none is free)."""
         ...

@@ -25,7 +25,7 @@ from ._http import (
 )
 from ._kafka import KafkaUpstream, UpstreamStatistics
 from ._ports import Backend
-from ._proto import Grant, StreamLimits
+from ._proto import Amount, Grant, StreamLimits
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
 from ._transport import ReplayStream
 
@@ -69,6 +69,13 @@ def _stream_limits(route: RouteConfig) -> StreamLimits:
     )
 
 
+def _produce_limit(route: RouteConfig) -> Amount | None:
+    """What one session on ``route`` may have in flight to Kafka; None when the route does not produce."""
+    if not route.produce:
+        return None
+    return Amount(route.produce_session_records, route.produce_session_bytes)
+
+
 @attrs.frozen
 class ProxyStatistics:
     """A snapshot of the server, from :meth:`ProxyServer.statistics`."""
@@ -108,6 +115,7 @@ class ProxyServer:
         self._shutting_down = False
         self._router = Router.for_routes(route.uri for route in config.routes)
         self._stream_limits = {route.uri: _stream_limits(route) for route in config.routes}
+        self._produce_limits = {route.uri: _produce_limit(route) for route in config.routes}
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
 
@@ -213,7 +221,13 @@ class ProxyServer:
         ws = await request.accept(subprotocol=subprotocol)
         stream.bind(ws)
         session = Session(
-            ws, self._backends[uri], self._limits, route=uri, writer=stream, stream_limits=self._stream_limits[uri]
+            ws,
+            self._backends[uri],
+            self._limits,
+            route=uri,
+            writer=stream,
+            stream_limits=self._stream_limits[uri],
+            produce_limit=self._produce_limits[uri],
         )
         self._sessions[session] = ws
         self._sessions_total += 1

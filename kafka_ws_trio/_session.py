@@ -38,9 +38,20 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ._config import DEFAULT_QUEUE_SIZE, DEFAULT_SEND_TIMEOUT, DEFAULT_WORKERS
-from ._ports import Backend, CachingBackend, FrameWriter, ParkedResult, ParkingBackend, StreamingBackend, Withdraw
+from ._ports import (
+    Backend,
+    CachingBackend,
+    FrameWriter,
+    ParkedResult,
+    ParkingBackend,
+    ProducingBackend,
+    StreamingBackend,
+    Withdraw,
+)
+from ._producing import SessionProducer
 from ._proto import (
     AddCredit,
+    Amount,
     Command,
     CommandFailed,
     ErrorCode,
@@ -49,6 +60,7 @@ from ._proto import (
     KafkaCommand,
     Key,
     ListOffset,
+    ProduceAction,
     PushBatch,
     Reply,
     Result,
@@ -134,6 +146,7 @@ class Session:
         "_outbox",
         "_parked",
         "_parking",
+        "_producer",
         "_room",
         "_route",
         "_scope",
@@ -157,6 +170,7 @@ class Session:
         counters: SessionCounters | None = None,
         writer: FrameWriter | None = None,
         stream_limits: StreamLimits | None = None,
+        produce_limit: Amount | None = None,
     ) -> None:
         self.id = next(_session_ids)
         self._ws = ws
@@ -169,7 +183,12 @@ class Session:
             self._streams = SessionStreams(
                 backend, limits.max_message_size, stream_limits or StreamLimits(), self, limits.workers, self._spawn
             )
-        self._connection = ServerConnection(limits.max_message_size, streams=self._streams is not None)
+        self._producer: SessionProducer | None = None
+        if isinstance(backend, ProducingBackend) and produce_limit is not None:
+            self._producer = SessionProducer(backend, produce_limit, limits.queue_size, self._reply_soon, self._spawn)
+        self._connection = ServerConnection(
+            limits.max_message_size, streams=self._streams is not None, produce=self._producer is not None
+        )
         self._lanes = self._connection.lanes
         #: Workers waiting for their ticket's turn.
         self._turns: dict[Ticket, trio.Event] = {}
@@ -203,7 +222,7 @@ class Session:
     @property
     def counters(self) -> SessionCounters:
         """This session's counters; ``errors`` counts every error response the connection produced."""
-        self._counters.errors = self._connection.errors
+        self._counters.errors = self._connection.errors + (self._producer.errors if self._producer else 0)
         return self._counters
 
     async def run(self) -> None:
@@ -228,6 +247,8 @@ class Session:
                                 self._streams.close_all()
                             self._outbox = None
                             self._nursery = None
+                            if self._producer is not None:
+                                await self._producer.aclose()  # shielded: aborts an open transaction
             finally:
                 # The streams hold this session (as their pusher and spawner), so while it holds
                 # them the two are a reference cycle, and every closed session, with its connection,
@@ -267,6 +288,9 @@ class Session:
                 continue
             if isinstance(action, StreamAction):
                 await self._take_stream(action)
+            elif isinstance(action, ProduceAction):
+                assert self._producer is not None  # the connection hands out ProduceActions only with a producer
+                await self._producer.take(action.request)
             else:
                 await self._take(action)
 
@@ -408,6 +432,18 @@ class Session:
                     self._spawn(self._flush)
                 return
         self._spawn(self._send_in_turn, frame, ticket)
+
+    def _reply_soon(self, frame: bytes) -> None:
+        """Send an answer from a callback: straight into the socket when it is free, else from a task."""
+        if self._nursery is None:
+            return  # the session is ending
+        if not self._outbox and not self._flushing and not self._send_lock.locked():
+            written = self._write_now((frame, b""))
+            if written is not None:
+                if not written:
+                    self._spawn(self._flush)
+                return
+        self._spawn(self._send, frame)
 
     def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
         if self._nursery is not None:

@@ -20,6 +20,14 @@ this process's memory::
         async for batch in stream:
             ...  # batch.partition, batch.records
         # stream.positions: where each partition continues (resume with start=stream.positions)
+
+Writing (not in APISIX): ``client.produce(topic, records)`` writes a batch and
+answers one result per record; ``client.transaction()`` makes a block's
+produces commit or abort together::
+
+    results = await client.produce("demo", [OutRecord(key=b"k", value=b"v"), b"plain value"])
+    async with client.transaction():
+        await client.produce("orders", [b"one", b"two"])
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from ._pb import pubsub_pb2 as pb
 from ._proto import (
+    Acks,
     AtOffset,
     AtOffsets,
     AtTimestamp,
@@ -54,9 +63,13 @@ from ._proto import (
     HeaderMatch,
     Isolation,
     MalformedResponse,
+    NotWritten,
     OffsetAnswer,
     OkAnswer,
+    OutRecord,
     Pong,
+    ProduceAnswer,
+    ProduceResult,
     Record,
     Response,
     Start,
@@ -66,13 +79,17 @@ from ._proto import (
     StreamPartitions,
     StreamRecords,
     SubscribeAnswer,
+    TxnAction,
+    Written,
     decode_response,
     encode_credit_request,
     encode_fetch_request,
     encode_list_offset_request,
     encode_ping_request,
+    encode_produce_request,
     encode_seek_request,
     encode_subscribe_request,
+    encode_txn_request,
     encode_unsubscribe_request,
 )
 from ._proto import StreamEnded as _Ended
@@ -80,6 +97,11 @@ from ._proto import StreamEnded as _Ended
 __all__ = [
     "EARLIEST",
     "LATEST",
+    "Acks",
+    "NotWritten",
+    "OutRecord",
+    "ProduceResult",
+    "Written",
     "Batch",
     "CaughtUp",
     "ConnectFailed",
@@ -97,7 +119,7 @@ __all__ = [
 
 log = logging.getLogger("kafka_ws_trio.client")
 
-_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer, OkAnswer, SubscribeAnswer)
+_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer, OkAnswer, SubscribeAnswer, ProduceAnswer)
 
 #: ``timestamp`` values of ListOffset.
 LATEST: Final = -1
@@ -552,6 +574,15 @@ class Stream:
         self._arrived.set()
 
 
+_ACKS_BY_NAME: Final = {"all": Acks.ALL, "leader": Acks.LEADER, "none": Acks.NONE, "route": Acks.ROUTE_DEFAULT}
+
+
+def _out_record(record: OutRecord | bytes | str) -> OutRecord:
+    if isinstance(record, OutRecord):
+        return record
+    return OutRecord(value=record.encode() if isinstance(record, str) else bytes(record))
+
+
 def _partition_of(event: StreamEvent | StreamEnded) -> int | None:
     return event.partition if isinstance(event, Batch | CaughtUp | StreamProblem) else None
 
@@ -579,6 +610,7 @@ class PubSubClient:
         #: The latest credit grants sent, by sequence: the proxy answers one only to refuse it.
         self._grants: OrderedDict[int, Stream] = OrderedDict()
         self._closed: ConnectionClosed | None = None
+        self._transaction_open = False
 
     @property
     def websocket(self) -> WebSocketConnection:
@@ -788,6 +820,67 @@ class PubSubClient:
             del self._streams[stream_id]
             if may_be_open and not stream._closed_by_proxy:
                 await self._unsubscribe(stream_id)
+
+    async def produce(
+        self,
+        topic: str,
+        records: Iterable[OutRecord | bytes | str],
+        *,
+        acks: Acks | str = Acks.ROUTE_DEFAULT,
+    ) -> list[ProduceResult]:
+        """Write ``records`` to ``topic`` in one command; one result per record, in order.
+
+        A record is an :class:`OutRecord` (key, value, headers, partition, timestamp), or
+        ``bytes``/``str`` for a value alone. ``acks`` is an :class:`Acks` or ``"all"``,
+        ``"leader"``, ``"none"``; the default is the route's (``all``, idempotent). Inside
+        :meth:`transaction` the records are part of the transaction.
+
+        Each result is :class:`Written` (partition, offset, timestamp) or
+        :class:`NotWritten` (partition, code, message): records fail one by one, for
+        example ``not found topic`` or ``RECORD_TOO_LARGE``.
+
+        Raises:
+            PubSubError: the command was refused whole (``OVERLOADED``, an invalid record,
+                ``unknown command`` from a proxy that does not take writes).
+            ValueError: no records, or an unknown ``acks``.
+        """
+        level = _ACKS_BY_NAME[acks] if isinstance(acks, str) else acks
+        batch = tuple(_out_record(record) for record in records)
+        if not batch:
+            raise ValueError("produce needs at least one record")
+        transactional = self._transaction_open
+        answer = await self._answer(
+            lambda sequence: encode_produce_request(sequence, topic, batch, acks=level, transactional=transactional),
+            ProduceAnswer,
+        )
+        return list(answer.results)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """A Kafka transaction for the block: :meth:`produce` calls inside it commit together.
+
+        The block's end commits; an exception aborts and propagates. A connection that
+        closes mid-transaction has it aborted by the proxy. One transaction at a time.
+
+        Raises:
+            PubSubError: the proxy could not begin or commit it (``TXN_ABORTED``,
+                ``TXN_FENCED``, ``TXN_TIMED_OUT``, ``OVERLOADED`` when its transactional
+                producers are all in use).
+            RuntimeError: a transaction is already open on this client.
+        """
+        if self._transaction_open:
+            raise RuntimeError("a transaction is already open on this client")
+        await self._answer(lambda sequence: encode_txn_request(sequence, TxnAction.BEGIN), OkAnswer)
+        self._transaction_open = True
+        try:
+            yield
+        except BaseException:
+            self._transaction_open = False
+            with trio.CancelScope(shield=True), contextlib.suppress(PubSubError, ConnectionClosed, trio.TooSlowError):
+                await self._answer(lambda sequence: encode_txn_request(sequence, TxnAction.ABORT), OkAnswer)
+            raise
+        self._transaction_open = False
+        await self._answer(lambda sequence: encode_txn_request(sequence, TxnAction.COMMIT), OkAnswer)
 
     async def _unsubscribe(self, stream_id: int) -> None:
         """Close a stream, even in a cancelled block; a stream the proxy no longer has is fine."""

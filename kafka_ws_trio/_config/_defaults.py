@@ -59,6 +59,27 @@ DEFAULT_MAX_STREAM_PARTITIONS: Final = 1024
 DEFAULT_STREAM_CREDIT_RECORDS: Final = 1000
 #: Byte credit a stream gets when its CmdSubscribe carries none (0: no byte credit, so no byte limit).
 DEFAULT_STREAM_CREDIT_BYTES: Final = 0
+#: Whether the route takes CmdProduce and CmdTxn.
+DEFAULT_PRODUCE: Final = True
+#: The acks of a CmdProduce that names none: "all" (idempotent), "leader" or "none".
+DEFAULT_PRODUCE_ACKS: Final = "all"
+PRODUCE_ACKS: Final = ("all", "leader", "none")
+#: Seconds the route's producer waits for more records before it sends a batch (Kafka 4's linger.ms).
+DEFAULT_PRODUCE_LINGER: Final = 0.005
+#: Bytes of one partition's batch in the route's producer (kafka-python's batch_size).
+DEFAULT_PRODUCE_BATCH_BYTES: Final = 65_536
+#: Bytes of one produced record as the producer encodes it; larger records get RECORD_TOO_LARGE.
+DEFAULT_PRODUCE_MAX_RECORD_BYTES: Final = 1_048_576
+#: Records and bytes (keys, values, headers) one session may have sent to Kafka and not yet acknowledged.
+DEFAULT_PRODUCE_SESSION_RECORDS: Final = 10_000
+DEFAULT_PRODUCE_SESSION_BYTES: Final = 4 * 1024 * 1024
+#: The same for all the route's sessions together: the most the producers buffer.
+DEFAULT_PRODUCE_ROUTE_RECORDS: Final = 100_000
+DEFAULT_PRODUCE_ROUTE_BYTES: Final = 64 * 1024 * 1024
+#: Transactional producers the route keeps: at most this many transactions open at once.
+DEFAULT_TRANSACTION_PRODUCERS: Final = 8
+#: Seconds a transaction may stay open before the proxy aborts it.
+DEFAULT_TRANSACTION_TIMEOUT: Final = 60.0
 DEFAULT_CLIENT_ID: Final = "kafka-ws-trio"
 #: Like APISIX: TLS to Kafka encrypts, but checks the broker only when asked to.
 DEFAULT_TLS_VERIFY: Final = False

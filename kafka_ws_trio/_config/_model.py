@@ -50,6 +50,15 @@ from ._defaults import (
     DEFAULT_MAX_STREAM_PARTITIONS,
     DEFAULT_MAX_STREAMS,
     DEFAULT_PORT,
+    DEFAULT_PRODUCE,
+    DEFAULT_PRODUCE_ACKS,
+    DEFAULT_PRODUCE_BATCH_BYTES,
+    DEFAULT_PRODUCE_LINGER,
+    DEFAULT_PRODUCE_MAX_RECORD_BYTES,
+    DEFAULT_PRODUCE_ROUTE_BYTES,
+    DEFAULT_PRODUCE_ROUTE_RECORDS,
+    DEFAULT_PRODUCE_SESSION_BYTES,
+    DEFAULT_PRODUCE_SESSION_RECORDS,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SASL_MECHANISM,
@@ -58,10 +67,13 @@ from ._defaults import (
     DEFAULT_STREAM_CREDIT_BYTES,
     DEFAULT_STREAM_CREDIT_RECORDS,
     DEFAULT_TLS_VERIFY,
+    DEFAULT_TRANSACTION_PRODUCERS,
+    DEFAULT_TRANSACTION_TIMEOUT,
     DEFAULT_URI,
     DEFAULT_WORKERS,
     LOG_LEVELS,
     MIN_MAX_MESSAGE_SIZE,
+    PRODUCE_ACKS,
     SASL_MECHANISMS,
 )
 from ._errors import ConfigError, ConfigProblem, _kind, _quote, _raise_all
@@ -224,6 +236,35 @@ class RouteConfig:
     stream_credit_bytes: int = attrs.field(
         default=DEFAULT_STREAM_CREDIT_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
     )
+    produce: bool = attrs.field(default=DEFAULT_PRODUCE, kw_only=True, validator=_boolean)
+    produce_acks: str = attrs.field(default=DEFAULT_PRODUCE_ACKS, kw_only=True, validator=_choice(PRODUCE_ACKS))
+    produce_linger: float = attrs.field(
+        default=DEFAULT_PRODUCE_LINGER, kw_only=True, validator=_seconds(0, inclusive=True)
+    )
+    produce_batch_bytes: int = attrs.field(
+        default=DEFAULT_PRODUCE_BATCH_BYTES, kw_only=True, validator=_integer(1, note=" bytes")
+    )
+    produce_max_record_bytes: int = attrs.field(
+        default=DEFAULT_PRODUCE_MAX_RECORD_BYTES, kw_only=True, validator=_integer(1, note=" bytes")
+    )
+    produce_session_records: int = attrs.field(
+        default=DEFAULT_PRODUCE_SESSION_RECORDS, kw_only=True, validator=_integer(1)
+    )
+    produce_session_bytes: int = attrs.field(
+        default=DEFAULT_PRODUCE_SESSION_BYTES, kw_only=True, validator=_integer(1, note=" bytes")
+    )
+    produce_route_records: int = attrs.field(default=DEFAULT_PRODUCE_ROUTE_RECORDS, kw_only=True, validator=_integer(1))
+    produce_route_bytes: int = attrs.field(
+        default=DEFAULT_PRODUCE_ROUTE_BYTES, kw_only=True, validator=_integer(1, note=" bytes")
+    )
+    transaction_producers: int = attrs.field(default=DEFAULT_TRANSACTION_PRODUCERS, kw_only=True, validator=_integer(0))
+    transaction_timeout: float = attrs.field(
+        default=DEFAULT_TRANSACTION_TIMEOUT, kw_only=True, validator=_seconds(0, inclusive=False)
+    )
+    #: None: ``<client_id>-<host name>-<process id>-``; the route's transactional.ids are this plus a number.
+    transaction_id_prefix: str | None = attrs.field(
+        default=None, kw_only=True, validator=attrs.validators.optional(_string(spaces=False))
+    )
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
 
     def __attrs_post_init__(self) -> None:
@@ -252,6 +293,14 @@ def _route_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
             # One poll would not fit in the window: every fetch would poll Kafka again.
             yield ConfigProblem(
                 "cache_bytes", f"{window!r} is too small; it must be at least fetch_max_bytes ({poll!r})"
+            )
+
+    for kind in ("records", "bytes"):
+        session, route = f"produce_session_{kind}", f"produce_route_{kind}"
+        if session in values and route in values and values[session] > values[route]:
+            # A session could never have its own bound in flight.
+            yield ConfigProblem(
+                session, f"{values[session]!r} is too large; it must be at most {route} ({values[route]!r})"
             )
 
 

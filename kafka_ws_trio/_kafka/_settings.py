@@ -1,8 +1,10 @@
-"""kafka-python settings for a route's consumers, TLS included (secrets are revealed only here)."""
+"""kafka-python settings for a route's consumers and producers, TLS included (secrets are revealed only here)."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import ssl
 from typing import Any, Final
 
@@ -11,6 +13,8 @@ from .._proto import Isolation
 
 #: Records kafka-python hands over per poll.
 MAX_POLL_RECORDS: Final = 2000
+#: Bytes a record batch adds around its records (Kafka's v2 batch header), with room to spare.
+MAX_BATCH_OVERHEAD: Final = 512
 
 _client_ids = itertools.count(1)
 
@@ -38,28 +42,12 @@ def ssl_context(route: RouteConfig) -> ssl.SSLContext | None:
     return context
 
 
-def consumer_config(route: RouteConfig, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> dict[str, Any]:
-    """kafka-python settings for one of this route's consumers (secrets included).
-
-    ``isolation`` READ_COMMITTED makes its fetches and end-offset lookups stop at the
-    last stable offset and leaves out records of aborted transactions.
-    """
-    request_timeout_ms = int(route.request_timeout * 1000)
+def _client_config(route: RouteConfig) -> dict[str, Any]:
+    """What every kafka-python client of the route shares: brokers, its name, TLS and SASL (secrets included)."""
     config: dict[str, Any] = {
         "bootstrap_servers": list(route.nodes),
         "client_id": f"{route.client_id}-{next(_client_ids)}",
-        "group_id": None,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "none",
         "security_protocol": route.security_protocol,
-        "bootstrap_timeout_ms": request_timeout_ms,
-        # kafka-python requires fetch_max_wait_ms < request_timeout_ms.
-        "request_timeout_ms": max(request_timeout_ms, int(route.fetch_max_wait * 1000) + 1000),
-        "fetch_max_wait_ms": int(route.fetch_max_wait * 1000),
-        "max_partition_fetch_bytes": route.fetch_max_bytes,
-        "fetch_max_bytes": route.fetch_max_bytes,
-        "max_poll_records": MAX_POLL_RECORDS,
-        "isolation_level": "read_committed" if isolation == Isolation.READ_COMMITTED else "read_uncommitted",
         "reconnect_backoff_max_ms": 1000,
     }
     context = ssl_context(route)
@@ -69,6 +57,76 @@ def consumer_config(route: RouteConfig, isolation: Isolation = Isolation.READ_UN
         config["sasl_mechanism"] = route.sasl.mechanism
         config["sasl_plain_username"] = route.sasl.username
         config["sasl_plain_password"] = route.sasl.password.reveal()
+    return config
+
+
+def consumer_config(route: RouteConfig, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> dict[str, Any]:
+    """kafka-python settings for one of this route's consumers (secrets included).
+
+    ``isolation`` READ_COMMITTED makes its fetches and end-offset lookups stop at the
+    last stable offset and leaves out records of aborted transactions.
+    """
+    request_timeout_ms = int(route.request_timeout * 1000)
+    return _client_config(route) | {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "none",
+        "bootstrap_timeout_ms": request_timeout_ms,
+        # kafka-python requires fetch_max_wait_ms < request_timeout_ms.
+        "request_timeout_ms": max(request_timeout_ms, int(route.fetch_max_wait * 1000) + 1000),
+        "fetch_max_wait_ms": int(route.fetch_max_wait * 1000),
+        "max_partition_fetch_bytes": route.fetch_max_bytes,
+        "fetch_max_bytes": route.fetch_max_bytes,
+        "max_poll_records": MAX_POLL_RECORDS,
+        "isolation_level": "read_committed" if isolation == Isolation.READ_COMMITTED else "read_uncommitted",
+    }
+
+
+def admin_config(route: RouteConfig) -> dict[str, Any]:
+    """kafka-python settings for the route's admin client (topic limits)."""
+    request_timeout_ms = int(route.request_timeout * 1000)
+    return _client_config(route) | {
+        "request_timeout_ms": request_timeout_ms,
+        "bootstrap_timeout_ms": request_timeout_ms,
+    }
+
+
+def delivery_timeout(route: RouteConfig) -> float:
+    """Seconds within which a produced record has its result: a linger, then one request."""
+    return route.produce_linger + route.request_timeout
+
+
+def transaction_id_prefix(route: RouteConfig) -> str:
+    """The route's transactional.id prefix: configured, or unique to this process on this host."""
+    if route.transaction_id_prefix is not None:
+        return route.transaction_id_prefix
+    return f"{route.client_id}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def producer_config(route: RouteConfig, acks: int, transactional_id: str | None = None) -> dict[str, Any]:
+    """kafka-python settings for a producer of this route with ``acks`` (-1 all, 1 leader, 0 none).
+
+    ``acks=-1`` is idempotent unless the route says otherwise; a transactional producer always is.
+    Topics are never created by producing.
+    """
+    request_timeout_ms = int(route.request_timeout * 1000)
+    config = _client_config(route) | {
+        "acks": acks,
+        "enable_idempotence": transactional_id is not None or acks == -1,
+        "allow_auto_create_topics": False,
+        "linger_ms": int(route.produce_linger * 1000),
+        "batch_size": route.produce_batch_bytes,
+        # The record bound is checked before send(); this only must not refuse what it lets through.
+        "max_request_size": max(route.produce_max_record_bytes, route.produce_batch_bytes) + MAX_BATCH_OVERHEAD,
+        "request_timeout_ms": request_timeout_ms,
+        "delivery_timeout_ms": int(delivery_timeout(route) * 1000),
+        "max_block_ms": request_timeout_ms,
+        "bootstrap_timeout_ms": request_timeout_ms,
+    }
+    if transactional_id is not None:
+        config["transactional_id"] = transactional_id
+        # Kafka aborts it a little after the proxy would have.
+        config["transaction_timeout_ms"] = int((route.transaction_timeout + route.request_timeout) * 1000)
     return config
 
 

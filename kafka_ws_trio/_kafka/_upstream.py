@@ -11,20 +11,24 @@ fails with OVERLOADED instead of opening yet another consumer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
 
 from .._config import RouteConfig
-from .._ports import Deliver, Detach, StreamOutlet, Wake, Withdraw
+from .._ports import Deliver, Detach, Produced, StreamOutlet, Transaction, Wake, Withdraw
 from .._proto import (
     FETCH_FRAME_OVERHEAD,
+    Acks,
+    Amount,
+    Budget,
     CommandFailed,
     EncodedBatch,
     ErrorCode,
     FilterSet,
     Isolation,
+    OutRecord,
     Stream,
     partition_not_found,
     topic_not_found,
@@ -34,10 +38,16 @@ from ._context import Counters, KafkaContext
 from ._hub import PartitionHub
 from ._metadata import METADATA_TTL, Metadata
 from ._outages import OutageLog
+from ._producer import RouteProducers, route_acks
 from ._reader import PartitionReader
+from ._settings import delivery_timeout
+from ._topic_limits import TopicLimitsCache
+from ._transactions import KafkaTransaction, TransactionPool
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
+#: Seconds past kafka-python's delivery timeout before a session stops waiting for a record's result.
+PRODUCE_TIMEOUT_MARGIN: float = 2.0
 #: Seconds between looks at the partitions of a topic that streams over every partition read.
 PARTITION_WATCH_INTERVAL: float = METADATA_TTL
 
@@ -94,6 +104,10 @@ class KafkaUpstream:
         self._slot_freed = trio.Event()
         self._opening: dict[Key, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self._producers = RouteProducers(self.context)
+        self._topic_limits = TopicLimitsCache(self.context)
+        self._transactions = TransactionPool(self.context)
+        self._produce_budget = Budget(Amount(route.produce_route_records, route.produce_route_bytes), "produce_route")
 
     @property
     def deadline(self) -> float:
@@ -144,6 +158,9 @@ class KafkaUpstream:
                     for hub in hubs:
                         nursery.start_soon(hub.reader.client.aclose)
                     nursery.start_soon(self._metadata.aclose)
+                    nursery.start_soon(self._producers.aclose)
+                    nursery.start_soon(self._topic_limits.aclose)
+                    nursery.start_soon(self._transactions.aclose)
 
     async def _close_idle(self) -> None:
         now = trio.current_time()
@@ -283,6 +300,35 @@ class KafkaUpstream:
         if not partitions:
             raise topic_not_found()
         return partitions
+
+    # --------------------------------------------------------------- produce
+
+    @property
+    def produce_budget(self) -> Budget:
+        return self._produce_budget
+
+    @property
+    def produce_timeout(self) -> float:
+        return delivery_timeout(self.route) + PRODUCE_TIMEOUT_MARGIN
+
+    @property
+    def transaction_timeout(self) -> float:
+        return self.route.transaction_timeout
+
+    async def produce(
+        self, topic: str, records: Sequence[OutRecord], acks: Acks, done: Produced, transaction: Transaction | None
+    ) -> None:
+        partitions = await self.partitions_of(topic)
+        limits = await self._topic_limits.of(topic)
+        if transaction is None:
+            producer = await self._producers.producer(route_acks(self.context, acks))
+        else:
+            assert isinstance(transaction, KafkaTransaction)
+            producer = transaction.producer
+        self._producers.hand_over(producer, topic, partitions, limits, records, done)
+
+    async def begin_transaction(self) -> KafkaTransaction:
+        return await self._transactions.begin()
 
     async def stream_offset(self, topic: str, partition: int, timestamp: int, isolation: Isolation) -> int:
         """ListOffset for a stream: its isolation's reader, so READ_COMMITTED's latest is the last stable offset."""

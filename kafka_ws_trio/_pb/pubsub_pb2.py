@@ -24,17 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekafka_ws_trio/_pb/pubsub.proto\x12\x14kafka_ws_trio.pubsub\"\x18\n\x07\x43mdPing\x12\r\n\x05state\x18\x01 \x01(\x0c\"\n\n\x08\x43mdEmpty\"I\n\x12\x43mdKafkaListOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"A\n\rCmdKafkaFetch\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"4\n\x0fPartitionOffset\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"D\n\nOffsetList\x12\x36\n\x07\x65ntries\x18\x01 \x03(\x0b\x32%.kafka_ws_trio.pubsub.PartitionOffset\"(\n\x06\x43redit\x12\x0f\n\x07records\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"8\n\x0bHeaderMatch\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"x\n\x06\x46ilter\x12\x12\n\nkey_equals\x18\x01 \x03(\x0c\x12\x17\n\nkey_prefix\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x32\n\x07headers\x18\x03 \x03(\x0b\x32!.kafka_ws_trio.pubsub.HeaderMatchB\r\n\x0b_key_prefix\"\xe9\x02\n\x0c\x43mdSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\x12/\n\x04\x65\x64ge\x18\x03 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.StartEdgeH\x00\x12\x13\n\ttimestamp\x18\x04 \x01(\x03H\x00\x12\x33\n\x07offsets\x18\x05 \x01(\x0b\x32 .kafka_ws_trio.pubsub.OffsetListH\x00\x12,\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.Filter\x12,\n\x06\x63redit\x18\x07 \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.Credit\x12\x32\n\tisolation\x18\x08 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.Isolation\x12\r\n\x05group\x18\t \x01(\t\x12\x13\n\x0b\x61uto_commit\x18\n \x01(\x08\x42\x07\n\x05start\"O\n\tCmdCredit\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\x12,\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.Credit\"&\n\x0e\x43mdUnsubscribe\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\"\x90\x01\n\x07\x43mdSeek\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12/\n\x04\x65\x64ge\x18\x03 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.StartEdgeH\x00\x12\x13\n\ttimestamp\x18\x04 \x01(\x03H\x00\x12\x10\n\x06offset\x18\x05 \x01(\x03H\x00\x42\x04\n\x02to\"T\n\tCmdCommit\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\x12\x31\n\x07offsets\x18\x02 \x01(\x0b\x32 .kafka_ws_trio.pubsub.OffsetList\"\xb6\x04\n\tPubSubReq\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x33\n\tcmd_empty\x18\x1f \x01(\x0b\x32\x1e.kafka_ws_trio.pubsub.CmdEmptyH\x00\x12\x31\n\x08\x63md_ping\x18  \x01(\x0b\x32\x1d.kafka_ws_trio.pubsub.CmdPingH\x00\x12>\n\x0f\x63md_kafka_fetch\x18! \x01(\x0b\x32#.kafka_ws_trio.pubsub.CmdKafkaFetchH\x00\x12I\n\x15\x63md_kafka_list_offset\x18\" \x01(\x0b\x32(.kafka_ws_trio.pubsub.CmdKafkaListOffsetH\x00\x12;\n\rcmd_subscribe\x18# \x01(\x0b\x32\".kafka_ws_trio.pubsub.CmdSubscribeH\x00\x12\x35\n\ncmd_credit\x18$ \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.CmdCreditH\x00\x12?\n\x0f\x63md_unsubscribe\x18% \x01(\x0b\x32$.kafka_ws_trio.pubsub.CmdUnsubscribeH\x00\x12\x31\n\x08\x63md_seek\x18& \x01(\x0b\x32\x1d.kafka_ws_trio.pubsub.CmdSeekH\x00\x12\x35\n\ncmd_commit\x18\' \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.CmdCommitH\x00\x42\x05\n\x03req\"*\n\tErrorResp\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x19\n\x08PongResp\x12\r\n\x05state\x18\x01 \x01(\x0c\"8\n\x0bKafkaHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x9d\x01\n\x0cKafkaMessage\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12\x32\n\x07headers\x18\x05 \x03(\x0b\x32!.kafka_ws_trio.pubsub.KafkaHeaderB\x06\n\x04_keyB\x08\n\x06_value\"F\n\x0eKafkaFetchResp\x12\x34\n\x08messages\x18\x01 \x03(\x0b\x32\".kafka_ws_trio.pubsub.KafkaMessage\"%\n\x13KafkaListOffsetResp\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x08\n\x06OkResp\"D\n\rSubscribeResp\x12\x33\n\tpositions\x18\x01 \x01(\x0b\x32 .kafka_ws_trio.pubsub.OffsetList\"\x83\x01\n\x0bStreamBatch\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x34\n\x08messages\x18\x02 \x03(\x0b\x32\".kafka_ws_trio.pubsub.KafkaMessage\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\"p\n\x11PartitionsChanged\x12\x10\n\x08\x61ssigned\x18\x01 \x03(\x05\x12\x0f\n\x07revoked\x18\x02 \x03(\x05\x12\x38\n\tpositions\x18\x03 \x03(\x0b\x32%.kafka_ws_trio.pubsub.PartitionOffset\"\xf4\x01\n\x0bStreamEvent\x12\x13\n\tcaught_up\x18\x01 \x01(\x05H\x00\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorRespH\x00\x12=\n\npartitions\x18\x03 \x01(\x0b\x32\'.kafka_ws_trio.pubsub.PartitionsChangedH\x00\x12\x30\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorRespH\x00\x12\x16\n\tpartition\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x07\n\x05\x65ventB\x0c\n\n_partition\"\x87\x04\n\nPubSubResp\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x35\n\nerror_resp\x18\x1f \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorRespH\x00\x12\x33\n\tpong_resp\x18  \x01(\x0b\x32\x1e.kafka_ws_trio.pubsub.PongRespH\x00\x12@\n\x10kafka_fetch_resp\x18! \x01(\x0b\x32$.kafka_ws_trio.pubsub.KafkaFetchRespH\x00\x12K\n\x16kafka_list_offset_resp\x18\" \x01(\x0b\x32).kafka_ws_trio.pubsub.KafkaListOffsetRespH\x00\x12=\n\x0esubscribe_resp\x18# \x01(\x0b\x32#.kafka_ws_trio.pubsub.SubscribeRespH\x00\x12\x39\n\x0cstream_batch\x18$ \x01(\x0b\x32!.kafka_ws_trio.pubsub.StreamBatchH\x00\x12\x39\n\x0cstream_event\x18% \x01(\x0b\x32!.kafka_ws_trio.pubsub.StreamEventH\x00\x12/\n\x07ok_resp\x18& \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.OkRespH\x00\x42\x06\n\x04resp*%\n\tStartEdge\x12\n\n\x06LATEST\x10\x00\x12\x0c\n\x08\x45\x41RLIEST\x10\x01*5\n\tIsolation\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekafka_ws_trio/_pb/pubsub.proto\x12\x14kafka_ws_trio.pubsub\"\x18\n\x07\x43mdPing\x12\r\n\x05state\x18\x01 \x01(\x0c\"\n\n\x08\x43mdEmpty\"I\n\x12\x43mdKafkaListOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\"A\n\rCmdKafkaFetch\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"4\n\x0fPartitionOffset\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"D\n\nOffsetList\x12\x36\n\x07\x65ntries\x18\x01 \x03(\x0b\x32%.kafka_ws_trio.pubsub.PartitionOffset\"(\n\x06\x43redit\x12\x0f\n\x07records\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"8\n\x0bHeaderMatch\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"x\n\x06\x46ilter\x12\x12\n\nkey_equals\x18\x01 \x03(\x0c\x12\x17\n\nkey_prefix\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x32\n\x07headers\x18\x03 \x03(\x0b\x32!.kafka_ws_trio.pubsub.HeaderMatchB\r\n\x0b_key_prefix\"\xe9\x02\n\x0c\x43mdSubscribe\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\x12/\n\x04\x65\x64ge\x18\x03 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.StartEdgeH\x00\x12\x13\n\ttimestamp\x18\x04 \x01(\x03H\x00\x12\x33\n\x07offsets\x18\x05 \x01(\x0b\x32 .kafka_ws_trio.pubsub.OffsetListH\x00\x12,\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.Filter\x12,\n\x06\x63redit\x18\x07 \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.Credit\x12\x32\n\tisolation\x18\x08 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.Isolation\x12\r\n\x05group\x18\t \x01(\t\x12\x13\n\x0b\x61uto_commit\x18\n \x01(\x08\x42\x07\n\x05start\"O\n\tCmdCredit\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\x12,\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.Credit\"&\n\x0e\x43mdUnsubscribe\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\"\x90\x01\n\x07\x43mdSeek\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12/\n\x04\x65\x64ge\x18\x03 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.StartEdgeH\x00\x12\x13\n\ttimestamp\x18\x04 \x01(\x03H\x00\x12\x10\n\x06offset\x18\x05 \x01(\x03H\x00\x42\x04\n\x02to\"T\n\tCmdCommit\x12\x14\n\x0csubscription\x18\x01 \x01(\x03\x12\x31\n\x07offsets\x18\x02 \x01(\x0b\x32 .kafka_ws_trio.pubsub.OffsetList\"\xb4\x01\n\rProduceRecord\x12\x16\n\tpartition\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x03key\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x12\x12\n\x05value\x18\x03 \x01(\x0cH\x02\x88\x01\x01\x12\x32\n\x07headers\x18\x04 \x03(\x0b\x32!.kafka_ws_trio.pubsub.KafkaHeader\x12\x11\n\ttimestamp\x18\x05 \x01(\x03\x42\x0c\n\n_partitionB\x06\n\x04_keyB\x08\n\x06_value\"\x92\x01\n\nCmdProduce\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.kafka_ws_trio.pubsub.ProduceRecord\x12(\n\x04\x61\x63ks\x18\x03 \x01(\x0e\x32\x1a.kafka_ws_trio.pubsub.Acks\x12\x15\n\rtransactional\x18\x04 \x01(\x08\"9\n\x06\x43mdTxn\x12/\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1f.kafka_ws_trio.pubsub.TxnAction\"\xa0\x05\n\tPubSubReq\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x33\n\tcmd_empty\x18\x1f \x01(\x0b\x32\x1e.kafka_ws_trio.pubsub.CmdEmptyH\x00\x12\x31\n\x08\x63md_ping\x18  \x01(\x0b\x32\x1d.kafka_ws_trio.pubsub.CmdPingH\x00\x12>\n\x0f\x63md_kafka_fetch\x18! \x01(\x0b\x32#.kafka_ws_trio.pubsub.CmdKafkaFetchH\x00\x12I\n\x15\x63md_kafka_list_offset\x18\" \x01(\x0b\x32(.kafka_ws_trio.pubsub.CmdKafkaListOffsetH\x00\x12;\n\rcmd_subscribe\x18# \x01(\x0b\x32\".kafka_ws_trio.pubsub.CmdSubscribeH\x00\x12\x35\n\ncmd_credit\x18$ \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.CmdCreditH\x00\x12?\n\x0f\x63md_unsubscribe\x18% \x01(\x0b\x32$.kafka_ws_trio.pubsub.CmdUnsubscribeH\x00\x12\x31\n\x08\x63md_seek\x18& \x01(\x0b\x32\x1d.kafka_ws_trio.pubsub.CmdSeekH\x00\x12\x35\n\ncmd_commit\x18\' \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.CmdCommitH\x00\x12\x37\n\x0b\x63md_produce\x18( \x01(\x0b\x32 .kafka_ws_trio.pubsub.CmdProduceH\x00\x12/\n\x07\x63md_txn\x18) \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.CmdTxnH\x00\x42\x05\n\x03req\"*\n\tErrorResp\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x19\n\x08PongResp\x12\r\n\x05state\x18\x01 \x01(\x0c\"8\n\x0bKafkaHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x9d\x01\n\x0cKafkaMessage\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12\x32\n\x07headers\x18\x05 \x03(\x0b\x32!.kafka_ws_trio.pubsub.KafkaHeaderB\x06\n\x04_keyB\x08\n\x06_value\"F\n\x0eKafkaFetchResp\x12\x34\n\x08messages\x18\x01 \x03(\x0b\x32\".kafka_ws_trio.pubsub.KafkaMessage\"%\n\x13KafkaListOffsetResp\x12\x0e\n\x06offset\x18\x01 \x01(\x03\"\x08\n\x06OkResp\"D\n\rSubscribeResp\x12\x33\n\tpositions\x18\x01 \x01(\x0b\x32 .kafka_ws_trio.pubsub.OffsetList\"\x83\x01\n\x0bStreamBatch\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x34\n\x08messages\x18\x02 \x03(\x0b\x32\".kafka_ws_trio.pubsub.KafkaMessage\x12\x13\n\x0bnext_offset\x18\x03 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\"p\n\x11PartitionsChanged\x12\x10\n\x08\x61ssigned\x18\x01 \x03(\x05\x12\x0f\n\x07revoked\x18\x02 \x03(\x05\x12\x38\n\tpositions\x18\x03 \x03(\x0b\x32%.kafka_ws_trio.pubsub.PartitionOffset\"\xf4\x01\n\x0bStreamEvent\x12\x13\n\tcaught_up\x18\x01 \x01(\x05H\x00\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorRespH\x00\x12=\n\npartitions\x18\x03 \x01(\x0b\x32\'.kafka_ws_trio.pubsub.PartitionsChangedH\x00\x12\x30\n\x05\x65nded\x18\x04 \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorRespH\x00\x12\x16\n\tpartition\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\x07\n\x05\x65ventB\x0c\n\n_partition\"u\n\rProduceResult\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x11\n\ttimestamp\x18\x03 \x01(\x03\x12.\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorResp\"C\n\x0bProduceResp\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.kafka_ws_trio.pubsub.ProduceResult\"\xc2\x04\n\nPubSubResp\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x35\n\nerror_resp\x18\x1f \x01(\x0b\x32\x1f.kafka_ws_trio.pubsub.ErrorRespH\x00\x12\x33\n\tpong_resp\x18  \x01(\x0b\x32\x1e.kafka_ws_trio.pubsub.PongRespH\x00\x12@\n\x10kafka_fetch_resp\x18! \x01(\x0b\x32$.kafka_ws_trio.pubsub.KafkaFetchRespH\x00\x12K\n\x16kafka_list_offset_resp\x18\" \x01(\x0b\x32).kafka_ws_trio.pubsub.KafkaListOffsetRespH\x00\x12=\n\x0esubscribe_resp\x18# \x01(\x0b\x32#.kafka_ws_trio.pubsub.SubscribeRespH\x00\x12\x39\n\x0cstream_batch\x18$ \x01(\x0b\x32!.kafka_ws_trio.pubsub.StreamBatchH\x00\x12\x39\n\x0cstream_event\x18% \x01(\x0b\x32!.kafka_ws_trio.pubsub.StreamEventH\x00\x12/\n\x07ok_resp\x18& \x01(\x0b\x32\x1c.kafka_ws_trio.pubsub.OkRespH\x00\x12\x39\n\x0cproduce_resp\x18\' \x01(\x0b\x32!.kafka_ws_trio.pubsub.ProduceRespH\x00\x42\x06\n\x04resp*%\n\tStartEdge\x12\n\n\x06LATEST\x10\x00\x12\x0c\n\x08\x45\x41RLIEST\x10\x01*5\n\tIsolation\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01*L\n\x04\x41\x63ks\x12\x16\n\x12\x41\x43KS_ROUTE_DEFAULT\x10\x00\x12\r\n\tACKS_NONE\x10\x01\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x02\x12\x0c\n\x08\x41\x43KS_ALL\x10\x03*U\n\tTxnAction\x12\x1a\n\x16TXN_ACTION_UNSPECIFIED\x10\x00\x12\r\n\tTXN_BEGIN\x10\x01\x12\x0e\n\nTXN_COMMIT\x10\x02\x12\r\n\tTXN_ABORT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kafka_ws_trio._pb.pubsub_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STARTEDGE']._serialized_start=3366
-  _globals['_STARTEDGE']._serialized_end=3403
-  _globals['_ISOLATION']._serialized_start=3405
-  _globals['_ISOLATION']._serialized_end=3458
+  _globals['_STARTEDGE']._serialized_start=4110
+  _globals['_STARTEDGE']._serialized_end=4147
+  _globals['_ISOLATION']._serialized_start=4149
+  _globals['_ISOLATION']._serialized_end=4202
+  _globals['_ACKS']._serialized_start=4204
+  _globals['_ACKS']._serialized_end=4280
+  _globals['_TXNACTION']._serialized_start=4282
+  _globals['_TXNACTION']._serialized_end=4367
   _globals['_CMDPING']._serialized_start=56
   _globals['_CMDPING']._serialized_end=80
   _globals['_CMDEMPTY']._serialized_start=82
@@ -63,30 +67,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CMDSEEK']._serialized_end=1212
   _globals['_CMDCOMMIT']._serialized_start=1214
   _globals['_CMDCOMMIT']._serialized_end=1298
-  _globals['_PUBSUBREQ']._serialized_start=1301
-  _globals['_PUBSUBREQ']._serialized_end=1867
-  _globals['_ERRORRESP']._serialized_start=1869
-  _globals['_ERRORRESP']._serialized_end=1911
-  _globals['_PONGRESP']._serialized_start=1913
-  _globals['_PONGRESP']._serialized_end=1938
-  _globals['_KAFKAHEADER']._serialized_start=1940
-  _globals['_KAFKAHEADER']._serialized_end=1996
-  _globals['_KAFKAMESSAGE']._serialized_start=1999
-  _globals['_KAFKAMESSAGE']._serialized_end=2156
-  _globals['_KAFKAFETCHRESP']._serialized_start=2158
-  _globals['_KAFKAFETCHRESP']._serialized_end=2228
-  _globals['_KAFKALISTOFFSETRESP']._serialized_start=2230
-  _globals['_KAFKALISTOFFSETRESP']._serialized_end=2267
-  _globals['_OKRESP']._serialized_start=2269
-  _globals['_OKRESP']._serialized_end=2277
-  _globals['_SUBSCRIBERESP']._serialized_start=2279
-  _globals['_SUBSCRIBERESP']._serialized_end=2347
-  _globals['_STREAMBATCH']._serialized_start=2350
-  _globals['_STREAMBATCH']._serialized_end=2481
-  _globals['_PARTITIONSCHANGED']._serialized_start=2483
-  _globals['_PARTITIONSCHANGED']._serialized_end=2595
-  _globals['_STREAMEVENT']._serialized_start=2598
-  _globals['_STREAMEVENT']._serialized_end=2842
-  _globals['_PUBSUBRESP']._serialized_start=2845
-  _globals['_PUBSUBRESP']._serialized_end=3364
+  _globals['_PRODUCERECORD']._serialized_start=1301
+  _globals['_PRODUCERECORD']._serialized_end=1481
+  _globals['_CMDPRODUCE']._serialized_start=1484
+  _globals['_CMDPRODUCE']._serialized_end=1630
+  _globals['_CMDTXN']._serialized_start=1632
+  _globals['_CMDTXN']._serialized_end=1689
+  _globals['_PUBSUBREQ']._serialized_start=1692
+  _globals['_PUBSUBREQ']._serialized_end=2364
+  _globals['_ERRORRESP']._serialized_start=2366
+  _globals['_ERRORRESP']._serialized_end=2408
+  _globals['_PONGRESP']._serialized_start=2410
+  _globals['_PONGRESP']._serialized_end=2435
+  _globals['_KAFKAHEADER']._serialized_start=2437
+  _globals['_KAFKAHEADER']._serialized_end=2493
+  _globals['_KAFKAMESSAGE']._serialized_start=2496
+  _globals['_KAFKAMESSAGE']._serialized_end=2653
+  _globals['_KAFKAFETCHRESP']._serialized_start=2655
+  _globals['_KAFKAFETCHRESP']._serialized_end=2725
+  _globals['_KAFKALISTOFFSETRESP']._serialized_start=2727
+  _globals['_KAFKALISTOFFSETRESP']._serialized_end=2764
+  _globals['_OKRESP']._serialized_start=2766
+  _globals['_OKRESP']._serialized_end=2774
+  _globals['_SUBSCRIBERESP']._serialized_start=2776
+  _globals['_SUBSCRIBERESP']._serialized_end=2844
+  _globals['_STREAMBATCH']._serialized_start=2847
+  _globals['_STREAMBATCH']._serialized_end=2978
+  _globals['_PARTITIONSCHANGED']._serialized_start=2980
+  _globals['_PARTITIONSCHANGED']._serialized_end=3092
+  _globals['_STREAMEVENT']._serialized_start=3095
+  _globals['_STREAMEVENT']._serialized_end=3339
+  _globals['_PRODUCERESULT']._serialized_start=3341
+  _globals['_PRODUCERESULT']._serialized_end=3458
+  _globals['_PRODUCERESP']._serialized_start=3460
+  _globals['_PRODUCERESP']._serialized_end=3527
+  _globals['_PUBSUBRESP']._serialized_start=3530
+  _globals['_PUBSUBRESP']._serialized_end=4108
 # @@protoc_insertion_point(module_scope)

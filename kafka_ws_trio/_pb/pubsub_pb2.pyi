@@ -15,10 +15,32 @@ class Isolation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     READ_UNCOMMITTED: _ClassVar[Isolation]
     READ_COMMITTED: _ClassVar[Isolation]
+
+class Acks(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACKS_ROUTE_DEFAULT: _ClassVar[Acks]
+    ACKS_NONE: _ClassVar[Acks]
+    ACKS_LEADER: _ClassVar[Acks]
+    ACKS_ALL: _ClassVar[Acks]
+
+class TxnAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TXN_ACTION_UNSPECIFIED: _ClassVar[TxnAction]
+    TXN_BEGIN: _ClassVar[TxnAction]
+    TXN_COMMIT: _ClassVar[TxnAction]
+    TXN_ABORT: _ClassVar[TxnAction]
 LATEST: StartEdge
 EARLIEST: StartEdge
 READ_UNCOMMITTED: Isolation
 READ_COMMITTED: Isolation
+ACKS_ROUTE_DEFAULT: Acks
+ACKS_NONE: Acks
+ACKS_LEADER: Acks
+ACKS_ALL: Acks
+TXN_ACTION_UNSPECIFIED: TxnAction
+TXN_BEGIN: TxnAction
+TXN_COMMIT: TxnAction
+TXN_ABORT: TxnAction
 
 class CmdPing(_message.Message):
     __slots__ = ("state",)
@@ -150,8 +172,40 @@ class CmdCommit(_message.Message):
     offsets: OffsetList
     def __init__(self, subscription: _Optional[int] = ..., offsets: _Optional[_Union[OffsetList, _Mapping]] = ...) -> None: ...
 
+class ProduceRecord(_message.Message):
+    __slots__ = ("partition", "key", "value", "headers", "timestamp")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    key: bytes
+    value: bytes
+    headers: _containers.RepeatedCompositeFieldContainer[KafkaHeader]
+    timestamp: int
+    def __init__(self, partition: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[KafkaHeader, _Mapping]]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class CmdProduce(_message.Message):
+    __slots__ = ("topic", "records", "acks", "transactional")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONAL_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    records: _containers.RepeatedCompositeFieldContainer[ProduceRecord]
+    acks: Acks
+    transactional: bool
+    def __init__(self, topic: _Optional[str] = ..., records: _Optional[_Iterable[_Union[ProduceRecord, _Mapping]]] = ..., acks: _Optional[_Union[Acks, str]] = ..., transactional: bool = ...) -> None: ...
+
+class CmdTxn(_message.Message):
+    __slots__ = ("action",)
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    action: TxnAction
+    def __init__(self, action: _Optional[_Union[TxnAction, str]] = ...) -> None: ...
+
 class PubSubReq(_message.Message):
-    __slots__ = ("sequence", "cmd_empty", "cmd_ping", "cmd_kafka_fetch", "cmd_kafka_list_offset", "cmd_subscribe", "cmd_credit", "cmd_unsubscribe", "cmd_seek", "cmd_commit")
+    __slots__ = ("sequence", "cmd_empty", "cmd_ping", "cmd_kafka_fetch", "cmd_kafka_list_offset", "cmd_subscribe", "cmd_credit", "cmd_unsubscribe", "cmd_seek", "cmd_commit", "cmd_produce", "cmd_txn")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CMD_EMPTY_FIELD_NUMBER: _ClassVar[int]
     CMD_PING_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +216,8 @@ class PubSubReq(_message.Message):
     CMD_UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     CMD_SEEK_FIELD_NUMBER: _ClassVar[int]
     CMD_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    CMD_PRODUCE_FIELD_NUMBER: _ClassVar[int]
+    CMD_TXN_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     cmd_empty: CmdEmpty
     cmd_ping: CmdPing
@@ -172,7 +228,9 @@ class PubSubReq(_message.Message):
     cmd_unsubscribe: CmdUnsubscribe
     cmd_seek: CmdSeek
     cmd_commit: CmdCommit
-    def __init__(self, sequence: _Optional[int] = ..., cmd_empty: _Optional[_Union[CmdEmpty, _Mapping]] = ..., cmd_ping: _Optional[_Union[CmdPing, _Mapping]] = ..., cmd_kafka_fetch: _Optional[_Union[CmdKafkaFetch, _Mapping]] = ..., cmd_kafka_list_offset: _Optional[_Union[CmdKafkaListOffset, _Mapping]] = ..., cmd_subscribe: _Optional[_Union[CmdSubscribe, _Mapping]] = ..., cmd_credit: _Optional[_Union[CmdCredit, _Mapping]] = ..., cmd_unsubscribe: _Optional[_Union[CmdUnsubscribe, _Mapping]] = ..., cmd_seek: _Optional[_Union[CmdSeek, _Mapping]] = ..., cmd_commit: _Optional[_Union[CmdCommit, _Mapping]] = ...) -> None: ...
+    cmd_produce: CmdProduce
+    cmd_txn: CmdTxn
+    def __init__(self, sequence: _Optional[int] = ..., cmd_empty: _Optional[_Union[CmdEmpty, _Mapping]] = ..., cmd_ping: _Optional[_Union[CmdPing, _Mapping]] = ..., cmd_kafka_fetch: _Optional[_Union[CmdKafkaFetch, _Mapping]] = ..., cmd_kafka_list_offset: _Optional[_Union[CmdKafkaListOffset, _Mapping]] = ..., cmd_subscribe: _Optional[_Union[CmdSubscribe, _Mapping]] = ..., cmd_credit: _Optional[_Union[CmdCredit, _Mapping]] = ..., cmd_unsubscribe: _Optional[_Union[CmdUnsubscribe, _Mapping]] = ..., cmd_seek: _Optional[_Union[CmdSeek, _Mapping]] = ..., cmd_commit: _Optional[_Union[CmdCommit, _Mapping]] = ..., cmd_produce: _Optional[_Union[CmdProduce, _Mapping]] = ..., cmd_txn: _Optional[_Union[CmdTxn, _Mapping]] = ...) -> None: ...
 
 class ErrorResp(_message.Message):
     __slots__ = ("code", "message")
@@ -268,8 +326,26 @@ class StreamEvent(_message.Message):
     partition: int
     def __init__(self, caught_up: _Optional[int] = ..., error: _Optional[_Union[ErrorResp, _Mapping]] = ..., partitions: _Optional[_Union[PartitionsChanged, _Mapping]] = ..., ended: _Optional[_Union[ErrorResp, _Mapping]] = ..., partition: _Optional[int] = ...) -> None: ...
 
+class ProduceResult(_message.Message):
+    __slots__ = ("partition", "offset", "timestamp", "error")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    offset: int
+    timestamp: int
+    error: ErrorResp
+    def __init__(self, partition: _Optional[int] = ..., offset: _Optional[int] = ..., timestamp: _Optional[int] = ..., error: _Optional[_Union[ErrorResp, _Mapping]] = ...) -> None: ...
+
+class ProduceResp(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ProduceResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ProduceResult, _Mapping]]] = ...) -> None: ...
+
 class PubSubResp(_message.Message):
-    __slots__ = ("sequence", "error_resp", "pong_resp", "kafka_fetch_resp", "kafka_list_offset_resp", "subscribe_resp", "stream_batch", "stream_event", "ok_resp")
+    __slots__ = ("sequence", "error_resp", "pong_resp", "kafka_fetch_resp", "kafka_list_offset_resp", "subscribe_resp", "stream_batch", "stream_event", "ok_resp", "produce_resp")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ERROR_RESP_FIELD_NUMBER: _ClassVar[int]
     PONG_RESP_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +355,7 @@ class PubSubResp(_message.Message):
     STREAM_BATCH_FIELD_NUMBER: _ClassVar[int]
     STREAM_EVENT_FIELD_NUMBER: _ClassVar[int]
     OK_RESP_FIELD_NUMBER: _ClassVar[int]
+    PRODUCE_RESP_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     error_resp: ErrorResp
     pong_resp: PongResp
@@ -288,4 +365,5 @@ class PubSubResp(_message.Message):
     stream_batch: StreamBatch
     stream_event: StreamEvent
     ok_resp: OkResp
-    def __init__(self, sequence: _Optional[int] = ..., error_resp: _Optional[_Union[ErrorResp, _Mapping]] = ..., pong_resp: _Optional[_Union[PongResp, _Mapping]] = ..., kafka_fetch_resp: _Optional[_Union[KafkaFetchResp, _Mapping]] = ..., kafka_list_offset_resp: _Optional[_Union[KafkaListOffsetResp, _Mapping]] = ..., subscribe_resp: _Optional[_Union[SubscribeResp, _Mapping]] = ..., stream_batch: _Optional[_Union[StreamBatch, _Mapping]] = ..., stream_event: _Optional[_Union[StreamEvent, _Mapping]] = ..., ok_resp: _Optional[_Union[OkResp, _Mapping]] = ...) -> None: ...
+    produce_resp: ProduceResp
+    def __init__(self, sequence: _Optional[int] = ..., error_resp: _Optional[_Union[ErrorResp, _Mapping]] = ..., pong_resp: _Optional[_Union[PongResp, _Mapping]] = ..., kafka_fetch_resp: _Optional[_Union[KafkaFetchResp, _Mapping]] = ..., kafka_list_offset_resp: _Optional[_Union[KafkaListOffsetResp, _Mapping]] = ..., subscribe_resp: _Optional[_Union[SubscribeResp, _Mapping]] = ..., stream_batch: _Optional[_Union[StreamBatch, _Mapping]] = ..., stream_event: _Optional[_Union[StreamEvent, _Mapping]] = ..., ok_resp: _Optional[_Union[OkResp, _Mapping]] = ..., produce_resp: _Optional[_Union[ProduceResp, _Mapping]] = ...) -> None: ...

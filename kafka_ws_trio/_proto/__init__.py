@@ -2,12 +2,15 @@
 
 The h11 way: events (``_events``), one codec for both ends (``_codec``), the
 encode-once record entries and a partition's window (``_entries``,
-``_window``), ordering lanes (``_lanes``) and one connection's state
-(``_connection``). The layers above import from here; nothing here imports them.
+``_window``), ordering lanes (``_lanes``), one connection's state
+(``_connection``), produce and transactions (``_produce``) and their
+in-flight budget (``_budget``). The layers above import from here; nothing
+here imports them.
 """
 
-from ._codec import ECHOED_TOPIC_CHARS as ECHOED_TOPIC_CHARS
-from ._codec import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
+from ._budget import Amount as Amount
+from ._budget import Budget as Budget
+from ._budget import Claim as Claim
 from ._codec import RecordTooLarge as RecordTooLarge
 from ._codec import decode_record as decode_record
 from ._codec import decode_request as decode_request
@@ -29,9 +32,9 @@ from ._codec import encode_stream_event_partitions as encode_stream_event_partit
 from ._codec import encode_subscribe_answer as encode_subscribe_answer
 from ._codec import encode_subscribe_request as encode_subscribe_request
 from ._codec import encode_unsubscribe_request as encode_unsubscribe_request
-from ._codec import topic_name_problem as topic_name_problem
 from ._connection import Command as Command
 from ._connection import Frame as Frame
+from ._connection import ProduceAction as ProduceAction
 from ._connection import Reply as Reply
 from ._connection import Result as Result
 from ._connection import ServerConnection as ServerConnection
@@ -58,6 +61,7 @@ from ._errors import fetch_error as fetch_error
 from ._errors import list_offset_error as list_offset_error
 from ._errors import partition_not_found as partition_not_found
 from ._errors import topic_not_found as topic_not_found
+from ._events import Acks as Acks
 from ._events import AddCredit as AddCredit
 from ._events import AtOffset as AtOffset
 from ._events import AtOffsets as AtOffsets
@@ -74,10 +78,16 @@ from ._events import KafkaCommand as KafkaCommand
 from ._events import ListOffset as ListOffset
 from ._events import Malformed as Malformed
 from ._events import MalformedResponse as MalformedResponse
+from ._events import NotWritten as NotWritten
 from ._events import OffsetAnswer as OffsetAnswer
 from ._events import OkAnswer as OkAnswer
+from ._events import OutRecord as OutRecord
 from ._events import Ping as Ping
 from ._events import Pong as Pong
+from ._events import Produce as Produce
+from ._events import ProduceAnswer as ProduceAnswer
+from ._events import ProduceCommand as ProduceCommand
+from ._events import ProduceResult as ProduceResult
 from ._events import Push as Push
 from ._events import Record as Record
 from ._events import Rejected as Rejected
@@ -95,14 +105,25 @@ from ._events import StreamPartitions as StreamPartitions
 from ._events import StreamRecords as StreamRecords
 from ._events import Subscribe as Subscribe
 from ._events import SubscribeAnswer as SubscribeAnswer
+from ._events import Txn as Txn
+from ._events import TxnAction as TxnAction
 from ._events import UnknownCommand as UnknownCommand
 from ._events import UnknownResponse as UnknownResponse
 from ._events import Unsubscribe as Unsubscribe
+from ._events import Written as Written
 from ._filters import FilterSet as FilterSet
 from ._filters import Matcher as Matcher
 from ._lanes import Key as Key
 from ._lanes import Lanes as Lanes
 from ._lanes import Ticket as Ticket
+from ._produce import MAX_PRODUCE_RECORDS as MAX_PRODUCE_RECORDS
+from ._produce import encode_produce_answer as encode_produce_answer
+from ._produce import encode_produce_request as encode_produce_request
+from ._produce import encode_txn_request as encode_txn_request
+from ._produce import produce_error as produce_error
+from ._rules import ECHOED_TOPIC_CHARS as ECHOED_TOPIC_CHARS
+from ._rules import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
+from ._rules import topic_name_problem as topic_name_problem
 from ._streams import STREAM_FRAME_OVERHEAD as STREAM_FRAME_OVERHEAD
 from ._streams import Chunk as Chunk
 from ._streams import PushBatch as PushBatch

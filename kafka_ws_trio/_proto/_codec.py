@@ -9,10 +9,8 @@ and the ``encode_*`` functions build response frames. Client side: the
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Sequence
-from typing import Final, NoReturn, TypeVar
+from typing import Final
 
 from .._pb import pubsub_pb2 as pb
 from ._errors import ErrorCode
@@ -37,7 +35,6 @@ from ._events import (
     Ping,
     Pong,
     Record,
-    Rejected,
     Request,
     Response,
     Seek,
@@ -55,34 +52,8 @@ from ._events import (
     UnknownResponse,
     Unsubscribe,
 )
-
-#: Kafka's rule for topic names: 1 to 249 characters, ASCII letters, digits, '.', '_' and '-'.
-MAX_TOPIC_LENGTH: Final = 249
-_TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")  # the length is checked first
-#: Characters of an invalid topic name echoed back in its error message.
-ECHOED_TOPIC_CHARS: Final = 64
-
-
-def topic_name_problem(topic: str) -> str | None:
-    """Why ``topic`` is not a valid Kafka topic name, or None when it is."""
-    if not topic:
-        return "empty topic"
-    fault = _topic_name_fault(topic)
-    return None if fault is None else f"invalid topic: {fault}"
-
-
-def _topic_name_fault(topic: str) -> str | None:
-    """Which part of Kafka's rule a non-empty ``topic`` breaks, or None."""
-    if len(topic) > MAX_TOPIC_LENGTH:
-        return f"{len(topic)} characters, at most {MAX_TOPIC_LENGTH} allowed"
-    if _TOPIC_NAME.fullmatch(topic) is None or topic in (".", ".."):
-        return "only ASCII letters, digits, '.', '_' and '-' are allowed"
-    return None
-
-
-def _echoed(topic: str) -> str:
-    return topic if len(topic) <= ECHOED_TOPIC_CHARS else topic[:ECHOED_TOPIC_CHARS] + "..."
-
+from ._produce import PRODUCE_DECODERS, decode_produce_answer
+from ._rules import Decoder, echoed, judged, known, not_negative, refuse, topic_name_problem, valid_topic
 
 # ------------------------------------------------------------------ server
 
@@ -136,9 +107,9 @@ def decode_request(frame: bytes) -> Request:
             f"invalid offset: {cmd_fetch.offset}" if cmd_fetch.offset < 0 else None,
             lambda topic: Fetch(sequence, topic, cmd_fetch.partition, cmd_fetch.offset),
         )
-    stream_decoder = _STREAM_DECODERS.get(kind or "")
-    if stream_decoder is not None:
-        return stream_decoder(sequence, request)
+    decoder = _STREAM_DECODERS.get(kind or "") or PRODUCE_DECODERS.get(kind or "")
+    if decoder is not None:
+        return decoder(sequence, request)
     # cmd_empty, no command at all, cmd_commit (consumer groups are not served yet), or a
     # command from a newer protocol (an unknown field this server skipped): all of them
     # are "unknown command".
@@ -155,7 +126,7 @@ def _judged(
     """The command, or :class:`Invalid` naming its first problem: topic name, partition, then its own field."""
     topic_problem = topic_name_problem(topic)
     if topic_problem is not None:
-        return Invalid(sequence=sequence, command=build(_echoed(topic)), reason=topic_problem, queued=False)
+        return Invalid(sequence=sequence, command=build(echoed(topic)), reason=topic_problem, queued=False)
     command = build(topic)
     reason = f"invalid partition: {partition}" if partition < 0 else field_problem
     return command if reason is None else Invalid(sequence=sequence, command=command, reason=reason)
@@ -169,48 +140,13 @@ def _judged(
 # is left to it.
 
 
-_Enum = TypeVar("_Enum", StartEdge, Isolation)
-
-
-class _Refusal(Exception):
-    """Why a stream command cannot be valid: the text after ``invalid <command>: ``."""
-
-
-def _refuse(problem: str) -> NoReturn:
-    raise _Refusal(problem)
-
-
-def _not_negative(value: int, name: str) -> int:
-    if value < 0:
-        _refuse(f"{name} {value}")
-    return value
-
-
-def _known(kind: type[_Enum], value: int, name: str) -> _Enum:
-    """``value`` as a member of ``kind``: proto3 enums are open, so any int32 parses."""
-    try:
-        return kind(value)
-    except ValueError:
-        _refuse(f"{name} {value}")
-
-
-def _stream_topic(topic: str) -> str:
-    """``topic`` when Kafka would accept it; refused with the name echoed (shortened, JSON-quoted) otherwise."""
-    if not topic:
-        _refuse("empty topic")
-    fault = _topic_name_fault(topic)
-    if fault is not None:
-        _refuse(f"invalid topic {json.dumps(_echoed(topic))}: {fault}")
-    return topic
-
-
 def _partition_set(partitions: Sequence[int]) -> frozenset[int]:
     """The partitions a stream names, each at most once and none negative."""
     seen: set[int] = set()
     for partition in partitions:
-        _not_negative(partition, "partition")
+        not_negative(partition, "partition")
         if partition in seen:
-            _refuse(f"partition {partition} listed twice")
+            refuse(f"partition {partition} listed twice")
         seen.add(partition)
     return frozenset(seen)
 
@@ -220,13 +156,13 @@ def _start_offsets(entries: Sequence[pb.PartitionOffset], partitions: frozenset[
     named: set[int] = set()
     for entry in entries:
         if entry.partition < 0:
-            _refuse(f"offsets name partition {entry.partition}")
+            refuse(f"offsets name partition {entry.partition}")
         if entry.partition in named:
-            _refuse(f"offsets name partition {entry.partition} twice")
+            refuse(f"offsets name partition {entry.partition} twice")
         if partitions and entry.partition not in partitions:
-            _refuse(f"offsets name partition {entry.partition}, which is not in partitions")
+            refuse(f"offsets name partition {entry.partition}, which is not in partitions")
         if entry.offset < 0:
-            _refuse(f"offset {entry.offset} for partition {entry.partition}")
+            refuse(f"offset {entry.offset} for partition {entry.partition}")
         named.add(entry.partition)
     return AtOffsets(tuple((entry.partition, entry.offset) for entry in entries))
 
@@ -234,9 +170,9 @@ def _start_offsets(entries: Sequence[pb.PartitionOffset], partitions: frozenset[
 def _start(command: pb.CmdSubscribe, partitions: frozenset[int]) -> Start:
     kind = command.WhichOneof("start")
     if kind == "edge":
-        return _known(StartEdge, command.edge, "edge")
+        return known(StartEdge, command.edge, "edge")
     if kind == "timestamp":
-        return AtTimestamp(_not_negative(command.timestamp, "timestamp"))
+        return AtTimestamp(not_negative(command.timestamp, "timestamp"))
     if kind == "offsets":
         return _start_offsets(command.offsets.entries, partitions)
     return StartEdge.LATEST
@@ -245,8 +181,8 @@ def _start(command: pb.CmdSubscribe, partitions: frozenset[int]) -> Start:
 def _grant(credit: pb.Credit, prefix: str) -> Grant:
     """A credit grant: 0 of a kind grants none of it, a negative amount is refused."""
     return Grant(
-        records=_not_negative(credit.records, f"{prefix}records"),
-        bytes=_not_negative(credit.bytes, f"{prefix}bytes"),
+        records=not_negative(credit.records, f"{prefix}records"),
+        bytes=not_negative(credit.bytes, f"{prefix}bytes"),
     )
 
 
@@ -262,16 +198,16 @@ def _filter(message: pb.Filter) -> Filter:
 
 def _subscribe(sequence: int, request: pb.PubSubReq) -> Subscribe:
     command = request.cmd_subscribe
-    topic = _stream_topic(command.topic)
+    topic = valid_topic(command.topic)
     partitions = tuple(command.partitions)
     start = _start(command, _partition_set(partitions))
     filter_ = _filter(command.filter)
     # Present but empty (Credit{}) is a grant of nothing: the stream starts paused.
     # Absent is the route's default grant.
     credit = _grant(command.credit, "credit ") if command.HasField("credit") else None
-    isolation = _known(Isolation, command.isolation, "isolation")
+    isolation = known(Isolation, command.isolation, "isolation")
     if command.auto_commit and not command.group:
-        _refuse("auto_commit without a group")
+        refuse("auto_commit without a group")
     return Subscribe(
         sequence=sequence,
         topic=topic,
@@ -296,38 +232,26 @@ def _unsubscribe(sequence: int, request: pb.PubSubReq) -> Unsubscribe:
 
 def _seek(sequence: int, request: pb.PubSubReq) -> Seek:
     command = request.cmd_seek
-    partition = _not_negative(command.partition, "partition")
+    partition = not_negative(command.partition, "partition")
     kind = command.WhichOneof("to")
     to: SeekTarget
     if kind == "edge":
-        to = _known(StartEdge, command.edge, "edge")
+        to = known(StartEdge, command.edge, "edge")
     elif kind == "timestamp":
-        to = AtTimestamp(_not_negative(command.timestamp, "timestamp"))
+        to = AtTimestamp(not_negative(command.timestamp, "timestamp"))
     elif kind == "offset":
-        to = AtOffset(_not_negative(command.offset, "offset"))
+        to = AtOffset(not_negative(command.offset, "offset"))
     else:
-        _refuse("no target")
+        refuse("no target")
     return Seek(sequence=sequence, subscription=command.subscription, partition=partition, to=to)
 
 
-def _judged_stream(name: str, decode: Callable[[int, pb.PubSubReq], Request]) -> Callable[[int, pb.PubSubReq], Request]:
-    """``decode``, with a refusal turned into :class:`Rejected` (``invalid <name>: <problem>``)."""
-
-    def judged(sequence: int, request: pb.PubSubReq) -> Request:
-        try:
-            return decode(sequence, request)
-        except _Refusal as refusal:
-            return Rejected(sequence=sequence, code=ErrorCode.INVALID_REQUEST, message=f"invalid {name}: {refusal}")
-
-    return judged
-
-
 #: The stream commands by their oneof name in PubSubReq.req (cmd_commit is not among them yet).
-_STREAM_DECODERS: Final[dict[str, Callable[[int, pb.PubSubReq], Request]]] = {
-    "cmd_subscribe": _judged_stream("subscribe", _subscribe),
-    "cmd_credit": _judged_stream("credit", _credit),
-    "cmd_unsubscribe": _judged_stream("unsubscribe", _unsubscribe),
-    "cmd_seek": _judged_stream("seek", _seek),
+_STREAM_DECODERS: Final[dict[str, Decoder]] = {
+    "cmd_subscribe": judged("subscribe", _subscribe),
+    "cmd_credit": judged("credit", _credit),
+    "cmd_unsubscribe": judged("unsubscribe", _unsubscribe),
+    "cmd_seek": judged("seek", _seek),
 }
 
 
@@ -611,6 +535,8 @@ def decode_response(frame: bytes) -> Response:
         )
     if kind == "stream_event":
         return _decode_stream_event(sequence, response.stream_event)
+    if kind == "produce_resp":
+        return decode_produce_answer(sequence, response.produce_resp)
     return UnknownResponse(sequence=sequence)
 
 

@@ -12,7 +12,7 @@ join them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import attrs
 
@@ -34,11 +34,14 @@ from ._events import (
     ListOffset,
     Malformed,
     Ping,
+    Produce,
+    ProduceCommand,
     Record,
     Rejected,
     Seek,
     StreamCommand,
     Subscribe,
+    Txn,
     UnknownCommand,
     Unsubscribe,
 )
@@ -78,6 +81,18 @@ class StreamAction:
     keys: tuple[Key, ...]
 
 
+@attrs.frozen
+class ProduceAction:
+    """A produce or transaction command for the session's producer; these run in the order they came."""
+
+    request: ProduceCommand
+
+
+#: The names :class:`Rejected` gives the commands of each extension.
+_STREAM_COMMANDS: Final = frozenset({"subscribe", "credit", "unsubscribe", "seek"})
+_PRODUCE_COMMANDS: Final = frozenset({"produce", "txn"})
+
+
 def stream_lane(stream_id: int) -> Key:
     """The lane of one stream's commands: keyed by an empty topic name, which no partition has."""
     return ("", stream_id)
@@ -100,17 +115,19 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
-    __slots__ = ("errors", "lanes", "max_message_size", "streams")
+    __slots__ = ("errors", "lanes", "max_message_size", "produce", "streams")
 
-    def __init__(self, max_message_size: int, *, streams: bool = False) -> None:
+    def __init__(self, max_message_size: int, *, streams: bool = False, produce: bool = False) -> None:
         self.max_message_size = max_message_size
         #: Whether the session serves streams; without, stream commands are "unknown command".
         self.streams = streams
+        #: Whether the session serves produce and transactions; without, they are "unknown command".
+        self.produce = produce
         self.lanes = Lanes()
         #: Error responses produced so far (replies and answers alike).
         self.errors = 0
 
-    def receive(self, frame: bytes) -> Reply | Command | StreamAction:
+    def receive(self, frame: bytes) -> Reply | Command | StreamAction | ProduceAction:
         """What to do with one binary frame from the client."""
         request = decode_request(frame)
         if isinstance(request, Ping):
@@ -118,12 +135,15 @@ class ServerConnection:
         if self.streams and isinstance(request, Subscribe | AddCredit | Unsubscribe | Seek):
             stream_id = request.sequence if isinstance(request, Subscribe) else request.subscription
             return StreamAction(request, (stream_lane(stream_id),))
-        if self.streams and isinstance(request, Rejected):
+        if self.produce and isinstance(request, Produce | Txn):
+            return ProduceAction(request)
+        if isinstance(request, Rejected) and self._serves(request.command):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode(request.code), request.message))
-        # A session without streams (a backend that cannot feed them) does not know stream commands:
-        # they get "unknown command", Rejected ones too, so a client cannot take it for one that serves them.
-        if isinstance(request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Rejected):
+        # A session without streams (a backend that cannot feed them) does not know stream commands,
+        # nor one without a producer produce commands: they get "unknown command", Rejected ones too,
+        # so a client cannot take it for one that serves them.
+        if isinstance(request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Produce | Txn | Rejected):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
         if isinstance(request, Malformed):
@@ -136,6 +156,9 @@ class ServerConnection:
             return Reply(answer)
         command = command_of(request)
         return Command(request, ((command.topic, command.partition),))
+
+    def _serves(self, command: str) -> bool:
+        return (self.streams and command in _STREAM_COMMANDS) or (self.produce and command in _PRODUCE_COMMANDS)
 
     def answer(self, request: KafkaCommand, result: Result) -> Frame:
         """The response frame for a command's result; a :class:`CommandFailed` becomes an error response."""

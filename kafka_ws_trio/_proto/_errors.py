@@ -20,7 +20,8 @@ class ErrorCode(enum.IntEnum):
 
     APISIX always sends 0, which stays valid and means "unspecified". The tens group the
     causes: 1-9 the request itself, 10-19 Kafka's answer, 20-29 reaching Kafka, 30-39
-    limits of this server, 40-49 the server's own faults, 50-59 streams. A number never changes
+    limits of this server, 40-49 the server's own faults, 50-59 streams, 70-79 transactions
+    (and consumer groups). A number never changes
     meaning; new causes take new numbers.
     """
 
@@ -64,6 +65,16 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_PARTITIONS = 53
     #: A credit grant would take the stream past the most credit it may hold.
     CREDIT_LIMIT = 54
+    #: TXN_COMMIT, TXN_ABORT or a transactional CmdProduce with no transaction open on the connection.
+    TXN_NOT_OPEN = 70
+    #: TXN_BEGIN while the connection's transaction is still open.
+    TXN_ALREADY_OPEN = 71
+    #: Another producer with the same transactional.id took over (a second proxy with the same prefix).
+    TXN_FENCED = 72
+    #: The transaction stayed open longer than the route's transaction_timeout; the proxy aborted it.
+    TXN_TIMED_OUT = 73
+    #: The transaction could not be committed (a record of it failed, or Kafka refused); it was aborted.
+    TXN_ABORTED = 74
 
 
 #: Failures that say Kafka cannot be reached (as opposed to a bad request).

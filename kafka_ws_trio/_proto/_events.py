@@ -209,23 +209,100 @@ class Seek:
     to: SeekTarget
 
 
+# ------------------------------------------------------------ produce requests
+
+
+class Acks(enum.IntEnum):
+    """How many replicas must have a produced record before it is acknowledged."""
+
+    #: The route's default (``acks=all`` with idempotence, unless the route says otherwise).
+    ROUTE_DEFAULT = 0
+    #: Not waited for: the result's offset is -1.
+    NONE = 1
+    #: The partition leader has it.
+    LEADER = 2
+    #: Every in-sync replica has it.
+    ALL = 3
+
+
+class TxnAction(enum.IntEnum):
+    """What a :class:`Txn` does to the connection's transaction."""
+
+    BEGIN = 1
+    COMMIT = 2
+    ABORT = 3
+
+
+@attrs.frozen
+class OutRecord:
+    """A record to write: None for ``key`` or ``value`` is null (a null value is a tombstone).
+
+    ``partition`` None lets the producer pick (murmur2 of the key, as the Java
+    client does; without a key, the library's default); ``timestamp`` 0 is the
+    time the proxy received it.
+    """
+
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+    timestamp: int = 0
+
+    @property
+    def size(self) -> int:
+        """The bytes of its key, value and headers: what the in-flight bounds count."""
+        size = len(self.key or b"") + len(self.value or b"")
+        for key, value in self.headers:
+            size += len(key.encode()) + len(value)
+        return size
+
+
+@attrs.frozen
+class Produce:
+    """CmdProduce, validated: write ``records`` (at least one) to ``topic``; answered with one result per record."""
+
+    sequence: int
+    topic: str
+    records: tuple[OutRecord, ...]
+    acks: Acks = Acks.ROUTE_DEFAULT
+    #: Part of the connection's open transaction.
+    transactional: bool = False
+
+
+@attrs.frozen
+class Txn:
+    """CmdTxn, validated: begin, commit or abort the connection's transaction; answered with ok."""
+
+    sequence: int
+    action: TxnAction
+
+
+#: The commands that write, in the order they came: their own lane.
+ProduceCommand: TypeAlias = Produce | Txn
+
+
 @attrs.frozen
 class Rejected:
-    """A stream command that decodes but cannot be valid: answered at once with this error.
+    """A stream or produce command that decodes but cannot be valid: answered at once with this error.
 
-    ``code`` is an ``ErrorCode`` value, ``message`` the whole message of the error response.
+    ``code`` is an ``ErrorCode`` value, ``message`` the whole message of the error response;
+    ``command`` names the command (``"subscribe"``, ``"produce"`` ...), so that a connection
+    that does not serve it can answer "unknown command" instead.
     """
 
     sequence: int
     code: int
     message: str
+    command: str = attrs.field(default="", eq=False)
 
 
 #: The stream commands, validated.
 StreamCommand: TypeAlias = Subscribe | AddCredit | Unsubscribe | Seek
 
 #: A decoded request; dispatch on the type.
-Request: TypeAlias = Ping | ListOffset | Fetch | UnknownCommand | Malformed | Invalid | StreamCommand | Rejected
+Request: TypeAlias = (
+    Ping | ListOffset | Fetch | UnknownCommand | Malformed | Invalid | StreamCommand | ProduceCommand | Rejected
+)
 #: The requests that need Kafka (or keep a partition's order).
 KafkaCommand: TypeAlias = ListOffset | Fetch | Invalid
 
@@ -298,7 +375,7 @@ class MalformedResponse:
 
 @attrs.frozen
 class OkAnswer:
-    """OkResp: the command (unsubscribe, seek) is done."""
+    """OkResp: the command (unsubscribe, seek, transaction) is done."""
 
     sequence: int
 
@@ -362,6 +439,36 @@ class StreamEnded:
     message: str
 
 
+@attrs.frozen
+class Written:
+    """A produced record's outcome: written at ``offset`` (-1 with ``Acks.NONE``), with ``timestamp``."""
+
+    partition: int
+    offset: int
+    timestamp: int
+
+
+@attrs.frozen
+class NotWritten:
+    """A produced record's outcome: it failed (``partition`` -1 when none was picked); the others may not have."""
+
+    partition: int
+    code: int
+    message: str
+
+
+#: One record's outcome in a :class:`ProduceAnswer`.
+ProduceResult: TypeAlias = Written | NotWritten
+
+
+@attrs.frozen
+class ProduceAnswer:
+    """ProduceResp: one result per record of the command, in its order."""
+
+    sequence: int
+    results: tuple[ProduceResult, ...]
+
+
 #: What a server pushes on a stream (as opposed to answering a command).
 Push: TypeAlias = StreamRecords | StreamCaughtUp | StreamError | StreamPartitions | StreamEnded
 
@@ -373,6 +480,7 @@ Response: TypeAlias = (
     | ErrorAnswer
     | OkAnswer
     | SubscribeAnswer
+    | ProduceAnswer
     | Push
     | UnknownResponse
     | MalformedResponse

@@ -22,6 +22,7 @@ LAYERS: Final = {
     "_runtime": 2,
     "_transport": 3,
     "_streaming": 3,
+    "_producing": 3,
     "_http": 4,
     "_session": 4,
     "_kafka": 4,

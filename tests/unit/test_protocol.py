@@ -290,6 +290,11 @@ def test_error_codes_are_stable() -> None:
         "TOO_MANY_STREAMS": 52,
         "TOO_MANY_PARTITIONS": 53,
         "CREDIT_LIMIT": 54,
+        "TXN_NOT_OPEN": 70,
+        "TXN_ALREADY_OPEN": 71,
+        "TXN_FENCED": 72,
+        "TXN_TIMED_OUT": 73,
+        "TXN_ABORTED": 74,
     }
 
 

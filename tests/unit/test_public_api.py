@@ -32,6 +32,7 @@ def test_client_exports() -> None:
     import kafka_ws_trio.client
 
     assert sorted(kafka_ws_trio.client.__all__) == [
+        "Acks",
         "Batch",
         "CaughtUp",
         "ConnectFailed",
@@ -39,13 +40,17 @@ def test_client_exports() -> None:
         "Filter",
         "HeaderMatch",
         "LATEST",
+        "NotWritten",
+        "OutRecord",
         "PartitionsChanged",
+        "ProduceResult",
         "PubSubClient",
         "PubSubError",
         "Record",
         "Stream",
         "StreamEnded",
         "StreamProblem",
+        "Written",
         "open_client",
     ]
     for name in kafka_ws_trio.client.__all__:

@@ -37,6 +37,8 @@ EXPECTED_FIELDS = {
         "37 CmdUnsubscribe cmd_unsubscribe (req)",
         "38 CmdSeek cmd_seek (req)",
         "39 CmdCommit cmd_commit (req)",
+        "40 CmdProduce cmd_produce (req)",
+        "41 CmdTxn cmd_txn (req)",
     ],
     "ErrorResp": ["1 int32 code", "2 string message"],
     "PongResp": ["1 bytes state"],
@@ -60,6 +62,7 @@ EXPECTED_FIELDS = {
         "36 StreamBatch stream_batch (resp)",
         "37 StreamEvent stream_event (resp)",
         "38 OkResp ok_resp (resp)",
+        "39 ProduceResp produce_resp (resp)",
     ],
     # Streams (schema/README.md, "Streams"): the extension's numbers.
     "PartitionOffset": ["1 int32 partition", "2 int64 offset"],
@@ -90,6 +93,17 @@ EXPECTED_FIELDS = {
     ],
     "CmdCommit": ["1 int64 subscription", "2 OffsetList offsets"],
     "OkResp": [],
+    "ProduceRecord": [
+        "1 optional int32 partition",
+        "2 optional bytes key",
+        "3 optional bytes value",
+        "4 repeated KafkaHeader headers",
+        "5 int64 timestamp",
+    ],
+    "CmdProduce": ["1 string topic", "2 repeated ProduceRecord records", "3 Acks acks", "4 bool transactional"],
+    "CmdTxn": ["1 TxnAction action"],
+    "ProduceResult": ["1 int32 partition", "2 int64 offset", "3 int64 timestamp", "4 ErrorResp error"],
+    "ProduceResp": ["1 repeated ProduceResult results"],
     "SubscribeResp": ["1 OffsetList positions"],
     "StreamBatch": [
         "1 int32 partition",
@@ -114,6 +128,8 @@ EXPECTED_FIELDS = {
 EXPECTED_ENUMS = {
     "StartEdge": {"LATEST": 0, "EARLIEST": 1},
     "Isolation": {"READ_UNCOMMITTED": 0, "READ_COMMITTED": 1},
+    "Acks": {"ACKS_ROUTE_DEFAULT": 0, "ACKS_NONE": 1, "ACKS_LEADER": 2, "ACKS_ALL": 3},
+    "TxnAction": {"TXN_ACTION_UNSPECIFIED": 0, "TXN_BEGIN": 1, "TXN_COMMIT": 2, "TXN_ABORT": 3},
 }
 
 

@@ -1,0 +1,341 @@
+"""The route's producers: one shared kafka-python producer per acks level, and the thread that feeds them.
+
+kafka-python's ``KafkaProducer`` is thread-safe and batches the records of
+every caller (``produce_linger``, ``produce_batch_bytes``), so one producer per
+acks level serves all the route's sessions; the ``acks=all`` one is
+idempotent unless the route says otherwise. Producers are made on first use,
+in a thread, within the route's deadline.
+
+``send()`` may block (it waits for metadata), so the Trio side never calls it:
+a :class:`Feeder` thread does, taking records in the order they were handed
+over. Each record's future calls back from kafka-python's sender thread; when
+the last record of a command has its result, the command's ``done`` runs on
+the Trio thread (``run_sync_soon``). The records buffered are bounded by the
+route's ``produce_route_*`` budget, which the sessions take from before they
+hand records over (kafka-python 3 has no buffer bound of its own).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Final
+
+import trio
+
+from .._ports import Produced
+from .._proto import (
+    Acks,
+    CommandFailed,
+    ErrorCode,
+    NotWritten,
+    OutRecord,
+    ProduceResult,
+    Written,
+    produce_error,
+)
+from ._context import KafkaContext
+from ._diagnosis import diagnose, kafka_failure
+from ._settings import producer_config
+from ._topic_limits import TopicLimits
+
+log = logging.getLogger("kafka_ws_trio.kafka")
+
+#: Seconds allowed for closing one producer (it first sends what it holds).
+PRODUCER_CLOSE_TIMEOUT: Final = 5.0
+#: kafka-python's ``acks`` for each level a command may ask for.
+KAFKA_ACKS: Final = {Acks.ALL: -1, Acks.LEADER: 1, Acks.NONE: 0}
+_ROUTE_ACKS: Final = {"all": Acks.ALL, "leader": Acks.LEADER, "none": Acks.NONE}
+
+
+class Feeder:
+    """One thread that runs jobs (calls to ``send()``) in the order they were put; started on first use."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: collections.deque[Callable[[], None] | None] = collections.deque()
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def put(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in the feeder thread after the jobs put before it; never blocks."""
+        self._jobs.append(job)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._wakeup.set()
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            while jobs:
+                job = jobs.popleft()
+                if job is None:
+                    return
+                try:
+                    job()
+                except Exception:  # a job settles its own records; this is a bug
+                    log.exception("bug in a producer job")
+
+    async def aclose(self) -> None:
+        """Let the jobs put so far run, then stop the thread (shielded, bounded)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._jobs.append(None)
+        self._wakeup.set()
+        with trio.move_on_after(PRODUCER_CLOSE_TIMEOUT, shield=True):
+            await trio.to_thread.run_sync(thread.join)
+
+
+class Sending:
+    """The records of one produce command on their way: results fill in from any thread, ``done`` runs once."""
+
+    __slots__ = ("_done", "_left", "_lock", "_token", "acknowledged", "results", "topic")
+
+    def __init__(self, topic: str, results: list[ProduceResult | None], done: Produced, *, acknowledged: bool) -> None:
+        self.topic = topic
+        #: False with acks=0: Kafka answers nothing, so no offset is known (reported as -1).
+        self.acknowledged = acknowledged
+        #: One per record; None until it has its result.
+        self.results = results
+        self._left = sum(result is None for result in results)
+        self._lock = threading.Lock()
+        self._done = done
+        self._token = trio.lowlevel.current_trio_token()
+        if self._left == 0:
+            self._token.run_sync_soon(self._finish)
+
+    def written(self, index: int, metadata: Any) -> None:
+        offset = metadata.offset if self.acknowledged else -1
+        self.settle(index, Written(metadata.partition, offset, metadata.timestamp))
+
+    def failed(self, index: int, partition: int, exc: BaseException) -> None:
+        failure = produce_failure(exc)
+        self.settle(index, NotWritten(partition, failure.code, produce_error(self.topic, partition, failure.reason)))
+
+    def settle(self, index: int, result: ProduceResult) -> None:
+        """Record one record's result (any thread); the last one sends them all to the Trio thread."""
+        self.results[index] = result
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._finish)
+
+    def _finish(self) -> None:
+        results = tuple(self.results)
+        assert all(result is not None for result in results)
+        self._done(results)  # type: ignore[arg-type]
+
+
+def send_job(
+    producer: Any, sending: Sending, records: Sequence[tuple[int, OutRecord]], now_ms: int
+) -> Callable[[], None]:
+    """The feeder's job: ``send()`` each record, its result going to ``sending``."""
+    topic = sending.topic
+
+    def job() -> None:
+        for index, record in records:
+            partition = -1 if record.partition is None else record.partition
+            try:
+                future = producer.send(
+                    topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                    partition=record.partition,
+                    timestamp_ms=record.timestamp or now_ms,
+                )
+            except Exception as exc:
+                sending.failed(index, partition, exc)
+                continue
+            future.add_callback(sending.written, index)
+            future.add_errback(sending.failed, index, partition)
+
+    return job
+
+
+def produce_failure(exc: BaseException) -> CommandFailed:
+    """A record's failure, from kafka-python's exception, in the proxy's codes."""
+    from kafka.errors import (
+        InvalidProducerEpochError,
+        KafkaTimeoutError,
+        MessageSizeTooLargeError,
+        ProducerFencedError,
+        RecordListTooLargeError,
+    )
+
+    if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError):
+        # Raised by send() with its own text (larger than max_request_size), or Kafka's answer.
+        detail = str(exc).split(": ", 1)[-1] if "when serialized" in str(exc) else exc.message
+        return CommandFailed(ErrorCode.RECORD_TOO_LARGE, f"RECORD_TOO_LARGE: {detail}")
+    if isinstance(exc, ProducerFencedError | InvalidProducerEpochError):
+        return CommandFailed(ErrorCode.TXN_FENCED, exc.message)
+    if isinstance(exc, KafkaTimeoutError):
+        return CommandFailed(ErrorCode.TIMEOUT, f"not acknowledged in time ({exc})")
+    if isinstance(exc, ValueError | TypeError | AssertionError):
+        return CommandFailed(ErrorCode.INVALID_REQUEST, str(exc))
+    if isinstance(exc, Exception):
+        return kafka_failure(exc, "produce")
+    return CommandFailed(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+
+
+def route_acks(context: KafkaContext, acks: Acks) -> Acks:
+    """The acks level a command gets: its own, or the route's default."""
+    return _ROUTE_ACKS[context.route.produce_acks] if acks == Acks.ROUTE_DEFAULT else acks
+
+
+def new_producer(context: KafkaContext, acks: Acks, transactional_id: str | None = None) -> Any:
+    """In a thread: a kafka-python producer for the route, or CommandFailed naming why not."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    route = context.route
+    unreachable = diagnose(route, tcp_only=True)
+    if unreachable is not None:
+        raise unreachable
+    try:
+        return KafkaProducer(**producer_config(route, KAFKA_ACKS[acks], transactional_id))
+    except KafkaError as exc:
+        raise (diagnose(route) or kafka_failure(exc, "connect")) from exc
+
+
+async def close_producer(producer: Any) -> None:
+    """Close a producer in a thread: it sends what it holds first (shielded, bounded)."""
+    with trio.move_on_after(PRODUCER_CLOSE_TIMEOUT + 1, shield=True):
+        await trio.to_thread.run_sync(producer.close, PRODUCER_CLOSE_TIMEOUT)
+
+
+#: Bytes a record in a batch of its own takes beyond its key, value and headers, at most: the
+#: batch header (61) and the record's varints, plus ``HEADER_OVERHEAD_BOUND`` per header.
+RECORD_OVERHEAD_BOUND: Final = 61 + 5 * 8
+HEADER_OVERHEAD_BOUND: Final = 2 * 5
+
+
+def encoded_size(record: OutRecord) -> int:
+    """Bytes of ``record`` in a batch of its own, as kafka-python works it out (and refuses above max_request_size)."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, list(record.headers))
+    return size
+
+
+class RouteProducers:
+    """The route's shared producers by acks level, made on first use; and its feeder thread."""
+
+    def __init__(self, context: KafkaContext) -> None:
+        self._context = context
+        self._producers: dict[Acks, Any] = {}
+        self._opening = trio.Lock()
+        self.feeder = Feeder(f"kafka-ws-trio producer {context.route.uri}")
+        #: Records handed to Kafka so far, and how many failed.
+        self.records_sent = 0
+        self.records_failed = 0
+
+    async def producer(self, acks: Acks) -> Any:
+        """The shared producer for ``acks`` (never ROUTE_DEFAULT), made within the route's deadline."""
+        producer = self._producers.get(acks)
+        if producer is not None:
+            return producer
+        context = self._context
+        async with self._opening:
+            producer = self._producers.get(acks)
+            if producer is None:
+                try:
+                    with trio.fail_after(context.deadline):
+                        producer = await trio.to_thread.run_sync(new_producer, context, acks, limiter=context.limiter)
+                except CommandFailed as exc:
+                    context.outages.failed(exc)
+                    raise
+                except trio.TooSlowError:
+                    raise CommandFailed(ErrorCode.TIMEOUT, "connecting to Kafka timed out") from None
+                self._producers[acks] = producer
+        return producer
+
+    def hand_over(
+        self,
+        producer: Any,
+        topic: str,
+        partitions: frozenset[int],
+        limits: TopicLimits,
+        records: Sequence[OutRecord],
+        done: Produced,
+    ) -> None:
+        """Give ``records`` to the feeder for ``producer``; a record Kafka would refuse for good fails now.
+
+        Refused here: a partition the topic lacks, a record larger than the route or the topic
+        allows, a record without a key for a compacted topic.
+        """
+        results: list[ProduceResult | None] = []
+        to_send: list[tuple[int, OutRecord]] = []
+        for index, record in enumerate(records):
+            failure = self._refusal(record, partitions, limits)
+            if failure is None:
+                results.append(None)
+                to_send.append((index, record))
+            else:
+                partition = -1 if record.partition is None else record.partition
+                results.append(NotWritten(partition, failure.code, produce_error(topic, partition, failure.reason)))
+
+        def counted(results: tuple[ProduceResult, ...]) -> None:
+            self.records_sent += len(results)
+            failed = sum(isinstance(result, NotWritten) for result in results)
+            self.records_failed += failed
+            if failed:
+                self._drop_if_broken(producer)
+            done(results)
+
+        sending = Sending(topic, results, counted, acknowledged=producer.config["acks"] != 0)
+        if to_send:
+            self.feeder.put(send_job(producer, sending, to_send, int(time.time() * 1000)))
+
+    def _refusal(self, record: OutRecord, partitions: frozenset[int], limits: TopicLimits) -> CommandFailed | None:
+        """Why ``record`` cannot be written whatever Kafka says now."""
+        if record.partition is not None and record.partition not in partitions:
+            return CommandFailed(
+                ErrorCode.PARTITION_NOT_FOUND, f"not found partition (the topic has {len(partitions)})"
+            )
+        if record.key is None and limits.compacted:
+            return CommandFailed(ErrorCode.INVALID_REQUEST, "the topic is compacted: every record needs a key")
+        route_limit = self._context.route.produce_max_record_bytes
+        limit = min(route_limit, limits.max_message_bytes)
+        overhead = RECORD_OVERHEAD_BOUND + HEADER_OVERHEAD_BOUND * len(record.headers)
+        if record.size + overhead > limit:  # only then is the exact size worth working out
+            size = encoded_size(record)
+            if size > limit:
+                bound = (
+                    f"produce_max_record_bytes ({route_limit})"
+                    if route_limit <= limits.max_message_bytes
+                    else f"the topic's max.message.bytes ({limits.max_message_bytes})"
+                )
+                return CommandFailed(ErrorCode.RECORD_TOO_LARGE, f"RECORD_TOO_LARGE: {size} bytes, more than {bound}")
+        return None
+
+    def _drop_if_broken(self, producer: Any) -> None:
+        """A shared producer that kafka-python has put in a fatal state fails every record: replace it."""
+        manager = getattr(producer, "_transaction_manager", None)
+        if manager is None or not manager.has_fatal_error():
+            return
+        for acks, shared in list(self._producers.items()):
+            if shared is producer:
+                del self._producers[acks]
+                log.warning("the route's producer failed for good (%s); making a new one", manager.last_error)
+                self._context.spawn(partial(close_producer, producer))
+
+    async def aclose(self) -> None:
+        """Stop the feeder, then close every producer (each sends what it holds first)."""
+        await self.feeder.aclose()
+        producers, self._producers = list(self._producers.values()), {}
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for producer in producers:
+                    nursery.start_soon(close_producer, producer)

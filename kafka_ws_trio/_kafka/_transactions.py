@@ -1,0 +1,185 @@
+"""The route's transactional producers: a bounded pool, each lent to one session's transaction at a time.
+
+A producer's ``transactional.id`` is the route's prefix plus its slot number,
+so the ids are stable for the life of the process and a restarted proxy with
+a configured prefix fences its predecessor's leftovers. A producer is made
+(and ``init_transactions`` run) the first time its slot is lent, in a thread,
+within the route's deadline. Committing and aborting wait for Kafka within the
+route's deadline too: kafka-python's own ``commit_transaction`` waits without
+a limit, so the two calls it makes are made here with one. A producer that
+fails to end a transaction (fenced, timed out) is closed and its slot made
+anew on next use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from .._proto import Acks, CommandFailed, ErrorCode
+from ._context import KafkaContext
+from ._producer import close_producer, new_producer, produce_failure
+from ._settings import transaction_id_prefix
+
+log = logging.getLogger("kafka_ws_trio.kafka")
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """One transactional.id of the pool, and its producer once made."""
+
+    transactional_id: str
+    producer: Any = None
+
+
+def _start(producer: Any) -> None:
+    """In a thread: make the producer ready for transactions, if it is new, and begin one."""
+    producer.init_transactions()  # does nothing once done
+    producer.begin_transaction()
+
+
+def _end(producer: Any, commit: bool, timeout: float) -> None:
+    """In a thread: commit or abort the open transaction, waiting for Kafka at most ``timeout`` seconds.
+
+    The two steps of kafka-python's ``commit_transaction``/``abort_transaction``, with the
+    limit they lack.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    manager = producer._transaction_manager
+    result = manager.begin_commit() if commit else manager.begin_abort()
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=timeout * 1000):
+        raise KafkaTimeoutError(f"{'committing' if commit else 'aborting'} took more than {timeout:g}s")
+
+
+class KafkaTransaction:
+    """A transaction on one producer of the pool (the ``Transaction`` Protocol); it goes back when it ends."""
+
+    def __init__(self, pool: TransactionPool, slot: _Slot) -> None:
+        self._pool = pool
+        self._slot = slot
+        self.producer = slot.producer
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"<KafkaTransaction {self._slot.transactional_id}>"
+
+    async def commit(self) -> None:
+        if self._ended:
+            raise CommandFailed(ErrorCode.TXN_NOT_OPEN, "the transaction has ended")
+        self._ended = True
+        try:
+            await self._pool.call(_end, self.producer, True)
+        except Exception as exc:
+            failure = _txn_failure(exc)
+            if failure.code == ErrorCode.TXN_FENCED:
+                await self._pool.give_back(self._slot, broken=True)
+                raise failure from None
+            aborted = await self._abort()
+            reason = f"the transaction could not be committed and was aborted: {failure.reason}"
+            if not aborted:
+                reason = f"the transaction could not be committed: {failure.reason}"
+            raise CommandFailed(ErrorCode.TXN_ABORTED, reason) from None
+        await self._pool.give_back(self._slot, broken=False)
+
+    async def abort(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        await self._abort()
+
+    async def _abort(self) -> bool:
+        """Abort (shielded, bounded); a producer that cannot is closed. Gives the slot back either way."""
+        aborted = False
+        with trio.CancelScope(shield=True):
+            try:
+                await self._pool.call(_end, self.producer, False)
+                aborted = True
+            except Exception as exc:
+                name = self._slot.transactional_id
+                log.warning("aborting transaction %s failed (%s); closing its producer", name, exc)
+            await self._pool.give_back(self._slot, broken=not aborted)
+        return aborted
+
+
+def _txn_failure(exc: BaseException) -> CommandFailed:
+    if isinstance(exc, CommandFailed):
+        return exc
+    if isinstance(exc, trio.TooSlowError):
+        return CommandFailed(ErrorCode.TIMEOUT, "Kafka did not answer in time")
+    return produce_failure(exc)
+
+
+class TransactionPool:
+    """At most ``transaction_producers`` transactional producers; a session borrows one per transaction."""
+
+    def __init__(self, context: KafkaContext) -> None:
+        self._context = context
+        size = context.route.transaction_producers
+        prefix = transaction_id_prefix(context.route)
+        self._free = [_Slot(f"{prefix}{index}") for index in reversed(range(size))]
+        self._size = size
+        self._lendable = trio.Semaphore(size)
+        #: Transactions begun, and producers closed because they failed.
+        self.begun = 0
+        self.producers_dropped = 0
+
+    @property
+    def in_use(self) -> int:
+        return self._size - len(self._free)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args, deadline)`` in a thread under the route's limiter, within the route's deadline."""
+        context = self._context
+        deadline = context.route.request_timeout
+        with trio.fail_after(context.deadline + deadline):
+            return await trio.to_thread.run_sync(fn, *args, deadline, limiter=context.limiter)
+
+    async def begin(self) -> KafkaTransaction:
+        """Lend a producer with a transaction begun; OVERLOADED when none comes free within the deadline."""
+        context = self._context
+        if self._size == 0:
+            raise CommandFailed(
+                ErrorCode.INVALID_REQUEST, "transactions are off on this route (transaction_producers = 0)"
+            )
+        with trio.move_on_after(context.deadline) as waiting:
+            await self._lendable.acquire()
+        if waiting.cancelled_caught:
+            reason = f"all {self._size} transactional producers are in use (transaction_producers); try again later"
+            raise CommandFailed(ErrorCode.OVERLOADED, reason)
+        slot = self._free.pop()
+        try:
+            with trio.fail_after(context.deadline * 2):
+                if slot.producer is None:
+                    slot.producer = await trio.to_thread.run_sync(
+                        new_producer, context, Acks.ALL, slot.transactional_id, limiter=context.limiter
+                    )
+                await trio.to_thread.run_sync(_start, slot.producer, limiter=context.limiter)
+        except BaseException as exc:
+            await self.give_back(slot, broken=True)
+            if isinstance(exc, Exception):
+                raise _txn_failure(exc) from None
+            raise
+        self.begun += 1
+        return KafkaTransaction(self, slot)
+
+    async def give_back(self, slot: _Slot, *, broken: bool) -> None:
+        """Return ``slot`` to the pool; a broken producer is closed first (shielded, bounded)."""
+        if broken and slot.producer is not None:
+            producer, slot.producer = slot.producer, None
+            self.producers_dropped += 1
+            await close_producer(producer)
+        self._free.append(slot)
+        self._lendable.release()
+
+    async def aclose(self) -> None:
+        """Close every producer the pool made (a transaction still open is aborted by Kafka's timeout)."""
+        producers = [slot.producer for slot in self._free if slot.producer is not None]
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for producer in producers:
+                    nursery.start_soon(close_producer, producer)

@@ -1,0 +1,308 @@
+"""One session's produce commands and its transaction, against a ``ProducingBackend``.
+
+Order: one task takes the session's produce and transaction commands in the
+order they came and hands each to the backend before it takes the next, so a
+session's records reach a partition in the order it sent them (per acks
+level: each level has its own producer). Answers go out as Kafka acknowledges;
+each carries its command's sequence.
+
+Bounds: a command takes its records and bytes from the session's budget
+(``produce_session_*``), then from the route's (``produce_route_*``), and gives
+them back when Kafka has answered. It waits for room up to the backend's
+``produce_timeout`` (backpressure), then fails with ``OVERLOADED``. Commands
+not yet handed over wait in a queue of at most ``queue_size``; a full queue
+stops the session's reader.
+
+A transaction belongs to the session from TXN_BEGIN to TXN_COMMIT or
+TXN_ABORT. It is aborted when it stays open past ``transaction_timeout`` and
+when the session ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from ._ports import ProducingBackend, Transaction
+from ._proto import (
+    Amount,
+    Budget,
+    CommandFailed,
+    ErrorCode,
+    NotWritten,
+    Produce,
+    ProduceCommand,
+    ProduceResult,
+    TxnAction,
+    encode_error,
+    encode_ok,
+    encode_produce_answer,
+    produce_error,
+)
+
+log = logging.getLogger("kafka_ws_trio.session")
+
+#: Seconds added to the backend's deadlines before the session gives up waiting on it.
+DEADLINE_MARGIN: Final = 2.0
+
+#: Sends a frame without blocking (the session writes it now or from a task).
+Reply = Callable[[bytes], None]
+
+
+class SessionProducer:
+    """The produce side of one session: its queue, its budget, its transaction."""
+
+    __slots__ = (
+        "_backend",
+        "_budget",
+        "_counting",
+        "_expired",
+        "_expiry",
+        "_in_txn",
+        "_queue",
+        "_queue_size",
+        "_reply",
+        "_room",
+        "_running",
+        "_settled",
+        "_spawn",
+        "_transaction",
+        "errors",
+    )
+
+    def __init__(
+        self,
+        backend: ProducingBackend,
+        limit: Amount,
+        queue_size: int,
+        reply: Reply,
+        spawn: Callable[..., None],
+    ) -> None:
+        self._backend = backend
+        self._budget = Budget(limit, "produce_session")
+        self._queue_size = queue_size
+        self._reply = reply
+        self._spawn = spawn
+        #: Commands not yet handed to the backend, in order; None while none waits.
+        self._queue: deque[ProduceCommand] | None = None
+        self._running = False
+        self._room: trio.Event | None = None
+        self._transaction: Transaction | None = None
+        #: Cancels the open transaction's timer.
+        self._expiry: trio.CancelScope | None = None
+        #: Whether the last transaction was aborted for staying open too long (until the next TXN_BEGIN).
+        self._expired = False
+        #: Produce commands of the transaction ``_counting`` (the last one begun) that Kafka has not
+        #: answered yet, and the event set when that count falls to 0 (made only while a commit waits).
+        self._counting: Transaction | None = None
+        self._in_txn = 0
+        self._settled: trio.Event | None = None
+        #: Error responses sent.
+        self.errors = 0
+
+    # ------------------------------------------------------------------ queue
+
+    async def take(self, command: ProduceCommand) -> None:
+        """Queue a command from the reader, waiting while ``queue_size`` commands wait (backpressure)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._queue is not None and len(self._queue) >= self._queue_size:
+            room = self._room = self._room or trio.Event()
+            await room.wait()
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(command)
+        if not self._running:
+            self._running = True
+            self._spawn(self._run)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                command = self._queue.popleft()
+                if not self._queue:
+                    self._queue = None
+                if self._room is not None:
+                    self._room.set()
+                    self._room = None
+                try:
+                    if isinstance(command, Produce):
+                        await self._produce(command)
+                    else:
+                        await self._txn(command.sequence, command.action)
+                except Exception:
+                    log.exception("bug while handling %r", command)
+                    self._error(command.sequence, ErrorCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._running = False
+
+    def _error(self, sequence: int, code: ErrorCode, message: str) -> None:
+        self.errors += 1
+        self._reply(encode_error(sequence, code, message))
+
+    # ---------------------------------------------------------------- produce
+
+    async def _produce(self, command: Produce) -> None:
+        transaction = None
+        if command.transactional:
+            transaction = self._transaction
+            if transaction is None:
+                self._no_transaction(command.sequence)
+                return
+        amount = Amount(len(command.records), sum(record.size for record in command.records))
+        route = self._backend.produce_budget
+        too_large = self._budget.too_large(amount) or route.too_large(amount)
+        if too_large is not None:
+            self._error(command.sequence, ErrorCode.OVERLOADED, f"produce refused: {too_large}")
+            return
+        waited = self._backend.produce_timeout
+        taken: list[Budget] = []
+        with trio.move_on_after(waited):
+            for budget in (self._budget, route):
+                await _take(budget, amount)
+                taken.append(budget)
+        if len(taken) < 2:
+            for budget in taken:
+                budget.give(amount)
+            bound = "produce_session" if not taken else "produce_route"
+            self._error(
+                command.sequence,
+                ErrorCode.OVERLOADED,
+                f"produce refused: no room in flight within {waited:g}s ({bound}_records/{bound}_bytes)",
+            )
+            return
+
+        def done(results: tuple[ProduceResult, ...]) -> None:
+            for budget in taken:
+                budget.give(amount)
+            if transaction is not None and transaction is self._counting:
+                self._in_txn -= 1
+                if self._in_txn == 0 and self._settled is not None:
+                    self._settled.set()
+            self._reply(encode_produce_answer(command.sequence, results))
+
+        counted = transaction is not None and transaction is self._counting
+        self._in_txn += counted
+        try:
+            with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
+                await self._backend.produce(command.topic, command.records, command.acks, done, transaction)
+        except (CommandFailed, trio.TooSlowError) as exc:
+            # Nothing was handed over, so done will not be called.
+            failure = exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "produce timed out")
+            self._in_txn -= counted
+            for budget in taken:
+                budget.give(amount)
+            self._reply(encode_produce_answer(command.sequence, _all_failed(command, failure)))
+
+    # ------------------------------------------------------------ transactions
+
+    async def _txn(self, sequence: int, action: TxnAction) -> None:
+        if action == TxnAction.BEGIN:
+            if self._transaction is not None:
+                self._error(sequence, ErrorCode.TXN_ALREADY_OPEN, "a transaction is already open")
+                return
+            try:
+                with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
+                    self._transaction = await self._backend.begin_transaction()
+            except CommandFailed as exc:
+                self._error(sequence, exc.code, f"cannot begin a transaction: {exc.reason}")
+                return
+            except trio.TooSlowError:
+                self._error(sequence, ErrorCode.TIMEOUT, "cannot begin a transaction: timed out")
+                return
+            self._counting, self._in_txn, self._expired = self._transaction, 0, False
+            self._expiry = trio.CancelScope()
+            self._spawn(self._expire, self._transaction, self._expiry)
+            self._reply(encode_ok(sequence))
+            return
+        transaction = self._transaction
+        if transaction is None:
+            self._no_transaction(sequence)
+            return
+        self._end(transaction)
+        if action == TxnAction.ABORT:
+            await transaction.abort()
+            self._reply(encode_ok(sequence))
+            return
+        try:
+            await self._settle()
+            await transaction.commit()
+        except CommandFailed as exc:
+            self._error(sequence, exc.code, exc.reason)
+            return
+        self._reply(encode_ok(sequence))
+
+    def _no_transaction(self, sequence: int) -> None:
+        if self._expired:
+            timeout = self._backend.transaction_timeout
+            message = f"the transaction stayed open longer than {timeout:g}s (transaction_timeout) and was aborted"
+            self._error(sequence, ErrorCode.TXN_TIMED_OUT, message)
+        else:
+            self._error(sequence, ErrorCode.TXN_NOT_OPEN, "no transaction is open (send TXN_BEGIN first)")
+
+    async def _settle(self) -> None:
+        """Wait until Kafka has answered every produce of the transaction (they end within ``produce_timeout``)."""
+        with trio.move_on_after(self._backend.produce_timeout + DEADLINE_MARGIN):
+            while self._in_txn > 0:
+                settled = self._settled = trio.Event()
+                await settled.wait()
+        self._settled = None
+
+    def _end(self, transaction: Transaction) -> None:
+        """The session's transaction is over (committing, aborting or aborted): stop its timer."""
+        if self._transaction is transaction:
+            self._transaction = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    async def _expire(self, transaction: Transaction, scope: trio.CancelScope) -> None:
+        """Abort ``transaction`` when it stays open past the route's ``transaction_timeout``."""
+        with scope:
+            await trio.sleep(self._backend.transaction_timeout)
+            if self._transaction is transaction:
+                self._expiry = None
+                self._expired = True
+                self._end(transaction)
+                log.info("a transaction stayed open %gs; aborting it", self._backend.transaction_timeout)
+                await transaction.abort()
+
+    async def aclose(self) -> None:
+        """The session is ending: abort its open transaction (shielded, bounded by the backend)."""
+        transaction = self._transaction
+        self._queue = None
+        if transaction is not None:
+            self._end(transaction)
+            with trio.CancelScope(shield=True):
+                await transaction.abort()
+
+
+async def _take(budget: Budget, amount: Amount) -> None:
+    """Take ``amount`` from ``budget``, waiting in line for it; cancelled, it takes nothing."""
+    granted = trio.Event()
+    claim = budget.ask(amount, granted.set)
+    if claim is None:
+        await trio.lowlevel.cancel_shielded_checkpoint()  # taken: a cancellation now would lose it
+        return
+    try:
+        await granted.wait()
+    except BaseException:
+        if granted.is_set():
+            budget.give(amount)  # granted as the wait was cancelled: give it back
+        else:
+            budget.withdraw(claim)
+        raise
+
+
+def _all_failed(command: Produce, failure: CommandFailed) -> tuple[ProduceResult, ...]:
+    """Every record of ``command`` failed for the same reason (the topic does not exist, Kafka is down)."""
+    results = []
+    for record in command.records:
+        partition = -1 if record.partition is None else record.partition
+        message = produce_error(command.topic, partition, failure.reason)
+        results.append(NotWritten(partition, failure.code, message))
+    return tuple(results)
