@@ -6,13 +6,15 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Java 17+, Maven, openssl and keytool run the Kafka broker (scripts/kafka). With the
-# argument "browser", also Node.js, npm and Debian's Chromium (tox -e browser).
+# argument "browser" (the tests), also Node.js, npm and Debian's Chromium (tox -e browser),
+# and a JDK: a test runs a Java client from its source file, which needs the compiler.
 ensure_system_tools() {
   local missing=()
   if [ "${1:-}" = browser ]; then
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
     [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
   fi
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)

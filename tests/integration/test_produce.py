@@ -4,8 +4,10 @@ read back with kafka-python."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Final
 
 import pytest
@@ -337,3 +339,36 @@ async def test_a_produce_past_the_session_bound_waits_then_fails_overloaded(
             assert refused.value.code == ErrorCode.OVERLOADED
             assert "more than produce_session_records (5)" in refused.value.message
             assert all(isinstance(r, Written) for r in await client.produce(topic3, [b"v"] * 5))
+
+
+JAVA_PRODUCER: Final = Path(__file__).parent / "java" / "KeyedProducer.java"
+
+
+def java_client_partitions(broker: KafkaBroker, topic: str, keys: list[str]) -> dict[str, int]:
+    """Where the Java client (kafka-clients, from the broker's own jars) writes each key (blocking)."""
+    from kafka_ws_trio.testing._broker.base import home_dir
+
+    jars = home_dir() / "jars" / broker.version
+    assert (jars / f"kafka-clients-{broker.version}.jar").is_file(), f"no kafka-clients jar in {jars}"
+    command = ["java", "-cp", f"{jars}/*", str(JAVA_PRODUCER), broker.bootstrap, topic, *keys]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    return {keys[int(index)]: int(partition) for index, partition, _ in lines}
+
+
+async def test_row8_keyed_records_land_where_the_java_client_puts_the_same_keys(kafka_broker: KafkaBroker) -> None:
+    """Another client's records: the Java client writes 40 keys, the proxy the same 40 keys, to a
+    7-partition topic; each key lands on the same partition both times."""
+    topic = create_topic(kafka_broker, partitions=7)
+    keys = [f"order-{i}" for i in range(40)] + ["", "é-unicode", "a-little-bit-longer-string"]
+    try:
+        java = await trio.to_thread.run_sync(java_client_partitions, kafka_broker, topic, keys)
+        with trio.fail_after(TEST_LIMIT):
+            async with proxy(kafka_broker) as url, client_of(url) as client:
+                results = await client.produce(topic, [OutRecord(key=key.encode(), value=b"proxy") for key in keys])
+        ours = {key: result.partition for key, result in zip(keys, results, strict=True)}
+        assert len(set(java.values())) > 1  # the keys do spread
+        assert ours == java
+    finally:
+        delete_topic(kafka_broker, topic)
