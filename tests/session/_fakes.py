@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 import trio
 from kafka import TopicPartition
+from trio_websocket import ConnectionClosed
 
 from kafka_ws_trio._config import ProxyConfig, RouteConfig
 from kafka_ws_trio._kafka import Counters, KafkaContext, OutageLog, ThreadedConsumer
@@ -246,3 +247,32 @@ def offsets_in(batch: EncodedBatch | None) -> list[int]:
 def signal(event: trio.Event) -> Callable[[], None]:
     """A hook for a fake's worker thread that sets ``event`` in Trio."""
     return lambda: trio.from_thread.run_sync(event.set)
+
+
+class FakeWebSocket:
+    """Frames in through a channel; sends either recorded or blocked forever (a client that never reads)."""
+
+    def __init__(self, *, reads_responses: bool = True) -> None:
+        self.incoming_send, self._incoming = trio.open_memory_channel[bytes](100)
+        self.sent: list[pb.PubSubResp] = []
+        self.sent_event = trio.Event()
+        self.closed_with: tuple[int, str] | None = None
+        self._reads = reads_responses
+
+    async def get_message(self) -> bytes:
+        try:
+            return await self._incoming.receive()
+        except trio.EndOfChannel:
+            raise ConnectionClosed(None) from None  # type: ignore[arg-type]
+
+    async def send_message(self, frame: bytes) -> None:
+        if not self._reads:
+            await trio.sleep_forever()
+        response = pb.PubSubResp()
+        response.ParseFromString(frame)
+        self.sent.append(response)
+        self.sent_event.set()
+        self.sent_event = trio.Event()
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = (code, reason or "")

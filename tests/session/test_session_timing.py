@@ -7,40 +7,11 @@ from collections.abc import Sequence
 import pytest
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed
+from _fakes import FakeWebSocket
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import ErrorCode, Lanes, Record, encode_fetch_request, encode_ping_request
 from kafka_ws_trio._session import CLOSE_POLICY_VIOLATION, Session, SessionLimits
-
-
-class FakeWebSocket:
-    """Frames in through a channel; sends either recorded or blocked forever (a client that never reads)."""
-
-    def __init__(self, *, reads_responses: bool = True) -> None:
-        self.incoming_send, self._incoming = trio.open_memory_channel[bytes](100)
-        self.sent: list[pb.PubSubResp] = []
-        self.sent_event = trio.Event()
-        self.closed_with: tuple[int, str] | None = None
-        self._reads = reads_responses
-
-    async def get_message(self) -> bytes:
-        try:
-            return await self._incoming.receive()
-        except trio.EndOfChannel:
-            raise ConnectionClosed(None) from None  # type: ignore[arg-type]
-
-    async def send_message(self, frame: bytes) -> None:
-        if not self._reads:
-            await trio.sleep_forever()
-        response = pb.PubSubResp()
-        response.ParseFromString(frame)
-        self.sent.append(response)
-        self.sent_event.set()
-        self.sent_event = trio.Event()
-
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
-        self.closed_with = (code, reason or "")
 
 
 class SlowBackend:
