@@ -59,6 +59,9 @@ DEFAULT_MAX_STREAM_PARTITIONS: Final = 1024
 DEFAULT_STREAM_CREDIT_RECORDS: Final = 1000
 #: Byte credit a stream gets when its CmdSubscribe carries none (0: no byte credit, so no byte limit).
 DEFAULT_STREAM_CREDIT_BYTES: Final = 0
+#: What Fetch and ListOffset commands see: "read_uncommitted" (APISIX's view) or "read_committed".
+DEFAULT_FETCH_ISOLATION: Final = "read_uncommitted"
+FETCH_ISOLATIONS: Final = ("read_uncommitted", "read_committed")
 #: Whether the route takes CmdProduce and CmdTxn.
 DEFAULT_PRODUCE: Final = True
 #: The acks of a CmdProduce that names none: "all" (idempotent), "leader" or "none".

@@ -37,6 +37,7 @@ from ._defaults import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CACHE_RECORDS,
     DEFAULT_CLIENT_ID,
+    DEFAULT_FETCH_ISOLATION,
     DEFAULT_FETCH_MAX_BYTES,
     DEFAULT_FETCH_MAX_WAIT,
     DEFAULT_GRACE_PERIOD,
@@ -71,6 +72,7 @@ from ._defaults import (
     DEFAULT_TRANSACTION_TIMEOUT,
     DEFAULT_URI,
     DEFAULT_WORKERS,
+    FETCH_ISOLATIONS,
     LOG_LEVELS,
     MIN_MAX_MESSAGE_SIZE,
     PRODUCE_ACKS,
@@ -235,6 +237,9 @@ class RouteConfig:
     stream_credit_records: int = attrs.field(default=DEFAULT_STREAM_CREDIT_RECORDS, kw_only=True, validator=_integer(0))
     stream_credit_bytes: int = attrs.field(
         default=DEFAULT_STREAM_CREDIT_BYTES, kw_only=True, validator=_integer(0, note=" bytes")
+    )
+    fetch_isolation: str = attrs.field(
+        default=DEFAULT_FETCH_ISOLATION, kw_only=True, validator=_choice(FETCH_ISOLATIONS)
     )
     produce: bool = attrs.field(default=DEFAULT_PRODUCE, kw_only=True, validator=_boolean)
     produce_acks: str = attrs.field(default=DEFAULT_PRODUCE_ACKS, kw_only=True, validator=_choice(PRODUCE_ACKS))

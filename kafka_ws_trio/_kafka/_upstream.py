@@ -104,6 +104,10 @@ class KafkaUpstream:
         self._slot_freed = trio.Event()
         self._opening: dict[Key, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        #: What Fetch and ListOffset commands see: READ_COMMITTED never shows aborted or open transactions.
+        self._fetch_isolation = (
+            Isolation.READ_COMMITTED if route.fetch_isolation == "read_committed" else Isolation.READ_UNCOMMITTED
+        )
         self._producers = RouteProducers(self.context)
         self._topic_limits = TopicLimitsCache(self.context)
         self._transactions = TransactionPool(self.context)
@@ -260,16 +264,17 @@ class KafkaUpstream:
     # ------------------------------------------------------- Backend protocol
 
     async def list_offset(self, topic: str, partition: int, timestamp: int) -> int:
-        return await self.stream_offset(topic, partition, timestamp, Isolation.READ_UNCOMMITTED)
+        """ListOffset as the route's Fetch commands see the partition (``fetch_isolation``)."""
+        return await self.stream_offset(topic, partition, timestamp, self._fetch_isolation)
 
     async def fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch:
-        reader = (await self._hub(topic, partition)).reader
+        reader = (await self._hub(topic, partition, self._fetch_isolation)).reader
         with reader.in_use():
             return await reader.fetch(offset, max_bytes - FETCH_FRAME_OVERHEAD)
 
     def _fetch_hub(self, topic: str, partition: int) -> PartitionHub | None:
-        """The open hub Fetch commands use for the partition (they read uncommitted), if any."""
-        return self._hubs.get((topic, partition, Isolation.READ_UNCOMMITTED))
+        """The open hub Fetch commands use for the partition (of the route's ``fetch_isolation``), if any."""
+        return self._hubs.get((topic, partition, self._fetch_isolation))
 
     def fetch_cached(self, topic: str, partition: int, offset: int, max_bytes: int) -> EncodedBatch | None:
         """The answer to a fetch when memory holds it, without waiting; else None."""

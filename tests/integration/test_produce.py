@@ -372,3 +372,40 @@ async def test_row8_keyed_records_land_where_the_java_client_puts_the_same_keys(
         assert ours == java
     finally:
         delete_topic(kafka_broker, topic)
+
+
+async def test_a_read_committed_route_fetches_only_committed_records_and_lists_the_last_stable_offset(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """fetch_isolation = "read_committed": Fetch never shows aborted or open transactions, and ListOffset
+    -1 answers the last stable offset (the first offset of the transaction still open)."""
+    topic = create_topic(kafka_broker, partitions=1)
+    try:
+        with trio.fail_after(TEST_LIMIT):
+            async with proxy(kafka_broker, fetch_isolation="read_committed") as url, client_of(url) as client:
+                async with client.transaction():
+                    await client.produce(topic, [b"committed"])
+                with pytest.raises(RuntimeError):
+                    await produce_then_raise(client, topic, [b"aborted"])
+                async with client_of(url) as writer:
+                    await writer._answer(lambda s: _txn_frame(s, 1), _ok_type())
+                    answer = await writer._answer(
+                        lambda s: _produce_frame(s, topic, b"still-open", True), _produce_type()
+                    )
+                    open_at = answer.results[0]
+                    assert isinstance(open_at, Written)
+                    # Shown to a read_uncommitted reader, but not here.
+                    assert await client.list_offset(topic, 0, -1) == open_at.offset
+                    values = [record.value for record in await client.fetch(topic, 0, 0)]
+                    assert values == [b"committed"]
+                    await writer._answer(lambda s: _txn_frame(s, 2), _ok_type())
+
+                async def committed_too() -> list[bytes | None]:
+                    return [record.value for record in await client.fetch(topic, 0, 0)]
+
+                # Polling on purpose: the last stable offset moves once the commit's marker is written,
+                # and the reader looks it up again at most once a second; nothing signals it.
+                while await committed_too() != [b"committed", b"still-open"]:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+    finally:
+        delete_topic(kafka_broker, topic)
