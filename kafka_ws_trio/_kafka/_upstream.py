@@ -75,6 +75,15 @@ class UpstreamStatistics:
     #: Batches and records pushed to streams so far.
     stream_batches: int = 0
     stream_records: int = 0
+    #: Produced records with their result so far, and how many of those failed.
+    records_produced: int = 0
+    records_failed: int = 0
+    #: Records and bytes handed to Kafka and not yet acknowledged, all sessions together.
+    produce_records_in_flight: int = 0
+    produce_bytes_in_flight: int = 0
+    #: Transactions begun so far, and transactional producers lent to a session now.
+    transactions_begun: int = 0
+    transactions_open: int = 0
 
 
 class KafkaUpstream:
@@ -133,6 +142,12 @@ class KafkaUpstream:
             stream_taps=sum(len(hub.taps) for hub in self._hubs.values()),
             stream_batches=counters.stream_batches,
             stream_records=counters.stream_records,
+            records_produced=self._producers.records_sent,
+            records_failed=self._producers.records_failed,
+            produce_records_in_flight=self._produce_budget.records,
+            produce_bytes_in_flight=self._produce_budget.bytes,
+            transactions_begun=self._transactions.begun,
+            transactions_open=self._transactions.in_use,
         )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> bool:

@@ -409,3 +409,19 @@ async def test_a_read_committed_route_fetches_only_committed_records_and_lists_t
                     await trio.sleep(0.1)
     finally:
         delete_topic(kafka_broker, topic)
+
+
+async def test_the_route_statistics_count_produced_records_and_transactions(
+    kafka_broker: KafkaBroker, topic3: str
+) -> None:
+    config = ProxyConfig.single_route(kafka_broker.bootstrap, ROUTE, server=ServerConfig(port=0))
+    with trio.fail_after(TEST_LIMIT):
+        async with running_proxy(config) as server, client_of(server.url + ROUTE) as client:
+            await client.produce(topic3, [b"a", OutRecord(value=b"b", partition=9)])
+            async with client.transaction():
+                await client.produce(topic3, [b"c"])
+                during = server.statistics().upstreams[ROUTE]
+            after = server.statistics().upstreams[ROUTE]
+    assert (during.transactions_open, after.transactions_open, after.transactions_begun) == (1, 0, 1)
+    assert (after.records_produced, after.records_failed) == (3, 1)
+    assert (after.produce_records_in_flight, after.produce_bytes_in_flight) == (0, 0)
