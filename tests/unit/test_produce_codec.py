@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_stream_codec import documented_frames
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import (
@@ -16,6 +17,7 @@ from kafka_ws_trio._proto import (
     ErrorAnswer,
     ErrorCode,
     NotWritten,
+    OkAnswer,
     OutRecord,
     Produce,
     ProduceAction,
@@ -28,6 +30,8 @@ from kafka_ws_trio._proto import (
     Written,
     decode_request,
     decode_response,
+    encode_error,
+    encode_ok,
     encode_produce_answer,
     encode_produce_request,
     encode_txn_request,
@@ -176,3 +180,72 @@ def test_a_connection_without_a_producer_does_not_know_produce_commands(frame: b
     reply = connection.receive(frame)
     assert isinstance(reply, Reply)
     assert decode_response(reply.frame) == ErrorAnswer(5, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE)
+
+
+# ------------------------------------------------------------------ the documented examples
+
+NOT_FOUND_2 = "failed to produce message, topic: orders, partition: 2, err: not found partition (the topic has 2)"
+TXN_NOT_OPEN = "no transaction is open (send TXN_BEGIN first)"
+#: schema/README.md, "Produce and transactions", "Examples": each frame in the page's order, what it
+#: decodes to, and the codec call that writes it.
+DOCUMENTED = [
+    (
+        "request",
+        Produce(
+            13,
+            "orders",
+            (OutRecord(key=b"eu-1", value=b"pallet", headers=(("src", b"web"),)), OutRecord(key=b"eu-1", partition=2)),
+        ),
+        encode_produce_request(
+            13,
+            "orders",
+            [OutRecord(key=b"eu-1", value=b"pallet", headers=(("src", b"web"),)), OutRecord(key=b"eu-1", partition=2)],
+        ),
+    ),
+    (
+        "answer",
+        ProduceAnswer(
+            13, (Written(1, 41, 1_700_000_000_000), NotWritten(2, ErrorCode.PARTITION_NOT_FOUND, NOT_FOUND_2))
+        ),
+        encode_produce_answer(
+            13, [Written(1, 41, 1_700_000_000_000), NotWritten(2, ErrorCode.PARTITION_NOT_FOUND, NOT_FOUND_2)]
+        ),
+    ),
+    ("request", Txn(14, TxnAction.BEGIN), encode_txn_request(14, TxnAction.BEGIN)),
+    ("answer", OkAnswer(14), encode_ok(14)),
+    (
+        "request",
+        Produce(15, "orders", (OutRecord(value=b"x"),), Acks.ALL, True),
+        encode_produce_request(15, "orders", [OutRecord(value=b"x")], acks=Acks.ALL, transactional=True),
+    ),
+    ("request", Txn(16, TxnAction.COMMIT), encode_txn_request(16, TxnAction.COMMIT)),
+    (
+        "answer",
+        ErrorAnswer(17, ErrorCode.TXN_NOT_OPEN, TXN_NOT_OPEN),
+        encode_error(17, ErrorCode.TXN_NOT_OPEN, TXN_NOT_OPEN),
+    ),
+    (
+        "request",
+        Rejected(18, ErrorCode.INVALID_REQUEST, "invalid produce: no records"),
+        produce_frame(18, topic="orders"),
+    ),
+    (
+        "answer",
+        ErrorAnswer(18, ErrorCode.INVALID_REQUEST, "invalid produce: no records"),
+        encode_error(18, ErrorCode.INVALID_REQUEST, "invalid produce: no records"),
+    ),
+]
+
+
+def test_the_produce_examples_are_the_documented_ones() -> None:
+    assert [kind for kind, _ in documented_frames("Produce and transactions")] == [kind for kind, _, _ in DOCUMENTED]
+
+
+@pytest.mark.parametrize("index", range(len(DOCUMENTED)))
+def test_each_produce_example_decodes_to_its_values_and_is_what_the_codec_writes(index: int) -> None:
+    kind, expected, written = DOCUMENTED[index]
+    documented_kind, frame = documented_frames("Produce and transactions")[index]
+    assert documented_kind == kind
+    decoded = decode_request(frame) if kind == "request" else decode_response(frame)
+    assert decoded == expected
+    assert frame == written, "the codec writes other bytes than the page shows"
