@@ -4,7 +4,10 @@ read back with kafka-python."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -425,3 +428,19 @@ async def test_the_route_statistics_count_produced_records_and_transactions(
     assert (during.transactions_open, after.transactions_open, after.transactions_begun) == (1, 0, 1)
     assert (after.records_produced, after.records_failed) == (3, 1)
     assert (after.produce_records_in_flight, after.produce_bytes_in_flight) == (0, 0)
+
+
+def test_the_readme_writing_example_runs_as_printed(kafka_broker: KafkaBroker, repo_root: Path, tmp_path: Path) -> None:
+    readme = (repo_root / "README.md").read_text()
+    section = re.search(r"^### Writing\n(.*?)(?=^#+ )", readme, re.DOTALL | re.MULTILINE)
+    assert section, "the README lost its Writing section"
+    [program] = re.findall(r"^```python\n(.*?)^```", section[1], re.DOTALL | re.MULTILINE)
+    [expected] = re.findall(r"^```text\n(.*?)^```", section[1], re.DOTALL | re.MULTILINE)
+    (tmp_path / "writing.py").write_text(program)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KAFKA_")}
+    env["KAFKA_BOOTSTRAP"] = kafka_broker.bootstrap
+    result = subprocess.run(
+        [sys.executable, "writing.py"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
