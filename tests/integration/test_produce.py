@@ -444,3 +444,31 @@ def test_the_readme_writing_example_runs_as_printed(kafka_broker: KafkaBroker, r
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected
+
+
+async def test_a_fenced_transaction_gets_txn_fenced_and_its_records_are_never_committed(
+    kafka_broker: KafkaBroker, topic3: str
+) -> None:
+    """Two proxies given the same transaction_id_prefix (a configuration mistake): the second one's
+    transaction fences the first's, whose commit is refused with TXN_FENCED; the first proxy then
+    makes a new producer for its next transaction."""
+    prefix = f"fenced-{topic3}-"
+    settings = {"transaction_id_prefix": prefix, "transaction_producers": 1}
+    with trio.fail_after(TEST_LIMIT):
+        async with (
+            proxy(kafka_broker, **settings) as first_url,
+            proxy(kafka_broker, **settings) as second_url,
+            client_of(first_url) as first,
+            client_of(second_url) as second,
+        ):
+            await first._answer(lambda s: _txn_frame(s, 1), _ok_type())
+            await first._answer(lambda s: _produce_frame(s, topic3, b"fenced", True), _produce_type())
+            async with second.transaction():
+                await second.produce(topic3, [OutRecord(value=b"winner", partition=0)])
+            with pytest.raises(PubSubError) as fenced:
+                await first._answer(lambda s: _txn_frame(s, 2), _ok_type())
+            assert fenced.value.code == ErrorCode.TXN_FENCED, fenced.value
+            async with first.transaction():
+                await first.produce(topic3, [OutRecord(value=b"after", partition=0)])
+    stored = await trio.to_thread.run_sync(lambda: read_back(kafka_broker, topic3, read_committed=True))
+    assert sorted(r.value for r in stored) == [b"after", b"winner"]
