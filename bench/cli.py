@@ -24,6 +24,7 @@ from .fanout import run_fanout, run_stream_fanout
 from .fetch import run_fetch, run_stream_partitions, run_stream_throughput
 from .meta import run_meta
 from .plan import BROKER_PORT_BASE, FULL, QUICK, SCENARIOS, BenchError, raise_nofile
+from .produce import run_produce_fanin, run_produce_latency, run_produce_throughput
 from .report import print_table, print_verdicts, write_json
 from .sessions import run_churn, run_first_byte, run_idle, run_idle_streams
 from .targets import evaluate
@@ -47,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure kafka-ws-trio: fetch and stream throughput, fan-out latency by fetch and by stream, "
-        "idle sessions and streams, churn, first byte.",
+        "idle sessions and streams, churn, first byte, produce throughput, latency and fan-in.",
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (under 5 minutes)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every figure to FILE")
@@ -121,6 +122,9 @@ def _steps(bench: Bench) -> dict[str, Callable[[], None]]:
         "stream_fanout": lambda: run_stream_fanout(bench),
         "stream_partitions": lambda: run_stream_partitions(bench),
         "idle_streams": lambda: run_idle_streams(bench),
+        "produce_throughput": lambda: run_produce_throughput(bench),
+        "produce_latency": lambda: run_produce_latency(bench),
+        "produce_fanin": lambda: run_produce_fanin(bench),
     }
 
 
@@ -160,8 +164,6 @@ def main(argv: list[str]) -> int:
         for name in args.scenarios:
             say(f"scenario: {name}")
             steps[name]()
-        results["produce"] = None
-        results["produce_note"] = "produce does not exist yet: the proxy only reads (ListOffset, Fetch, streams)"
         results["targets"] = evaluate(results)
         results["meta"]["seconds"] = round(time.monotonic() - started, 1)
         results["meta"]["proxies_started"] = bench.proxies_started

@@ -1,15 +1,18 @@
-"""The processes that talk to Kafka without the proxy: the direct readers the proxy is compared with, and the producer.
+"""The processes that talk to Kafka without the proxy: the direct clients the proxy is compared with, and the producer.
 
 They are synchronous (kafka-python and confluent-kafka bring their own threads)
 and take their commands with a blocking read. The direct readers are set up
 the way the proxy's own consumer is (the orchestrator passes the proxy's fetch
-settings in the spec), so that the ratio compares the proxy with what its own
-library does alone.
+settings in the spec), and the direct kafka-python producer exactly as the
+proxy's shared producer is (the orchestrator passes what
+``kafka_ws_trio._kafka._settings.producer_config`` gives the route), so that a
+ratio compares the proxy with what its own library does alone.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +20,9 @@ from typing import Any, Final
 
 from .children import emit, sync_command
 from .plan import PARTITION, READ_TIMEOUT, REQUEST_TIMEOUT, cpu_seconds, raise_nofile
+
+#: Seconds a direct producer may take to close (it has nothing left to send by then).
+CLOSE_SECONDS: Final = 10.0
 
 
 def worker_kafka_python(spec: dict[str, Any]) -> None:
@@ -151,10 +157,78 @@ def worker_producer(spec: dict[str, Any]) -> None:
     )
 
 
+def worker_kafka_python_producer(spec: dict[str, Any]) -> None:
+    """Write records of ``value_bytes`` to ``topic`` (one partition) with a kafka-python producer like the proxy's.
+
+    ``spec["config"]`` is the proxy's own producer settings for the route (acks=all,
+    idempotence, linger, batch size, timeouts). Records have no key and no partition, as
+    the load clients' records have, so the default partitioner picks (the only) one.
+    ``warmup`` records are written one by one before the clock (metadata, the producer
+    id, the connection). Then, by ``mode``:
+
+    * ``throughput``: ``count`` records sent as fast as ``send()`` takes them, at most
+      ``in_flight`` unacknowledged at a time (the proxy's session holds as many at most;
+      kafka-python itself has no bound, and unbounded it would buffer the whole run and age
+      the last batches towards ``delivery_timeout_ms``); the clock stops with the last
+      acknowledgement. Every record must be written, at offsets that follow one another.
+    * ``latency``: ``count`` sends one after another, each acknowledged (``.get()``) before
+      the next; the time of each, in ms.
+    """
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**spec["config"])
+    topic, count = spec["topic"], spec["count"]
+    value = os.urandom(spec["value_bytes"])
+    try:
+        for _ in range(spec["warmup"]):
+            producer.send(topic, value=value).get(timeout=REQUEST_TIMEOUT)
+        emit(event="ready")
+        sync_command("go")
+        cpu0 = cpu_seconds()
+        if spec["mode"] == "latency":
+            latencies: list[float] = []
+            for _ in range(count):
+                started = time.perf_counter()
+                producer.send(topic, value=value).get(timeout=REQUEST_TIMEOUT)
+                latencies.append((time.perf_counter() - started) * 1000.0)
+            emit(event="result", latencies_ms=latencies, cpu_seconds=cpu_seconds() - cpu0)
+            return
+        window = spec["in_flight"]
+        futures: list[Any] = []
+        started = time.perf_counter()
+        for index in range(count):
+            if index >= window:
+                futures[index - window].get(timeout=READ_TIMEOUT)
+            futures.append(producer.send(topic, value=value))
+        futures[-1].get(timeout=READ_TIMEOUT)
+        seconds = time.perf_counter() - started
+        # One partition, idempotent: the last acknowledgement comes last (checked, not assumed).
+        late = sum(not future.is_done for future in futures)
+        if late:
+            for future in futures:
+                future.get(timeout=READ_TIMEOUT)
+            seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu0
+        offsets = sorted(future.get(timeout=READ_TIMEOUT).offset for future in futures)
+        if offsets != list(range(offsets[0], offsets[0] + count)):
+            raise RuntimeError(f"{count} records written at offsets {offsets[0]}..{offsets[-1]} with gaps or repeats")
+        emit(
+            event="result",
+            records=count,
+            seconds=seconds,
+            value_bytes=count * len(value),
+            cpu_seconds=cpu,
+            acknowledged_late=late,
+        )
+    finally:
+        producer.close(timeout=CLOSE_SECONDS)
+
+
 WORKERS: Final[dict[str, Callable[[dict[str, Any]], None]]] = {
     "kafka_python": worker_kafka_python,
     "confluent": worker_confluent,
     "producer": worker_producer,
+    "kafka_python_producer": worker_kafka_python_producer,
 }
 
 

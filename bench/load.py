@@ -3,14 +3,17 @@
 One worker per scenario (:data:`WORKERS`): a pipelined reader for fetch
 throughput, a stream reader for the stream reads, tailing sessions (by Fetch
 or by stream) for fan-out, silent sessions (with or without a stream) for the
-idle tests, short-lived sessions for churn, and one session after another for
-first byte. Each reports to the orchestrator through ``bench.children``.
+idle tests, short-lived sessions for churn, one session after another for
+first byte, and for produce a pipelined writer (throughput), one command after
+another (latency) and paced writing sessions (fan-in). Each reports to the
+orchestrator through ``bench.children``.
 
 Requests are built by the package's client codec (``kafka_ws_trio._proto``).
 Answers on the cold paths (a ListOffset, a subscribe, a stream event, a churn
-or first-byte session) are read with its ``decode_response``; answers on the
-hot paths (the pipelined read, record batches of streams, fan-out's tailing
-sessions) are read straight from the protobuf message, because
+or first-byte session, a produce warm-up or latency answer) are read with its
+``decode_response``; answers on the hot paths (the pipelined read, record
+batches of streams, fan-out's tailing sessions, the produce throughput and
+fan-in answers) are read straight from the protobuf message, because
 ``decode_response`` builds a ``Record`` for every record: 2.6 µs per 1 KiB
 record against 0.37 µs for reading only the counts, offsets and timestamps
 these clients need (measured on the bench machine). Fan-out at 1,000 sessions
@@ -27,23 +30,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from kafka_ws_trio._pb import pubsub_pb2
 from kafka_ws_trio._proto import (
+    Acks,
     FetchAnswer,
     Grant,
     OffsetAnswer,
+    OutRecord,
+    ProduceAnswer,
+    Response,
     StartEdge,
     StreamCaughtUp,
     StreamError,
     SubscribeAnswer,
+    Written,
     decode_response,
     encode_credit_request,
     encode_fetch_request,
     encode_list_offset_request,
+    encode_produce_request,
     encode_subscribe_request,
 )
 
@@ -425,7 +435,11 @@ async def worker_fetch(spec: dict[str, Any], commands: Commands) -> None:
 
 
 class _Latencies:
-    """Receipt time minus CreateTime of sampled deliveries, in BUCKET_MS buckets, by the record's second."""
+    """Latencies in BUCKET_MS buckets, by the second they belong to.
+
+    Fan-out: receipt time minus CreateTime of sampled deliveries, by the record's
+    second. Produce fan-in: a command's send to its answer, by the second it was sent.
+    """
 
     def __init__(self) -> None:
         self.by_second: collections.defaultdict[int, collections.Counter[int]] = collections.defaultdict(
@@ -441,6 +455,10 @@ class _Latencies:
         else:
             for s in stamps:
                 self.by_second[s // 1000][int((now - s) * scale)] += 1
+
+    def add_latency(self, second: int, latency_ms: float) -> None:
+        """One sample taken in ``second`` (a produce command's send, wall clock)."""
+        self.by_second[second][int(latency_ms / BUCKET_MS)] += 1
 
     def histogram(self, first_second: int, last_second: int) -> list[tuple[int, int]]:
         """Deliveries of records created in [first_second, last_second), coarse beyond COARSE_FROM buckets."""
@@ -739,6 +757,278 @@ async def worker_first_byte(spec: dict[str, Any], commands: Commands) -> None:
     emit(event="result", latencies_ms=latencies, cpu_seconds=cpu_seconds() - cpu0)
 
 
+# ------------------------------------------------------------------ produce
+
+
+def _produce_request(sequence: int, topic: str, records: tuple[OutRecord, ...]) -> bytes:
+    """A CmdProduce asking for acks=all (what every produce scenario measures, whatever the route's default)."""
+    return encode_produce_request(sequence, topic, records, acks=Acks.ALL)
+
+
+def _all_written(answer: Response, sequence: int) -> tuple[Written, ...]:
+    """The results of the answer to command ``sequence``, every one of which must be Written."""
+    if not isinstance(answer, ProduceAnswer) or answer.sequence != sequence:
+        raise RuntimeError(f"produce {sequence} answered {answer}")
+    written = tuple(result for result in answer.results if isinstance(result, Written))
+    if len(written) != len(answer.results):
+        failed = next(result for result in answer.results if not isinstance(result, Written))
+        raise RuntimeError(f"produce {sequence}: {len(answer.results) - len(written)} records not written: {failed}")
+    return written
+
+
+async def _produce_once(client: WsClient, sequence: int, topic: str, records: tuple[OutRecord, ...]) -> Written:
+    """Send one command and wait for its answer (warm-ups); the last record's result."""
+    client.send(_produce_request(sequence, topic, records))
+    return _all_written(decode_response(await client.recv()), sequence)[-1]
+
+
+class ProduceRun(_TimedRead):
+    """One session writing ``count`` records in commands of ``per_command``, ``depth`` commands in flight.
+
+    The clock starts with the first command and stops with the answer that
+    completes the count; each answer sends the next command. Every answer must
+    be one of the commands in flight with one result per record, every record
+    Written, and each offset of [``base``, ``base + count``) written exactly
+    once: a record refused, lost or repeated fails the run.
+    """
+
+    def __init__(
+        self, client: WsClient, topic: str, count: int, per_command: int, depth: int, value: bytes, base: int
+    ) -> None:
+        super().__init__(client)
+        self.topic = topic
+        self.count = count
+        self.depth = depth
+        self.base = base
+        self.batch = tuple(OutRecord(value=value) for _ in range(per_command))
+        self.sequence = 0
+        self.commands = 0
+        self._unsent = count
+        self._in_flight: dict[int, int] = {}  # sequence -> records
+        self._seen = bytearray(count)
+
+    def _send(self) -> None:
+        records = self.batch[: self._unsent]
+        self.sequence += 1
+        self.commands += 1
+        self._in_flight[self.sequence] = len(records)
+        self._unsent -= len(records)
+        self.client.send(_produce_request(self.sequence, self.topic, records))
+
+    def _start(self) -> None:
+        while self._unsent and len(self._in_flight) < self.depth:
+            self._send()
+
+    def _received(self, payload: bytes) -> None:
+        response = _RESPONSE(payload)
+        sent = self._in_flight.pop(response.sequence, None)
+        if sent is None or response.WhichOneof("resp") != "produce_resp":
+            self._fail(f"unexpected answer: {decode_response(payload)}")
+            return
+        results = response.produce_resp.results
+        if len(results) != sent:
+            self._fail(f"command {response.sequence} of {sent} records answered with {len(results)} results")
+            return
+        seen, base, count = self._seen, self.base, self.count
+        for result in results:
+            if result.HasField("error"):
+                self._fail(f"command {response.sequence}: not written: {result.error.message}")
+                return
+            index = result.offset - base
+            if not 0 <= index < count or seen[index]:
+                self._fail(f"offset {result.offset} is outside {base}..{base + count - 1} or written twice")
+                return
+            seen[index] = 1
+        self.records += sent
+        if self.records == count:
+            self._finish()
+        elif self._unsent:
+            self._send()
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "commands": self.commands, "commands_in_flight": self.depth}
+
+
+async def worker_produce(spec: dict[str, Any], commands: Commands) -> None:
+    """One session writing ``count`` records through the proxy (see :class:`ProduceRun`).
+
+    One command of one record is answered before the clock starts, so the
+    proxy has made its producer and looked up the topic (partitions, limits).
+    """
+    client = await WsClient.connect(spec["host"], spec["port"], ROUTE)
+    value = os.urandom(spec["value_bytes"])
+    warm = await _produce_once(client, 1, spec["topic"], (OutRecord(value=value),))
+    reader = ProduceRun(
+        client, spec["topic"], spec["count"], spec["per_command"], spec["depth"], value, base=warm.offset + 1
+    )
+    reader.sequence = 1
+    client.on_message = reader.on_message
+    await _timed(reader, commands)
+
+
+async def worker_produce_latency(spec: dict[str, Any], commands: Commands) -> None:
+    """One session: ``warmup`` commands of one record, then ``count`` timed ones, each answered before the next.
+
+    A command's time runs from before it is encoded to its answer's arrival
+    (as the direct producer's runs from ``send()`` to ``.get()`` returning).
+    """
+    client = await WsClient.connect(spec["host"], spec["port"], ROUTE)
+    topic = spec["topic"]
+    record = (OutRecord(value=os.urandom(spec["value_bytes"])),)
+    sequence = 0
+    for _ in range(spec["warmup"]):
+        sequence += 1
+        await _produce_once(client, sequence, topic, record)
+    emit(event="ready")
+    await commands.next("go")
+    cpu0 = cpu_seconds()
+    latencies: list[float] = []
+    for _ in range(spec["count"]):
+        sequence += 1
+        started = time.perf_counter()
+        client.send(_produce_request(sequence, topic, record))
+        payload = await client.recv()
+        latencies.append((time.perf_counter() - started) * 1000.0)
+        _all_written(decode_response(payload), sequence)
+    cpu = cpu_seconds() - cpu0
+    await client.close()
+    emit(event="result", latencies_ms=latencies, cpu_seconds=cpu)
+
+
+class _FanIn:
+    """What the writing sessions of one fan-in process share: the record, latencies, counts, the first error."""
+
+    def __init__(self, topic: str, value: bytes) -> None:
+        self.topic = topic
+        self.record = (OutRecord(value=value),)
+        self.latencies = _Latencies()
+        self.sent_by_second: collections.Counter[int] = collections.Counter()
+        self.sent = self.written = self.error_answers = self.not_written = self.strays = 0
+        self.first_error = ""
+        self.answered = asyncio.Event()  # set whenever an answer arrives
+
+    def failed(self, problem: str) -> None:
+        self.first_error = self.first_error or problem
+
+
+class _Writer:
+    """A fan-in session: a command of one record whenever the pacer says; each one's send time until its answer."""
+
+    __slots__ = ("client", "pending", "sequence", "shared")
+
+    def __init__(self, shared: _FanIn) -> None:
+        self.shared = shared
+        self.client: WsClient | None = None
+        self.sequence = 0
+        #: Commands not answered yet: sequence -> (perf_counter at the send, the wall-clock second of it).
+        self.pending: dict[int, tuple[float, int]] = {}
+
+    def send(self) -> None:
+        client = self.client
+        if client is None or client.lost.done():
+            return
+        shared = self.shared
+        self.sequence += 1
+        second = int(time.time())
+        self.pending[self.sequence] = (time.perf_counter(), second)
+        client.send(_produce_request(self.sequence, shared.topic, shared.record))
+        shared.sent += 1
+        shared.sent_by_second[second] += 1
+
+    def on_message(self, payload: bytes) -> None:
+        now = time.perf_counter()
+        shared = self.shared
+        shared.answered.set()
+        response = _RESPONSE(payload)
+        sent = self.pending.pop(response.sequence, None)
+        if sent is None:
+            shared.strays += 1
+            shared.failed(f"an answer to no command in flight: {decode_response(payload)}")
+            return
+        if response.WhichOneof("resp") != "produce_resp":
+            shared.error_answers += 1
+            shared.failed(str(decode_response(payload)))
+            return
+        results = response.produce_resp.results
+        if len(results) != 1 or results[0].HasField("error"):
+            shared.not_written += 1
+            shared.failed(str(decode_response(payload)))
+            return
+        shared.written += 1
+        shared.latencies.add_latency(sent[1], (now - sent[0]) * 1000.0)
+
+
+async def worker_produce_fanin(spec: dict[str, Any], commands: Commands) -> None:
+    """Sessions each sending ``rate`` commands of one record a second; a histogram of send-to-answer times.
+
+    The sessions' sends are spread evenly over each 1/rate s period, across all
+    processes (by each session's index of ``total_sessions``), and kept to
+    their schedule (a late send is made at once, and the next keeps its time).
+    Before "ready" one command per process is answered, so the proxy's producer
+    exists. Sending starts on "go" and stops on "finish", which names the window
+    [t0, t1) of wall-clock seconds whose commands are measured; the answers of
+    those still in flight are waited for up to ``wait`` seconds, and the ones
+    that never come are reported as unanswered.
+    """
+    shared = _FanIn(spec["topic"], os.urandom(spec["value_bytes"]))
+    writers = [_Writer(shared) for _ in range(spec["sessions"])]
+    started = time.time()
+    clients, failures, first_error = await _open_many(spec, len(writers), lambda _: None)
+    if clients:
+        await _produce_once(clients[min(clients)], 0, shared.topic, shared.record)
+    for index, client in clients.items():
+        writers[index].client = client
+        client.on_message = writers[index].on_message
+    live = [w for w in writers if w.client is not None]
+    emit(event="ready", opened=len(clients), failed=failures, first_error=first_error, seconds=time.time() - started)
+    await commands.next("go")
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / spec["rate"]
+    sending = True
+
+    def tick(writer: _Writer, due: float) -> None:
+        if sending:
+            writer.send()
+            loop.call_at(due + interval, tick, writer, due + interval)
+
+    begin = loop.time() + 0.05
+    for index, writer in enumerate(writers):
+        if writer.client is not None:
+            due = begin + interval * ((spec["first_index"] + index) % spec["total_sessions"]) / spec["total_sessions"]
+            loop.call_at(due, tick, writer, due)
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    finish = await commands.next("finish")
+    sending = False
+    cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+    deadline = time.monotonic() + finish["wait"]
+    while any(w.pending for w in live) and time.monotonic() < deadline:
+        shared.answered.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(shared.answered.wait(), max(0.0, deadline - time.monotonic()))
+    t0, t1 = finish["t0"], finish["t1"]
+    unanswered = [second for w in live for _, second in w.pending.values()]
+    lost = sum(1 for w in live if w.client is not None and w.client.lost.done())
+    for client in clients.values():
+        client.abort()
+    emit(
+        event="result",
+        sessions=len(live),
+        hist=shared.latencies.histogram(t0, t1),
+        sent_in_window=sum(shared.sent_by_second[s] for s in range(t0, t1)),
+        unanswered_in_window=sum(1 for second in unanswered if t0 <= second < t1),
+        unanswered=len(unanswered),
+        sent=shared.sent,
+        written=shared.written,
+        error_answers=shared.error_answers,
+        not_written=shared.not_written,
+        strays=shared.strays,
+        sessions_lost=lost,
+        first_error=shared.first_error,
+        cpu_seconds=cpu,
+        wall_seconds=wall,
+    )
+
+
 WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]] = {
     "fetch": worker_fetch,
     "stream": worker_stream,
@@ -746,6 +1036,9 @@ WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]]
     "idle": worker_idle,
     "churn": worker_churn,
     "first_byte": worker_first_byte,
+    "produce": worker_produce,
+    "produce_latency": worker_produce_latency,
+    "produce_fanin": worker_produce_fanin,
 }
 
 

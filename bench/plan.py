@@ -38,6 +38,15 @@ STREAM_CREDIT_RECORDS: Final = 10_000
 STREAM_PARTITIONS: Final = 64
 #: The id (the subscribe's sequence) of the one stream each load-client session opens.
 STREAM_ID: Final = 1
+#: Produce throughput and latency: the size of each record's value (no key, no headers).
+PRODUCE_RECORD_BYTES: Final = 1024
+#: Produce throughput: records per CmdProduce (the proxy's session budget bounds how many commands are in flight).
+PRODUCE_RECORDS_PER_COMMAND: Final = 100
+#: Produce latency: commands (and direct sends) before the timed ones, on each side.
+PRODUCE_LATENCY_WARMUP: Final = 20
+#: Produce fan-in: commands a second each session sends (one record each), and the records' value size.
+PRODUCE_FANIN_RATE: Final = 10
+PRODUCE_FANIN_RECORD_BYTES: Final = 100
 #: Seconds over which an idle proxy's CPU and broker polls are counted (idle sessions and idle streams).
 IDLE_HOLD_SECONDS: Final = 5.0
 #: Churn and first byte read a small topic: a fetch there is one short frame.
@@ -98,6 +107,16 @@ class Plan:
     churn_sessions: int
     churn_warmup_sessions: int
     first_byte_samples: int
+    #: produce_throughput: records of PRODUCE_RECORD_BYTES written by each timed run, and the repeats.
+    produce_records: int
+    produce_repeats: int
+    #: produce_latency: timed commands of one record, one after another (and as many direct sends).
+    produce_latency_commands: int
+    #: produce_fanin: sessions each sending PRODUCE_FANIN_RATE commands a second, the warm-up and the
+    #: window whose commands are measured (seconds).
+    produce_fanin_sessions: int
+    produce_fanin_warmup: float
+    produce_fanin_window: float
 
 
 QUICK: Final = Plan(
@@ -113,6 +132,12 @@ QUICK: Final = Plan(
     churn_sessions=2_000,
     churn_warmup_sessions=200,
     first_byte_samples=200,
+    produce_records=50_000,
+    produce_repeats=1,
+    produce_latency_commands=1_000,
+    produce_fanin_sessions=200,
+    produce_fanin_warmup=3.0,
+    produce_fanin_window=10.0,
 )
 FULL: Final = Plan(
     name="full",
@@ -126,6 +151,12 @@ FULL: Final = Plan(
     churn_sessions=10_000,
     churn_warmup_sessions=500,
     first_byte_samples=1_000,
+    produce_records=200_000,
+    produce_repeats=3,
+    produce_latency_commands=1_000,
+    produce_fanin_sessions=1_000,
+    produce_fanin_warmup=5.0,
+    produce_fanin_window=30.0,
 )
 
 SCENARIOS: Final = (
@@ -138,6 +169,9 @@ SCENARIOS: Final = (
     "stream_fanout",
     "stream_partitions",
     "idle_streams",
+    "produce_throughput",
+    "produce_latency",
+    "produce_fanin",
 )
 
 

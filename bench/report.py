@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,83 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 load(first),
             )
         ]
-    rows.append(("produce", "-", "n/a", "", "produce does not exist yet"))
+    rows += _produce_rows(results, judged, load)
+    return rows
+
+
+def _produce_rows(
+    results: dict[str, Any], judged: Callable[[str, str], str], load: Callable[[dict[str, Any]], str]
+) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "produce_throughput" in results:
+        f = results["produce_throughput"]
+        producer = f["producer"]
+        rows += [
+            (
+                "produce 1 KiB",
+                "proxy records/s",
+                _n(f["proxy_records_per_s"]),
+                "",
+                f"kafka-python direct {_n(f['kafka_python_records_per_s'])}/s "
+                f"({_n(f['direct_in_flight_records'])} records in flight)",
+            ),
+            (
+                "",
+                "proxy MB/s (values)",
+                _n(f["proxy_mb_per_s"], 1),
+                "",
+                f"{f['records_per_command']} records/command, {f['commands_in_flight']} commands in flight; "
+                f"acks {producer['acks']}, idempotence {producer['enable_idempotence']}, "
+                f"linger {producer['linger_ms']} ms, batch {_n(producer['batch_size'])} B",
+            ),
+            (
+                "",
+                "ratio vs kafka-python",
+                _down(f["ratio_vs_kafka_python"], 2),
+                judged("produce_throughput.ratio_vs_kafka_python", ">= 0.8"),
+                load(f) + f"; writer client {f['client_cpu_pct']:.0f}%",
+            ),
+        ]
+    if "produce_latency" in results:
+        lat = results["produce_latency"]
+        rows += [
+            (
+                "produce latency",
+                "p50 / p99 ms",
+                f"{_n(lat['p50_ms'], 2)} / {_up(lat['p99_ms'], 2)}",
+                "",
+                f"kafka-python direct {_n(lat['kafka_python_p50_ms'], 2)} / {_n(lat['kafka_python_p99_ms'], 2)} ms; "
+                f"{_n(lat['commands'])} commands of one record, one after another",
+            ),
+            (
+                "",
+                "p99 vs kafka-python",
+                _up(lat["p99_ratio_vs_kafka_python"], 2),
+                judged("produce_latency.p99_ratio_vs_kafka_python", "<= 3"),
+                load(lat),
+            ),
+        ]
+    if "produce_fanin" in results:
+        fan = results["produce_fanin"]
+        first = f"; first: {fan['first_error']}" if fan["first_error"] else ""
+        rows += [
+            (
+                f"produce fan-in {fan['sessions']:,}",
+                "p50 / p99 ms",
+                f"{late(fan, 'p50_ms')} / {late(fan, 'p99_ms')}",
+                judged("produce_fanin.p99_ms", "p99 <= 250"),
+                load(fan),
+            ),
+            (
+                "",
+                "errors",
+                str(fan["errors"]),
+                judged("produce_fanin.errors", "== 0"),
+                f"{_n(fan['commands_per_s'])} commands/s sent ({fan['rate_per_session']}/s a session), "
+                f"{_n(fan['acknowledged_per_s'])}/s acknowledged in the window, "
+                f"{_n(fan['unanswered_in_window'])} never answered{first}",
+            ),
+        ]
     return rows
 
 

@@ -30,6 +30,12 @@ STREAM_RATIO_MOONSHOT: Final = 1.0
 STREAM_PARTITIONS_RATIO_MIN: Final = 0.8
 #: The stream fan-out's p99 bound is judged at the plan's largest session count (full 10,000, quick 2,000).
 STREAM_FANOUT_P99_MAX_MS: Final = 250.0
+#: Produce through the proxy against a direct kafka-python producer with the route's settings (1 KiB records).
+PRODUCE_RATIO_MIN: Final = 0.8
+#: One record per command, one after another: the proxy's p99 at most this times the direct producer's.
+PRODUCE_LATENCY_P99_FACTOR: Final = 3.0
+#: Produce fan-in: the p99 from a command to its answer, and no command failing in any way.
+PRODUCE_FANIN_P99_MAX_MS: Final = 250.0
 CHURN_RSS_GROWTH_MAX_PCT: Final = 5.0
 FIRST_BYTE_P50_MAX_MS: Final = 10.0
 
@@ -86,6 +92,11 @@ def _stream_fanout_p99_ok(results: dict[str, Any]) -> bool:
     return bool(fanout["sessions"] >= largest and p99 is not None and p99 <= STREAM_FANOUT_P99_MAX_MS)
 
 
+def _produce_fanin_p99_ok(results: dict[str, Any]) -> bool:
+    p99 = results["produce_fanin"]["p99_ms"]
+    return bool(p99 is not None and p99 <= PRODUCE_FANIN_P99_MAX_MS)
+
+
 TARGETS: Final = (
     Target(
         "fetch_throughput.ratio_vs_kafka_python",
@@ -134,6 +145,22 @@ TARGETS: Final = (
         f"<= {IDLE_RSS_MAX_KIB:.0f}",
         lambda r: r["idle_streams"]["rss_per_session_kib"] <= IDLE_RSS_MAX_KIB,
     ),
+    Target(
+        "produce_throughput.ratio_vs_kafka_python",
+        f">= {PRODUCE_RATIO_MIN}",
+        lambda r: r["produce_throughput"]["ratio_vs_kafka_python"] >= PRODUCE_RATIO_MIN,
+    ),
+    Target(
+        "produce_latency.p99_ratio_vs_kafka_python",
+        f"<= {PRODUCE_LATENCY_P99_FACTOR:g} (p99 over the direct producer's p99)",
+        lambda r: r["produce_latency"]["p99_ratio_vs_kafka_python"] <= PRODUCE_LATENCY_P99_FACTOR,
+    ),
+    Target(
+        "produce_fanin.p99_ms",
+        f"<= {PRODUCE_FANIN_P99_MAX_MS:.0f} at the plan's sessions (1,000; quick 200)",
+        _produce_fanin_p99_ok,
+    ),
+    Target("produce_fanin.errors", "== 0", lambda r: r["produce_fanin"]["errors"] == 0),
 )
 
 
