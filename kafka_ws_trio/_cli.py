@@ -1,4 +1,4 @@
-"""The ``kafka-ws-trio`` console command: serve, offsets, tail, broker."""
+"""The ``kafka-ws-trio`` console command: serve, offsets, tail, produce, broker."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO, TypeAlias
 
 import attrs
 import trio
@@ -24,8 +24,8 @@ from ._runtime import tune_gc
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._proto import Filter, Record
-    from .client import PubSubClient, Stream
+    from ._proto import Acks, Filter, OutRecord, ProduceResult, Record
+    from .client import PubSubClient
 
 log = logging.getLogger("kafka_ws_trio.cli")
 
@@ -42,6 +42,23 @@ RATE_SPAN: Final = 2.0
 #: An age for tail --from: a number and its unit.
 _AGE: Final = re.compile(r"-(\d+)([smhd])")
 _AGE_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+#: The proxy's default frame size (its max_message_size): a produce command must fit in one frame.
+PRODUCE_FRAME_BYTES: Final = 1_048_576
+#: Bytes of records one produce command carries at most, well below a frame (a record larger
+#: than this goes alone, when it fits in a frame at all).
+PRODUCE_COMMAND_BYTES: Final = 512 * 1024
+#: At most what a record's encoding adds to its key and value (tags, lengths, partition), and a header's to its own.
+RECORD_OVERHEAD_BYTES: Final = 32
+HEADER_OVERHEAD_BYTES: Final = 20
+#: At most what a produce command adds to its records, besides the topic's name (sequence, acks, tags, lengths).
+COMMAND_OVERHEAD_BYTES: Final = 64
+#: produce's default --batch.
+DEFAULT_PRODUCE_BATCH: Final = 100
+#: Failed records a produce summary lists one by one; the rest are counted.
+FAILURES_LISTED: Final = 20
+#: Bytes produce reads from stdin at a time, and the chunks (or files) it reads ahead of the commands.
+READ_CHUNK_BYTES: Final = 65_536
+READ_AHEAD: Final = 4
 _FROM_WORDING: Final = (
     "--from takes earliest, latest, an offset, a time (ISO 8601, e.g. 2024-05-01T12:00:00Z) "
     "or an age (e.g. -30s, -5m, -2h, -1d)"
@@ -139,6 +156,56 @@ def _build_parser() -> argparse.ArgumentParser:
         help="leave out records of aborted and still-open transactions (stops at the last stable offset)",
     )
 
+    produce = sub.add_parser(
+        "produce",
+        help="write records to a topic through a proxy",
+        description="Write records to a topic: each line of stdin is one record's value (the newline dropped),\n"
+        "or, with --file, each file's whole content is one record's value. They go in commands of at\n"
+        "most --batch records, one command at a time, in the order read; the proxy does not create\n"
+        "topics. At the end, stdout gets a summary: the records written, each partition's first and\n"
+        "last offset, and the records that failed. Exit status 0 when every record was written, else 1.\n\n"
+        "On a terminal, stderr shows a status line: records sent, acknowledged and failed, records/s.\n"
+        "Ctrl-C stops reading; the records already sent are waited for and summed up.",
+        epilog="Examples:\n"
+        "  echo hello | kafka-ws-trio produce ws://127.0.0.1:9080/kafka --topic demo\n"
+        "  kafka-ws-trio produce ws://127.0.0.1:9080/kafka --topic orders --key eu-1 --header source=cli "
+        "< orders.jsonl\n"
+        "  kafka-ws-trio produce ws://127.0.0.1:9080/kafka --topic images --file a.png b.png --acks leader",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _client_args(produce, producing=True)
+    produce.add_argument("--key", metavar="K", help="the key of every record (default: none)")
+    produce.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a header on every record (repeat for more; K= for an empty value)",
+    )
+    produce.add_argument(
+        "--acks",
+        choices=["all", "leader", "none"],
+        help="wait for every in-sync replica (all), the partition leader, or nothing (none: no offsets "
+        "are known); default: the route's (all unless the proxy is configured otherwise)",
+    )
+    produce.add_argument(
+        "--file",
+        dest="files",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="write each file's whole content as one record (repeat or list several) instead of reading stdin",
+    )
+    produce.add_argument(
+        "--batch",
+        type=int,
+        default=DEFAULT_PRODUCE_BATCH,
+        metavar="N",
+        help=f"records per command, at most (default {DEFAULT_PRODUCE_BATCH}; commands also stay under "
+        f"{PRODUCE_COMMAND_BYTES // 1024} KiB)",
+    )
+
     sub.add_parser(
         "broker",
         help="run a local Kafka broker for tests and demos (see 'kafka-ws-trio broker --help')",
@@ -147,10 +214,18 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client_args(parser: argparse.ArgumentParser, *, all_partitions: bool = False) -> None:
+def _client_args(parser: argparse.ArgumentParser, *, all_partitions: bool = False, producing: bool = False) -> None:
     parser.add_argument("url", help="the proxy route, e.g. ws://127.0.0.1:9080/kafka")
     parser.add_argument("--topic", required=True)
-    if all_partitions:
+    if producing:
+        parser.add_argument(
+            "--partition",
+            type=int,
+            metavar="N",
+            help="write every record to this partition (default: the producer picks: by the key's hash, "
+            "as the Java client does, or spread without a key)",
+        )
+    elif all_partitions:
         parser.add_argument("--partition", default="0", metavar="N|all", help="a partition, or all (default 0)")
     else:
         parser.add_argument("--partition", type=int, default=0, help="default 0")
@@ -419,7 +494,11 @@ async def _tail_stream(
         started = stream.positions
         async with trio.open_nursery() as nursery:
             if status is not None:
-                nursery.start_soon(status.keep_drawing, stream, lambda: count)
+                nursery.start_soon(
+                    status.keep_drawing,
+                    lambda: count,
+                    lambda records, rate, width: status_text(records, rate, stream.lag, width),
+                )
             try:
                 async for event in stream.events():
                     if isinstance(event, StreamProblem):
@@ -494,6 +573,409 @@ async def _tail_fetch(client: PubSubClient, args: argparse.Namespace, partition:
             return EXIT_OK
 
 
+# ------------------------------------------------------------------ produce
+
+
+@attrs.frozen
+class _Unsendable:
+    """An input record too large for any produce command: only its size is kept."""
+
+    size: int
+
+
+#: One record of the input: its value, or the size of one too large to send.
+_Item: TypeAlias = bytes | _Unsendable
+
+
+@attrs.frozen
+class _ProducePlan:
+    """What ``produce`` writes and how, its options checked."""
+
+    topic: str
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    partition: int | None
+    acks: Acks
+    batch: int
+    #: The files whose contents are the records; empty: stdin's lines are.
+    files: tuple[str, ...]
+
+    @property
+    def overhead(self) -> int:
+        """At most the bytes a record takes in a command besides its value: key, headers, encoding."""
+        headers = sum(len(key.encode()) + len(value) + HEADER_OVERHEAD_BYTES for key, value in self.headers)
+        return len(self.key or b"") + headers + RECORD_OVERHEAD_BYTES
+
+    @property
+    def largest_value(self) -> int:
+        """The largest value a command can carry (alone): a frame, less the rest of the command."""
+        return PRODUCE_FRAME_BYTES - COMMAND_OVERHEAD_BYTES - len(self.topic.encode()) - self.overhead
+
+    def record(self, value: bytes) -> OutRecord:
+        from ._proto import OutRecord
+
+        return OutRecord(key=self.key, value=value, headers=self.headers, partition=self.partition)
+
+    def origin(self, index: int) -> str:
+        """Where record ``index`` (from 0) came from: its line of stdin, or its file."""
+        return self.files[index] if self.files else f"line {index + 1}"
+
+
+def _produce_plan(args: argparse.Namespace) -> _ProducePlan:
+    """produce's options, checked before connecting: one sentence for the first mistake."""
+    from ._proto import MAX_PRODUCE_RECORDS, Acks
+
+    headers = []
+    for header in args.header:
+        key, equals, value = header.partition("=")
+        if not key or not equals:
+            raise SystemExit(f"kafka-ws-trio: error: --header takes KEY=VALUE, not {header!r}")
+        headers.append((key, os.fsencode(value)))
+    if args.partition is not None and args.partition < 0:
+        raise SystemExit("kafka-ws-trio: error: --partition must be 0 or more")
+    if not 1 <= args.batch <= MAX_PRODUCE_RECORDS:
+        raise SystemExit(
+            f"kafka-ws-trio: error: --batch takes 1 to {MAX_PRODUCE_RECORDS} records "
+            f"(the most one produce command may carry), not {args.batch}"
+        )
+    for path in args.files:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise SystemExit(f"kafka-ws-trio: error: cannot read --file {path}: {exc.strerror or exc}") from None
+    if not args.files and sys.stdin is None:
+        raise SystemExit("kafka-ws-trio: error: there is no stdin to read records from; give --file PATH")
+    return _ProducePlan(
+        topic=args.topic,
+        key=None if args.key is None else os.fsencode(args.key),
+        headers=tuple(headers),
+        partition=args.partition,
+        acks=Acks.ROUTE_DEFAULT if args.acks is None else Acks[args.acks.upper()],
+        batch=args.batch,
+        files=tuple(args.files),
+    )
+
+
+class _Lines:
+    """Bytes cut into lines, the newline dropped; a line longer than ``limit`` bytes is kept only as its size."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[_Item]:
+        """The lines ``chunk`` completes."""
+        *ended, rest = chunk.split(b"\n")
+        lines = [self._line(piece) for piece in ended]
+        self._add(rest)
+        return lines
+
+    def end(self) -> list[_Item]:
+        """The last line, when the input does not end with a newline."""
+        return [self._line(b"")] if self._size else []
+
+    def _add(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._size > self._limit:
+            self._parts.clear()
+        elif piece:
+            self._parts.append(piece)
+
+    def _line(self, piece: bytes) -> _Item:
+        self._add(piece)
+        line = _Unsendable(self._size) if self._size > self._limit else b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        return line
+
+
+def _next_command(pending: deque[_Item], plan: _ProducePlan) -> list[bytes] | _Unsendable:
+    """Take the next command's values from the front of ``pending`` (not empty): at most ``plan.batch``
+    of them and ``PRODUCE_COMMAND_BYTES`` of records, or one larger record alone; or the first item
+    alone when no command can carry it."""
+    first = pending.popleft()
+    if isinstance(first, _Unsendable) or len(first) > plan.largest_value:
+        return first if isinstance(first, _Unsendable) else _Unsendable(len(first))
+    overhead = plan.overhead
+    values = [first]
+    used = len(first) + overhead
+    while pending and len(values) < plan.batch:
+        value = pending[0]
+        if isinstance(value, _Unsendable) or used + len(value) + overhead > PRODUCE_COMMAND_BYTES:
+            break
+        values.append(value)
+        used += len(value) + overhead
+        pending.popleft()
+    return values
+
+
+@attrs.define
+class _Tally:
+    """What produce has done so far: for its status line and its summary."""
+
+    #: Records taken from the input (sent, or refused here): the index of the next one.
+    taken: int = 0
+    sent: int = 0
+    #: Records the proxy answered for, written or not.
+    answered: int = 0
+    written: int = 0
+    failed: int = 0
+    #: Partition -> [records written, first offset, last offset].
+    partitions: dict[int, list[int]] = attrs.Factory(dict)
+    #: The first ``FAILURES_LISTED`` failures: record index and message.
+    failures: list[tuple[int, str]] = attrs.Factory(list)
+    #: Ctrl-C stopped the reading of the input.
+    interrupted: bool = False
+    #: Why the input could not be read to its end.
+    input_error: str | None = None
+
+    def fail(self, index: int, message: str) -> None:
+        self.failed += 1
+        if len(self.failures) < FAILURES_LISTED:
+            self.failures.append((index, message))
+
+    def record(self, first: int, results: Sequence[ProduceResult]) -> None:
+        """The proxy's results for the records ``first``, ``first + 1`` ..."""
+        from ._proto import Written
+
+        self.answered += len(results)
+        for index, result in enumerate(results, first):
+            if not isinstance(result, Written):
+                self.fail(index, result.message)
+                continue
+            self.written += 1
+            seen = self.partitions.setdefault(result.partition, [0, result.offset, result.offset])
+            seen[0] += 1
+            seen[1] = min(seen[1], result.offset)
+            seen[2] = max(seen[2], result.offset)
+
+
+def _records(count: int) -> str:
+    return f"{count} record" if count == 1 else f"{count} records"
+
+
+def produce_summary(topic: str, tally: _Tally, origin: Callable[[int], str]) -> str:
+    """What produce prints at the end: records written, each partition's offsets, the records that failed."""
+    if tally.taken == 0:
+        lines = [f"nothing to write to {topic}: the input was empty"]
+    elif tally.written == tally.taken:
+        lines = [f"wrote {_records(tally.taken)} to {topic}"]
+    else:
+        lines = [f"wrote {tally.written} of {_records(tally.taken)} to {topic}"]
+    for partition, (count, first, last) in sorted(tally.partitions.items()):
+        where = "offsets not known (acks none)" if last < 0 else f"offset {first}" if first == last else ""
+        lines.append(f"  partition {partition}: {_records(count)}, {where or f'offsets {first} to {last}'}")
+    if tally.failed:
+        lines.append(f"{_records(tally.failed)} failed:")
+        lines.extend(f"  record {index} ({origin(index)}): {message}" for index, message in tally.failures)
+        if tally.failed > len(tally.failures):
+            lines.append(f"  ... and {tally.failed - len(tally.failures)} more")
+    if unanswered := tally.sent - tally.answered:
+        they = "it" if unanswered == 1 else "they"
+        lines.append(f"{_records(unanswered)} sent got no answer: {they} may or may not have been written")
+    if tally.interrupted:
+        lines.append("stopped by Ctrl-C before the input ended")
+    return "\n".join(lines)
+
+
+def produce_status_text(sent: int, written: int, failed: int, rate: float, width: int) -> str:
+    """produce's status line: records sent, acknowledged and failed, and records/s, cut to ``width``."""
+    text = f"{sent:,} records sent, {written:,} acknowledged, {failed:,} failed; {rate:,.0f}/s"
+    return text if len(text) <= width else text[: max(0, width - 3)] + "..."
+
+
+def _stop_reason(topic: str, tally: _Tally, results: Sequence[ProduceResult]) -> str | None:
+    """The sentence that ends produce at once: nothing is written yet, and every record of a command
+    failed for a reason every other record would fail for too (no such topic, Kafka unreachable)."""
+    from ._proto import ErrorCode, NotWritten
+
+    if tally.written or not results or not all(isinstance(result, NotWritten) for result in results):
+        return None
+    codes = {result.code for result in results if isinstance(result, NotWritten)}
+    stopping = {
+        ErrorCode.TOPIC_NOT_FOUND,
+        ErrorCode.PARTITION_NOT_FOUND,
+        ErrorCode.BROKER_UNREACHABLE,
+        ErrorCode.AUTHENTICATION_FAILED,
+        ErrorCode.TLS_FAILED,
+    }
+    if len(codes) != 1 or not codes <= stopping:
+        return None
+    if codes == {ErrorCode.TOPIC_NOT_FOUND}:
+        return f"topic {topic!r} not found; nothing was written (the proxy does not create topics)"
+    first = results[0]
+    assert isinstance(first, NotWritten)
+    return f"nothing was written: {first.message}"
+
+
+async def _read_stdin(send: trio.MemorySendChannel[list[_Item]], largest: int, tally: _Tally) -> None:
+    """stdin's lines, as they come: what one read gives goes at once (a typed line goes out as typed)."""
+    lines = _Lines(largest)
+    fd = sys.stdin.fileno()
+    try:
+        # os.read, not sys.stdin: a thread abandoned in a buffered read holds its lock at exit.
+        while chunk := await trio.to_thread.run_sync(os.read, fd, READ_CHUNK_BYTES, abandon_on_cancel=True):
+            if items := lines.feed(chunk):
+                await send.send(items)
+    except OSError as exc:
+        tally.input_error = f"cannot read stdin: {exc.strerror or exc}; the rest of it was not sent"
+        return
+    if items := lines.end():
+        await send.send(items)
+
+
+async def _read_files(send: trio.MemorySendChannel[list[_Item]], plan: _ProducePlan, tally: _Tally) -> None:
+    """Each file whole, one at a time; one too large for a command only as its size."""
+    for path in plan.files:
+        file = trio.Path(path)
+        try:
+            size = (await file.stat()).st_size
+            item: _Item = _Unsendable(size) if size > plan.largest_value else await file.read_bytes()
+        except OSError as exc:
+            tally.input_error = f"cannot read {path}: {exc.strerror or exc}; it and the files after it were not sent"
+            return
+        await send.send([item])
+
+
+async def _read_input(
+    plan: _ProducePlan, send: trio.MemorySendChannel[list[_Item]], scope: trio.CancelScope, tally: _Tally
+) -> None:
+    async with send:
+        with scope:
+            if plan.files:
+                await _read_files(send, plan, tally)
+            else:
+                await _read_stdin(send, plan.largest_value, tally)
+
+
+async def _send_records(
+    client: PubSubClient, plan: _ProducePlan, receive: trio.MemoryReceiveChannel[list[_Item]], tally: _Tally
+) -> str | Exception | None:
+    """Write what ``receive`` brings, one command at a time, in order. Returns why it stopped
+    early: a sentence, or an error to report; None when the input ended (or Ctrl-C stopped it)."""
+    from trio_websocket import ConnectionClosed
+
+    from ._proto import ErrorCode, NotWritten
+    from .client import PubSubError
+
+    pending: deque[_Item] = deque()
+    async with receive:
+        while not tally.interrupted:
+            try:
+                if not pending:
+                    pending.extend(await receive.receive())
+                # Whatever else has come, for a full command (files: a command's worth of bytes at most).
+                held = sum(len(item) for item in pending if isinstance(item, bytes))
+                while len(pending) < plan.batch and held < PRODUCE_COMMAND_BYTES:
+                    more = receive.receive_nowait()
+                    pending.extend(more)
+                    held += sum(len(item) for item in more if isinstance(item, bytes))
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                if not pending:
+                    return None
+            values = _next_command(pending, plan)
+            first = tally.taken
+            if isinstance(values, _Unsendable):
+                tally.taken += 1
+                tally.fail(
+                    first,
+                    f"not sent: {values.size:,} bytes, more than one produce command can carry (it must fit in "
+                    f"the proxy's {PRODUCE_FRAME_BYTES:,}-byte frame with the key and headers)",
+                )
+                continue
+            tally.taken += len(values)
+            tally.sent += len(values)
+            try:
+                results = await client.produce(plan.topic, [plan.record(value) for value in values], acks=plan.acks)
+            except PubSubError as exc:  # refused whole: none of its records was written
+                tally.record(first, [NotWritten(-1, exc.code, exc.message)] * len(values))
+                if exc.code == ErrorCode.UNKNOWN_COMMAND:
+                    return (
+                        "the proxy does not take produce commands (APISIX, an older kafka-ws-trio, or a route "
+                        "with produce = false); nothing was written"
+                    )
+                if exc.code != ErrorCode.OVERLOADED:  # would refuse the next ones too
+                    return f"the proxy refused a produce command: {exc.message} (code {exc.code})"
+                continue
+            except (ConnectionClosed, trio.TooSlowError) as exc:
+                return exc
+            tally.record(first, results)
+            if stop := _stop_reason(plan.topic, tally, results):
+                return stop
+    return None
+
+
+async def _on_interrupt(
+    signals: AsyncIterator[int], reading: trio.CancelScope, everything: trio.CancelScope, tally: _Tally
+) -> None:
+    """The first Ctrl-C stops the reading (what was sent is still waited for); the second, everything."""
+    async for _ in signals:
+        if tally.interrupted:
+            everything.cancel()
+            return
+        tally.interrupted = True
+        reading.cancel()
+
+
+async def _produce_records(
+    client: PubSubClient, plan: _ProducePlan, tally: _Tally, status: _StatusLine | None
+) -> str | Exception | None:
+    send, receive = trio.open_memory_channel[list[_Item]](READ_AHEAD)
+    reading = trio.CancelScope()
+    outcome: str | Exception | None = None
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_input, plan, send, reading, tally)
+            nursery.start_soon(_on_interrupt, interrupts, reading, nursery.cancel_scope, tally)
+            if status is not None:
+                nursery.start_soon(
+                    status.keep_drawing,
+                    lambda: tally.answered,
+                    lambda answered, rate, width: produce_status_text(
+                        tally.sent, tally.written, tally.failed, rate, width
+                    ),
+                )
+            try:
+                outcome = await _send_records(client, plan, receive, tally)
+            finally:
+                if status is not None:
+                    status.clear()
+                nursery.cancel_scope.cancel()
+    return outcome
+
+
+async def _produce(args: argparse.Namespace) -> int:
+    from .client import open_client
+
+    _check_url(args.url)
+    plan = _produce_plan(args)
+    typing = not plan.files and sys.stdin.isatty()
+    # Not while someone types on the terminal: the line would be drawn over what they type.
+    status = _StatusLine(sys.stderr) if sys.stderr.isatty() and not typing else None
+    tally = _Tally()
+    async with open_client(args.url, request_timeout=args.timeout) as client:
+        if typing:
+            print("kafka-ws-trio: one record a line; Ctrl-D to finish", file=sys.stderr, flush=True)
+        outcome = await _produce_records(client, plan, tally, status)
+    if isinstance(outcome, str) and not tally.written:
+        print(f"kafka-ws-trio: error: {outcome}", file=sys.stderr)
+        return EXIT_ERROR
+    print(produce_summary(plan.topic, tally, plan.origin), flush=True)
+    if isinstance(outcome, str):
+        print(f"kafka-ws-trio: error: {outcome}", file=sys.stderr)
+        return EXIT_ERROR
+    if outcome is not None:
+        return _report(outcome)
+    if tally.input_error is not None:
+        print(f"kafka-ws-trio: error: {tally.input_error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if tally.failed == 0 and tally.sent == tally.answered else EXIT_ERROR
+
+
 def status_text(records: int, rate: float, lag: Mapping[int, int], width: int) -> str:
     """tail's status line: records so far, records/s, and each partition's lag, cut to ``width`` characters."""
     lags = ", ".join(f"p{partition} {lag[partition]:,}" for partition in sorted(lag)) or "not known yet"
@@ -502,7 +984,8 @@ def status_text(records: int, rate: float, lag: Mapping[int, int], width: int) -
 
 
 class _StatusLine:
-    """tail's status line on a terminal's stderr: drawn over itself, cleared before other output and at exit."""
+    """tail's and produce's status line on a terminal's stderr: drawn over itself, cleared before other
+    output and at exit."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -519,8 +1002,9 @@ class _StatusLine:
             self._out.flush()
             self._shown = False
 
-    async def keep_drawing(self, stream: Stream, count: Callable[[], int]) -> None:
-        """Redraw every ``STATUS_INTERVAL`` with the records/s of the last ``RATE_SPAN`` seconds."""
+    async def keep_drawing(self, count: Callable[[], int], describe: Callable[[int, float, int], str]) -> None:
+        """Redraw every ``STATUS_INTERVAL``: ``describe(records, records/s, width)``, the rate over the
+        last ``RATE_SPAN`` seconds of ``count()``."""
         samples: deque[tuple[float, int]] = deque()
         while True:
             now, records = time.monotonic(), count()
@@ -530,7 +1014,7 @@ class _StatusLine:
             elapsed = now - samples[0][0]
             rate = (records - samples[0][1]) / elapsed if elapsed > 0 else 0.0
             width = shutil.get_terminal_size().columns - 1
-            self.draw(status_text(records, rate, stream.lag, width))
+            self.draw(describe(records, rate, width))
             await trio.sleep(STATUS_INTERVAL)
 
 
@@ -563,8 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_ERROR
             return EXIT_OK
         _setup_logging("WARNING")
-        runner = _offsets if args.command == "offsets" else _tail
-        return trio.run(runner, args)
+        runners = {"offsets": _offsets, "tail": _tail, "produce": _produce}
+        return trio.run(runners[args.command], args)
     except ConfigError as exc:
         for line in str(exc).splitlines():  # one line per mistake, each one greppable
             print(f"kafka-ws-trio: config error: {line}", file=sys.stderr)

@@ -111,6 +111,8 @@ async def run(args: argparse.Namespace) -> None:
 
   Watch it live, in another terminal:
       .venv/bin/kafka-ws-trio tail {url} --topic {TOPIC} --from latest --follow
+  Write a record of your own (that tail shows it), in a third:
+      echo hello | .venv/bin/kafka-ws-trio produce {url} --topic {TOPIC}
   Ask for offsets:
       .venv/bin/kafka-ws-trio offsets {url} --topic {TOPIC} --at earliest
   Any APISIX PubSub client works unchanged against {url}.
