@@ -161,10 +161,11 @@ class SessionProducer:
             return
         waited = self._backend.produce_timeout
         taken: list[Budget] = []
-        with trio.move_on_after(waited):
-            for budget in (self._budget, route):
-                await _take(budget, amount)
-                taken.append(budget)
+        deadline = trio.current_time() + waited
+        for budget in (self._budget, route):
+            if not await _take(budget, amount, deadline):
+                break
+            taken.append(budget)
         if len(taken) < 2:
             for budget in taken:
                 budget.give(amount)
@@ -281,21 +282,34 @@ class SessionProducer:
                 await transaction.abort()
 
 
-async def _take(budget: Budget, amount: Amount) -> None:
-    """Take ``amount`` from ``budget``, waiting in line for it; cancelled, it takes nothing."""
-    granted = trio.Event()
-    claim = budget.ask(amount, granted.set)
+async def _take(budget: Budget, amount: Amount, deadline: float) -> bool:
+    """Take ``amount`` from ``budget``, waiting in line for it until ``deadline``; False: it took nothing.
+
+    Taken at once (the common case), it costs no event and no cancel scope.
+    """
+    claim = budget.ask(amount, _nothing)
     if claim is None:
         await trio.lowlevel.cancel_shielded_checkpoint()  # taken: a cancellation now would lose it
-        return
+        return True
+    granted = trio.Event()
+    claim.granted = granted.set
     try:
-        await granted.wait()
+        with trio.move_on_at(deadline):
+            await granted.wait()
     except BaseException:
         if granted.is_set():
             budget.give(amount)  # granted as the wait was cancelled: give it back
         else:
             budget.withdraw(claim)
         raise
+    if granted.is_set():
+        return True
+    budget.withdraw(claim)
+    return False
+
+
+def _nothing() -> None:
+    """The grant callback of a claim that has no waiter yet (it is replaced before anyone waits)."""
 
 
 def _all_failed(command: Produce, failure: CommandFailed) -> tuple[ProduceResult, ...]:

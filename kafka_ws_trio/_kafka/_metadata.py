@@ -45,18 +45,22 @@ class Metadata:
         self._stamp: float | None = None
         self._refreshing: _Refresh | None = None
 
-    async def partitions_of(self, topic: str) -> frozenset[int]:
+    async def partitions_of(self, topic: str, *, missing_since: float | None = None) -> frozenset[int]:
         """The partitions of ``topic`` (empty when it does not exist).
 
         The map holds every topic of the cluster, so a burst of lookups (say,
         of topics that do not exist) costs one metadata request, not one each.
+        A topic the map lacks is taken as missing for ``MISSING_TOPIC_TTL``; with
+        ``missing_since`` (a Trio time), only if the map was read after then, so a
+        topic created just before is found (a produce must not call it missing).
         """
         if self._stamp is not None:
             age = trio.current_time() - self._stamp
             partitions = self._topics.get(topic)
             if partitions is not None and age < METADATA_TTL:
                 return partitions
-            if partitions is None and age < MISSING_TOPIC_TTL:
+            fresh_enough = missing_since is None or self._stamp >= missing_since
+            if partitions is None and age < MISSING_TOPIC_TTL and fresh_enough:
                 return frozenset()
         await self._refresh()
         return self._topics.get(topic, frozenset())

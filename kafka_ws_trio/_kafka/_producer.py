@@ -68,7 +68,10 @@ class Feeder:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
-        self._wakeup.set()
+        # Set only when clear: the thread clears it before it takes the jobs, so a job put while it
+        # is set is taken in that pass. Setting costs a lock and a notify, one per command otherwise.
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     def _run(self) -> None:
         jobs = self._jobs

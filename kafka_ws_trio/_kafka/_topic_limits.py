@@ -11,6 +11,7 @@ consumers) and kept for ``METADATA_TTL``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Final
 
 import attrs
@@ -26,6 +27,8 @@ from ._settings import admin_config
 #: Kafka's default for a topic that does not set max.message.bytes (message.max.bytes).
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES: Final = 1_048_588
 _KEYS: Final = ("max.message.bytes", "cleanup.policy")
+#: Topics whose limits are remembered at most; past that the memory is dropped and rebuilt.
+MAX_TOPICS_KNOWN: Final = 4096
 
 
 @attrs.frozen
@@ -64,20 +67,78 @@ def _new_admin(context: KafkaContext) -> Any:
         raise (diagnose(route) or kafka_failure(exc, "connect")) from exc
 
 
+@attrs.define(eq=False)
+class _Known:
+    """A topic's limits and when they were looked up; ``refreshing`` is set while a look-up runs."""
+
+    limits: TopicLimits | None = None
+    at: float = 0.0
+    refreshing: trio.Event | None = None
+    failure: CommandFailed | None = None
+
+    def ended(self) -> bool:
+        """Whether the last look-up ended with an answer or a failure (not cut short)."""
+        return self.limits is not None or self.failure is not None
+
+    def result(self) -> TopicLimits:
+        """The limits once a look-up has ended: its failure when it found none."""
+        if self.limits is None:
+            raise self.failure or CommandFailed(ErrorCode.TIMEOUT, "describing the topic was cut short")
+        return self.limits
+
+
 class TopicLimitsCache:
-    """The limits of the topics a route writes to, looked up once per ``METADATA_TTL``."""
+    """The limits of the topics a route writes to, looked up once per ``METADATA_TTL``.
+
+    One look-up per topic at a time, whoever asks: the others wait for it. Once a topic's
+    limits are known, a look-up that is due runs in the background and callers keep the
+    limits they have meanwhile, so a busy route never waits for DescribeConfigs after
+    the first produce to a topic.
+    """
 
     def __init__(self, context: KafkaContext) -> None:
         self._context = context
         self._client: ThreadedConsumer | None = None
         self._opening = trio.Lock()
-        self._known: dict[str, tuple[float, TopicLimits]] = {}
+        self._known: dict[str, _Known] = {}
 
     async def of(self, topic: str) -> TopicLimits:
         """``topic``'s limits; raises :class:`CommandFailed` when Kafka cannot tell within the deadline."""
         known = self._known.get(topic)
-        if known is not None and trio.current_time() - known[0] < METADATA_TTL:
-            return known[1]
+        if known is None:
+            if len(self._known) >= MAX_TOPICS_KNOWN:  # a bound on what is remembered: it is only a cache
+                self._known.clear()
+            known = self._known[topic] = _Known()
+        if known.limits is not None:
+            if trio.current_time() - known.at >= METADATA_TTL and known.refreshing is None:
+                known.refreshing = trio.Event()
+                if not self._context.spawn(partial(self._look_up, topic, known)):
+                    known.refreshing = None
+            return known.limits
+        while True:
+            if known.refreshing is None:
+                known.refreshing = trio.Event()
+                await self._look_up(topic, known)
+                return known.result()
+            await known.refreshing.wait()
+            if known.ended():
+                return known.result()
+            # The look-up was cut short (the command that ran it was cancelled): ask again.
+
+    async def _look_up(self, topic: str, known: _Known) -> None:
+        """Ask Kafka once; whoever waits on ``known.refreshing`` is woken, whatever happens."""
+        done = known.refreshing
+        known.failure = None
+        try:
+            known.limits, known.at = await self._describe(topic), trio.current_time()
+        except CommandFailed as exc:
+            known.failure = exc
+        finally:
+            known.refreshing = None
+            if done is not None:
+                done.set()
+
+    async def _describe(self, topic: str) -> TopicLimits:
         client = await self._admin()
         context = self._context
         error: Exception | None = None
@@ -91,9 +152,6 @@ class TopicLimitsCache:
             self._client = None
             failure = error if isinstance(error, CommandFailed) else kafka_failure(error, "describing the topic")
             raise failure from error
-        if len(self._known) > 4 * 1024:  # a bound on what is remembered: forget the lot, it is only a cache
-            self._known.clear()
-        self._known[topic] = (trio.current_time(), limits)
         return limits
 
     async def _admin(self) -> ThreadedConsumer:

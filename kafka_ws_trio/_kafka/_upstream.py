@@ -338,7 +338,11 @@ class KafkaUpstream:
     async def produce(
         self, topic: str, records: Sequence[OutRecord], acks: Acks, done: Produced, transaction: Transaction | None
     ) -> None:
-        partitions = await self.partitions_of(topic)
+        # A topic not in the map is looked up again unless the map is newer than this command:
+        # a producer that has just created its topic must not be told it does not exist.
+        partitions = await self._metadata.partitions_of(topic, missing_since=trio.current_time())
+        if not partitions:
+            raise topic_not_found()
         limits = await self._topic_limits.of(topic)
         if transaction is None:
             producer = await self._producers.producer(route_acks(self.context, acks))

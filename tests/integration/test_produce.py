@@ -21,7 +21,7 @@ from _support import running_proxy
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._proto import ErrorCode, Isolation, StartEdge
 from kafka_ws_trio.client import Acks, NotWritten, OutRecord, PubSubClient, PubSubError, Written, open_client
-from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic
+from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic, unique_topic_name
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -472,3 +472,21 @@ async def test_a_fenced_transaction_gets_txn_fenced_and_its_records_are_never_co
                 await first.produce(topic3, [OutRecord(value=b"after", partition=0)])
     stored = await trio.to_thread.run_sync(lambda: read_back(kafka_broker, topic3, read_committed=True))
     assert sorted(r.value for r in stored) == [b"after", b"winner"]
+
+
+async def test_a_topic_created_right_after_a_produce_found_it_missing_is_written_to(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """The proxy remembers a missing topic for a moment (so that a burst to a missing topic costs one
+    metadata request), but a produce arriving after the topic was created finds it."""
+    name = unique_topic_name()
+    with trio.fail_after(TEST_LIMIT):
+        async with proxy(kafka_broker) as url, client_of(url) as client:
+            [missing] = await client.produce(name, [b"early"])
+            assert isinstance(missing, NotWritten) and missing.code == ErrorCode.TOPIC_NOT_FOUND
+            await trio.to_thread.run_sync(lambda: create_topic(kafka_broker, name))
+            try:
+                [written] = await client.produce(name, [b"right after"])
+                assert isinstance(written, Written), written
+            finally:
+                await trio.to_thread.run_sync(delete_topic, kafka_broker, name)
