@@ -150,7 +150,8 @@ class StreamTaps:
                     else:
                         await self._read_ahead(ahead)
                     continue
-                await self._serve(wanting)
+                if not await self._serve(wanting):
+                    return  # the route is shutting down: no read can start, and none will end to wake us
         except Exception:
             log.exception("bug while feeding streams of %r", self._reader)
             for tap in self._taps:
@@ -196,8 +197,12 @@ class StreamTaps:
             except CommandFailed:
                 pass  # the streams meet the failure when they read
 
-    async def _serve(self, wanting: list[_Tap]) -> None:
-        """One round: offer the window, then make one read for the taps it does not cover."""
+    async def _serve(self, wanting: list[_Tap]) -> bool:
+        """One round: offer the window, then make one read for the taps it does not cover.
+
+        False when the route is shutting down (a read could not start): the pump must end,
+        or it would go round again at once, never waiting, and hold the whole Trio run.
+        """
         reader, partition = self._reader, self._partition
         window = reader.window
         uncovered: list[_Tap] = []
@@ -221,7 +226,7 @@ class StreamTaps:
             self._offer(Chunk(partition, held, position, end, self._highwater(), held.keys, held.headers), taps)
         if not uncovered:
             await trio.lowlevel.checkpoint()
-            return
+            return True
         if not self._reading:
             # The read runs beside the pump, which meanwhile keeps serving from memory the streams
             # that credit wakes (a poll at the log end may wait fetch_max_wait); its end wakes the pump.
@@ -232,11 +237,12 @@ class StreamTaps:
             alone = not by_position and len(positions) == 1
             self._reading = self._reader.in_background(partial(self._read_for, start, alone=alone))
             if not self._reading:
-                return  # the route is not running: it is shutting down
+                return False  # the route is not running: it is shutting down
         else:
             # The read under way was asked for by an earlier round: look at every tap again after it.
             self._changed = True
         await self._woken.wait()
+        return True
 
     def _past_end(self, uncovered: list[_Tap]) -> int | None:
         """The position of a tap past the log end as last seen, not read at since it was placed there.

@@ -11,7 +11,7 @@ for what they expect under generous ceilings only.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import attrs
@@ -414,10 +414,8 @@ async def test_a_record_too_large_for_the_frame_stops_the_stream_once_until_a_se
     assert len(outlet.errors) == 1
 
 
-#: Seconds after which the test below detaches the stream itself, should the route's end hang. The
-#: bug it guards against never ends by itself; 5 s was once exceeded by a correct proxy on a machine
-#: running a full test suite beside this one (its closing runs in threads), so the margin is wide.
-RESCUE: Final = 20.0
+#: Seconds after which the test below detaches the stream itself, should the route's end hang.
+RESCUE: Final = 5.0
 
 
 async def test_cancelling_the_route_with_a_stream_attached_ends_the_pump() -> None:
@@ -441,3 +439,36 @@ async def test_cancelling_the_route_with_a_stream_attached_ends_the_pump() -> No
             route.cancel_scope.cancel()  # the route shuts down while the stream idles at the log end
         outside.cancel_scope.cancel()
     assert not rescued, f"still running after {RESCUE} s: {rig.background.started} pump and read tasks started"
+
+
+class Refusing(Background):
+    """A route that, once ``refuse`` is set, starts no task (as a route does once it is shutting down)."""
+
+    refuse = False
+
+    def spawn(self, task: Callable[[], Awaitable[None]]) -> bool:
+        return False if self.refuse else super().spawn(task)
+
+
+@pytest.mark.timeout(15)
+async def test_a_pump_that_cannot_start_a_read_ends_instead_of_going_round_without_waiting(
+    nursery: trio.Nursery,
+) -> None:
+    """Found in a fresh-clone run: a stream wanting records the window lacks, when no read can start
+    (the route shutting down), sent the pump round its loop at once, for ever, never waiting: the whole
+    Trio run hung (the route-cancel test above timed out after 60 s). It must end, and start again
+    on the next wake once reads can start."""
+    background = Refusing(nursery)
+    rig = Rig(background, FakeConsumer(5))
+    outlet = rig.open(0, credit=Grant())  # paused: the pump waits, and no read runs
+    await rig.pump_waits()
+    background.refuse = True
+    rig.grant(outlet, 100)  # now it wants offset 0, which no window holds
+    with trio.fail_after(5):
+        await trio.testing.wait_all_tasks_blocked()
+    assert background.running == 0, "the pump ended"
+    background.refuse = False
+    outlet.wake()
+    assert await settled(lambda: outlet.caught_up == 1), "fed again once reads can start"
+    assert outlet.offsets == [0, 1, 2, 3, 4]
+    rig.close_all()
