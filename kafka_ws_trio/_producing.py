@@ -60,6 +60,7 @@ class SessionProducer:
         "_backend",
         "_budget",
         "_counting",
+        "_doomed",
         "_expired",
         "_expiry",
         "_in_txn",
@@ -100,6 +101,9 @@ class SessionProducer:
         #: answered yet, and the event set when that count falls to 0 (made only while a commit waits).
         self._counting: Transaction | None = None
         self._in_txn = 0
+        #: Why the transaction ``_counting`` cannot be committed: a record of it was not written (a
+        #: commit would keep the others, so it aborts instead); None while every record was.
+        self._doomed: str | None = None
         self._settled: trio.Event | None = None
         #: Error responses sent.
         self.errors = 0
@@ -184,6 +188,7 @@ class SessionProducer:
                 self._in_txn -= 1
                 if self._in_txn == 0 and self._settled is not None:
                     self._settled.set()
+                self._doom(command.sequence, results)
             self._reply(encode_produce_answer(command.sequence, results))
 
         counted = transaction is not None and transaction is self._counting
@@ -197,7 +202,10 @@ class SessionProducer:
             self._in_txn -= counted
             for budget in taken:
                 budget.give(amount)
-            self._reply(encode_produce_answer(command.sequence, _all_failed(command, failure)))
+            results = _all_failed(command, failure)
+            if counted:
+                self._doom(command.sequence, results)
+            self._reply(encode_produce_answer(command.sequence, results))
 
     # ------------------------------------------------------------ transactions
 
@@ -215,7 +223,7 @@ class SessionProducer:
             except trio.TooSlowError:
                 self._error(sequence, ErrorCode.TIMEOUT, "cannot begin a transaction: timed out")
                 return
-            self._counting, self._in_txn, self._expired = self._transaction, 0, False
+            self._counting, self._in_txn, self._expired, self._doomed = self._transaction, 0, False, None
             self._expiry = trio.CancelScope()
             self._spawn(self._expire, self._transaction, self._expiry)
             self._reply(encode_ok(sequence))
@@ -231,11 +239,24 @@ class SessionProducer:
             return
         try:
             await self._settle()
+            if self._doomed is not None:
+                await transaction.abort()
+                reason = f"the transaction could not be committed and was aborted: {self._doomed}"
+                raise CommandFailed(ErrorCode.TXN_ABORTED, reason)
             await transaction.commit()
         except CommandFailed as exc:
             self._error(sequence, exc.code, exc.reason)
             return
         self._reply(encode_ok(sequence))
+
+    def _doom(self, sequence: int, results: tuple[ProduceResult, ...]) -> None:
+        """Remember the first record of the transaction that was not written."""
+        if self._doomed is not None:
+            return
+        for index, result in enumerate(results):
+            if isinstance(result, NotWritten):
+                self._doomed = f"record {index} of produce {sequence} was not written ({result.message})"
+                return
 
     def _no_transaction(self, sequence: int) -> None:
         if self._expired:

@@ -75,4 +75,8 @@ def kafka_failure(exc: Exception, what: str) -> CommandFailed:
         if name == "NOT_LEADER_FOR_PARTITION":
             name = "NOT_LEADER_OR_FOLLOWER"  # Kafka's current name for errno 6
         return CommandFailed(ErrorCode.KAFKA_ERROR, name)
-    return CommandFailed(ErrorCode.KAFKA_ERROR, f"{type(exc).__name__}: {exc}")
+    text = str(exc)
+    # kafka-python's own errors already start with their class name ("KafkaError: ...").
+    if not text.startswith(type(exc).__name__):
+        text = f"{type(exc).__name__}: {text}"
+    return CommandFailed(ErrorCode.KAFKA_ERROR, text)

@@ -41,13 +41,15 @@ from .._proto import (
 )
 from ._context import KafkaContext
 from ._diagnosis import diagnose, kafka_failure
-from ._settings import producer_config
+from ._settings import delivery_timeout, producer_config
 from ._topic_limits import TopicLimits
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
 #: Seconds allowed for closing one producer (it first sends what it holds).
 PRODUCER_CLOSE_TIMEOUT: Final = 5.0
+#: Seconds past kafka-python's delivery timeout before the proxy fails a record itself.
+DELIVERY_MARGIN: Final = 2.0
 #: kafka-python's ``acks`` for each level a command may ask for.
 KAFKA_ACKS: Final = {Acks.ALL: -1, Acks.LEADER: 1, Acks.NONE: 0}
 _ROUTE_ACKS: Final = {"all": Acks.ALL, "leader": Acks.LEADER, "none": Acks.NONE}
@@ -99,22 +101,42 @@ class Feeder:
 
 
 class Sending:
-    """The records of one produce command on their way: results fill in from any thread, ``done`` runs once."""
+    """The records of one produce command on their way: results fill in from any thread, ``done`` runs once.
 
-    __slots__ = ("_done", "_left", "_lock", "_token", "acknowledged", "results", "topic")
+    Kafka's delivery timeout should end every record; :meth:`expire` ends those it has not,
+    from the route's watchdog, and then later results are ignored.
+    """
 
-    def __init__(self, topic: str, results: list[ProduceResult | None], done: Produced, *, acknowledged: bool) -> None:
+    __slots__ = ("_done", "_finished", "_left", "_lock", "_token", "acknowledged", "partitions", "results", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        results: list[ProduceResult | None],
+        partitions: list[int],
+        done: Produced,
+        *,
+        acknowledged: bool,
+    ) -> None:
         self.topic = topic
         #: False with acks=0: Kafka answers nothing, so no offset is known (reported as -1).
         self.acknowledged = acknowledged
         #: One per record; None until it has its result.
         self.results = results
+        #: Each record's partition as far as known before Kafka answers (-1: the producer picks).
+        self.partitions = partitions
         self._left = sum(result is None for result in results)
+        self._finished = False
         self._lock = threading.Lock()
         self._done = done
         self._token = trio.lowlevel.current_trio_token()
         if self._left == 0:
+            self._finished = True
             self._token.run_sync_soon(self._finish)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     def written(self, index: int, metadata: Any) -> None:
         offset = metadata.offset if self.acknowledged else -1
@@ -126,13 +148,31 @@ class Sending:
 
     def settle(self, index: int, result: ProduceResult) -> None:
         """Record one record's result (any thread); the last one sends them all to the Trio thread."""
-        self.results[index] = result
         with self._lock:
+            if self._finished:
+                return  # expired: its answer has gone
+            self.results[index] = result
             self._left -= 1
             last = self._left == 0
+            if last:
+                self._finished = True
         if last:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._finish)
+
+    def expire(self, reason: str) -> bool:
+        """On the Trio thread: fail every record still without a result with TIMEOUT; False when none was left."""
+        with self._lock:
+            if self._finished:
+                return False
+            self._finished = True
+            for index, result in enumerate(self.results):
+                if result is None:
+                    partition = self.partitions[index]
+                    message = produce_error(self.topic, partition, reason)
+                    self.results[index] = NotWritten(partition, ErrorCode.TIMEOUT, message)
+        self._finish()
+        return True
 
     def _finish(self) -> None:
         results = tuple(self.results)
@@ -213,9 +253,12 @@ def new_producer(context: KafkaContext, acks: Acks, transactional_id: str | None
 
 
 async def close_producer(producer: Any) -> None:
-    """Close a producer in a thread: it sends what it holds first (shielded, bounded)."""
+    """Close a producer in a thread: it sends what it holds first (shielded, bounded, never raising)."""
     with trio.move_on_after(PRODUCER_CLOSE_TIMEOUT + 1, shield=True):
-        await trio.to_thread.run_sync(producer.close, PRODUCER_CLOSE_TIMEOUT)
+        try:
+            await trio.to_thread.run_sync(producer.close, PRODUCER_CLOSE_TIMEOUT)
+        except Exception as exc:  # kafka-python raises when it could not send what it held in time
+            log.warning("closing a Kafka producer: %s", exc)
 
 
 #: Bytes a record in a batch of its own takes beyond its key, value and headers, at most: the
@@ -232,6 +275,27 @@ def encoded_size(record: OutRecord) -> int:
     return size
 
 
+#: Milliseconds inside the topic's timestamp bounds a record's timestamp must stay: the broker's
+#: clock may differ from the proxy's a little, and a record it refuses costs every record in flight.
+TIMESTAMP_MARGIN_MS: Final = 60_000
+
+
+def _timestamp_refusal(timestamp: int, limits: TopicLimits) -> str | None:
+    """Why Kafka would refuse a record with this CreateTime (INVALID_TIMESTAMP), or None."""
+    now = int(time.time() * 1000)
+    if limits.after_max_ms is not None and timestamp - now > limits.after_max_ms - TIMESTAMP_MARGIN_MS:
+        return (
+            f"timestamp {timestamp} is {timestamp - now} ms ahead of now; the topic takes at most "
+            f"{limits.after_max_ms} (message.timestamp.after.max.ms), less a minute for clocks"
+        )
+    if limits.before_max_ms is not None and now - timestamp > limits.before_max_ms - TIMESTAMP_MARGIN_MS:
+        return (
+            f"timestamp {timestamp} is {now - timestamp} ms in the past; the topic takes at most "
+            f"{limits.before_max_ms} (message.timestamp.before.max.ms), less a minute for clocks"
+        )
+    return None
+
+
 class RouteProducers:
     """The route's shared producers by acks level, made on first use; and its feeder thread."""
 
@@ -243,6 +307,14 @@ class RouteProducers:
         #: Records handed to Kafka so far, and how many failed.
         self.records_sent = 0
         self.records_failed = 0
+        #: Commands handed over, oldest first, with the time by which each must have its results
+        #: (the same delay for all, so the deadlines grow), and whether the watchdog runs.
+        self._due: collections.deque[tuple[float, Sending, Any]] = collections.deque()
+        self._watching = False
+        #: Seconds a record may take: Kafka's delivery timeout, and a margin.
+        self.timeout = delivery_timeout(context.route) + DELIVERY_MARGIN
+        #: Producers replaced because a command's records outlived the timeout.
+        self.producers_replaced = 0
 
     async def producer(self, acks: Acks) -> Any:
         """The shared producer for ``acks`` (never ROUTE_DEFAULT), made within the route's deadline."""
@@ -297,9 +369,32 @@ class RouteProducers:
                 self._drop_if_broken(producer)
             done(results)
 
-        sending = Sending(topic, results, counted, acknowledged=producer.config["acks"] != 0)
+        placed = [-1 if record.partition is None else record.partition for record in records]
+        sending = Sending(topic, results, placed, counted, acknowledged=producer.config["acks"] != 0)
         if to_send:
             self.feeder.put(send_job(producer, sending, to_send, int(time.time() * 1000)))
+            self._due.append((trio.current_time() + self.timeout, sending, producer))
+            if not self._watching:
+                self._watching = self._context.spawn(self._watch)
+
+    async def _watch(self) -> None:
+        """Fail what outlives the timeout, and replace the producer that held it.
+
+        kafka-python's delivery timeout should make this needless; but after a broker was
+        killed, its idempotent producer was seen holding batches it neither sent nor
+        expired (waiting for a new producer id), with every later record behind them.
+        """
+        due = self._due
+        try:
+            while due:
+                deadline, sending, producer = due[0]
+                if not sending.finished:
+                    await trio.sleep_until(deadline)
+                due.popleft()
+                if sending.expire(f"not acknowledged within {self.timeout:g}s"):
+                    self._replace(producer, "records outlived the delivery timeout")
+        finally:
+            self._watching = False
 
     def _refusal(self, record: OutRecord, partitions: frozenset[int], limits: TopicLimits) -> CommandFailed | None:
         """Why ``record`` cannot be written whatever Kafka says now."""
@@ -309,6 +404,10 @@ class RouteProducers:
             )
         if record.key is None and limits.compacted:
             return CommandFailed(ErrorCode.INVALID_REQUEST, "the topic is compacted: every record needs a key")
+        if record.timestamp:
+            refused = _timestamp_refusal(record.timestamp, limits)
+            if refused is not None:
+                return CommandFailed(ErrorCode.INVALID_REQUEST, refused)
         route_limit = self._context.route.produce_max_record_bytes
         limit = min(route_limit, limits.max_message_bytes)
         overhead = RECORD_OVERHEAD_BOUND + HEADER_OVERHEAD_BOUND * len(record.headers)
@@ -326,12 +425,19 @@ class RouteProducers:
     def _drop_if_broken(self, producer: Any) -> None:
         """A shared producer that kafka-python has put in a fatal state fails every record: replace it."""
         manager = getattr(producer, "_transaction_manager", None)
-        if manager is None or not manager.has_fatal_error():
-            return
+        if manager is not None and manager.has_fatal_error():
+            self._replace(producer, f"it failed for good ({manager.last_error})")
+
+    def _replace(self, producer: Any, why: str) -> None:
+        """Stop using a shared producer (the next command makes a new one) and close it in the background.
+
+        A transactional one is left to its transaction, whose end fails and drops it.
+        """
         for acks, shared in list(self._producers.items()):
             if shared is producer:
                 del self._producers[acks]
-                log.warning("the route's producer failed for good (%s); making a new one", manager.last_error)
+                self.producers_replaced += 1
+                log.warning("replacing the route's acks=%s producer: %s", acks.name.lower(), why)
                 self._context.spawn(partial(close_producer, producer))
 
     async def aclose(self) -> None:

@@ -26,7 +26,13 @@ from ._settings import admin_config
 
 #: Kafka's default for a topic that does not set max.message.bytes (message.max.bytes).
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES: Final = 1_048_588
-_KEYS: Final = ("max.message.bytes", "cleanup.policy")
+_KEYS: Final = (
+    "max.message.bytes",
+    "cleanup.policy",
+    "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+)
 #: Topics whose limits are remembered at most; past that the memory is dropped and rebuilt.
 MAX_TOPICS_KNOWN: Final = 4096
 
@@ -37,6 +43,10 @@ class TopicLimits:
     max_message_bytes: int = KAFKA_DEFAULT_MAX_MESSAGE_BYTES
     #: Whether the topic is compacted: every record needs a key.
     compacted: bool = False
+    #: How far (ms) a record's own timestamp may lie before and after the broker's clock; None: any
+    #: (the topic stamps records with the time it appends them, or the broker does not say).
+    before_max_ms: int | None = None
+    after_max_ms: int | None = None
 
 
 def _describe(admin: Any, topic: str) -> TopicLimits:
@@ -45,11 +55,20 @@ def _describe(admin: Any, topic: str) -> TopicLimits:
 
     resource = ConfigResource("TOPIC", topic, dict.fromkeys(_KEYS))
     found = admin.describe_configs([resource], config_filter="all").get("topic", {}).get(topic, {})
-    size = found.get("max.message.bytes", {}).get("value")
-    policy = found.get("cleanup.policy", {}).get("value") or ""
+
+    def value(key: str) -> str | None:
+        found_value: str | None = found.get(key, {}).get("value")
+        return found_value
+
+    size = value("max.message.bytes")
+    policy = value("cleanup.policy") or ""
+    create_time = (value("message.timestamp.type") or "CreateTime") == "CreateTime"
+    before, after = value("message.timestamp.before.max.ms"), value("message.timestamp.after.max.ms")
     return TopicLimits(
         max_message_bytes=int(size) if size else KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
         compacted="compact" in policy.split(","),
+        before_max_ms=int(before) if create_time and before else None,
+        after_max_ms=int(after) if create_time and after else None,
     )
 
 

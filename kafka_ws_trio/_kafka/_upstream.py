@@ -40,14 +40,11 @@ from ._metadata import METADATA_TTL, Metadata
 from ._outages import OutageLog
 from ._producer import RouteProducers, route_acks
 from ._reader import PartitionReader
-from ._settings import delivery_timeout
 from ._topic_limits import TopicLimitsCache
 from ._transactions import KafkaTransaction, TransactionPool
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
-#: Seconds past kafka-python's delivery timeout before a session stops waiting for a record's result.
-PRODUCE_TIMEOUT_MARGIN: float = 2.0
 #: Seconds between looks at the partitions of a topic that streams over every partition read.
 PARTITION_WATCH_INTERVAL: float = METADATA_TTL
 
@@ -329,7 +326,7 @@ class KafkaUpstream:
 
     @property
     def produce_timeout(self) -> float:
-        return delivery_timeout(self.route) + PRODUCE_TIMEOUT_MARGIN
+        return self._producers.timeout
 
     @property
     def transaction_timeout(self) -> float:

@@ -32,8 +32,10 @@ from kafka_ws_trio._proto import (
     ListOffset,
     Malformed,
     Ping,
+    Produce,
     Rejected,
     StreamCommand,
+    Txn,
     UnknownCommand,
     decode_request,
     encode_ping_request,
@@ -67,7 +69,8 @@ CMD_FETCH: Final = 33
 CMD_LIST_OFFSET: Final = 34
 COMMAND_FIELDS: Final = (CMD_EMPTY, CMD_PING, CMD_FETCH, CMD_LIST_OFFSET)
 #: The first command number no plan uses: 35 to 39 are the stream commands, 40 and 41 produce and
-#: transactions (planned). Commands the proxy serves get one answer each, so the fuzzer sends only these.
+#: transactions (test_produce_fuzz.py fuzzes those). Commands the proxy serves get one answer each, so
+#: the fuzzer sends only these.
 UNKNOWN_COMMAND: Final = 60
 
 
@@ -431,6 +434,12 @@ def judge(sent: bytes, response: pb.PubSubResp, targets: Targets) -> str | None:
         return None
     if isinstance(request, StreamCommand):
         return f"{request} is a valid stream command, which frame() never draws"
+    if isinstance(request, Produce | Txn):
+        # Only a mutation makes one (a byte turned into field 40 or 41's tag): its answer is judged
+        # by tests/reliability/test_produce_fuzz.py; here it must only be an answer of its kind.
+        if kind not in ("produce_resp" if isinstance(request, Produce) else "ok_resp", "error_resp"):
+            return f"{request} was answered with {response}"
+        return None
     if isinstance(request, Invalid):
         command = request.command
         describe = list_offset_error if isinstance(command, ListOffset) else fetch_error

@@ -28,7 +28,9 @@ seed is printed first, so that it shows with any failure. A draw whose answer th
 cannot know is drawn again (a TXN_BEGIN, a command other than produce, transaction or ping,
 a sequence still in flight, a timestamp the broker would refuse: see the test of that below).
 
-Beside them, strict xfails for what these tests found in the proxy (see each reason).
+Beside them, tests of what these tests found in the proxy, now fixed: a record whose timestamp
+the broker refuses made the shared idempotent producer fail every session's records in flight;
+and a commit after a record of the transaction failed committed the others.
 """
 
 from __future__ import annotations
@@ -732,7 +734,7 @@ class Oracle:
             return Error(ErrorCode.TXN_NOT_OPEN, NOT_OPEN)
         now = time.time() * 1000
         if any(record.timestamp > now + FUTURE_MS for record in command.records):
-            return None  # the broker would refuse it: see the xfail test below
+            return None  # refused per record by the proxy: see the test of that below
         outcomes: list[Write | Fail] = []
         for record in command.records:
             if command.topic != self.topic:
@@ -947,18 +949,6 @@ async def test_produce_and_transaction_commands_that_cannot_succeed_get_their_er
 # ---------------------------------------------------------- what was found
 
 
-TIMESTAMP_BUG: Final = (
-    "proxy bug: a record whose timestamp the broker refuses (later than the topic's "
-    "message.timestamp.after.max.ms, one hour by default in Kafka 4) is handed to the route's shared "
-    "idempotent producer; Kafka answers INVALID_TIMESTAMP, kafka-python takes it as a fatal error "
-    "('the route's producer failed for good ... making a new one') and every record of every session "
-    "in flight on that producer fails with INVALID_TIMESTAMP. RouteProducers._refusal "
-    "(kafka_ws_trio/_kafka/_producer.py) checks partitions, sizes and keys, not timestamps; "
-    "_kafka/_topic_limits.py does not read message.timestamp.after.max.ms/before.max.ms"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=TIMESTAMP_BUG)
 @pytest.mark.timeout(120)
 async def test_a_record_with_a_timestamp_the_broker_refuses_fails_alone_not_the_records_of_other_sessions(
     kafka_broker: KafkaBroker,
@@ -985,18 +975,6 @@ async def test_a_record_with_a_timestamp_the_broker_refuses_fails_alone_not_the_
     assert not lost, f"{len(lost)} of session B's {len(results)} records failed with session A's record: {lost[0]}"
 
 
-TRANSACTION_BUG: Final = (
-    "proxy bug: schema/README.md says TXN_COMMIT aborts and answers TXN_ABORTED when a record of the "
-    "transaction failed; a record the proxy refuses itself (a partition the topic lacks, larger than "
-    "produce_max_record_bytes, a missing topic) is answered NotWritten but never reaches the transactional "
-    "producer (RouteProducers.hand_over / _refusal in kafka_ws_trio/_kafka/_producer.py, or "
-    "KafkaUpstream.produce's partitions_of for a missing topic), and SessionProducer._produce's done() "
-    "(kafka_ws_trio/_producing.py) does not note failed results; so the commit answers ok_resp and the "
-    "transaction's other records become visible READ_COMMITTED"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=TRANSACTION_BUG)
 @pytest.mark.parametrize("failure", ["partition", "too large", "missing topic"])
 @pytest.mark.timeout(90)
 async def test_a_commit_after_a_record_of_the_transaction_failed_aborts_it(

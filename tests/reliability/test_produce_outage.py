@@ -27,7 +27,10 @@ The broker is our own instance (``reliability-produce-kill`` on ports 26092..260
 deleted afterwards whatever happens. The proxy runs as a process of its own
 (``kafka-ws-trio serve``), which must exit cleanly afterwards.
 
-A strict xfail for now: see ``OUTAGE_BUG``.
+Found by this test and fixed: commands in flight at the kill were never answered. After the kill
+kafka-python's idempotent producer reset its producer id and then neither sent nor expired the
+batches it held, and the proxy had no deadline of its own on records it had handed over; at
+shutdown, closing that producer raised out of the route.
 """
 
 from __future__ import annotations
@@ -293,21 +296,6 @@ async def run_phases(producing: Producing, send: trio.MemorySendChannel[int], ti
     await producing.until_answered(handed, 4 * COMMAND_DEADLINE, "after the recovery")
 
 
-OUTAGE_BUG: Final = (
-    "proxy bug: records in flight when the broker is SIGKILLed never get an answer. kafka-python's idempotent "
-    "producer expires one batch that was being retried, resets its producer id (kafka/producer/sender.py, "
-    "reset_producer_id) and from then on neither sends nor expires its other batches until a new InitProducerId "
-    "succeeds, which it did not within 60 s of the broker's restart. The proxy has no deadline of its own on "
-    "records handed over (Sending in kafka_ws_trio/_kafka/_producer.py waits for kafka-python's "
-    "delivery_timeout_ms; SessionProducer._produce in kafka_ws_trio/_producing.py bounds only the hand-over), so "
-    "those commands, and every later one on the route's shared acks=all producer, are never answered (the client "
-    "times out) and hold their produce budget; the proxy does not recover. At shutdown close_producer "
-    "(_producer.py) lets kafka-python's KafkaTimeoutError from producer.close() escape, and `kafka-ws-trio serve` "
-    "exits 1 with a traceback"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OUTAGE_BUG)
 @pytest.mark.timeout(mode().limit(420, 900))
 async def test_records_produced_while_the_broker_is_killed_and_restarted_are_each_reported_truly(
     own_broker: KafkaBroker, tmp_path: Path
