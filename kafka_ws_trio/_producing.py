@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import trio
 
 from ._ports import ProducingBackend, Transaction
 from ._proto import (
+    PRODUCE_RESULT_BOUND,
     Amount,
     Budget,
     CommandFailed,
@@ -49,8 +51,12 @@ log = logging.getLogger("kafka_ws_trio.session")
 #: Seconds added to the backend's deadlines before the session gives up waiting on it.
 DEADLINE_MARGIN: Final = 2.0
 
-#: Sends a frame without blocking (the session writes it now or from a task).
-Reply = Callable[[bytes], None]
+#: Sends a frame without blocking (the session writes it now or from a task), then calls ``after``, if
+#: given, once it is written (or the session has ended).
+Reply = Callable[[bytes, Callable[[], None] | None], None]
+#: Bytes one record's result may take in a ProduceResp, at most, once the answer is made to fit
+#: (``encode_produce_answer``): a command may carry only as many records as fit max_message_size.
+MAX_RESULT_BYTES: Final = PRODUCE_RESULT_BOUND
 
 
 class SessionProducer:
@@ -64,6 +70,7 @@ class SessionProducer:
         "_expired",
         "_expiry",
         "_in_txn",
+        "_max_message_size",
         "_queue",
         "_queue_size",
         "_reply",
@@ -80,10 +87,12 @@ class SessionProducer:
         backend: ProducingBackend,
         limit: Amount,
         queue_size: int,
+        max_message_size: int,
         reply: Reply,
         spawn: Callable[..., None],
     ) -> None:
         self._backend = backend
+        self._max_message_size = max_message_size
         self._budget = Budget(limit, "produce_session")
         self._queue_size = queue_size
         self._reply = reply
@@ -146,7 +155,7 @@ class SessionProducer:
 
     def _error(self, sequence: int, code: ErrorCode, message: str) -> None:
         self.errors += 1
-        self._reply(encode_error(sequence, code, message))
+        self._reply(encode_error(sequence, code, message), None)
 
     # ---------------------------------------------------------------- produce
 
@@ -157,7 +166,13 @@ class SessionProducer:
             if transaction is None:
                 self._no_transaction(command.sequence)
                 return
-        amount = Amount(len(command.records), sum(record.size for record in command.records))
+        records = len(command.records)
+        if records * MAX_RESULT_BYTES > self._max_message_size:
+            most = self._max_message_size // MAX_RESULT_BYTES
+            message = f"produce refused: {records} records, more than the {most} whose answer fits in max_message_size"
+            self._error(command.sequence, ErrorCode.INVALID_REQUEST, message)
+            return
+        amount = Amount(records, sum(record.size for record in command.records))
         route = self._backend.produce_budget
         too_large = self._budget.too_large(amount) or route.too_large(amount)
         if too_large is not None:
@@ -165,77 +180,77 @@ class SessionProducer:
             return
         waited = self._backend.produce_timeout
         taken: list[Budget] = []
-        deadline = trio.current_time() + waited
-        for budget in (self._budget, route):
-            if not await _take(budget, amount, deadline):
-                break
-            taken.append(budget)
-        if len(taken) < 2:
-            for budget in taken:
-                budget.give(amount)
-            bound = "produce_session" if not taken else "produce_route"
-            self._error(
-                command.sequence,
-                ErrorCode.OVERLOADED,
-                f"produce refused: no room in flight within {waited:g}s ({bound}_records/{bound}_bytes)",
-            )
-            return
-
-        def done(results: tuple[ProduceResult, ...]) -> None:
-            for budget in taken:
-                budget.give(amount)
-            if transaction is not None and transaction is self._counting:
-                self._in_txn -= 1
-                if self._in_txn == 0 and self._settled is not None:
-                    self._settled.set()
-                self._doom(command.sequence, results)
-            self._reply(encode_produce_answer(command.sequence, results))
-
-        counted = transaction is not None and transaction is self._counting
-        self._in_txn += counted
+        handed = False
         try:
-            with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
-                await self._backend.produce(command.topic, command.records, command.acks, done, transaction)
-        except (CommandFailed, trio.TooSlowError) as exc:
-            # Nothing was handed over, so done will not be called.
-            failure = exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "produce timed out")
-            self._in_txn -= counted
-            for budget in taken:
-                budget.give(amount)
-            results = _all_failed(command, failure)
-            if counted:
-                self._doom(command.sequence, results)
-            self._reply(encode_produce_answer(command.sequence, results))
+            deadline = trio.current_time() + waited
+            for budget in (self._budget, route):
+                if not await _take(budget, amount, deadline):
+                    break
+                taken.append(budget)
+            if len(taken) < 2:
+                bound = "produce_session" if not taken else "produce_route"
+                self._error(
+                    command.sequence,
+                    ErrorCode.OVERLOADED,
+                    f"produce refused: no room in flight within {waited:g}s ({bound}_records/{bound}_bytes)",
+                )
+                return
+            if transaction is not None and transaction is not self._transaction:
+                # It ended (expired) while this command waited for room: nothing of it goes there.
+                self._no_transaction(command.sequence)
+                return
+
+            def done(results: tuple[ProduceResult, ...]) -> None:
+                route.give(amount)  # Kafka holds them no longer; the session's share waits for the answer
+                if transaction is not None and transaction is self._counting:
+                    self._in_txn -= 1
+                    if self._in_txn == 0 and self._settled is not None:
+                        self._settled.set()
+                    self._doom(command.sequence, results)
+                answer = encode_produce_answer(command.sequence, results, self._max_message_size)
+                self._reply(answer, partial(self._budget.give, amount))
+
+            counted = transaction is not None and transaction is self._counting
+            self._in_txn += counted
+            try:
+                with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
+                    await self._backend.produce(command.topic, command.records, command.acks, done, transaction)
+                handed = True
+            except (CommandFailed, trio.TooSlowError) as exc:
+                # Nothing was handed over, so done will not be called.
+                failure = (
+                    exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "produce timed out")
+                )
+                self._in_txn -= counted
+                results = _all_failed(command, failure)
+                if counted:
+                    self._doom(command.sequence, results)
+                self._reply(encode_produce_answer(command.sequence, results, self._max_message_size), None)
+            except BaseException:
+                self._in_txn -= counted
+                raise
+        finally:
+            if not handed:  # refused, failed, cancelled or a bug: the room goes back at once
+                for budget in taken:
+                    budget.give(amount)
 
     # ------------------------------------------------------------ transactions
 
     async def _txn(self, sequence: int, action: TxnAction) -> None:
         if action == TxnAction.BEGIN:
-            if self._transaction is not None:
-                self._error(sequence, ErrorCode.TXN_ALREADY_OPEN, "a transaction is already open")
-                return
-            try:
-                with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
-                    self._transaction = await self._backend.begin_transaction()
-            except CommandFailed as exc:
-                self._error(sequence, exc.code, f"cannot begin a transaction: {exc.reason}")
-                return
-            except trio.TooSlowError:
-                self._error(sequence, ErrorCode.TIMEOUT, "cannot begin a transaction: timed out")
-                return
-            self._counting, self._in_txn, self._expired, self._doomed = self._transaction, 0, False, None
-            self._expiry = trio.CancelScope()
-            self._spawn(self._expire, self._transaction, self._expiry)
-            self._reply(encode_ok(sequence))
+            await self._begin(sequence)
             return
         transaction = self._transaction
         if transaction is None:
             self._no_transaction(sequence)
             return
-        self._end(transaction)
+        # The transaction stays the session's until it has ended: a session cancelled meanwhile
+        # (its client gone) aborts it as it closes (a no-op once the end has begun).
+        self._stop_timer()
         if action == TxnAction.ABORT:
             await transaction.abort()
-            self._reply(encode_ok(sequence))
+            self._transaction = None
+            self._reply(encode_ok(sequence), None)
             return
         try:
             await self._settle()
@@ -245,9 +260,31 @@ class SessionProducer:
                 raise CommandFailed(ErrorCode.TXN_ABORTED, reason)
             await transaction.commit()
         except CommandFailed as exc:
+            self._transaction = None
             self._error(sequence, exc.code, exc.reason)
             return
-        self._reply(encode_ok(sequence))
+        self._transaction = None
+        self._reply(encode_ok(sequence), None)
+
+    async def _begin(self, sequence: int) -> None:
+        if self._transaction is not None:
+            self._error(sequence, ErrorCode.TXN_ALREADY_OPEN, "a transaction is already open")
+            return
+        try:
+            with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
+                transaction = await self._backend.begin_transaction()
+        except CommandFailed as exc:
+            self._error(sequence, exc.code, f"cannot begin a transaction: {exc.reason}")
+            return
+        except trio.TooSlowError:
+            self._error(sequence, ErrorCode.TIMEOUT, "cannot begin a transaction: timed out")
+            return
+        # Ours from here, even if the session is ending: run's end aborts it.
+        self._transaction = transaction
+        self._counting, self._in_txn, self._expired, self._doomed = transaction, 0, False, None
+        self._expiry = trio.CancelScope()
+        self._spawn(self._expire, transaction, self._expiry)
+        self._reply(encode_ok(sequence), None)
 
     def _doom(self, sequence: int, results: tuple[ProduceResult, ...]) -> None:
         """Remember the first record of the transaction that was not written."""
@@ -274,10 +311,8 @@ class SessionProducer:
                 await settled.wait()
         self._settled = None
 
-    def _end(self, transaction: Transaction) -> None:
-        """The session's transaction is over (committing, aborting or aborted): stop its timer."""
-        if self._transaction is transaction:
-            self._transaction = None
+    def _stop_timer(self) -> None:
+        """The session's transaction is ending (committing or aborting): it no longer expires."""
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -289,16 +324,16 @@ class SessionProducer:
             if self._transaction is transaction:
                 self._expiry = None
                 self._expired = True
-                self._end(transaction)
                 log.info("a transaction stayed open %gs; aborting it", self._backend.transaction_timeout)
+                self._transaction = None
                 await transaction.abort()
 
     async def aclose(self) -> None:
-        """The session is ending: abort its open transaction (shielded, bounded by the backend)."""
-        transaction = self._transaction
+        """The session has ended (its tasks are done): abort its open transaction (shielded, bounded)."""
+        transaction, self._transaction = self._transaction, None
         self._queue = None
+        self._stop_timer()
         if transaction is not None:
-            self._end(transaction)
             with trio.CancelScope(shield=True):
                 await transaction.abort()
 

@@ -185,7 +185,9 @@ class Session:
             )
         self._producer: SessionProducer | None = None
         if isinstance(backend, ProducingBackend) and produce_limit is not None:
-            self._producer = SessionProducer(backend, produce_limit, limits.queue_size, self._reply_soon, self._spawn)
+            self._producer = SessionProducer(
+                backend, produce_limit, limits.queue_size, limits.max_message_size, self._reply_soon, self._spawn
+            )
         self._connection = ServerConnection(
             limits.max_message_size, streams=self._streams is not None, produce=self._producer is not None
         )
@@ -247,9 +249,9 @@ class Session:
                                 self._streams.close_all()
                             self._outbox = None
                             self._nursery = None
-                            if self._producer is not None:
-                                await self._producer.aclose()  # shielded: aborts an open transaction
             finally:
+                if self._producer is not None:
+                    await self._producer.aclose()  # every task of ours is done; shielded: aborts an open transaction
                 # The streams hold this session (as their pusher and spawner), so while it holds
                 # them the two are a reference cycle, and every closed session, with its connection,
                 # socket and buffers, would wait for the cyclic collector, which tune_gc makes rare
@@ -433,17 +435,32 @@ class Session:
                 return
         self._spawn(self._send_in_turn, frame, ticket)
 
-    def _reply_soon(self, frame: bytes) -> None:
-        """Send an answer from a callback: straight into the socket when it is free, else from a task."""
+    def _reply_soon(self, frame: bytes, after: Callable[[], None] | None = None) -> None:
+        """Send an answer from a callback: straight into the socket when it is free, else from a task.
+
+        ``after`` runs once the frame is in the socket's hands (or the session has ended), so
+        that what the answer stands for (a produce's room in flight) is held until then.
+        """
         if self._nursery is None:
+            if after is not None:
+                after()
             return  # the session is ending
         if not self._outbox and not self._flushing and not self._send_lock.locked():
             written = self._write_now((frame, b""))
             if written is not None:
                 if not written:
                     self._spawn(self._flush)
+                if after is not None:
+                    after()
                 return
-        self._spawn(self._send, frame)
+        self._spawn(self._send_then, frame, after)
+
+    async def _send_then(self, frame: bytes, after: Callable[[], None] | None) -> None:
+        try:
+            await self._send(frame)
+        finally:
+            if after is not None:
+                after()
 
     def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
         if self._nursery is not None:

@@ -50,6 +50,8 @@ log = logging.getLogger("kafka_ws_trio.kafka")
 PRODUCER_CLOSE_TIMEOUT: Final = 5.0
 #: Seconds past kafka-python's delivery timeout before the proxy fails a record itself.
 DELIVERY_MARGIN: Final = 2.0
+#: Seconds between the watchdog's looks at the oldest command still unanswered.
+WATCH_TICK: Final = 0.5
 #: kafka-python's ``acks`` for each level a command may ask for.
 KAFKA_ACKS: Final = {Acks.ALL: -1, Acks.LEADER: 1, Acks.NONE: 0}
 _ROUTE_ACKS: Final = {"all": Acks.ALL, "leader": Acks.LEADER, "none": Acks.NONE}
@@ -88,6 +90,18 @@ class Feeder:
                     job()
                 except Exception:  # a job settles its own records; this is a bug
                     log.exception("bug in a producer job")
+
+    async def barrier(self) -> None:
+        """Return once the jobs put so far have run (the caller bounds the wait)."""
+        reached = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def mark() -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(reached.set)
+
+        self.put(mark)
+        await reached.wait()
 
     async def aclose(self) -> None:
         """Let the jobs put so far run, then stop the thread (shielded, bounded)."""
@@ -177,18 +191,41 @@ class Sending:
     def _finish(self) -> None:
         results = tuple(self.results)
         assert all(result is not None for result in results)
-        self._done(results)  # type: ignore[arg-type]
+        done, self._done = self._done, _ignore
+        self.results, self.partitions = [], []  # the watchdog may keep this a while: not its records
+        done(results)  # type: ignore[arg-type]
+
+
+def _ignore(results: tuple[ProduceResult, ...]) -> None:
+    """What a finished command's ``done`` becomes: it has been called once already."""
 
 
 def send_job(
-    producer: Any, sending: Sending, records: Sequence[tuple[int, OutRecord]], now_ms: int
+    producer: Any,
+    sending: Sending,
+    records: Sequence[tuple[int, OutRecord]],
+    now_ms: int,
+    still_open: Callable[[], bool] | None = None,
 ) -> Callable[[], None]:
-    """The feeder's job: ``send()`` each record, its result going to ``sending``."""
+    """The feeder's job: ``send()`` each record, its result going to ``sending``.
+
+    ``still_open`` (a transaction's): records are sent only while it returns True, so that none
+    reaches a transaction that has ended, or the next one on the same producer. After a send that
+    timed out (kafka-python waited ``max_block_ms`` for the topic's metadata), the job's other
+    records fail at once instead of each waiting as long, holding up the route's other commands.
+    """
     topic = sending.topic
 
     def job() -> None:
+        given_up: BaseException | None = None
         for index, record in records:
             partition = -1 if record.partition is None else record.partition
+            if given_up is not None:
+                sending.failed(index, partition, given_up)
+                continue
+            if still_open is not None and not still_open():
+                sending.failed(index, partition, TransactionEnded())
+                continue
             try:
                 future = producer.send(
                     topic,
@@ -200,11 +237,23 @@ def send_job(
                 )
             except Exception as exc:
                 sending.failed(index, partition, exc)
+                if _is_timeout(exc):
+                    given_up = exc
                 continue
             future.add_callback(sending.written, index)
             future.add_errback(sending.failed, index, partition)
 
     return job
+
+
+class TransactionEnded(Exception):
+    """A record of a transaction that ended before the feeder reached it (aborted, expired)."""
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from kafka.errors import KafkaTimeoutError
+
+    return isinstance(exc, KafkaTimeoutError)
 
 
 def produce_failure(exc: BaseException) -> CommandFailed:
@@ -225,6 +274,8 @@ def produce_failure(exc: BaseException) -> CommandFailed:
         return CommandFailed(ErrorCode.TXN_FENCED, exc.message)
     if isinstance(exc, KafkaTimeoutError):
         return CommandFailed(ErrorCode.TIMEOUT, f"not acknowledged in time ({exc})")
+    if isinstance(exc, TransactionEnded):
+        return CommandFailed(ErrorCode.TXN_NOT_OPEN, "the transaction ended before this record was sent")
     if isinstance(exc, ValueError | TypeError | AssertionError):
         return CommandFailed(ErrorCode.INVALID_REQUEST, str(exc))
     if isinstance(exc, Exception):
@@ -254,11 +305,24 @@ def new_producer(context: KafkaContext, acks: Acks, transactional_id: str | None
 
 async def close_producer(producer: Any) -> None:
     """Close a producer in a thread: it sends what it holds first (shielded, bounded, never raising)."""
-    with trio.move_on_after(PRODUCER_CLOSE_TIMEOUT + 1, shield=True):
-        try:
-            await trio.to_thread.run_sync(producer.close, PRODUCER_CLOSE_TIMEOUT)
-        except Exception as exc:  # kafka-python raises when it could not send what it held in time
-            log.warning("closing a Kafka producer: %s", exc)
+    with trio.move_on_after(2 * PRODUCER_CLOSE_TIMEOUT + 1, shield=True):
+        await trio.to_thread.run_sync(_close, producer)
+
+
+def _close(producer: Any) -> None:
+    """In a thread: close, or when what it holds cannot be sent in time, stop its sender thread anyway.
+
+    kafka-python's ``close()`` first flushes, and raises when that times out, before it would
+    force its sender thread to stop: a producer stuck after an outage would keep its thread.
+    """
+    try:
+        producer.close(PRODUCER_CLOSE_TIMEOUT)
+    except Exception as exc:
+        log.warning("closing a Kafka producer: %s; stopping it without sending what it holds", exc)
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(PRODUCER_CLOSE_TIMEOUT)
 
 
 #: Bytes a record in a batch of its own takes beyond its key, value and headers, at most: the
@@ -344,6 +408,7 @@ class RouteProducers:
         limits: TopicLimits,
         records: Sequence[OutRecord],
         done: Produced,
+        still_open: Callable[[], bool] | None = None,
     ) -> None:
         """Give ``records`` to the feeder for ``producer``; a record Kafka would refuse for good fails now.
 
@@ -372,7 +437,7 @@ class RouteProducers:
         placed = [-1 if record.partition is None else record.partition for record in records]
         sending = Sending(topic, results, placed, counted, acknowledged=producer.config["acks"] != 0)
         if to_send:
-            self.feeder.put(send_job(producer, sending, to_send, int(time.time() * 1000)))
+            self.feeder.put(send_job(producer, sending, to_send, int(time.time() * 1000), still_open))
             self._due.append((trio.current_time() + self.timeout, sending, producer))
             if not self._watching:
                 self._watching = self._context.spawn(self._watch)
@@ -388,8 +453,10 @@ class RouteProducers:
         try:
             while due:
                 deadline, sending, producer = due[0]
-                if not sending.finished:
-                    await trio.sleep_until(deadline)
+                if not sending.finished and trio.current_time() < deadline:
+                    # Looked at again every tick, so that answered commands behind it leave soon.
+                    await trio.sleep_until(min(deadline, trio.current_time() + WATCH_TICK))
+                    continue
                 due.popleft()
                 if sending.expire(f"not acknowledged within {self.timeout:g}s"):
                     self._replace(producer, "records outlived the delivery timeout")

@@ -21,7 +21,7 @@ import trio
 
 from .._proto import Acks, CommandFailed, ErrorCode
 from ._context import KafkaContext
-from ._producer import close_producer, new_producer, produce_failure
+from ._producer import Feeder, close_producer, new_producer, produce_failure
 from ._settings import transaction_id_prefix
 
 log = logging.getLogger("kafka_ws_trio.kafka")
@@ -57,39 +57,70 @@ def _end(producer: Any, commit: bool, timeout: float) -> None:
 
 
 class KafkaTransaction:
-    """A transaction on one producer of the pool (the ``Transaction`` Protocol); it goes back when it ends."""
+    """A transaction on one producer of the pool (the ``Transaction`` Protocol); it goes back when it ends.
+
+    Its records reach the producer through the route's feeder thread, so ending it first waits
+    for the feeder to have passed them (``Feeder.barrier``): a commit then includes them all,
+    and an abort leaves none of them to be sent into the producer's next transaction (whoever
+    borrows it). Records the feeder reaches after an abort has begun are failed, not sent.
+    """
 
     def __init__(self, pool: TransactionPool, slot: _Slot) -> None:
         self._pool = pool
         self._slot = slot
         self.producer = slot.producer
-        self._ended = False
+        #: Set when a commit or abort begins; the feeder sends no record of it from then on
+        #: (a commit first waits for the feeder, so none of its own are left behind).
+        self.ended = False
+        self._returned = False
 
     def __repr__(self) -> str:
         return f"<KafkaTransaction {self._slot.transactional_id}>"
 
+    def still_open(self) -> bool:
+        """For the feeder thread: whether records may still be sent into this transaction."""
+        return not self.ended
+
     async def commit(self) -> None:
-        if self._ended:
+        if self.ended:
             raise CommandFailed(ErrorCode.TXN_NOT_OPEN, "the transaction has ended")
-        self._ended = True
         try:
+            if not await self._pool.feeder_passed():
+                self.ended = True
+                await self._give_back(broken=True)
+                reason = "its records could not be handed to Kafka in time; it was aborted"
+                raise CommandFailed(ErrorCode.TXN_ABORTED, f"the transaction could not be committed: {reason}")
+            self.ended = True
             await self._pool.call(_end, self.producer, True)
+        except CommandFailed:
+            raise
         except Exception as exc:
             failure = _txn_failure(exc)
             if failure.code == ErrorCode.TXN_FENCED:
-                await self._pool.give_back(self._slot, broken=True)
+                await self._give_back(broken=True)
                 raise failure from None
+            if failure.code == ErrorCode.TIMEOUT:
+                # The coordinator may have the commit and finish it: neither outcome can be told.
+                await self._give_back(broken=True)
+                reason = "Kafka did not answer the commit in time; the transaction may or may not be committed"
+                raise CommandFailed(ErrorCode.TIMEOUT, reason) from None
             aborted = await self._abort()
             reason = f"the transaction could not be committed and was aborted: {failure.reason}"
             if not aborted:
                 reason = f"the transaction could not be committed: {failure.reason}"
             raise CommandFailed(ErrorCode.TXN_ABORTED, reason) from None
-        await self._pool.give_back(self._slot, broken=False)
+        except BaseException:  # cancelled (the session is going): its state is unknown, so the producer goes
+            self.ended = True
+            await self._give_back(broken=True)
+            raise
+        await self._give_back(broken=False)
 
     async def abort(self) -> None:
-        if self._ended:
+        if self.ended:
+            if not self._returned:  # an end cut short (cancelled) still gives the producer back
+                await self._give_back(broken=True)
             return
-        self._ended = True
+        self.ended = True
         await self._abort()
 
     async def _abort(self) -> bool:
@@ -97,13 +128,22 @@ class KafkaTransaction:
         aborted = False
         with trio.CancelScope(shield=True):
             try:
-                await self._pool.call(_end, self.producer, False)
-                aborted = True
+                if await self._pool.feeder_passed():
+                    await self._pool.call(_end, self.producer, False)
+                    aborted = True
             except Exception as exc:
                 name = self._slot.transactional_id
                 log.warning("aborting transaction %s failed (%s); closing its producer", name, exc)
-            await self._pool.give_back(self._slot, broken=not aborted)
+            await self._give_back(broken=not aborted)
         return aborted
+
+    async def _give_back(self, *, broken: bool) -> None:
+        """Return the producer to the pool, once (shielded)."""
+        if self._returned:
+            return
+        self._returned = True
+        with trio.CancelScope(shield=True):
+            await self._pool.give_back(self._slot, broken=broken)
 
 
 def _txn_failure(exc: BaseException) -> CommandFailed:
@@ -117,8 +157,9 @@ def _txn_failure(exc: BaseException) -> CommandFailed:
 class TransactionPool:
     """At most ``transaction_producers`` transactional producers; a session borrows one per transaction."""
 
-    def __init__(self, context: KafkaContext) -> None:
+    def __init__(self, context: KafkaContext, feeder: Feeder) -> None:
         self._context = context
+        self._feeder = feeder
         size = context.route.transaction_producers
         prefix = transaction_id_prefix(context.route)
         self._free = [_Slot(f"{prefix}{index}") for index in reversed(range(size))]
@@ -138,6 +179,13 @@ class TransactionPool:
         deadline = context.route.request_timeout
         with trio.fail_after(context.deadline + deadline):
             return await trio.to_thread.run_sync(fn, *args, deadline, limiter=context.limiter)
+
+    async def feeder_passed(self) -> bool:
+        """Whether the feeder thread has run every job put so far, within the route's deadline."""
+        with trio.move_on_after(self._context.deadline):
+            await self._feeder.barrier()
+            return True
+        return False
 
     async def begin(self) -> KafkaTransaction:
         """Lend a producer with a transaction begun; OVERLOADED when none comes free within the deadline."""

@@ -116,7 +116,7 @@ class KafkaUpstream:
         )
         self._producers = RouteProducers(self.context)
         self._topic_limits = TopicLimitsCache(self.context)
-        self._transactions = TransactionPool(self.context)
+        self._transactions = TransactionPool(self.context, self._producers.feeder)
         self._produce_budget = Budget(Amount(route.produce_route_records, route.produce_route_bytes), "produce_route")
 
     @property
@@ -343,10 +343,12 @@ class KafkaUpstream:
         limits = await self._topic_limits.of(topic)
         if transaction is None:
             producer = await self._producers.producer(route_acks(self.context, acks))
+            self._producers.hand_over(producer, topic, partitions, limits, records, done)
         else:
             assert isinstance(transaction, KafkaTransaction)
-            producer = transaction.producer
-        self._producers.hand_over(producer, topic, partitions, limits, records, done)
+            self._producers.hand_over(
+                transaction.producer, topic, partitions, limits, records, done, transaction.still_open
+            )
 
     async def begin_transaction(self) -> KafkaTransaction:
         return await self._transactions.begin()

@@ -117,6 +117,7 @@ from ._lanes import Key as Key
 from ._lanes import Lanes as Lanes
 from ._lanes import Ticket as Ticket
 from ._produce import MAX_PRODUCE_RECORDS as MAX_PRODUCE_RECORDS
+from ._produce import PRODUCE_RESULT_BOUND as PRODUCE_RESULT_BOUND
 from ._produce import encode_produce_answer as encode_produce_answer
 from ._produce import encode_produce_request as encode_produce_request
 from ._produce import encode_txn_request as encode_txn_request

@@ -80,8 +80,44 @@ PRODUCE_DECODERS: Final[dict[str, Decoder]] = {
 }
 
 
-def encode_produce_answer(sequence: int, results: Sequence[ProduceResult]) -> bytes:
-    """The frame answering a :class:`Produce`: one ProduceResult per record, in request order."""
+#: Bytes one record's result takes at most once an answer has been made to fit: partition,
+#: offset -1 and an error whose message is at most ``SHORT_MESSAGE_CHARS`` characters.
+PRODUCE_RESULT_BOUND: Final = 64
+#: Characters an error message is cut to when the answer would not fit otherwise.
+SHORT_MESSAGE_CHARS: Final = 24
+
+
+def encode_produce_answer(sequence: int, results: Sequence[ProduceResult], max_size: int | None = None) -> bytes:
+    """The frame answering a :class:`Produce`: one ProduceResult per record, in request order.
+
+    With ``max_size``, an answer that would be larger is made to fit (documented in
+    schema/README.md): an error message that repeats an earlier record's becomes
+    ``as record <i>``; if that is not enough, every message is cut to
+    ``SHORT_MESSAGE_CHARS`` characters. A command of at most
+    ``max_size // PRODUCE_RESULT_BOUND`` records always fits.
+    """
+    frame = _produce_answer(sequence, results)
+    if max_size is None or len(frame) <= max_size:
+        return frame
+    first: dict[str, int] = {}
+    compact: list[ProduceResult] = []
+    for index, result in enumerate(results):
+        if isinstance(result, NotWritten):
+            earlier = first.setdefault(result.message, index)
+            if earlier != index:
+                result = NotWritten(result.partition, result.code, f"as record {earlier}")
+        compact.append(result)
+    frame = _produce_answer(sequence, compact)
+    if len(frame) <= max_size:
+        return frame
+    cut = [
+        NotWritten(r.partition, r.code, r.message[:SHORT_MESSAGE_CHARS]) if isinstance(r, NotWritten) else r
+        for r in compact
+    ]
+    return _produce_answer(sequence, cut)
+
+
+def _produce_answer(sequence: int, results: Sequence[ProduceResult]) -> bytes:
     answer = pb.ProduceResp()
     for result in results:
         if isinstance(result, Written):

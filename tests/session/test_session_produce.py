@@ -260,3 +260,115 @@ async def test_begin_twice_and_commit_without_begin_get_their_codes(autojump_clo
     }
     assert codes == {1: ErrorCode.TXN_NOT_OPEN, 3: ErrorCode.TXN_ALREADY_OPEN, 5: ErrorCode.TXN_NOT_OPEN}
     assert backend.log == ["abort"]
+
+
+# ----------------------------------------- found by a review (each failed before its fix)
+
+
+async def _session(nursery: trio.Nursery, backend: FakeProducer, limit: Amount = ROOMY) -> FakeWebSocket:
+    ws = FakeWebSocket()
+    session = Session(ws, backend, SessionLimits(max_message_size=1 << 20), produce_limit=limit)  # type: ignore[arg-type]
+    nursery.start_soon(session.run)
+    return ws
+
+
+async def test_route_budget_comes_back_when_the_session_ends_during_the_backends_lookup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Session closes while backend.produce awaits metadata (a refresh, every 10 s in the real route)."""
+    async with trio.open_nursery() as nursery:
+        backend = FakeProducer(nursery)
+        original = backend.produce
+
+        async def slow_lookup(*args, **kwargs):  # type: ignore[no-untyped-def]
+            await trio.sleep(1.0)  # Metadata._refresh / TopicLimitsCache / producer creation
+            return await original(*args, **kwargs)
+
+        backend.produce = slow_lookup  # type: ignore[method-assign]
+        ws = await _session(nursery, backend)
+        await ws.incoming_send.send(produce(1, b"a", b"b", b"c"))
+        await trio.sleep(0.5)  # inside the look-up
+        await ws.incoming_send.aclose()  # the client leaves
+        await trio.sleep(10)
+    assert backend.produce_budget.records == 0, f"route budget leaked: {backend.produce_budget!r}"
+
+
+async def test_route_budget_comes_back_when_the_backend_raises_something_unexpected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        backend = FakeProducer(nursery)
+        backend.fail = RuntimeError("e.g. an ssl/ValueError out of KafkaProducer()")  # type: ignore[assignment]
+        ws = await _session(nursery, backend)
+        await ws.incoming_send.send(produce(1, b"a"))
+        await until(ws, lambda: len(ws.sent) == 1)
+        await ws.incoming_send.aclose()
+    assert backend.produce_budget.records == 0, f"route budget leaked: {backend.produce_budget!r}"
+
+
+async def test_a_session_closing_while_its_commit_waits_for_acks_still_ends_the_transaction(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        backend = FakeProducer(nursery)
+        backend.ack_delay = 2.0
+        ws = await _session(nursery, backend)
+        await ws.incoming_send.send(encode_txn_request(1, TxnAction.BEGIN))
+        await ws.incoming_send.send(produce(2, b"x", transactional=True))
+        await ws.incoming_send.send(encode_txn_request(3, TxnAction.COMMIT))
+        await trio.sleep(1.0)  # BEGIN answered, COMMIT waiting in _settle for produce 2
+        await ws.incoming_send.aclose()
+        await trio.sleep(10)
+    # Expected: the transaction is aborted (or committed) and its producer goes back to the pool.
+    assert "abort" in backend.log or "commit" in backend.log, f"transaction neither ended: {backend.log}"
+
+
+async def test_a_session_closing_while_begin_runs_in_a_thread_aborts_the_transaction(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """TransactionPool.begin runs new_producer/init_transactions with trio.to_thread.run_sync
+    (abandon_on_cancel=False): a cancel does not interrupt it, the result comes back normally."""
+    async with trio.open_nursery() as nursery:
+        backend = FakeProducer(nursery)
+
+        async def begin_in_thread() -> FakeTransaction:
+            with trio.CancelScope(shield=True):  # what a non-abandonable thread call does
+                await trio.sleep(1.0)
+            transaction = FakeTransaction(backend.log)
+            backend.transactions.append(transaction)
+            return transaction
+
+        backend.begin_transaction = begin_in_thread  # type: ignore[method-assign]
+        ws = await _session(nursery, backend)
+        await ws.incoming_send.send(encode_txn_request(1, TxnAction.BEGIN))
+        await trio.sleep(0.3)
+        await ws.incoming_send.aclose()
+        await trio.sleep(10)
+    assert backend.transactions, "begin did not run"
+    assert "abort" in backend.log, f"transaction lent and never ended (pool slot leaked): {backend.log}"
+
+
+async def test_a_transactional_produce_waiting_for_room_is_not_handed_to_an_expired_transaction(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        backend = FakeProducer(nursery)
+        backend.transaction_timeout = 2.0
+        backend.ack_delay = 2.5
+        ws = await _session(nursery, backend, Amount(1, 10**6))
+        await ws.incoming_send.send(encode_txn_request(1, TxnAction.BEGIN))
+        await ws.incoming_send.send(produce(2, b"first", transactional=True))
+        await ws.incoming_send.send(produce(3, b"second", transactional=True))  # waits for the session's room
+        await until(ws, lambda: len(ws.sent) >= 3)
+        await trio.sleep(5)
+        await ws.incoming_send.aclose()
+    print(backend.log)
+    # Expected: "second" is refused (TXN_TIMED_OUT) and never handed to the aborted transaction's producer.
+    handed_after_abort = (
+        backend.log.index("abort") < backend.log.index("handed b'second'")
+        if "handed b'second'" in backend.log
+        else False
+    )
+    assert not handed_after_abort, (
+        f"records handed to a transaction already aborted: {backend.log}; answer 3: {answers(ws)[3]}"
+    )
