@@ -12,6 +12,7 @@ from test_stream_codec import documented_frames
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import (
     MAX_PRODUCE_RECORDS,
+    PRODUCE_RESULT_BOUND,
     UNKNOWN_COMMAND_MESSAGE,
     Acks,
     ErrorAnswer,
@@ -249,3 +250,21 @@ def test_each_produce_example_decodes_to_its_values_and_is_what_the_codec_writes
     decoded = decode_request(frame) if kind == "request" else decode_response(frame)
     assert decoded == expected
     assert frame == written, "the codec writes other bytes than the page shows"
+
+
+def test_an_answer_too_large_for_the_frame_limit_is_made_to_fit() -> None:
+    """Repeated messages become "as record <i>", then messages are cut; the worst case of a command's
+    records always fits max_message_size (PRODUCE_RESULT_BOUND bytes a record)."""
+    long = produce_error("t" * 249, -1, "x" * 300)
+    results = [NotWritten(-1, ErrorCode.TIMEOUT, long)] * 3 + [Written(0, 5, 1)]
+    compact = decode_response(encode_produce_answer(1, results, 1000))
+    assert isinstance(compact, ProduceAnswer)
+    assert [getattr(r, "message", None) for r in compact.results] == [long, "as record 0", "as record 0", None]
+    distinct = [NotWritten(2**31 - 1, ErrorCode.RECORD_TOO_LARGE, f"{i}: " + "y" * 500) for i in range(10_000)]
+    limit = 10_000 * PRODUCE_RESULT_BOUND
+    frame = encode_produce_answer(1, distinct, limit)
+    assert len(frame) <= limit
+    cut = decode_response(frame)
+    assert isinstance(cut, ProduceAnswer)
+    assert all(isinstance(r, NotWritten) and len(r.message) <= 24 for r in cut.results)
+    assert encode_produce_answer(1, results) == encode_produce_answer(1, results, 1 << 20)  # fits: unchanged
