@@ -7,7 +7,7 @@ put fakes on either side of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from ._proto import (
@@ -144,6 +144,75 @@ class StreamingBackend(Backend, Protocol):
         """Feed ``partition`` of ``stream`` from the partition's reader, from the stream's position there.
 
         Raises :class:`CommandFailed` when the reader cannot be opened (``max_partition_readers``, Kafka down).
+        """
+        ...
+
+
+class GroupListener(Protocol):
+    """How a group member tells its stream what the group decided (``_streaming``); called on the Trio thread."""
+
+    def revoked(self, partitions: frozenset[int], *, lost: bool) -> Sequence[tuple[int, int]]:
+        """The group takes ``partitions``: send nothing more of them, from now on; must not block.
+
+        Returns the ``(partition, offset)`` pairs to commit before they go (what was
+        delivered, for an ``auto_commit`` stream; nothing when ``lost``: the member is
+        no longer in the group, so a commit would be refused).
+        """
+        ...
+
+    async def assigned(self, committed: Mapping[int, int | None]) -> None:
+        """The group gave these partitions, with the group's committed offsets (None: none committed).
+
+        Called after every round of the member's work, with nothing when nothing is new,
+        so that partitions that could not be started yet are tried again.
+        """
+        ...
+
+    def to_commit(self) -> Sequence[tuple[int, int]]:
+        """What an ``auto_commit`` stream commits now (what it delivered); nothing for other streams."""
+        ...
+
+    def trouble(self, failure: CommandFailed) -> None:
+        """A problem the member works around by itself (Kafka unreachable, a commit on revoke refused)."""
+        ...
+
+
+class GroupMember(Protocol):
+    """One member of a consumer group, for one stream: Kafka's coordinator assigns it partitions."""
+
+    async def run(self) -> None:
+        """Keep up the membership until cancelled, then leave the group (shielded, time-limited).
+
+        Raises :class:`CommandFailed` when the membership cannot go on (not authorized, the
+        member's consumer stopped answering): the stream then ends.
+        """
+        ...
+
+    async def commit(self, offsets: Sequence[tuple[int, int]]) -> None:
+        """Commit ``(partition, offset)`` pairs for the group; returns once Kafka has them.
+
+        Raises :class:`CommandFailed`: COMMIT_FAILED (the group rebalanced meanwhile), TIMEOUT, KAFKA_ERROR.
+        """
+        ...
+
+    async def leave(self) -> None:
+        """Leave the group now (the partitions' revocation commits for ``auto_commit``); never raises, idempotent."""
+        ...
+
+
+@runtime_checkable
+class GroupBackend(StreamingBackend, Protocol):
+    """A backend whose streams can join consumer groups."""
+
+    @property
+    def serves_groups(self) -> bool:
+        """Whether the route lets a subscribe join a group."""
+        ...
+
+    async def join(self, group: str, topic: str, listener: GroupListener) -> GroupMember:
+        """A new member of ``group`` subscribed to ``topic``; its assignments arrive once :meth:`GroupMember.run` runs.
+
+        Raises :class:`CommandFailed`: OVERLOADED at the route's or the proxy's bound on members, or Kafka unreachable.
         """
         ...
 

@@ -23,7 +23,7 @@ from ._http import (
     read_head,
     send_response,
 )
-from ._kafka import KafkaUpstream, UpstreamStatistics
+from ._kafka import KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._ports import Backend
 from ._proto import Amount, Grant, StreamLimits
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
@@ -99,6 +99,8 @@ class ProxyServer:
         self.config = config
         self._backends: dict[str, KafkaUpstream | Backend] = {}
         self._limiter = limiter
+        #: Consumer group members, all routes together (``server.max_group_members``).
+        self._members = MemberSlots(config.server.max_group_members, "server.max_group_members", "on this proxy")
         self._scope = trio.CancelScope(shield=True)
         self._sessions_changed = trio.Event()
         self._listeners: list[trio.SocketListener] = []
@@ -261,7 +263,7 @@ class ProxyServer:
             async with trio.open_nursery() as nursery:
                 for route in self.config.routes:
                     if backend_factory is None:
-                        upstream = KafkaUpstream(route, self._limiter)
+                        upstream = KafkaUpstream(route, self._limiter, self._members)
                         await nursery.start(upstream.run)
                         self._backends[route.uri] = upstream
                     else:

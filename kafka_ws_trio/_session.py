@@ -54,6 +54,7 @@ from ._proto import (
     Amount,
     Command,
     CommandFailed,
+    Commit,
     ErrorCode,
     Fetch,
     Frame,
@@ -351,9 +352,11 @@ class Session:
                     return await streams.start(stream)
                 if isinstance(request, Seek):
                     return await streams.seek(request, stream)
+                if isinstance(request, Commit):
+                    return await streams.commit(request, stream)
                 if isinstance(request, AddCredit):  # pragma: no cover - credit is never queued
                     raise AssertionError("credit is handled by the reader")
-                return streams.unsubscribe(stream, request.sequence), None
+                return await streams.unsubscribe(stream, request.sequence), None
 
         outcome = await self._outcome(request, run, deadline)
         if isinstance(outcome, CommandFailed):
@@ -535,7 +538,7 @@ class Session:
         try:
             after: After | None = None
             request = job.request
-            if isinstance(request, Subscribe | Seek | Unsubscribe | AddCredit):
+            if isinstance(request, Subscribe | Seek | Unsubscribe | AddCredit | Commit):
                 # A stream command changes its stream: it runs only once the command before it
                 # in the stream's lane is answered, so that an unsubscribe or a seek right
                 # behind a subscribe finds the stream opened, not half-way.

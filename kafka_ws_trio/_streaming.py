@@ -19,18 +19,20 @@ Order on the wire:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol
 
 import attrs
 import trio
 
-from ._ports import Detach, StreamingBackend, Wake
+from ._ports import Detach, GroupBackend, GroupMember, StreamingBackend, Wake
 from ._proto import (
     AtOffset,
     AtTimestamp,
     CommandFailed,
+    Commit,
     ErrorCode,
     PushBatch,
     Seek,
@@ -51,6 +53,10 @@ from ._proto import (
 After = Callable[[], None]
 #: Looks in a row that find a stream's topic gone before the stream is ended (one could be a glitch).
 TOPIC_GONE_LOOKS = 2
+#: Seconds before a group stream tries again to start partitions it was given but could not start.
+GROUP_RETRY_INTERVAL = 1.0
+
+log = logging.getLogger("kafka_ws_trio.session")
 
 
 class Pusher(Protocol):
@@ -91,6 +97,10 @@ class _Outlet:
     reported_left_out: set[int] | None = None
     #: Whether a task is adding partitions the topic gained to it.
     adding: bool = False
+    #: A group stream's membership: what its member tells it, the member, and the scope its work runs in.
+    membership: _Membership | None = None
+    member: GroupMember | None = None
+    member_scope: trio.CancelScope | None = None
 
     def ready(self) -> bool:
         return self.holds == 0 and self.stream.open and self.pusher.push_ready()
@@ -123,7 +133,8 @@ class SessionStreams:
     ) -> None:
         self._backend = backend
         self._spawn = spawn
-        self.registry = Streams(max_message_size, limits, backend.filters)
+        groups = isinstance(backend, GroupBackend) and backend.serves_groups
+        self.registry = Streams(max_message_size, limits, backend.filters, groups=groups)
         self._pusher = pusher
         #: The open streams' outlets (their partitions, watch, holds), by stream id.
         self._outlets: dict[int, _Outlet] = {}
@@ -146,6 +157,8 @@ class SessionStreams:
 
         On failure the stream is closed again and :class:`CommandFailed` raised.
         """
+        if stream.in_group:
+            return await self._start_group(stream)
         topic = stream.topic
         try:
             try:
@@ -252,7 +265,7 @@ class SessionStreams:
                 self.end(stream, CommandFailed(ErrorCode.TOPIC_NOT_FOUND, "not found topic"))
             return
         outlet.topic_missing = 0
-        if not stream.follows_topic or outlet.adding:
+        if not stream.follows_topic or stream.in_group or outlet.adding:
             return
         missing = [p for p in sorted(partitions) if p not in outlet.feeds]
         if missing:
@@ -307,6 +320,75 @@ class SessionStreams:
             outlet.adding = False
             self._release(stream)
 
+    # ------------------------------------------------------------- groups
+
+    async def _start_group(self, stream: Stream) -> tuple[bytes, After | None]:
+        """Join the stream's group; the answer, once the group's first assignment is placed and attached.
+
+        The member's work runs in the session's nursery until the stream closes; then it
+        leaves the group. On failure the stream is closed and its member has left.
+        """
+        backend = self._backend
+        assert isinstance(backend, GroupBackend)  # the registry opens group streams only then
+        topic = stream.topic
+        outlet = self._outlet_of(stream)
+        if outlet is None:  # pragma: no cover - nothing closes a stream before its subscribe runs
+            raise CommandFailed(ErrorCode.INTERNAL_ERROR, "the stream was closed while it opened")
+        member: GroupMember | None = None
+        try:
+            try:
+                await backend.partitions_of(topic)
+                membership = outlet.membership = _Membership(self, stream, outlet)
+                member = await backend.join(stream.subscribe.group, topic, membership)
+            except CommandFailed as exc:
+                raise subscribe_failure(topic, exc) from None
+            outlet.member = member
+            outlet.member_scope = trio.CancelScope()
+            self._spawn(self._run_member, stream, outlet, member)
+            await membership.first.wait()
+        except BaseException:
+            self._forget(stream)
+            if self.registry.find(stream.id) is stream:
+                self.registry.close(stream.id)
+            if member is not None:
+                await member.leave()  # shielded and time-limited
+            raise
+        outlet.unwatch = self._backend.watch(topic, partial(self._partitions_seen, stream))
+        positions = [(p, stream.position(p) or 0) for p in stream.partitions]
+        return encode_subscribe_answer(stream.id, positions), membership.answered
+
+    async def _run_member(self, stream: Stream, outlet: _Outlet, member: GroupMember) -> None:
+        """The member's work, until the stream closes (its scope is cancelled) or the membership cannot go on."""
+        assert outlet.member_scope is not None
+        with outlet.member_scope:
+            try:
+                await member.run()
+            except CommandFailed as exc:
+                self.end(stream, exc)
+            except Exception:
+                log.exception("bug in the group member of stream %d", stream.id)
+                self.end(stream, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error in the group member"))
+
+    async def commit(self, command: Commit, stream: Stream) -> tuple[bytes, After | None]:
+        """Commit offsets of a group stream (those named, or what it delivered); the answer once Kafka has them."""
+        self._still_open(stream)
+        if not stream.in_group:
+            raise CommandFailed(
+                ErrorCode.INVALID_REQUEST, f"stream {stream.id} is not in a consumer group; only group streams commit"
+            )
+        outlet = self._outlets[stream.id]
+        assert outlet.member is not None  # the subscribe, which joined, was answered before this runs
+        if command.offsets is None:
+            offsets = stream.delivered()
+        else:
+            stream.check_assigned(partition for partition, _ in command.offsets)
+            offsets = list(command.offsets)
+        try:
+            await outlet.member.commit(offsets)
+        except CommandFailed as exc:
+            raise CommandFailed(exc.code, f"failed to commit, topic: {stream.topic}, err: {exc.reason}") from None
+        return encode_ok(command.sequence), None
+
     def _release(self, stream: Stream) -> None:
         """A hold on ``stream`` ends (never on a stream that has since taken its id)."""
         outlet = self._outlet_of(stream)
@@ -357,11 +439,19 @@ class SessionStreams:
             raise
         return encode_ok(command.sequence), lambda: self._release(stream)
 
-    def unsubscribe(self, stream: Stream, sequence: int) -> bytes:
-        """Close ``stream`` (nothing of it is pushed from now on); the answer."""
+    async def unsubscribe(self, stream: Stream, sequence: int) -> bytes:
+        """Close ``stream`` (nothing of it is pushed from now on); the answer.
+
+        A group stream leaves its group first (an ``auto_commit`` one commits what it
+        delivered as its partitions are revoked), so the answer means it is done.
+        """
         self._still_open(stream)
+        outlet = self._outlet_of(stream)
+        member = outlet.member if outlet is not None else None
         self.registry.close(stream.id)
         self._forget(stream)
+        if member is not None:
+            await member.leave()
         return encode_ok(sequence)
 
     def end(self, stream: Stream, failure: CommandFailed) -> None:
@@ -377,6 +467,8 @@ class SessionStreams:
         if outlet is None:
             return
         del self._outlets[stream.id]
+        if outlet.member_scope is not None:
+            outlet.member_scope.cancel()  # its member leaves the group (shielded) as its work ends
         if outlet.unwatch is not None:
             outlet.unwatch()
         for _, detach in outlet.feeds.values():
@@ -388,6 +480,124 @@ class SessionStreams:
         self.registry.close_all()
         for stream in streams:
             self._forget(stream)
+
+
+class _Membership:
+    """A group stream as its member sees it (a ``GroupListener``): revocations, assignments, auto commits.
+
+    Order on the wire: a ``partitions`` event comes before any record of a partition it
+    assigns (the stream is held while they are placed and attached) and after the last
+    record of a partition it revokes (detached, and its cut batches dropped, first). Before
+    the subscribe's answer is sent, changes are kept and pushed right after it.
+    """
+
+    def __init__(self, streams: SessionStreams, stream: Stream, outlet: _Outlet) -> None:
+        self._streams = streams
+        self._stream = stream
+        self._outlet = outlet
+        #: Set once the group's first assignment is placed (the subscribe's answer waits for it).
+        self.first = trio.Event()
+        #: Whether the subscribe's answer has been sent; events wait in ``_deferred`` until then.
+        self._sent = False
+        self._deferred: list[bytes] = []
+        #: Partitions given but not started yet (a lookup or attach failed), with their committed offsets.
+        self._waiting: dict[int, int | None] = {}
+        self._retry_at = 0.0
+
+    def _emit(self, frame: bytes) -> None:
+        if self._sent:
+            self._streams._pusher.push(self._stream, frame)
+        else:
+            self._deferred.append(frame)
+
+    def answered(self) -> None:
+        """The subscribe's answer is sent: push what changed since, then let the stream go."""
+        self._sent = True
+        deferred, self._deferred = self._deferred, []
+        for frame in deferred:
+            self._streams._pusher.push(self._stream, frame)
+        self._streams._release(self._stream)
+
+    def revoked(self, partitions: frozenset[int], *, lost: bool) -> Sequence[tuple[int, int]]:
+        stream, outlet = self._stream, self._outlet
+        for partition in partitions:
+            self._waiting.pop(partition, None)
+            handles = outlet.feeds.pop(partition, None)
+            if handles is not None:
+                handles[1]()  # detach: the partition's pump cuts nothing more for it
+        read = sorted(p for p in partitions if stream.reads(p))
+        delivered = stream.revoke(partitions)  # batches cut and not yet written are dropped
+        if read and stream.open:
+            self._emit(encode_stream_event_partitions(stream.id, [], read, []))
+        return delivered if stream.subscribe.auto_commit and not lost else []
+
+    async def assigned(self, committed: Mapping[int, int | None]) -> None:
+        self._waiting.update(committed)
+        now = trio.current_time()
+        if self.first.is_set() and (not committed and (not self._waiting or now < self._retry_at)):
+            return
+        stream, outlet, streams = self._stream, self._outlet, self._streams
+        if not stream.open:
+            self.first.set()
+            return
+        placed: list[tuple[int, int]] = []
+        outlet.holds += 1
+        try:
+            for partition, offset in sorted(self._waiting.items()):
+                started = await self._start(partition, offset)
+                if started is not None:
+                    placed.append((partition, started))
+                    self._waiting.pop(partition, None)
+        finally:
+            self._retry_at = trio.current_time() + GROUP_RETRY_INTERVAL
+            # The first assignment is told by the subscribe's answer, not by an event.
+            if placed and stream.open and self.first.is_set():
+                assigned = [p for p, _ in placed]
+                self._emit(encode_stream_event_partitions(stream.id, assigned, [], placed))
+            streams._release(stream)
+            self.first.set()
+
+    async def _start(self, partition: int, committed: int | None) -> int | None:
+        """Place and attach one partition the group gave: at its committed offset, else where the subscribe says.
+
+        None when it could not start now (an error event says why; it is tried again), or was revoked meanwhile.
+        """
+        stream, outlet, streams = self._stream, self._outlet, self._streams
+        added = False
+        try:
+            with trio.fail_after(streams._backend.deadline * 2):
+                if committed is None:
+                    offset = await streams._lookup(stream, partition, stream.start_of(partition))
+                else:
+                    offset = committed
+                if partition not in self._waiting or not stream.open:
+                    return None  # revoked while it was looked up
+                new, left_out = stream.assign([(partition, offset)])
+                if left_out is not None:
+                    self._emit(encode_stream_event_error(stream.id, left_out.code, left_out.reason, partition))
+                if not new:
+                    return None
+                added = True
+                handles = await streams._backend.attach(stream, partition, outlet)
+        except (CommandFailed, trio.TooSlowError) as exc:
+            if added:
+                stream.revoke([partition])
+            failure = exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "timed out")
+            self._emit(encode_stream_event_error(stream.id, failure.code, failure.reason, partition))
+            return None
+        if partition not in self._waiting or not stream.reads(partition) or not stream.open:
+            handles[1]()  # revoked (or closed) while it was attached
+            return None
+        outlet.feeds[partition] = handles
+        return offset
+
+    def to_commit(self) -> Sequence[tuple[int, int]]:
+        stream = self._stream
+        return stream.delivered() if stream.subscribe.auto_commit and stream.open else []
+
+    def trouble(self, failure: CommandFailed) -> None:
+        if self._stream.open:
+            self._emit(encode_stream_event_error(self._stream.id, failure.code, failure.reason, None))
 
 
 #: A stream command's work: the answer and what runs once it is sent.

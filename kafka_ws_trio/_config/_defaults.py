@@ -83,6 +83,18 @@ DEFAULT_PRODUCE_ROUTE_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_TRANSACTION_PRODUCERS: Final = 8
 #: Seconds a transaction may stay open before the proxy aborts it.
 DEFAULT_TRANSACTION_TIMEOUT: Final = 60.0
+#: Whether a subscribe may join a consumer group on the route.
+DEFAULT_GROUPS: Final = True
+#: Group members (one kafka-python consumer each) the route holds at once.
+DEFAULT_ROUTE_GROUP_MEMBERS: Final = 64
+#: Group members the whole proxy holds at once, all routes together.
+DEFAULT_MAX_GROUP_MEMBERS: Final = 256
+#: Seconds Kafka waits without a heartbeat before it drops a member (a proxy killed, a network cut).
+DEFAULT_GROUP_SESSION_TIMEOUT: Final = 10.0
+#: Seconds between a member's heartbeats: how soon a member learns that its group rebalances.
+DEFAULT_GROUP_HEARTBEAT_INTERVAL: Final = 1.0
+#: Seconds between the commits of an ``auto_commit`` stream.
+DEFAULT_GROUP_COMMIT_INTERVAL: Final = 5.0
 DEFAULT_CLIENT_ID: Final = "kafka-ws-trio"
 #: Like APISIX: TLS to Kafka encrypts, but checks the broker only when asked to.
 DEFAULT_TLS_VERIFY: Final = False

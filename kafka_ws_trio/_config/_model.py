@@ -41,10 +41,15 @@ from ._defaults import (
     DEFAULT_FETCH_MAX_BYTES,
     DEFAULT_FETCH_MAX_WAIT,
     DEFAULT_GRACE_PERIOD,
+    DEFAULT_GROUP_COMMIT_INTERVAL,
+    DEFAULT_GROUP_HEARTBEAT_INTERVAL,
+    DEFAULT_GROUP_SESSION_TIMEOUT,
+    DEFAULT_GROUPS,
     DEFAULT_HOST,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KAFKA_THREADS,
     DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_GROUP_MEMBERS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PARTITION_READERS,
     DEFAULT_MAX_SESSIONS,
@@ -62,6 +67,7 @@ from ._defaults import (
     DEFAULT_PRODUCE_SESSION_RECORDS,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_ROUTE_GROUP_MEMBERS,
     DEFAULT_SASL_MECHANISM,
     DEFAULT_SEND_TIMEOUT,
     DEFAULT_SHARED_BODY_BYTES,
@@ -103,6 +109,7 @@ class ServerConfig:
     kafka_threads: int = attrs.field(default=DEFAULT_KAFKA_THREADS, validator=_integer(1))
     send_timeout: float = attrs.field(default=DEFAULT_SEND_TIMEOUT, validator=_seconds(0, inclusive=False))
     max_sessions: int = attrs.field(default=DEFAULT_MAX_SESSIONS, validator=_integer(1))
+    max_group_members: int = attrs.field(default=DEFAULT_MAX_GROUP_MEMBERS, validator=_integer(1))
     log_level: str = attrs.field(default=DEFAULT_LOG_LEVEL, validator=_choice(LOG_LEVELS))
 
 
@@ -270,6 +277,17 @@ class RouteConfig:
     transaction_id_prefix: str | None = attrs.field(
         default=None, kw_only=True, validator=attrs.validators.optional(_string(spaces=False))
     )
+    groups: bool = attrs.field(default=DEFAULT_GROUPS, kw_only=True, validator=_boolean)
+    max_group_members: int = attrs.field(default=DEFAULT_ROUTE_GROUP_MEMBERS, kw_only=True, validator=_integer(1))
+    group_session_timeout: float = attrs.field(
+        default=DEFAULT_GROUP_SESSION_TIMEOUT, kw_only=True, validator=_seconds(0, inclusive=False)
+    )
+    group_heartbeat_interval: float = attrs.field(
+        default=DEFAULT_GROUP_HEARTBEAT_INTERVAL, kw_only=True, validator=_seconds(0, inclusive=False)
+    )
+    group_commit_interval: float = attrs.field(
+        default=DEFAULT_GROUP_COMMIT_INTERVAL, kw_only=True, validator=_seconds(0, inclusive=False)
+    )
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
 
     def __attrs_post_init__(self) -> None:
@@ -300,6 +318,14 @@ def _route_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
                 "cache_bytes", f"{window!r} is too small; it must be at least fetch_max_bytes ({poll!r})"
             )
 
+    if "group_heartbeat_interval" in values and "group_session_timeout" in values:
+        beat, timeout = values["group_heartbeat_interval"], values["group_session_timeout"]
+        if beat >= timeout:
+            # Kafka would drop every member between two of its heartbeats.
+            yield ConfigProblem(
+                "group_heartbeat_interval",
+                f"{beat!r} is too long; it must be less than group_session_timeout ({timeout!r} s)",
+            )
     for kind in ("records", "bytes"):
         session, route = f"produce_session_{kind}", f"produce_route_{kind}"
         if session in values and route in values and values[session] > values[route]:

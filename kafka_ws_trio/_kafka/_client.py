@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 import outcome
 import trio
 
+from .._config import RouteConfig
 from .._proto import CommandFailed, ErrorCode, Isolation
 from . import _fast_records as fast_records
 from ._context import KafkaContext
@@ -124,6 +125,33 @@ class ThreadedConsumer:
             log.warning("closing a Kafka consumer took longer than %.0fs; left to finish in its thread", CLOSE_TIMEOUT)
 
 
+def new_consumer(route: RouteConfig, config: dict[str, Any], what: str = "connect") -> ConsumerLike:
+    """In a thread: a kafka-python consumer with ``config``, connected, or CommandFailed naming why not."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+    from kafka.net.compat import KafkaNetClient
+
+    unreachable = diagnose(route, tcp_only=True)
+    if unreachable is not None:
+        raise unreachable
+    made: list[Any] = []
+
+    def client_factory(**settings: Any) -> Any:
+        client = KafkaNetClient(**settings)
+        made.append(client)
+        return client
+
+    try:
+        consumer = KafkaConsumer(**config, kafka_client=client_factory)
+    except KafkaError as exc:
+        # A failed constructor leaves its I/O thread running: stop it.
+        for client in made:
+            with contextlib.suppress(Exception):
+                client.close()
+        raise (diagnose(route) or kafka_failure(exc, what)) from exc
+    return consumer  # type: ignore[no-any-return]
+
+
 class Connector:
     """Opens the route's consumers; a failure is repeated at once for a moment instead of retried by every caller."""
 
@@ -133,31 +161,9 @@ class Connector:
 
     def _new_consumer(self, isolation: Isolation) -> ConsumerLike:
         """In a thread: a consumer connected to the route's brokers, or CommandFailed naming why not."""
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
-        from kafka.net.compat import KafkaNetClient
-
-        route = self._context.route
-        unreachable = diagnose(route, tcp_only=True)
-        if unreachable is not None:
-            raise unreachable
-        made: list[Any] = []
-
-        def client_factory(**config: Any) -> Any:
-            client = KafkaNetClient(**config)
-            made.append(client)
-            return client
-
-        try:
-            consumer = KafkaConsumer(**consumer_config(route, isolation), kafka_client=client_factory)
-        except KafkaError as exc:
-            # A failed constructor leaves its I/O thread running: stop it.
-            for client in made:
-                with contextlib.suppress(Exception):
-                    client.close()
-            raise (diagnose(route) or kafka_failure(exc, "connect")) from exc
+        consumer = new_consumer(self._context.route, consumer_config(self._context.route, isolation))
         fast_records.install(consumer)
-        return consumer  # type: ignore[no-any-return]
+        return consumer
 
     async def open(self, isolation: Isolation = Isolation.READ_UNCOMMITTED) -> ThreadedConsumer:
         """A new connected consumer; raises :class:`CommandFailed` within the route's deadline."""

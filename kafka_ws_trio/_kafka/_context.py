@@ -25,6 +25,7 @@ class Counters:
     readers_refused: int = 0
     stream_batches: int = 0
     stream_records: int = 0
+    group_members_joined: int = 0
 
 
 #: Starts a task in the background for as long as the route runs; False when it does not run.

@@ -82,6 +82,28 @@ def consumer_config(route: RouteConfig, isolation: Isolation = Isolation.READ_UN
     }
 
 
+#: Milliseconds within which a member must poll again or be put out of its group; also how
+#: long a rebalance waits for live members to join it (kafka-python's max_poll_interval_ms).
+GROUP_REBALANCE_TIMEOUT_MS: Final = 60_000
+
+
+def group_config(route: RouteConfig, group: str) -> dict[str, Any]:
+    """kafka-python settings for a consumer that is one member of ``group`` (it fetches nothing itself).
+
+    Offsets are committed by the proxy, never by kafka-python on its own. A partition
+    without a committed offset gets a position from ``latest`` inside kafka-python, which
+    the proxy does not use: it starts such a partition where the subscribe says.
+    """
+    return consumer_config(route) | {
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "latest",
+        "session_timeout_ms": int(route.group_session_timeout * 1000),
+        "heartbeat_interval_ms": int(route.group_heartbeat_interval * 1000),
+        "max_poll_interval_ms": GROUP_REBALANCE_TIMEOUT_MS,
+    }
+
+
 def admin_config(route: RouteConfig) -> dict[str, Any]:
     """kafka-python settings for the route's admin client (topic limits)."""
     request_timeout_ms = int(route.request_timeout * 1000)

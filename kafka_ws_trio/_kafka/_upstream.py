@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from .._config import RouteConfig
-from .._ports import Deliver, Detach, Produced, StreamOutlet, Transaction, Wake, Withdraw
+from .._ports import Deliver, Detach, GroupListener, Produced, StreamOutlet, Transaction, Wake, Withdraw
 from .._proto import (
     FETCH_FRAME_OVERHEAD,
     Acks,
@@ -35,6 +35,7 @@ from .._proto import (
 )
 from ._client import Connector, load_kafka_python
 from ._context import Counters, KafkaContext
+from ._group import KafkaGroupMember, MemberSlots, join_group
 from ._hub import PartitionHub
 from ._metadata import METADATA_TTL, Metadata
 from ._outages import OutageLog
@@ -81,6 +82,9 @@ class UpstreamStatistics:
     #: Transactions begun so far, and transactional producers lent to a session now.
     transactions_begun: int = 0
     transactions_open: int = 0
+    #: Consumer group members joined so far, and open now (a Kafka consumer each).
+    group_members_joined: int = 0
+    group_members_open: int = 0
 
 
 class KafkaUpstream:
@@ -90,7 +94,9 @@ class KafkaUpstream:
     closes every consumer it opened.
     """
 
-    def __init__(self, route: RouteConfig, limiter: trio.CapacityLimiter) -> None:
+    def __init__(
+        self, route: RouteConfig, limiter: trio.CapacityLimiter, proxy_members: MemberSlots | None = None
+    ) -> None:
         self.route = route
         self.counters = Counters()
         self.context = KafkaContext(
@@ -118,6 +124,10 @@ class KafkaUpstream:
         self._topic_limits = TopicLimitsCache(self.context)
         self._transactions = TransactionPool(self.context, self._producers.feeder)
         self._produce_budget = Budget(Amount(route.produce_route_records, route.produce_route_bytes), "produce_route")
+        #: Group members: the route's own bound, then the proxy's (shared by its routes).
+        self._member_slots = [MemberSlots(route.max_group_members, "max_group_members", f"on route {route.uri}")]
+        if proxy_members is not None:
+            self._member_slots.append(proxy_members)
 
     @property
     def deadline(self) -> float:
@@ -145,6 +155,8 @@ class KafkaUpstream:
             produce_bytes_in_flight=self._produce_budget.bytes,
             transactions_begun=self._transactions.begun,
             transactions_open=self._transactions.in_use,
+            group_members_joined=counters.group_members_joined,
+            group_members_open=self._member_slots[0].used,
         )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> bool:
@@ -317,6 +329,17 @@ class KafkaUpstream:
         if not partitions:
             raise topic_not_found()
         return partitions
+
+    # ---------------------------------------------------------- GroupBackend
+
+    @property
+    def serves_groups(self) -> bool:
+        return self.route.groups
+
+    async def join(self, group: str, topic: str, listener: GroupListener) -> KafkaGroupMember:
+        if not self.route.groups:
+            raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are off on this route (groups = false)")
+        return await join_group(self.context, group, topic, listener, self._member_slots)
 
     # --------------------------------------------------------------- produce
 

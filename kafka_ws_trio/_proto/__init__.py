@@ -11,10 +11,12 @@ here imports them.
 from ._budget import Amount as Amount
 from ._budget import Budget as Budget
 from ._budget import Claim as Claim
+from ._codec import MAX_GROUP_NAME as MAX_GROUP_NAME
 from ._codec import RecordTooLarge as RecordTooLarge
 from ._codec import decode_record as decode_record
 from ._codec import decode_request as decode_request
 from ._codec import decode_response as decode_response
+from ._codec import encode_commit_request as encode_commit_request
 from ._codec import encode_credit_request as encode_credit_request
 from ._codec import encode_error as encode_error
 from ._codec import encode_fetch as encode_fetch
@@ -66,6 +68,7 @@ from ._events import AddCredit as AddCredit
 from ._events import AtOffset as AtOffset
 from ._events import AtOffsets as AtOffsets
 from ._events import AtTimestamp as AtTimestamp
+from ._events import Commit as Commit
 from ._events import ErrorAnswer as ErrorAnswer
 from ._events import Fetch as Fetch
 from ._events import FetchAnswer as FetchAnswer

@@ -19,6 +19,7 @@ from ._events import (
     AtOffset,
     AtOffsets,
     AtTimestamp,
+    Commit,
     ErrorAnswer,
     Fetch,
     FetchAnswer,
@@ -57,6 +58,9 @@ from ._rules import Decoder, echoed, judged, known, not_negative, refuse, topic_
 
 # ------------------------------------------------------------------ server
 
+#: The longest consumer group name a subscribe may give (Kafka sets no bound; this keeps logs and keys small).
+MAX_GROUP_NAME: Final = 255
+
 
 def decode_request(frame: bytes) -> Request:
     """Decode one binary WebSocket frame into the command it carries.
@@ -70,12 +74,11 @@ def decode_request(frame: bytes) -> Request:
         :class:`Ping`, :class:`ListOffset` or :class:`Fetch` for a valid command;
         :class:`Invalid` for a ListOffset or Fetch with a field out of range (a topic
         name Kafka would refuse included); :class:`Subscribe`, :class:`AddCredit`,
-        :class:`Unsubscribe` or :class:`Seek` for a valid stream command, and
-        :class:`Rejected` (``INVALID_REQUEST``, ``invalid <command>: <problem>``) for
-        one that cannot be valid; :class:`UnknownCommand` for CmdEmpty, no command,
-        CmdCommit (consumer groups are not served yet), or a command number (an
-        unknown field) this server does not know; :class:`Malformed` for a frame that
-        does not parse.
+        :class:`Unsubscribe`, :class:`Seek` or :class:`Commit` for a valid stream
+        command, and :class:`Rejected` (``INVALID_REQUEST``, ``invalid <command>:
+        <problem>``) for one that cannot be valid; :class:`UnknownCommand` for
+        CmdEmpty, no command, or a command number (an unknown field) this server does
+        not know; :class:`Malformed` for a frame that does not parse.
     """
     request = pb.PubSubReq()
     try:
@@ -110,9 +113,8 @@ def decode_request(frame: bytes) -> Request:
     decoder = _STREAM_DECODERS.get(kind or "") or PRODUCE_DECODERS.get(kind or "")
     if decoder is not None:
         return decoder(sequence, request)
-    # cmd_empty, no command at all, cmd_commit (consumer groups are not served yet), or a
-    # command from a newer protocol (an unknown field this server skipped): all of them
-    # are "unknown command".
+    # cmd_empty, no command at all, or a command from a newer protocol (an unknown field
+    # this server skipped): all of them are "unknown command".
     return UnknownCommand(sequence=sequence)
 
 
@@ -151,8 +153,10 @@ def _partition_set(partitions: Sequence[int]) -> frozenset[int]:
     return frozenset(seen)
 
 
-def _start_offsets(entries: Sequence[pb.PartitionOffset], partitions: frozenset[int]) -> AtOffsets:
-    """Per-partition start offsets: each partition once, and one of ``partitions`` when that is not empty."""
+def _offset_pairs(
+    entries: Sequence[pb.PartitionOffset], partitions: frozenset[int] = frozenset()
+) -> tuple[tuple[int, int], ...]:
+    """Per-partition offsets: each partition once, and one of ``partitions`` when that is not empty."""
     named: set[int] = set()
     for entry in entries:
         if entry.partition < 0:
@@ -164,7 +168,7 @@ def _start_offsets(entries: Sequence[pb.PartitionOffset], partitions: frozenset[
         if entry.offset < 0:
             refuse(f"offset {entry.offset} for partition {entry.partition}")
         named.add(entry.partition)
-    return AtOffsets(tuple((entry.partition, entry.offset) for entry in entries))
+    return tuple((entry.partition, entry.offset) for entry in entries)
 
 
 def _start(command: pb.CmdSubscribe, partitions: frozenset[int]) -> Start:
@@ -174,7 +178,7 @@ def _start(command: pb.CmdSubscribe, partitions: frozenset[int]) -> Start:
     if kind == "timestamp":
         return AtTimestamp(not_negative(command.timestamp, "timestamp"))
     if kind == "offsets":
-        return _start_offsets(command.offsets.entries, partitions)
+        return AtOffsets(_offset_pairs(command.offsets.entries, partitions))
     return StartEdge.LATEST
 
 
@@ -208,6 +212,11 @@ def _subscribe(sequence: int, request: pb.PubSubReq) -> Subscribe:
     isolation = known(Isolation, command.isolation, "isolation")
     if command.auto_commit and not command.group:
         refuse("auto_commit without a group")
+    if command.group:
+        if partitions:
+            refuse("partitions with a group: the group assigns them")
+        if len(command.group) > MAX_GROUP_NAME:
+            refuse(f"group name of {len(command.group)} characters, more than {MAX_GROUP_NAME}")
     return Subscribe(
         sequence=sequence,
         topic=topic,
@@ -246,12 +255,19 @@ def _seek(sequence: int, request: pb.PubSubReq) -> Seek:
     return Seek(sequence=sequence, subscription=command.subscription, partition=partition, to=to)
 
 
-#: The stream commands by their oneof name in PubSubReq.req (cmd_commit is not among them yet).
+def _commit(sequence: int, request: pb.PubSubReq) -> Commit:
+    command = request.cmd_commit
+    offsets = _offset_pairs(command.offsets.entries)
+    return Commit(sequence=sequence, subscription=command.subscription, offsets=offsets or None)
+
+
+#: The stream commands by their oneof name in PubSubReq.req.
 _STREAM_DECODERS: Final[dict[str, Decoder]] = {
     "cmd_subscribe": judged("subscribe", _subscribe),
     "cmd_credit": judged("credit", _credit),
     "cmd_unsubscribe": judged("unsubscribe", _unsubscribe),
     "cmd_seek": judged("seek", _seek),
+    "cmd_commit": judged("commit", _commit),
 }
 
 
@@ -489,6 +505,14 @@ def encode_seek_request(sequence: int, subscription: int, partition: int, to: Se
     else:
         command.offset = to.offset
     return pb.PubSubReq(sequence=sequence, cmd_seek=command).SerializeToString()
+
+
+def encode_commit_request(sequence: int, subscription: int, offsets: Sequence[tuple[int, int]] | None = None) -> bytes:
+    """The frame of a CmdCommit for the group stream ``subscription``; ``offsets`` None: what was delivered."""
+    command = pb.CmdCommit(subscription=subscription)
+    if offsets:
+        command.offsets.entries.extend(_offset_list(offsets))
+    return pb.PubSubReq(sequence=sequence, cmd_commit=command).SerializeToString()
 
 
 def decode_record(message: pb.KafkaMessage) -> Record:

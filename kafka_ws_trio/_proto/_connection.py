@@ -28,6 +28,7 @@ from ._errors import (
 )
 from ._events import (
     AddCredit,
+    Commit,
     Fetch,
     Invalid,
     KafkaCommand,
@@ -89,7 +90,7 @@ class ProduceAction:
 
 
 #: The names :class:`Rejected` gives the commands of each extension.
-_STREAM_COMMANDS: Final = frozenset({"subscribe", "credit", "unsubscribe", "seek"})
+_STREAM_COMMANDS: Final = frozenset({"subscribe", "credit", "unsubscribe", "seek", "commit"})
 _PRODUCE_COMMANDS: Final = frozenset({"produce", "txn"})
 
 
@@ -132,7 +133,7 @@ class ServerConnection:
         request = decode_request(frame)
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state))
-        if self.streams and isinstance(request, Subscribe | AddCredit | Unsubscribe | Seek):
+        if self.streams and isinstance(request, Subscribe | AddCredit | Unsubscribe | Seek | Commit):
             stream_id = request.sequence if isinstance(request, Subscribe) else request.subscription
             return StreamAction(request, (stream_lane(stream_id),))
         if self.produce and isinstance(request, Produce | Txn):
@@ -143,7 +144,9 @@ class ServerConnection:
         # A session without streams (a backend that cannot feed them) does not know stream commands,
         # nor one without a producer produce commands: they get "unknown command", Rejected ones too,
         # so a client cannot take it for one that serves them.
-        if isinstance(request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Produce | Txn | Rejected):
+        if isinstance(
+            request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Commit | Produce | Txn | Rejected
+        ):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
         if isinstance(request, Malformed):

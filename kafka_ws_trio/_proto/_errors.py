@@ -75,6 +75,11 @@ class ErrorCode(enum.IntEnum):
     TXN_TIMED_OUT = 73
     #: The transaction could not be committed (a record of it failed, or Kafka refused); it was aborted.
     TXN_ABORTED = 74
+    #: A CmdCommit names a partition the group has not assigned to the stream (or has revoked from it).
+    NOT_ASSIGNED = 75
+    #: Kafka refused a group's commit: the group rebalanced, or the member left it; commit again after the
+    #: ``partitions`` event, for the partitions still assigned.
+    COMMIT_FAILED = 76
 
 
 #: Failures that say Kafka cannot be reached (as opposed to a bad request).

@@ -200,6 +200,19 @@ class Unsubscribe:
 
 
 @attrs.frozen
+class Commit:
+    """CmdCommit, validated: commit offsets of the group stream ``subscription``; answered with ok.
+
+    ``offsets`` holds ``(partition, offset)`` pairs, each partition once; None (no
+    offsets, or an empty list) commits the positions the stream has delivered.
+    """
+
+    sequence: int
+    subscription: int
+    offsets: tuple[tuple[int, int], ...] | None = None
+
+
+@attrs.frozen
 class Seek:
     """CmdSeek, validated: move ``partition`` of the stream ``subscription`` to ``to``; answered with ok."""
 
@@ -297,7 +310,7 @@ class Rejected:
 
 
 #: The stream commands, validated.
-StreamCommand: TypeAlias = Subscribe | AddCredit | Unsubscribe | Seek
+StreamCommand: TypeAlias = Subscribe | AddCredit | Unsubscribe | Seek | Commit
 
 #: A decoded request; dispatch on the type.
 Request: TypeAlias = (

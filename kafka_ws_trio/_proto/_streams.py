@@ -375,6 +375,10 @@ class _Partition:
     position: int | None = None
     #: Incremented by each seek.
     epoch: int = 0
+    #: Where the client has been sent everything before: the ``next_offset`` of the last batch
+    #: written, else where the partition was placed. What a group commits when asked for
+    #: "what was delivered". None until placed.
+    delivered: int | None = None
 
 
 class Stream:
@@ -444,7 +448,8 @@ class Stream:
         start = self.subscribe.start
         named = dict(start.offsets) if isinstance(start, AtOffsets) else {}
         for partition in new:
-            self._partitions[partition] = _Partition(named.get(partition))
+            offset = named.get(partition)
+            self._partitions[partition] = _Partition(offset, delivered=offset)
         return new
 
     def gain_partitions(self, partitions: Iterable[int]) -> tuple[list[int], CommandFailed | None]:
@@ -459,6 +464,63 @@ class Stream:
             self._partitions[partition] = _Partition()
         left_out = None if len(new) <= room else self._too_many(len(self._partitions) + len(new) - room)
         return new[:room], left_out
+
+    @property
+    def in_group(self) -> bool:
+        """Whether a consumer group assigns the stream's partitions (PROTOCOL.md 5.4)."""
+        return bool(self.subscribe.group)
+
+    def assign(self, placed: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], CommandFailed | None]:
+        """Partitions a group assigned, each at its start offset: read as many as the bound allows, in order.
+
+        Returns the ``(partition, offset)`` pairs added and, when some had to be
+        left out, the TOO_MANY_PARTITIONS failure to report in an error event.
+        """
+        starts = dict(placed)
+        added, left_out = self.gain_partitions(starts)
+        for partition in added:
+            state = self._partitions[partition]
+            state.position = state.delivered = starts[partition]
+        return [(partition, starts[partition]) for partition in added], left_out
+
+    def revoke(self, partitions: Iterable[int]) -> list[tuple[int, int]]:
+        """Stop reading these partitions (the group took them); where each was delivered up to.
+
+        Batches of them cut but not yet written are dropped by :meth:`confirm`.
+        Partitions the stream does not read are ignored.
+        """
+        delivered = []
+        for partition in partitions:
+            state = self._partitions.pop(partition, None)
+            if state is not None and state.delivered is not None:
+                delivered.append((partition, state.delivered))
+        return delivered
+
+    def delivered(self, partitions: Iterable[int] | None = None) -> list[tuple[int, int]]:
+        """``(partition, offset)``: where the client has everything before, for each placed partition.
+
+        Raises:
+            CommandFailed: NOT_ASSIGNED, a partition named that the stream does not read.
+        """
+        chosen = self._partitions if partitions is None else partitions
+        pairs = []
+        for partition in chosen:
+            state = self._partitions.get(partition)
+            if state is None:
+                raise not_assigned(self.id, partition)
+            if state.delivered is not None:
+                pairs.append((partition, state.delivered))
+        return pairs
+
+    def reads(self, partition: int) -> bool:
+        """Whether the stream reads ``partition`` now."""
+        return partition in self._partitions
+
+    def check_assigned(self, partitions: Iterable[int]) -> None:
+        """Raise NOT_ASSIGNED unless the stream reads every one of ``partitions``."""
+        for partition in partitions:
+            if partition not in self._partitions:
+                raise not_assigned(self.id, partition)
 
     def _new(self, partitions: Iterable[int]) -> list[int]:
         return [p for p in dict.fromkeys(partitions) if p not in self._partitions]
@@ -496,7 +558,7 @@ class Stream:
         state = self._state(partition)
         if state.epoch != epoch:
             return False
-        state.position = offset
+        state.position = state.delivered = offset
         return True
 
     def seek(self, partition: int, to: SeekTarget) -> int:
@@ -511,6 +573,8 @@ class Stream:
         state = self._state(partition)
         state.epoch += 1
         state.position = to.offset if isinstance(to, AtOffset) else None
+        if state.position is not None:
+            state.delivered = state.position
         return state.epoch
 
     def cut(self, chunk: Chunk) -> PushBatch | None:
@@ -559,6 +623,7 @@ class Stream:
         assert batch.stream is self
         state = self._partitions.get(batch.partition)
         if self.open and state is not None and state.epoch == batch.epoch:
+            state.delivered = batch.next_offset
             return True
         if self.open:
             self.credit.refund(batch.count, batch.charged)
@@ -569,6 +634,12 @@ def unknown_stream(stream_id: int) -> CommandFailed:
     return CommandFailed(ErrorCode.UNKNOWN_STREAM, f"no stream {stream_id} is open on this connection")
 
 
+def not_assigned(stream_id: int, partition: int) -> CommandFailed:
+    return CommandFailed(
+        ErrorCode.NOT_ASSIGNED, f"partition {partition} is not assigned to stream {stream_id} (or was revoked)"
+    )
+
+
 class Streams:
     """One connection's open streams, by id (the sequence of the subscribe that opened each).
 
@@ -576,15 +647,19 @@ class Streams:
     whole message of the error response, one line naming what was wrong.
     """
 
-    __slots__ = ("_max_body", "_open", "filters", "limits")
+    __slots__ = ("_max_body", "_open", "filters", "groups", "limits")
 
     def __init__(
         self,
         max_message_size: int,
         limits: StreamLimits = StreamLimits(),
         filters: FilterSet | None = None,
+        *,
+        groups: bool = False,
     ) -> None:
         self.limits = limits
+        #: Whether a subscribe may join a consumer group (the backend can hold group members).
+        self.groups = groups
         #: Where the streams' matchers come from: the route's set, so that all its sessions share them.
         self.filters = FilterSet() if filters is None else filters
         self._max_body = max_message_size - STREAM_FRAME_OVERHEAD
@@ -622,7 +697,7 @@ class Streams:
         gets them with :meth:`Stream.add_partitions`.
 
         Raises:
-            CommandFailed: DUPLICATE_STREAM, INVALID_REQUEST (a consumer group),
+            CommandFailed: DUPLICATE_STREAM, INVALID_REQUEST (a consumer group where groups are not served),
             TOO_MANY_STREAMS, TOO_MANY_PARTITIONS or CREDIT_LIMIT; nothing is opened.
         """
         limits = self.limits
@@ -632,8 +707,8 @@ class Streams:
                 ErrorCode.DUPLICATE_STREAM,
                 f"stream {stream_id} is already open; a subscribe needs a sequence no open stream uses",
             )
-        if command.group:
-            raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are not available yet")
+        if command.group and not self.groups:
+            raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are not available on this route")
         if len(self._open) >= limits.max_streams:
             raise CommandFailed(
                 ErrorCode.TOO_MANY_STREAMS,

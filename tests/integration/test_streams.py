@@ -37,6 +37,7 @@ from kafka_ws_trio._proto import (
     StartEdge,
     StreamRecords,
     SubscribeAnswer,
+    encode_commit_request,
     encode_credit_request,
     encode_seek_request,
     encode_subscribe_request,
@@ -418,15 +419,17 @@ async def test_row7_no_push_after_unsubscribe_ok_and_commands_on_an_unknown_id_g
                 partial(encode_credit_request, subscription=stream_id, grant=Grant(records=10)),
                 partial(encode_seek_request, subscription=stream_id, partition=0, to=AtOffset(0)),
                 partial(encode_unsubscribe_request, subscription=stream_id),
+                partial(encode_commit_request, subscription=stream_id),
             ):
                 sequence = client.sequence()
                 answer = await client.ask(sequence, command(sequence))
                 assert answer == ErrorAnswer(sequence, ErrorCode.UNKNOWN_STREAM, unknown)
 
-        # CmdCommit is reserved for consumer groups, not served yet.
+        # A commit on a stream that is not in a group: refused, with the command's sequence.
         sequence = client.sequence()
-        commit = pb.PubSubReq(sequence=sequence, cmd_commit=pb.CmdCommit(subscription=9)).SerializeToString()
-        assert await client.ask(sequence, commit) == ErrorAnswer(sequence, ErrorCode.UNKNOWN_COMMAND, "unknown command")
+        answer = await client.ask(sequence, encode_commit_request(sequence, 9))
+        message = "stream 9 is not in a consumer group; only group streams commit"
+        assert answer == ErrorAnswer(sequence, ErrorCode.INVALID_REQUEST, message)
 
         # A closed stream's id is free again.
         assert (await client.subscribe(7, topic)).positions == ((0, 202),)
@@ -488,7 +491,11 @@ async def test_stream_commands_that_cannot_be_valid_are_answered_with_their_code
         seek_nowhere = pb.PubSubReq(sequence=14, cmd_seek=pb.CmdSeek(subscription=1, partition=0)).SerializeToString()
         cases = [
             (encode_subscribe_request(11, history, partitions=(-1,)), invalid, "invalid subscribe: partition -1"),
-            (encode_subscribe_request(12, history, group="g"), invalid, "consumer groups are not available yet"),
+            (
+                encode_subscribe_request(12, history, partitions=(0,), group="g"),
+                invalid,
+                "invalid subscribe: partitions with a group: the group assigns them",
+            ),
             (encode_credit_request(13, 1, Grant(records=-5)), invalid, "invalid credit: records -5"),
             (seek_nowhere, invalid, "invalid seek: no target"),
             (encode_seek_request(15, 1, 2, AtOffset(0)), invalid, "stream 1 does not read partition 2"),

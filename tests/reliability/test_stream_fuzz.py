@@ -56,6 +56,7 @@ from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import (
     AddCredit,
     AtOffset,
+    Commit,
     ErrorAnswer,
     ErrorCode,
     Grant,
@@ -221,7 +222,9 @@ def seek_out_of_range(topic: str, partition: int) -> Expect:
 
 
 WRONG_COMMAND: Final = error(ErrorCode.WRONG_COMMAND, "wrong command")
-GROUPS: Final = invalid("consumer groups are not available yet")
+#: The fuzzed proxy's route has groups off (``groups = false``), so that a group subscribe, which
+#: would join a real group, is refused the documented way instead.
+GROUPS: Final = invalid("consumer groups are not available on this route")
 INVALID_TOPIC_CHARACTERS: Final = "only ASCII letters, digits, '.', '_' and '-' are allowed"
 
 
@@ -259,6 +262,14 @@ def seek(sequence: int, stream_id: int, partition: int, **to: int) -> bytes:
 
 def unsubscribe(sequence: int, stream_id: int) -> bytes:
     return request(sequence, cmd_unsubscribe=pb.CmdUnsubscribe(subscription=stream_id))
+
+
+def commit(sequence: int, stream_id: int, *pairs: tuple[int, int]) -> bytes:
+    return request(sequence, cmd_commit=pb.CmdCommit(subscription=stream_id, offsets=offsets(*pairs)))
+
+
+def not_in_a_group(stream_id: int) -> Expect:
+    return invalid(f"stream {stream_id} is not in a consumer group; only group streams commit")
 
 
 #: A case: what it is, its frame, and its answer (None: it has none, like a grant of nothing).
@@ -451,6 +462,21 @@ def deterministic_cases(topic: str, first: int) -> list[Case]:
             lambda s, i=stream_id: unsubscribe(s, i),
             lambda _, i=stream_id: unknown_stream(i),
         )
+    # Commit: no stream here is in a group.
+    for stream_id in (UNKNOWN, -3, INT64_MAX):
+        add(
+            f"commit of unknown id {stream_id}",
+            lambda s, i=stream_id: commit(s, i),
+            lambda _, i=stream_id: unknown_stream(i),
+        )
+    add("commit of the control stream", lambda s: commit(s, CONTROL, (0, 1)), lambda _: not_in_a_group(CONTROL))
+    add("commit of the paused stream", lambda s: commit(s, PAUSED), lambda _: not_in_a_group(PAUSED))
+    for what, pairs, message in [
+        ("offset -1", [(0, -1)], "invalid commit: offset -1 for partition 0"),
+        ("partition -2", [(-2, 0)], "invalid commit: offsets name partition -2"),
+        ("partition 1 twice", [(1, 0), (1, 5)], "invalid commit: offsets name partition 1 twice"),
+    ]:
+        add(f"commit with {what}", lambda s, p=pairs: commit(s, CONTROL, *p), lambda _, m=message: invalid(m))
     # Frames that do not decode, and pings among all of these.
     cases.append(
         (
@@ -574,6 +600,9 @@ def random_command(source: _fuzz.RandomSource, topic: str, sequence: int) -> byt
         elif target == 2:
             command.offset = source.choice(OFFSET_VALUES)
         frame = request(sequence, cmd_seek=command)
+    elif kind == 18:
+        pairs = [(source.choice(PARTITION_NUMBERS), source.choice(OFFSET_VALUES)) for _ in range(source.integer(0, 3))]
+        frame = commit(sequence, source.choice(IDS), *pairs)
     else:
         frame = unsubscribe(sequence, source.choice(IDS))
     return _fuzz.mutate(source, frame) if source.integer(0, 3) == 0 else frame
@@ -607,12 +636,14 @@ class Oracle:
             return error(command.code, command.message)
         if isinstance(command, Subscribe):
             return self._subscribe(command)
-        if isinstance(command, AddCredit | Seek | Unsubscribe):
+        if isinstance(command, AddCredit | Seek | Unsubscribe | Commit):
             if command.subscription in busy:
                 return None  # perhaps a subscribe still in flight opened it
             partitions = OPEN.get(command.subscription)
             if partitions is None:
                 return unknown_stream(command.subscription)
+            if isinstance(command, Commit):
+                return not_in_a_group(command.subscription)
             if isinstance(command, AddCredit):
                 return self._credit(command)
             if isinstance(command, Seek) and command.partition not in partitions:
@@ -804,7 +835,7 @@ def assert_prefixes(client: StreamClient, stream_id: int, produced: int, total: 
 
 def proxy(kafka_broker: KafkaBroker) -> AbstractAsyncContextManager[ProxyServer]:
     """The proxy, in this process, with the route bounds the expectations use."""
-    bounds = {"max_streams": MAX_STREAMS, "max_stream_partitions": MAX_PARTITIONS}
+    bounds = {"max_streams": MAX_STREAMS, "max_stream_partitions": MAX_PARTITIONS, "groups": False}
     config = ProxyConfig.single_route(kafka_broker.bootstrap, server=ServerConfig(port=0), **bounds)
     return running_proxy(config)
 

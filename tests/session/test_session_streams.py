@@ -83,7 +83,7 @@ async def test_a_closed_streams_late_partition_work_leaves_the_stream_that_took_
     await trio.testing.wait_all_tasks_blocked()
     assert first_outlet.holds == 1
 
-    streams.unsubscribe(first, 6)
+    await streams.unsubscribe(first, 6)
     second = streams.open(Subscribe(5, TOPIC))  # the id is free again
     second_outlet = streams._outlets[5]
     assert second_outlet is not first_outlet and second_outlet.holds == 1  # held until its answer

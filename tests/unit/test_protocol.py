@@ -295,6 +295,8 @@ def test_error_codes_are_stable() -> None:
         "TXN_FENCED": 72,
         "TXN_TIMED_OUT": 73,
         "TXN_ABORTED": 74,
+        "NOT_ASSIGNED": 75,
+        "COMMIT_FAILED": 76,
     }
 
 

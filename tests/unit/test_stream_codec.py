@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import (
     ECHOED_TOPIC_CHARS,
+    MAX_GROUP_NAME,
     UNKNOWN_COMMAND_MESSAGE,
     AddCredit,
     AtOffset,
     AtOffsets,
     AtTimestamp,
+    Commit,
     ErrorAnswer,
     ErrorCode,
     Filter,
@@ -49,6 +51,7 @@ from kafka_ws_trio._proto import (
     Unsubscribe,
     decode_request,
     decode_response,
+    encode_commit_request,
     encode_credit_request,
     encode_error,
     encode_ok,
@@ -106,7 +109,8 @@ def subscribes(draw: st.DrawFn) -> Subscribe:
             offsets.map(lambda pairs: AtOffsets(tuple(pairs))),
         )
     )
-    group = draw(st.text(max_size=12))
+    # A group assigns the partitions, so a group stream names none.
+    group = "" if partitions else draw(st.text(max_size=12))
     return Subscribe(
         sequence=draw(INT64),
         topic=draw(TOPICS),
@@ -144,7 +148,7 @@ def rejected(frame: bytes) -> str:
 @given(subscribes())
 @example(Subscribe(0, "t"))
 @example(Subscribe(-1, "t", start=AtOffsets(()), credit=Grant()))
-@example(Subscribe(2**63 - 1, "t", (0,), AtOffsets(((0, 0),)), Filter(key_prefix=b""), Grant(0, 1), group="g"))
+@example(Subscribe(2**63 - 1, "t", (), AtOffsets(((0, 0),)), Filter(key_prefix=b""), Grant(0, 1), group="g"))
 def test_subscribe_round_trip(subscribe: Subscribe) -> None:
     assert decode_request(subscribe_frame(subscribe)) == subscribe
 
@@ -194,9 +198,50 @@ def test_seek_round_trip(sequence: int, subscription: int, partition: int, to: S
     assert decoded == Seek(sequence, subscription, partition, to)
 
 
-def test_commit_is_an_unknown_command_until_groups_are_served() -> None:
+@given(
+    sequence=INT64,
+    subscription=INT64,
+    offsets=st.none()
+    | st.lists(st.tuples(PARTITIONS, NON_NEGATIVE_INT64), min_size=1, unique_by=lambda pair: pair[0], max_size=5).map(
+        tuple
+    ),
+)
+@example(sequence=6, subscription=7, offsets=None)
+@example(sequence=0, subscription=0, offsets=((0, 0),))
+def test_commit_round_trip(sequence: int, subscription: int, offsets: tuple[tuple[int, int], ...] | None) -> None:
+    assert decode_request(encode_commit_request(sequence, subscription, offsets)) == Commit(
+        sequence, subscription, offsets
+    )
+
+
+def test_a_commit_with_an_empty_offset_list_commits_what_was_delivered() -> None:
     frame = request(6, cmd_commit=pb.CmdCommit(subscription=7, offsets=pb.OffsetList()))
-    assert decode_request(frame) == UnknownCommand(6)
+    assert decode_request(frame) == Commit(6, 7, None)
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ([(-1, 3)], "offsets name partition -1"),
+        ([(2, 3), (2, 4)], "offsets name partition 2 twice"),
+        ([(2, -3)], "offset -3 for partition 2"),
+    ],
+)
+def test_a_commit_that_cannot_be_valid_is_refused(entries: list[tuple[int, int]], problem: str) -> None:
+    offsets = pb.OffsetList(entries=[pb.PartitionOffset(partition=p, offset=o) for p, o in entries])
+    assert (
+        rejected(request(6, cmd_commit=pb.CmdCommit(subscription=7, offsets=offsets))) == f"invalid commit: {problem}"
+    )
+
+
+def test_a_group_subscribe_naming_partitions_or_a_name_too_long_is_refused() -> None:
+    named = request(5, cmd_subscribe=pb.CmdSubscribe(topic="t", partitions=[0], group="g"))
+    assert rejected(named) == "invalid subscribe: partitions with a group: the group assigns them"
+    long_name = "g" * (MAX_GROUP_NAME + 1)
+    too_long = request(5, cmd_subscribe=pb.CmdSubscribe(topic="t", group=long_name))
+    assert rejected(too_long) == f"invalid subscribe: group name of {MAX_GROUP_NAME + 1} characters, more than 255"
+    longest = decode_request(request(5, cmd_subscribe=pb.CmdSubscribe(topic="t", group="g" * MAX_GROUP_NAME)))
+    assert isinstance(longest, Subscribe) and longest.group == "g" * MAX_GROUP_NAME
 
 
 @given(INT64)

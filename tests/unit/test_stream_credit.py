@@ -478,12 +478,68 @@ def test_partitions_added_to_the_topic_past_max_partitions_are_left_out_and_said
     assert every.position(3) is None
 
 
-def test_a_group_subscribe_is_refused_until_consumer_groups_exist() -> None:
+def test_a_group_subscribe_is_refused_where_groups_are_not_served() -> None:
     session = Streams(BIG)
-    refused = failure(session.open, subscribe(1, group="billing"))
+    refused = failure(session.open, subscribe(1, partitions=(), group="billing"))
     assert refused.code == ErrorCode.INVALID_REQUEST
-    assert refused.reason == "consumer groups are not available yet"
+    assert refused.reason == "consumer groups are not available on this route"
     assert len(session) == 0
+    stream = Streams(BIG, groups=True).open(subscribe(1, partitions=(), group="billing"))
+    assert stream.in_group and stream.partitions == []
+
+
+def group_stream(credit: Grant | None = HUNDRED, **fields: object) -> Stream:
+    return Streams(BIG, groups=True).open(subscribe(partitions=(), credit=credit, group="g", **fields))
+
+
+def test_an_assigned_partition_starts_where_it_is_placed_and_delivered_follows_what_was_written() -> None:
+    stream = group_stream()
+    added, left_out = stream.assign([(0, 5), (1, 0)])
+    assert added == [(0, 5), (1, 0)] and left_out is None
+    assert stream.delivered() == [(0, 5), (1, 0)]
+    batch = stream.cut(chunk_of(log([b"a"] * 10), 0, 10))
+    assert batch is not None and sent(batch) == [5, 6, 7, 8, 9]
+    assert stream.delivered() == [(0, 5), (1, 0)], "cut is not delivered: it may still be dropped"
+    assert stream.confirm(batch)
+    assert stream.delivered() == [(0, 10), (1, 0)]
+    assert stream.delivered([1]) == [(1, 0)]
+
+
+def test_a_revoked_partition_returns_what_was_delivered_and_its_cut_batches_are_dropped() -> None:
+    stream = group_stream()
+    stream.assign([(0, 0), (1, 0)])
+    first = stream.cut(chunk_of(log([b"a"] * 3), 0, 3))
+    assert first is not None and stream.confirm(first)
+    pending = stream.cut(chunk_of(log([b"a"] * 5), 0, 5))
+    assert pending is not None and sent(pending) == [3, 4]
+    credit = stream.credit.records
+    assert stream.revoke([0, 7]) == [(0, 3)]
+    assert not stream.reads(0) and stream.reads(1)
+    assert not stream.confirm(pending), "a batch of a revoked partition must not be written"
+    assert stream.credit.records == credit + 2, "its credit comes back"
+    assert stream.cut(chunk_of(log([b"a"] * 8), 0, 8)) is None
+    assert failure(stream.delivered, [0]).code == ErrorCode.NOT_ASSIGNED
+    assert failure(stream.check_assigned, [1, 0]).code == ErrorCode.NOT_ASSIGNED
+
+
+def test_assignment_past_the_partition_bound_adds_what_fits_and_reports_the_rest() -> None:
+    stream = Streams(BIG, StreamLimits(max_partitions=2), groups=True).open(
+        subscribe(partitions=(), group="g", credit=HUNDRED)
+    )
+    added, left_out = stream.assign([(0, 1), (1, 2), (2, 3)])
+    assert added == [(0, 1), (1, 2)]
+    assert left_out is not None and left_out.code == ErrorCode.TOO_MANY_PARTITIONS
+
+
+def test_a_seek_moves_what_a_group_stream_delivered_to_the_new_position() -> None:
+    stream = group_stream()
+    stream.assign([(0, 9)])
+    stream.seek(0, AtOffset(2))
+    assert stream.delivered() == [(0, 2)]
+    epoch = stream.seek(0, StartEdge.EARLIEST)
+    assert stream.delivered() == [(0, 2)], "not placed yet: unchanged"
+    assert stream.place(0, 0, epoch=epoch)
+    assert stream.delivered() == [(0, 0)]
 
 
 def test_a_subscribe_without_credit_starts_with_the_default_grant_and_an_empty_grant_paused() -> None:
