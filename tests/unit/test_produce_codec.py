@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_stream_codec import documented_frames
+from test_stream_codec import check_documented_example, documented_frames
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import (
@@ -244,12 +244,7 @@ def test_the_produce_examples_are_the_documented_ones() -> None:
 
 @pytest.mark.parametrize("index", range(len(DOCUMENTED)))
 def test_each_produce_example_decodes_to_its_values_and_is_what_the_codec_writes(index: int) -> None:
-    kind, expected, written = DOCUMENTED[index]
-    documented_kind, frame = documented_frames("Produce and transactions")[index]
-    assert documented_kind == kind
-    decoded = decode_request(frame) if kind == "request" else decode_response(frame)
-    assert decoded == expected
-    assert frame == written, "the codec writes other bytes than the page shows"
+    check_documented_example("Produce and transactions", DOCUMENTED, index)
 
 
 def test_an_answer_too_large_for_the_frame_limit_is_made_to_fit() -> None:

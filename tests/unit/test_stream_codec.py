@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -617,15 +618,74 @@ def test_the_streams_examples_are_the_documented_ones() -> None:
     assert [kind for kind, _ in documented_frames("Streams")] == [kind for kind, _, _ in DOCUMENTED]
 
 
-@pytest.mark.parametrize("index", range(len(DOCUMENTED)))
-def test_each_streams_example_decodes_to_its_values(index: int) -> None:
-    kind, expected, written = DOCUMENTED[index]
-    documented_kind, frame = documented_frames("Streams")[index]
+def check_documented_example(section: str, documented: Sequence[tuple[str, object, bytes | None]], index: int) -> None:
+    """Frame ``index`` of the section: of its kind, decoding to its values, and what the codec writes (unless None)."""
+    kind, expected, written = documented[index]
+    documented_kind, frame = documented_frames(section)[index]
     assert documented_kind == kind
     decoded = decode_request(frame) if kind == "request" else decode_response(frame)
     assert decoded == expected
     if written is not None:
         assert frame == written, "the codec writes other bytes than the page shows"
+
+
+@pytest.mark.parametrize("index", range(len(DOCUMENTED)))
+def test_each_streams_example_decodes_to_its_values(index: int) -> None:
+    check_documented_example("Streams", DOCUMENTED, index)
+
+
+NOT_ASSIGNED_0 = "partition 0 is not assigned to stream 20 (or was revoked)"
+PARTITIONS_WITH_GROUP = "invalid subscribe: partitions with a group: the group assigns them"
+#: schema/README.md, "Consumer groups", "Examples": each frame in the page's order, what it decodes
+#: to, and the codec call that writes it.
+DOCUMENTED_GROUPS = [
+    (
+        "request",
+        Subscribe(20, "orders", start=StartEdge.EARLIEST, credit=Grant(records=100), group="billing"),
+        encode_subscribe_request(20, "orders", start=StartEdge.EARLIEST, credit=Grant(100), group="billing"),
+    ),
+    ("answer", SubscribeAnswer(20, ((0, 12), (2, 7))), encode_subscribe_answer(20, [(0, 12), (2, 7)])),
+    ("request", Commit(21, 20), encode_commit_request(21, 20)),
+    ("answer", OkAnswer(21), encode_ok(21)),
+    ("request", Commit(22, 20, ((2, 40),)), encode_commit_request(22, 20, [(2, 40)])),
+    ("answer", OkAnswer(22), encode_ok(22)),
+    ("push", StreamPartitions(20, (), (0, 2), ()), encode_stream_event_partitions(20, [], [0, 2], [])),
+    ("push", StreamPartitions(20, (2,), (), ((2, 40),)), encode_stream_event_partitions(20, [2], [], [(2, 40)])),
+    ("request", Commit(23, 20, ((0, 15),)), encode_commit_request(23, 20, [(0, 15)])),
+    (
+        "answer",
+        ErrorAnswer(23, ErrorCode.NOT_ASSIGNED, NOT_ASSIGNED_0),
+        encode_error(23, ErrorCode.NOT_ASSIGNED, NOT_ASSIGNED_0),
+    ),
+    (
+        "request",
+        Rejected(24, ErrorCode.INVALID_REQUEST, PARTITIONS_WITH_GROUP),
+        encode_subscribe_request(24, "orders", partitions=[0], group="billing"),
+    ),
+    (
+        "answer",
+        ErrorAnswer(24, ErrorCode.INVALID_REQUEST, PARTITIONS_WITH_GROUP),
+        encode_error(24, ErrorCode.INVALID_REQUEST, PARTITIONS_WITH_GROUP),
+    ),
+]
+
+
+def test_the_consumer_groups_examples_are_the_documented_ones() -> None:
+    assert [kind for kind, _ in documented_frames("Consumer groups")] == [kind for kind, _, _ in DOCUMENTED_GROUPS]
+
+
+@pytest.mark.parametrize("index", range(len(DOCUMENTED_GROUPS)))
+def test_each_consumer_groups_example_decodes_to_its_values_and_is_what_the_codec_writes(index: int) -> None:
+    check_documented_example("Consumer groups", DOCUMENTED_GROUPS, index)
+
+
+def test_the_documented_auto_commit_variant_is_what_the_codec_writes() -> None:
+    """The page says the group subscribe with auto_commit ends in 50 01 and has the length byte 19."""
+    _, plain = documented_frames("Consumer groups")[0]
+    with_auto_commit = encode_subscribe_request(
+        20, "orders", start=StartEdge.EARLIEST, credit=Grant(100), group="billing", auto_commit=True
+    )
+    assert with_auto_commit == plain[:4] + b"\x19" + plain[5:] + b"\x50\x01"
 
 
 def test_the_documented_batch_puts_the_numbers_before_the_messages() -> None:
