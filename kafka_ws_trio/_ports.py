@@ -188,10 +188,14 @@ class GroupMember(Protocol):
         """
         ...
 
-    async def commit(self, offsets: Sequence[tuple[int, int]]) -> None:
+    async def commit(self, offsets: Sequence[tuple[int, int]], transaction: Transaction | None = None) -> None:
         """Commit ``(partition, offset)`` pairs for the group; returns once Kafka has them.
 
-        Raises :class:`CommandFailed`: COMMIT_FAILED (the group rebalanced meanwhile), TIMEOUT, KAFKA_ERROR.
+        With ``transaction``, the offsets are sent to it instead: they count as committed
+        only if it commits (read-process-write, exactly once).
+
+        Raises :class:`CommandFailed`: COMMIT_FAILED (the group rebalanced meanwhile), TIMEOUT,
+        KAFKA_ERROR; with a transaction, its failures (TXN_NOT_OPEN, TXN_FENCED ...).
         """
         ...
 

@@ -117,6 +117,11 @@ class SessionProducer:
         #: Error responses sent.
         self.errors = 0
 
+    @property
+    def transaction(self) -> Transaction | None:
+        """The session's open transaction, if any (a group stream's commit joins it)."""
+        return self._transaction
+
     # ------------------------------------------------------------------ queue
 
     async def take(self, command: ProduceCommand) -> None:

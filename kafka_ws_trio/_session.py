@@ -46,6 +46,7 @@ from ._ports import (
     ParkingBackend,
     ProducingBackend,
     StreamingBackend,
+    Transaction,
     Withdraw,
 )
 from ._producing import SessionProducer
@@ -182,7 +183,13 @@ class Session:
         self._streams: SessionStreams | None = None
         if isinstance(backend, StreamingBackend):
             self._streams = SessionStreams(
-                backend, limits.max_message_size, stream_limits or StreamLimits(), self, limits.workers, self._spawn
+                backend,
+                limits.max_message_size,
+                stream_limits or StreamLimits(),
+                self,
+                limits.workers,
+                self._spawn,
+                self._open_transaction,
             )
         self._producer: SessionProducer | None = None
         if isinstance(backend, ProducingBackend) and produce_limit is not None:
@@ -221,6 +228,9 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} route={self._route!r}>"
+
+    def _open_transaction(self) -> Transaction | None:
+        return self._producer.transaction if self._producer is not None else None
 
     @property
     def counters(self) -> SessionCounters:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from ._ports import Detach, GroupBackend, GroupMember, StreamingBackend, Wake
+from ._ports import Detach, GroupBackend, GroupMember, StreamingBackend, Transaction, Wake
 from ._proto import (
     AtOffset,
     AtTimestamp,
@@ -120,7 +120,7 @@ def subscribe_failure(topic: str, failure: CommandFailed, partition: int | None 
 class SessionStreams:
     """The push streams of one session."""
 
-    __slots__ = ("_backend", "_lookups", "_outlets", "_pusher", "_spawn", "registry")
+    __slots__ = ("_backend", "_lookups", "_outlets", "_pusher", "_spawn", "_transaction", "registry")
 
     def __init__(
         self,
@@ -130,9 +130,12 @@ class SessionStreams:
         pusher: Pusher,
         workers: int,
         spawn: Callable[..., Any],
+        transaction: Callable[[], Transaction | None] = lambda: None,
     ) -> None:
         self._backend = backend
         self._spawn = spawn
+        #: The session's open transaction, if any: a group stream's commit then goes into it.
+        self._transaction = transaction
         groups = isinstance(backend, GroupBackend) and backend.serves_groups
         self.registry = Streams(max_message_size, limits, backend.filters, groups=groups)
         self._pusher = pusher
@@ -370,7 +373,11 @@ class SessionStreams:
                 self.end(stream, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error in the group member"))
 
     async def commit(self, command: Commit, stream: Stream) -> tuple[bytes, After | None]:
-        """Commit offsets of a group stream (those named, or what it delivered); the answer once Kafka has them."""
+        """Commit offsets of a group stream (those named, or what it delivered); the answer once Kafka has them.
+
+        While the session has a transaction open, the offsets go into it instead (answered once
+        Kafka has added them): they count only if it commits.
+        """
         self._still_open(stream)
         if not stream.in_group:
             raise CommandFailed(
@@ -384,7 +391,7 @@ class SessionStreams:
             stream.check_assigned(partition for partition, _ in command.offsets)
             offsets = list(command.offsets)
         try:
-            await outlet.member.commit(offsets)
+            await outlet.member.commit(offsets, self._transaction())
         except CommandFailed as exc:
             raise CommandFailed(exc.code, f"failed to commit, topic: {stream.topic}, err: {exc.reason}") from None
         return encode_ok(command.sequence), None
@@ -574,6 +581,9 @@ class _Membership:
                     return None  # revoked while it was looked up
                 new, left_out = stream.assign([(partition, offset)])
                 if left_out is not None:
+                    # Past max_stream_partitions: reported once, not tried again (it stays the member's,
+                    # unread, until the next rebalance).
+                    self._waiting.pop(partition, None)
                     self._emit(encode_stream_event_error(stream.id, left_out.code, left_out.reason, partition))
                 if not new:
                     return None

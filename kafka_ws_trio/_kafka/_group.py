@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import trio
 
-from .._ports import GroupListener
+from .._ports import GroupListener, Transaction
 from .._proto import CommandFailed, ErrorCode
 from ._client import ThreadedConsumer, new_consumer
 from ._context import KafkaContext
 from ._diagnosis import kafka_failure
 from ._settings import group_config
+from ._transactions import KafkaTransaction
 
 log = logging.getLogger("kafka_ws_trio.kafka")
 
@@ -47,6 +49,9 @@ POLL_MS: Final = 100
 POLL_INTERVAL: Final = 0.2
 #: Seconds a member waits before polling again after a poll failed.
 RETRY_INTERVAL: Final = 1.0
+#: Looks at the topic's metadata before joining, and the seconds between them.
+METADATA_TRIES: Final = 20
+METADATA_RETRY: Final = 0.1
 
 
 class MemberSlots:
@@ -72,8 +77,8 @@ class MemberSlots:
         self.used -= 1
 
 
-def _commit_failure(exc: Exception) -> CommandFailed:
-    """A commit Kafka refused: COMMIT_FAILED when the membership moved on, else Kafka's own error."""
+def _moved_on(exc: Exception) -> CommandFailed | None:
+    """COMMIT_FAILED when Kafka refused a commit because the membership moved on (a rebalance), else None."""
     from kafka import errors
 
     moved_on = (
@@ -88,7 +93,12 @@ def _commit_failure(exc: Exception) -> CommandFailed:
             ErrorCode.COMMIT_FAILED,
             f"Kafka refused the commit ({type(exc).__name__}): the group rebalanced or this member left it",
         )
-    return kafka_failure(exc, "committing")
+    return None
+
+
+def _commit_failure(exc: Exception) -> CommandFailed:
+    """A commit Kafka refused: COMMIT_FAILED when the membership moved on, else Kafka's own error."""
+    return _moved_on(exc) or kafka_failure(exc, "committing")
 
 
 def _is_fatal(exc: Exception) -> bool:
@@ -246,7 +256,9 @@ class KafkaGroupMember:
                     await trio.sleep(RETRY_INTERVAL)
                     continue
                 if self._assigned_once:
-                    await self._listener.assigned(await self._committed_of_new())
+                    committed = await self._committed_of_new()
+                    if committed is not None:
+                        await self._listener.assigned(committed)
                 if trio.current_time() >= next_commit:
                     next_commit = trio.current_time() + route.group_commit_interval
                     await self._auto_commit()
@@ -254,8 +266,11 @@ class KafkaGroupMember:
         finally:
             await self.leave()
 
-    async def _committed_of_new(self) -> Mapping[int, int | None]:
-        """The partitions given since the stream was last told, with the group's committed offsets."""
+    async def _committed_of_new(self) -> Mapping[int, int | None] | None:
+        """The partitions given since the stream was last told, with the group's committed offsets.
+
+        None when the committed offsets could not be read now: the stream is told at a later round.
+        """
         with self._new_lock:
             new = sorted(self._new)
         if not new:
@@ -274,7 +289,7 @@ class KafkaGroupMember:
             raise
         except Exception as exc:
             self._listener.trouble(kafka_failure(exc, "reading the group's committed offsets"))
-            return {}  # told at the next round
+            return None
         with self._new_lock:
             still = self._new & set(new)  # a revocation may have come meanwhile
             self._new -= still
@@ -297,10 +312,16 @@ class KafkaGroupMember:
                 raise
             self._listener.trouble(exc)
 
-    async def commit(self, offsets: Sequence[tuple[int, int]]) -> None:
+    async def commit(self, offsets: Sequence[tuple[int, int]], transaction: Transaction | None = None) -> None:
         if not offsets:
             return
         prepared = self._offsets(offsets)
+        if transaction is not None:
+            assert isinstance(transaction, KafkaTransaction)
+            # KIP-447: the member's generation goes along, so a member that lost its partitions is fenced.
+            metadata = self._client.consumer.group_metadata()  # type: ignore[attr-defined]
+            await transaction.send_offsets(prepared, metadata, _moved_on)
+            return
         timeout_ms = int(self._context.route.request_timeout * 1000)
         try:
             await self._call(lambda: self._client.consumer.commit(prepared, timeout_ms=timeout_ms))  # type: ignore[attr-defined]
@@ -344,10 +365,15 @@ async def join_group(
 
     def subscribe() -> None:
         consumer: Any = client.consumer
-        # The topic's metadata first: a leader that assigns without it gives nobody anything,
-        # and the group would then rebalance again as soon as the metadata comes.
-        consumer.partitions_for_topic(topic)
         consumer.subscribe([topic], listener=member.listener())
+        # The topic's metadata, now that it is subscribed and before the first join: a leader
+        # that assigns without it gives nobody anything, and one whose metadata changes after it
+        # assigned rebalances the group again at once. (topics() refreshes the metadata; a topic
+        # just created may not be in the first answer, though the proxy has seen it.)
+        for _ in range(METADATA_TRIES):
+            if topic in consumer.topics():
+                break
+            time.sleep(METADATA_RETRY)
 
     try:
         await member._call(subscribe)

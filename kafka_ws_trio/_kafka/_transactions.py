@@ -14,6 +14,7 @@ anew on next use.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -54,6 +55,16 @@ def _end(producer: Any, commit: bool, timeout: float) -> None:
     producer._sender.wakeup()
     if not result.wait(timeout_ms=timeout * 1000):
         raise KafkaTimeoutError(f"{'committing' if commit else 'aborting'} took more than {timeout:g}s")
+
+
+def _send_offsets(producer: Any, offsets: Any, group_metadata: Any, timeout: float) -> None:
+    """In a thread: add a group's offsets to the open transaction, waiting for Kafka at most ``timeout`` seconds."""
+    from kafka.errors import KafkaTimeoutError
+
+    result = producer._transaction_manager.send_offsets_to_transaction(offsets, group_metadata)
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=timeout * 1000):
+        raise KafkaTimeoutError(f"sending offsets to the transaction took more than {timeout:g}s")
 
 
 class KafkaTransaction:
@@ -114,6 +125,22 @@ class KafkaTransaction:
             await self._give_back(broken=True)
             raise
         await self._give_back(broken=False)
+
+    async def send_offsets(
+        self, offsets: Any, group_metadata: Any, group_failure: Callable[[Exception], CommandFailed | None]
+    ) -> None:
+        """Make a group's offsets part of this transaction: committed with it, or not at all.
+
+        ``group_failure`` names a refusal that is the group's (the member's generation is
+        stale): the transaction stays open and usable.
+        """
+        if self.ended:
+            raise CommandFailed(ErrorCode.TXN_NOT_OPEN, "the transaction has ended")
+        try:
+            await self._pool.call(_send_offsets, self.producer, offsets, group_metadata)
+        except Exception as exc:
+            failure = group_failure(exc) or _txn_failure(exc)
+            raise CommandFailed(failure.code, f"the offsets could not join the transaction: {failure.reason}") from None
 
     async def abort(self) -> None:
         if self.ended:
