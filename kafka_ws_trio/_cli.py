@@ -25,7 +25,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._proto import Acks, Filter, OutRecord, ProduceResult, Record
-    from .client import PubSubClient
+    from .client import PubSubClient, Stream
 
 log = logging.getLogger("kafka_ws_trio.cli")
 
@@ -119,11 +119,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "every partition read is at its end.\n\n"
         "The proxy sends the records as a stream, filtered on its side. A proxy without streams\n"
         "(APISIX, or an older kafka-ws-trio) is read with Fetch: one partition, no filters.\n"
-        "On a terminal, stderr shows a status line: records/s and each partition's lag.",
+        "On a terminal, stderr shows a status line: records/s and each partition's lag.\n\n"
+        "With --group, tail joins that Kafka consumer group instead of naming partitions: the\n"
+        "group assigns them (each line starts with partition=), and each starts at the group's\n"
+        "committed offset, else where --from says. With --commit, after each batch of records is\n"
+        "printed, tail commits the offsets past what it printed, so the next run in the group goes\n"
+        "on after it. A commit Kafka refuses because the group is rebalancing is reported on\n"
+        "stderr and tail goes on (the next batch commits again).",
         epilog="Examples:\n"
         "  kafka-ws-trio tail ws://127.0.0.1:9080/kafka --topic demo --partition all --from -5m --follow\n"
         "  kafka-ws-trio tail ws://127.0.0.1:9080/kafka --topic orders --from 2024-05-01T12:00:00Z "
-        "--key-prefix eu- --header source=web --max 100",
+        "--key-prefix eu- --header source=web --max 100\n"
+        "  kafka-ws-trio tail ws://127.0.0.1:9080/kafka --topic orders --group billing --commit --follow",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _client_args(tail, all_partitions=True)
@@ -154,6 +161,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--read-committed",
         action="store_true",
         help="leave out records of aborted and still-open transactions (stops at the last stable offset)",
+    )
+    tail.add_argument(
+        "--group",
+        metavar="G",
+        help="join consumer group G, which assigns the partitions (instead of --partition); "
+        "partitions the group has committed start there",
+    )
+    tail.add_argument(
+        "--commit",
+        action="store_true",
+        help="with --group: after each batch printed, commit the offsets past the records printed",
     )
 
     produce = sub.add_parser(
@@ -226,7 +244,7 @@ def _client_args(parser: argparse.ArgumentParser, *, all_partitions: bool = Fals
             "as the Java client does, or spread without a key)",
         )
     elif all_partitions:
-        parser.add_argument("--partition", default="0", metavar="N|all", help="a partition, or all (default 0)")
+        parser.add_argument("--partition", metavar="N|all", help="a partition, or all (default 0)")
     else:
         parser.add_argument("--partition", type=int, default=0, help="default 0")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default 30)")
@@ -432,7 +450,8 @@ async def _tail(args: argparse.Namespace) -> int:
 
     _check_url(args.url)
     kind, start = _parse_from(args.start)
-    partition = _parse_partition(args.partition)
+    _check_group_options(args, kind)
+    partition = None if args.group is not None else _parse_partition(args.partition or "0")
     matcher = _tail_filter(args)
     if args.max is not None and args.max < 0:
         raise SystemExit("kafka-ws-trio: error: --max must be 0 or more")
@@ -454,12 +473,36 @@ async def _tail(args: argparse.Namespace) -> int:
                 raise SystemExit(await _out_of_range(client, args.topic, partition, start)) from None
             if exc.code != ErrorCode.UNKNOWN_COMMAND:
                 raise
+        if args.group is not None:
+            raise SystemExit(
+                "kafka-ws-trio: error: the proxy does not serve streams (APISIX, or an older kafka-ws-trio), "
+                "which --group needs"
+            )
         if partition is None or matcher is not None or args.read_committed:
             raise SystemExit(
                 "kafka-ws-trio: error: the proxy does not serve streams (APISIX, or an older kafka-ws-trio), "
                 "which --partition all, --key, --key-prefix, --header and --read-committed need"
             )
         return await _tail_fetch(client, args, partition, (kind, start))
+
+
+def _check_group_options(args: argparse.Namespace, start_kind: str) -> None:
+    """Refuse the flag combinations --group and --commit do not take."""
+    if args.commit and args.group is None:
+        raise SystemExit("kafka-ws-trio: error: --commit needs --group: only a consumer group has offsets to commit")
+    if args.group is None:
+        return
+    if not args.group:
+        raise SystemExit("kafka-ws-trio: error: --group takes a group name, not an empty one")
+    if args.partition is not None:
+        raise SystemExit(
+            "kafka-ws-trio: error: --group and --partition do not go together: the group assigns the partitions"
+        )
+    if start_kind == "offset":
+        raise SystemExit(
+            "kafka-ws-trio: error: --from OFFSET names an offset of one partition, and --group reads the ones "
+            "the group assigns; use earliest, latest or a time"
+        )
 
 
 async def _tail_stream(
@@ -490,6 +533,7 @@ async def _tail_stream(
         window=window,
         follow=args.follow,
         read_committed=args.read_committed,
+        group=args.group,
     ) as stream:
         started = stream.positions
         async with trio.open_nursery() as nursery:
@@ -506,10 +550,14 @@ async def _tail_stream(
                         _status_aside(status, f"kafka-ws-trio: the proxy reports{where}: {event.message}")
                     if not isinstance(event, Batch) or not event.records:
                         continue
-                    named = event.partition if len(stream.positions) > 1 else None
+                    named = event.partition if args.group is not None or len(stream.positions) > 1 else None
                     records = event.records[: None if args.max is None else args.max - count]
                     _status_aside(status, "\n".join(_format_record(record, named) for record in records), sys.stdout)
                     count += len(records)
+                    if args.commit:
+                        # Past what was printed: the whole batch, or up to where --max cut it.
+                        after = event.next_offset if len(records) == len(event.records) else records[-1].offset + 1
+                        await _commit_printed(stream, event.partition, after, status)
                     if count == args.max:
                         return EXIT_OK
             finally:
@@ -519,6 +567,24 @@ async def _tail_stream(
         if count == 0:
             print(_nothing_read(started, matcher is not None), file=sys.stderr)
     return EXIT_OK
+
+
+async def _commit_printed(stream: Stream, partition: int, offset: int, status: _StatusLine | None) -> None:
+    """tail --commit: commit ``offset`` for ``partition``, past what was printed. A commit the group's
+    rebalance refused is reported and tail goes on: the next batch commits again."""
+    from ._proto import ErrorCode
+    from .client import PubSubError
+
+    if partition not in stream.assignment:
+        return  # revoked meanwhile: the group's new owner reads it from the last commit
+    try:
+        await stream.commit({partition: offset})
+    except PubSubError as exc:
+        if exc.code not in (ErrorCode.NOT_ASSIGNED, ErrorCode.COMMIT_FAILED):
+            raise
+        _status_aside(
+            status, f"kafka-ws-trio: could not commit partition {partition} at offset {offset}: {exc.message}"
+        )
 
 
 def _status_aside(status: _StatusLine | None, text: str, out: TextIO = sys.stderr) -> None:

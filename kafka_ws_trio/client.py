@@ -21,6 +21,15 @@ this process's memory::
             ...  # batch.partition, batch.records
         # stream.positions: where each partition continues (resume with start=stream.positions)
 
+A stream in a Kafka consumer group (``group=``) gets the partitions the group assigns it,
+follows rebalances (``stream.assignment``, ``on_partitions``) and commits where the group
+goes on::
+
+    async with client.subscribe("demo", group="billing", start=EARLIEST) as stream:
+        async for batch in stream:
+            ...
+            await stream.commit(stream.positions)
+
 Writing (not in APISIX): ``client.produce(topic, records)`` writes a batch and
 answers one result per record; ``client.transaction()`` makes a block's
 produces commit or abort together::
@@ -82,6 +91,7 @@ from ._proto import (
     TxnAction,
     Written,
     decode_response,
+    encode_commit_request,
     encode_credit_request,
     encode_fetch_request,
     encode_list_offset_request,
@@ -107,6 +117,7 @@ __all__ = [
     "ConnectFailed",
     "Filter",
     "HeaderMatch",
+    "OnPartitions",
     "PartitionsChanged",
     "PubSubClient",
     "PubSubError",
@@ -233,6 +244,9 @@ class PartitionsChanged:
     positions: tuple[tuple[int, int], ...]
 
 
+#: What a stream's ``on_partitions`` is called with: the partitions assigned, the ones revoked, and
+#: where the assigned ones start (partition -> offset).
+OnPartitions: TypeAlias = Callable[[tuple[int, ...], tuple[int, ...], dict[int, int]], object]
 #: What :meth:`Stream.events` yields.
 StreamEvent: TypeAlias = Batch | CaughtUp | StreamProblem | PartitionsChanged
 #: A push as a stream keeps it until the caller takes it, with its cost in byte credit.
@@ -330,6 +344,16 @@ class Stream:
     many bytes of them plus one record), and the proxy waits while the caller does not take
     them. A proxy pushing past the credit ends the iteration with a :class:`PubSubError`
     instead of growing the buffer.
+
+    Consumer groups (a stream opened with ``group=``): :attr:`assignment` is the set of
+    partitions the group has given the stream, as of what the caller has taken: the first
+    assignment when the block is entered, then each :class:`PartitionsChanged` applied as it
+    is taken (by :meth:`events` or by plain iteration, which takes them silently). A rebalance
+    arrives as such events, in order with the batches: the revocation after the last batch of
+    the partitions revoked, the assignment before the first batch of the new ones (Kafka's
+    default assignors first revoke all of a member's partitions, then assign its new set). The
+    subscribe's ``on_partitions`` is called for each of them, at the same point.
+    :meth:`commit` stores where the group goes on.
     """
 
     def __init__(
@@ -341,9 +365,14 @@ class Stream:
         window: int,
         window_bytes: int,
         follow: bool,
+        group: str | None = None,
+        on_partitions: OnPartitions | None = None,
     ) -> None:
         self.id = stream_id
         self.topic = topic
+        #: The consumer group the stream is a member of; None for a plain stream.
+        self.group = group
+        self._on_partitions = on_partitions
         self._client = client
         self._window = window
         self._window_bytes = window_bytes
@@ -361,6 +390,7 @@ class Stream:
         self._taken_records = 0
         self._taken_bytes = 0
         self._positions: dict[int, int] = {}
+        self._assignment: set[int] = set()
         self._high_watermarks: dict[int, int] = {}
         self._caught_up: set[int] = set()
         self._arrived = trio.Event()
@@ -380,6 +410,17 @@ class Stream:
         """Partition -> the offset it continues at, as of what the caller has taken: store it, and
         subscribe again with ``start=positions`` to go on with nothing lost or repeated."""
         return dict(self._positions)
+
+    @property
+    def assignment(self) -> frozenset[int]:
+        """The partitions the stream reads now, as of what the caller has taken.
+
+        A group stream: those the group assigned it (its first assignment once the block is
+        entered, possibly none when the group has more members than the topic has partitions;
+        then each :class:`PartitionsChanged` applied as it is taken). A plain stream: the
+        partitions it was opened on, and those added to the topic later.
+        """
+        return frozenset(self._assignment)
 
     @property
     def caught_up(self) -> frozenset[int]:
@@ -452,6 +493,30 @@ class Stream:
                 on_answer=settle,
             )
 
+    async def commit(self, offsets: Mapping[int, int] | None = None) -> None:
+        """Commit ``offsets`` (partition -> the offset the group goes on at) for the stream's group;
+        returns once Kafka has them.
+
+        ``offsets`` None commits what the proxy has *delivered*: per partition, past the last
+        batch it sent, which includes batches still in the stream's buffer that the caller has
+        not taken (:attr:`buffered`). To commit only what the caller has taken (and, say,
+        processed), pass :attr:`positions`. An empty mapping commits nothing and sends nothing.
+        Inside :meth:`PubSubClient.transaction` the offsets become part of the transaction.
+        A member that joins the group later starts each partition at its committed offset.
+
+        Raises:
+            PubSubError: the proxy refused, with its code: ``NOT_ASSIGNED`` (a partition the
+                stream does not own, or no longer owns: it was revoked), ``COMMIT_FAILED``
+                (Kafka refused: the group rebalanced or this member left it; commit again
+                after the :class:`PartitionsChanged` events, for what is still assigned),
+                ``INVALID_REQUEST`` (not a group stream, or a negative offset),
+                ``UNKNOWN_STREAM`` (the stream is closed).
+        """
+        if offsets is not None and not offsets:
+            return
+        pairs = None if offsets is None else sorted(offsets.items())
+        await self._client._answer(lambda sequence: encode_commit_request(sequence, self.id, pairs), OkAnswer)
+
     async def _offset_for(self, partition: int, to: int | datetime) -> int:
         if isinstance(to, datetime):
             offset = await self._client.list_offset(self.topic, partition, _ms(to))
@@ -497,11 +562,15 @@ class Stream:
                 self._caught_up.add(event.partition)
                 self._high_watermarks[event.partition] = self._positions[event.partition]
         elif isinstance(event, PartitionsChanged):
-            self._positions.update(event.positions)
             for partition in event.revoked:
+                self._assignment.discard(partition)
                 self._positions.pop(partition, None)
                 self._high_watermarks.pop(partition, None)
                 self._caught_up.discard(partition)
+            self._assignment.update(event.assigned)
+            self._positions.update(event.positions)
+            if self._on_partitions is not None:
+                self._on_partitions(event.assigned, event.revoked, dict(event.positions))
         return event
 
     def _took(self, batch: Batch, size: int) -> None:
@@ -526,6 +595,7 @@ class Stream:
 
     def _opened(self, positions: Iterable[tuple[int, int]]) -> None:
         self._positions.update(positions)
+        self._assignment.update(self._positions)
 
     def _pushed(self, push: _Push, frame: bytes) -> None:
         if self._broken is not None or self._closed_by_proxy:
@@ -756,6 +826,9 @@ class PubSubClient:
         window_bytes: int = 0,
         follow: bool = True,
         read_committed: bool = False,
+        group: str | None = None,
+        auto_commit: bool = False,
+        on_partitions: OnPartitions | None = None,
     ) -> AsyncIterator[Stream]:
         """Open a push stream of ``topic`` for the block (schema/README.md "Streams").
 
@@ -772,16 +845,42 @@ class PubSubClient:
             follow: False: the iteration ends once every partition has caught up.
             read_committed: Leave out records of aborted and still-open transactions; the
                 stream then stops at the partition's last stable offset.
+            group: Join this Kafka consumer group: the group assigns the partitions (so
+                ``partitions`` must be None), and each starts at the group's committed
+                offset, else where ``start`` says. The block is entered once the group's
+                first assignment is known (:attr:`Stream.assignment`, possibly empty when the
+                group has more members than the topic has partitions); joining can take
+                seconds, within the client's ``request_timeout``. Leaving the block leaves the
+                group. Commit with :meth:`Stream.commit`.
+            auto_commit: A group stream only: the proxy commits what it has delivered every
+                commit interval (a route setting), when partitions are revoked and when the
+                stream closes. What was delivered includes batches the caller has not taken
+                yet: use :meth:`Stream.commit` with :attr:`Stream.positions` for what was taken.
+            on_partitions: Called as ``on_partitions(assigned, revoked, positions)`` for each
+                :class:`PartitionsChanged` (a group's rebalance, or partitions added to the
+                topic), in the caller's task, when the iteration takes the event: after
+                :attr:`Stream.assignment` and :attr:`Stream.positions` follow it, before the
+                batches after it. ``positions`` maps each assigned partition to where it
+                starts. Not called for the first assignment, which the block starts with.
+                What it raises propagates from the iteration.
 
         Leaving the block unsubscribes (waiting up to ``UNSUBSCRIBE_TIMEOUT`` for the proxy).
 
         Raises:
             PubSubError: the proxy refused the subscribe (``unknown command`` from a proxy
-                that does not serve streams, such as APISIX).
-            ValueError: ``start``, ``window`` or ``window_bytes`` is out of range.
+                that does not serve streams, such as APISIX; ``INVALID_REQUEST`` from a route
+                without consumer groups; ``OVERLOADED`` past the route's group members).
+            ValueError: ``start``, ``window`` or ``window_bytes`` is out of range; ``partitions``
+                with a ``group``; an empty ``group``; ``auto_commit`` without a ``group``.
         """
         if window < 1 or window_bytes < 0:
             raise ValueError(f"window must be 1 or more and window_bytes 0 or more, not {window} and {window_bytes}")
+        if group is not None and not group:
+            raise ValueError("group must be a name, not empty (None: a plain stream)")
+        if group is not None and partitions is not None:
+            raise ValueError("a group stream takes no partitions: the group assigns them")
+        if auto_commit and group is None:
+            raise ValueError("auto_commit needs a group: only a group stream commits")
         begin = _stream_start(start)
         isolation = Isolation.READ_COMMITTED if read_committed else Isolation.READ_UNCOMMITTED
         listed = tuple(partitions or ())
@@ -793,6 +892,8 @@ class PubSubClient:
             window=window,
             window_bytes=window_bytes,
             follow=follow,
+            group=group,
+            on_partitions=on_partitions,
         )
         self._streams[stream_id] = stream  # before the request: pushes follow its answer at once
         may_be_open = True
@@ -807,6 +908,8 @@ class PubSubClient:
                         filter=filter,
                         credit=Grant(records=window, bytes=window_bytes),
                         isolation=isolation,
+                        group=group or "",
+                        auto_commit=auto_commit,
                     ),
                     SubscribeAnswer,
                     sequence=stream_id,
