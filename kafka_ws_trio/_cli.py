@@ -100,8 +100,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     offsets = sub.add_parser(
         "offsets",
-        help="ask a proxy for a partition's offset (ListOffset)",
-        epilog="Example: kafka-ws-trio offsets ws://127.0.0.1:9080/kafka --topic demo --partition 0 --at earliest",
+        help="ask a proxy for a partition's offset (ListOffset), or a consumer group's committed offsets",
+        description="Print one offset of a partition (ListOffset). With --group, print the offsets the\n"
+        "consumer group has committed for the topic instead, one line per partition it committed:\n"
+        "the partition, the committed offset, the latest offset and the lag between them. The group\n"
+        "is not joined: its members are not disturbed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+        "  kafka-ws-trio offsets ws://127.0.0.1:9080/kafka --topic demo --partition 0 --at earliest\n"
+        "  kafka-ws-trio offsets ws://127.0.0.1:9080/kafka --topic demo --group billing",
     )
     _client_args(offsets)
     offsets.add_argument(
@@ -110,6 +117,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="earliest|latest|MS",
         help="earliest, latest (the next offset to be written; default), or a time in ms since the epoch",
     )
+    offsets.add_argument("--group", metavar="G", help="print the committed offsets of this consumer group")
 
     tail = sub.add_parser(
         "tail",
@@ -411,9 +419,28 @@ async def _offsets(args: argparse.Namespace) -> int:
     from .client import open_client
 
     _check_url(args.url)
+    if args.group is not None:
+        return await _group_offsets(args)
     at = _parse_at(args.at)
     async with open_client(args.url, request_timeout=args.timeout) as client:
         print(await client.list_offset(args.topic, args.partition, at))
+    return EXIT_OK
+
+
+async def _group_offsets(args: argparse.Namespace) -> int:
+    """``offsets --group``: a line per partition the group committed, with its lag; a sentence when none."""
+    from .client import LATEST, open_client
+
+    if not args.group:
+        raise SystemExit("kafka-ws-trio: error: --group takes a group name, not an empty one")
+    async with open_client(args.url, request_timeout=args.timeout) as client:
+        committed = await client.group_offsets(args.group, args.topic)
+        if not committed:
+            print(f"group {args.group} has committed no offsets for topic {args.topic}", file=sys.stderr)
+            return EXIT_OK
+        for partition, offset in sorted(committed.items()):
+            latest = await client.list_offset(args.topic, partition, LATEST)
+            print(f"partition={partition} committed={offset} latest={latest} lag={max(latest - offset, 0)}")
     return EXIT_OK
 
 

@@ -213,6 +213,13 @@ class GroupBackend(StreamingBackend, Protocol):
         """Whether the route lets a subscribe join a group."""
         ...
 
+    async def group_offsets(self, group: str, topic: str) -> Sequence[tuple[int, int]]:
+        """``(partition, offset)`` for each partition of ``topic`` that ``group`` has committed, without joining it.
+
+        Raises :class:`CommandFailed` (``not found topic``, reaching Kafka) within the backend's deadline.
+        """
+        ...
+
     async def join(self, group: str, topic: str, listener: GroupListener) -> GroupMember:
         """A new member of ``group`` subscribed to ``topic``; its assignments arrive once :meth:`GroupMember.run` runs.
 

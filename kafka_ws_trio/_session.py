@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -42,6 +42,7 @@ from ._ports import (
     Backend,
     CachingBackend,
     FrameWriter,
+    GroupBackend,
     ParkedResult,
     ParkingBackend,
     ProducingBackend,
@@ -59,6 +60,8 @@ from ._proto import (
     ErrorCode,
     Fetch,
     Frame,
+    GroupAction,
+    GroupOffsets,
     KafkaCommand,
     Key,
     ListOffset,
@@ -76,6 +79,7 @@ from ._proto import (
     Ticket,
     Unsubscribe,
     encode_error,
+    encode_group_offsets_answer,
     fetch_frame,
 )
 from ._streaming import After, SessionStreams
@@ -123,7 +127,7 @@ class SessionCounters:
 
 @attrs.frozen
 class _Job:
-    request: KafkaCommand | StreamCommand
+    request: KafkaCommand | StreamCommand | GroupOffsets
     ticket: Ticket
     #: A stream command's stream, as open when the reader took the command: it acts on that one only.
     stream: Stream | None = None
@@ -197,7 +201,10 @@ class Session:
                 backend, produce_limit, limits.queue_size, limits.max_message_size, self._reply_soon, self._spawn
             )
         self._connection = ServerConnection(
-            limits.max_message_size, streams=self._streams is not None, produce=self._producer is not None
+            limits.max_message_size,
+            streams=self._streams is not None,
+            produce=self._producer is not None,
+            groups=isinstance(backend, GroupBackend),
         )
         self._lanes = self._connection.lanes
         #: Workers waiting for their ticket's turn.
@@ -304,6 +311,9 @@ class Session:
             elif isinstance(action, ProduceAction):
                 assert self._producer is not None  # the connection hands out ProduceActions only with a producer
                 await self._producer.take(action.request)
+            elif isinstance(action, GroupAction):
+                # It keeps no partition's order: a ticket with no lane, its turn comes at once.
+                await self._queue(_Job(action.request, self._lanes.take(())))
             else:
                 await self._take(action)
 
@@ -372,6 +382,24 @@ class Session:
         if isinstance(outcome, CommandFailed):
             return self._stream_error(request.sequence, outcome), None
         return outcome
+
+    async def _respond_group(self, request: GroupOffsets) -> Frame:
+        """The answer to a CmdGroupOffsets: the group's committed offsets, or an error response."""
+        backend = self._backend
+        assert isinstance(backend, GroupBackend)  # the connection hands out GroupActions only then
+        deadline = backend.deadline + COMMAND_DEADLINE_MARGIN
+
+        async def run() -> Sequence[tuple[int, int]]:
+            with trio.fail_after(deadline):
+                return await backend.group_offsets(request.group, request.topic)
+
+        outcome = await self._outcome(request, run, deadline)
+        if isinstance(outcome, CommandFailed):
+            message = (
+                f"failed to read group offsets, group: {request.group}, topic: {request.topic}, err: {outcome.reason}"
+            )
+            return self._stream_error(request.sequence, CommandFailed(outcome.code, message))
+        return encode_group_offsets_answer(request.sequence, outcome)
 
     async def _outcome(self, request: object, call: Callable[[], Awaitable[_T]], deadline: float) -> _T | CommandFailed:
         """What ``call`` returns, or the failure it ends in: its own, a timeout, or a bug (logged)."""
@@ -555,6 +583,8 @@ class Session:
                 await self._wait_turn(job.ticket)
                 assert job.stream is not None  # the reader found it
                 frame, after = await self._respond_stream(request, job.stream)
+            elif isinstance(request, GroupOffsets):
+                frame = await self._respond_group(request)
             else:
                 frame = await self._respond(request)
                 await self._wait_turn(job.ticket)

@@ -69,6 +69,7 @@ from ._proto import (
     FetchAnswer,
     Filter,
     Grant,
+    GroupOffsetsAnswer,
     HeaderMatch,
     Isolation,
     MalformedResponse,
@@ -94,6 +95,7 @@ from ._proto import (
     encode_commit_request,
     encode_credit_request,
     encode_fetch_request,
+    encode_group_offsets_request,
     encode_list_offset_request,
     encode_ping_request,
     encode_produce_request,
@@ -130,7 +132,7 @@ __all__ = [
 
 log = logging.getLogger("kafka_ws_trio.client")
 
-_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer, OkAnswer, SubscribeAnswer, ProduceAnswer)
+_R = TypeVar("_R", Pong, OffsetAnswer, FetchAnswer, OkAnswer, SubscribeAnswer, ProduceAnswer, GroupOffsetsAnswer)
 
 #: ``timestamp`` values of ListOffset.
 LATEST: Final = -1
@@ -794,6 +796,19 @@ class PubSubClient:
             lambda sequence: encode_list_offset_request(sequence, topic, partition, timestamp), OffsetAnswer
         )
         return answer.offset
+
+    async def group_offsets(self, group: str, topic: str) -> dict[int, int]:
+        """``{partition: offset}``: what consumer group ``group`` has committed for ``topic``.
+
+        Partitions the group never committed are left out. The group is not joined: its
+        members are not disturbed. A kafka-python or Java consumer group's offsets read the
+        same way. Raises :class:`PubSubError` (``not found topic``; ``unknown command`` from a
+        proxy without consumer groups).
+        """
+        answer = await self._answer(
+            lambda sequence: encode_group_offsets_request(sequence, group, topic), GroupOffsetsAnswer
+        )
+        return dict(answer.committed)
 
     async def fetch(self, topic: str, partition: int, offset: int) -> list[Record]:
         """Records at or after ``offset``; an empty list at the log end."""

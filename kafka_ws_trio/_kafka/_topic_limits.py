@@ -4,9 +4,8 @@ The proxy checks each produced record against these before it hands it to
 the shared producer, because kafka-python's idempotent producer takes a
 record the broker refuses for good (too large, no key on a compacted topic)
 as a fatal error: it would fail every record in flight, of every session,
-and refuse all later ones. Looked up with one admin client per route
-(DescribeConfigs, through the same one-thread-at-a-time discipline as the
-consumers) and kept for ``METADATA_TTL``.
+and refuse all later ones. Looked up with the route's admin client
+(DescribeConfigs, ``_admin``) and kept for ``METADATA_TTL``.
 """
 
 from __future__ import annotations
@@ -18,11 +17,9 @@ import attrs
 import trio
 
 from .._proto import CommandFailed, ErrorCode
-from ._client import ThreadedConsumer
+from ._admin import RouteAdmin
 from ._context import KafkaContext
-from ._diagnosis import diagnose, kafka_failure
 from ._metadata import METADATA_TTL
-from ._settings import admin_config
 
 #: Kafka's default for a topic that does not set max.message.bytes (message.max.bytes).
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES: Final = 1_048_588
@@ -49,7 +46,7 @@ class TopicLimits:
     after_max_ms: int | None = None
 
 
-def _describe(admin: Any, topic: str) -> TopicLimits:
+def _describe(admin: Any, *, topic: str) -> TopicLimits:
     """In a thread: the topic's limits from DescribeConfigs (defaults for what the broker does not say)."""
     from kafka.admin import ConfigResource
 
@@ -70,20 +67,6 @@ def _describe(admin: Any, topic: str) -> TopicLimits:
         before_max_ms=int(before) if create_time and before else None,
         after_max_ms=int(after) if create_time and after else None,
     )
-
-
-def _new_admin(context: KafkaContext) -> Any:
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    route = context.route
-    unreachable = diagnose(route, tcp_only=True)
-    if unreachable is not None:
-        raise unreachable
-    try:
-        return KafkaAdminClient(**admin_config(route))
-    except KafkaError as exc:
-        raise (diagnose(route) or kafka_failure(exc, "connect")) from exc
 
 
 @attrs.define(eq=False)
@@ -115,10 +98,9 @@ class TopicLimitsCache:
     the first produce to a topic.
     """
 
-    def __init__(self, context: KafkaContext) -> None:
+    def __init__(self, context: KafkaContext, admin: RouteAdmin) -> None:
         self._context = context
-        self._client: ThreadedConsumer | None = None
-        self._opening = trio.Lock()
+        self._admin = admin
         self._known: dict[str, _Known] = {}
 
     async def of(self, topic: str) -> TopicLimits:
@@ -158,35 +140,4 @@ class TopicLimitsCache:
                 done.set()
 
     async def _describe(self, topic: str) -> TopicLimits:
-        client = await self._admin()
-        context = self._context
-        error: Exception | None = None
-        async with client.lock:
-            try:
-                limits: TopicLimits = await client.call(lambda: _describe(client.consumer, topic), context.call_budget)
-            except Exception as exc:
-                error = exc
-        if error is not None:
-            await client.aclose()
-            self._client = None
-            failure = error if isinstance(error, CommandFailed) else kafka_failure(error, "describing the topic")
-            raise failure from error
-        return limits
-
-    async def _admin(self) -> ThreadedConsumer:
-        async with self._opening:
-            if self._client is None or self._client.closed:
-                context = self._context
-                try:
-                    with trio.fail_after(context.deadline):
-                        admin = await trio.to_thread.run_sync(_new_admin, context, limiter=context.limiter)
-                except trio.TooSlowError:
-                    raise CommandFailed(ErrorCode.TIMEOUT, "connecting to Kafka timed out") from None
-                context.counters.consumers_created += 1  # a Kafka client, closed (and counted) like one
-                self._client = ThreadedConsumer(context, admin)
-            return self._client
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        return await self._admin.call(partial(_describe, topic=topic), "describing the topic")

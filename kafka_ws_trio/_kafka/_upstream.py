@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 import trio
@@ -33,6 +34,7 @@ from .._proto import (
     partition_not_found,
     topic_not_found,
 )
+from ._admin import RouteAdmin
 from ._client import Connector, load_kafka_python
 from ._context import Counters, KafkaContext
 from ._group import KafkaGroupMember, MemberSlots, join_group
@@ -121,7 +123,8 @@ class KafkaUpstream:
             Isolation.READ_COMMITTED if route.fetch_isolation == "read_committed" else Isolation.READ_UNCOMMITTED
         )
         self._producers = RouteProducers(self.context)
-        self._topic_limits = TopicLimitsCache(self.context)
+        self._admin = RouteAdmin(self.context)
+        self._topic_limits = TopicLimitsCache(self.context, self._admin)
         self._transactions = TransactionPool(self.context, self._producers.feeder)
         self._produce_budget = Budget(Amount(route.produce_route_records, route.produce_route_bytes), "produce_route")
         #: Group members: the route's own bound, then the proxy's (shared by its routes).
@@ -187,7 +190,7 @@ class KafkaUpstream:
                         nursery.start_soon(hub.reader.client.aclose)
                     nursery.start_soon(self._metadata.aclose)
                     nursery.start_soon(self._producers.aclose)
-                    nursery.start_soon(self._topic_limits.aclose)
+                    nursery.start_soon(self._admin.aclose)
                     nursery.start_soon(self._transactions.aclose)
 
     async def _close_idle(self) -> None:
@@ -340,6 +343,23 @@ class KafkaUpstream:
         if not self.route.groups:
             raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are off on this route (groups = false)")
         return await join_group(self.context, group, topic, listener, self._member_slots)
+
+    async def group_offsets(self, group: str, topic: str) -> list[tuple[int, int]]:
+        """The committed offsets of ``group`` for ``topic`` (admin OffsetFetch; the group is not joined)."""
+        if not self.route.groups:
+            raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are off on this route (groups = false)")
+        await self.partitions_of(topic)  # not found topic, as for the other commands
+
+        def fetch(admin: Any) -> list[tuple[int, int]]:
+            found = admin.list_group_offsets({group: None}).get(group, {})
+            pairs = []
+            for tp, committed in found.items():
+                offset = getattr(committed, "offset", -1)
+                if tp.topic == topic and offset is not None and offset >= 0:
+                    pairs.append((tp.partition, offset))
+            return sorted(pairs)
+
+        return await self._admin.call(fetch, "reading the group's offsets")
 
     # --------------------------------------------------------------- produce
 

@@ -204,8 +204,16 @@ class CmdTxn(_message.Message):
     action: TxnAction
     def __init__(self, action: _Optional[_Union[TxnAction, str]] = ...) -> None: ...
 
+class CmdGroupOffsets(_message.Message):
+    __slots__ = ("group", "topic")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
+
 class PubSubReq(_message.Message):
-    __slots__ = ("sequence", "cmd_empty", "cmd_ping", "cmd_kafka_fetch", "cmd_kafka_list_offset", "cmd_subscribe", "cmd_credit", "cmd_unsubscribe", "cmd_seek", "cmd_commit", "cmd_produce", "cmd_txn")
+    __slots__ = ("sequence", "cmd_empty", "cmd_ping", "cmd_kafka_fetch", "cmd_kafka_list_offset", "cmd_subscribe", "cmd_credit", "cmd_unsubscribe", "cmd_seek", "cmd_commit", "cmd_produce", "cmd_txn", "cmd_group_offsets")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CMD_EMPTY_FIELD_NUMBER: _ClassVar[int]
     CMD_PING_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +226,7 @@ class PubSubReq(_message.Message):
     CMD_COMMIT_FIELD_NUMBER: _ClassVar[int]
     CMD_PRODUCE_FIELD_NUMBER: _ClassVar[int]
     CMD_TXN_FIELD_NUMBER: _ClassVar[int]
+    CMD_GROUP_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     cmd_empty: CmdEmpty
     cmd_ping: CmdPing
@@ -230,7 +239,8 @@ class PubSubReq(_message.Message):
     cmd_commit: CmdCommit
     cmd_produce: CmdProduce
     cmd_txn: CmdTxn
-    def __init__(self, sequence: _Optional[int] = ..., cmd_empty: _Optional[_Union[CmdEmpty, _Mapping]] = ..., cmd_ping: _Optional[_Union[CmdPing, _Mapping]] = ..., cmd_kafka_fetch: _Optional[_Union[CmdKafkaFetch, _Mapping]] = ..., cmd_kafka_list_offset: _Optional[_Union[CmdKafkaListOffset, _Mapping]] = ..., cmd_subscribe: _Optional[_Union[CmdSubscribe, _Mapping]] = ..., cmd_credit: _Optional[_Union[CmdCredit, _Mapping]] = ..., cmd_unsubscribe: _Optional[_Union[CmdUnsubscribe, _Mapping]] = ..., cmd_seek: _Optional[_Union[CmdSeek, _Mapping]] = ..., cmd_commit: _Optional[_Union[CmdCommit, _Mapping]] = ..., cmd_produce: _Optional[_Union[CmdProduce, _Mapping]] = ..., cmd_txn: _Optional[_Union[CmdTxn, _Mapping]] = ...) -> None: ...
+    cmd_group_offsets: CmdGroupOffsets
+    def __init__(self, sequence: _Optional[int] = ..., cmd_empty: _Optional[_Union[CmdEmpty, _Mapping]] = ..., cmd_ping: _Optional[_Union[CmdPing, _Mapping]] = ..., cmd_kafka_fetch: _Optional[_Union[CmdKafkaFetch, _Mapping]] = ..., cmd_kafka_list_offset: _Optional[_Union[CmdKafkaListOffset, _Mapping]] = ..., cmd_subscribe: _Optional[_Union[CmdSubscribe, _Mapping]] = ..., cmd_credit: _Optional[_Union[CmdCredit, _Mapping]] = ..., cmd_unsubscribe: _Optional[_Union[CmdUnsubscribe, _Mapping]] = ..., cmd_seek: _Optional[_Union[CmdSeek, _Mapping]] = ..., cmd_commit: _Optional[_Union[CmdCommit, _Mapping]] = ..., cmd_produce: _Optional[_Union[CmdProduce, _Mapping]] = ..., cmd_txn: _Optional[_Union[CmdTxn, _Mapping]] = ..., cmd_group_offsets: _Optional[_Union[CmdGroupOffsets, _Mapping]] = ...) -> None: ...
 
 class ErrorResp(_message.Message):
     __slots__ = ("code", "message")
@@ -344,8 +354,14 @@ class ProduceResp(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[ProduceResult]
     def __init__(self, results: _Optional[_Iterable[_Union[ProduceResult, _Mapping]]] = ...) -> None: ...
 
+class GroupOffsetsResp(_message.Message):
+    __slots__ = ("committed",)
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    committed: OffsetList
+    def __init__(self, committed: _Optional[_Union[OffsetList, _Mapping]] = ...) -> None: ...
+
 class PubSubResp(_message.Message):
-    __slots__ = ("sequence", "error_resp", "pong_resp", "kafka_fetch_resp", "kafka_list_offset_resp", "subscribe_resp", "stream_batch", "stream_event", "ok_resp", "produce_resp")
+    __slots__ = ("sequence", "error_resp", "pong_resp", "kafka_fetch_resp", "kafka_list_offset_resp", "subscribe_resp", "stream_batch", "stream_event", "ok_resp", "produce_resp", "group_offsets_resp")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ERROR_RESP_FIELD_NUMBER: _ClassVar[int]
     PONG_RESP_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +372,7 @@ class PubSubResp(_message.Message):
     STREAM_EVENT_FIELD_NUMBER: _ClassVar[int]
     OK_RESP_FIELD_NUMBER: _ClassVar[int]
     PRODUCE_RESP_FIELD_NUMBER: _ClassVar[int]
+    GROUP_OFFSETS_RESP_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     error_resp: ErrorResp
     pong_resp: PongResp
@@ -366,4 +383,5 @@ class PubSubResp(_message.Message):
     stream_event: StreamEvent
     ok_resp: OkResp
     produce_resp: ProduceResp
-    def __init__(self, sequence: _Optional[int] = ..., error_resp: _Optional[_Union[ErrorResp, _Mapping]] = ..., pong_resp: _Optional[_Union[PongResp, _Mapping]] = ..., kafka_fetch_resp: _Optional[_Union[KafkaFetchResp, _Mapping]] = ..., kafka_list_offset_resp: _Optional[_Union[KafkaListOffsetResp, _Mapping]] = ..., subscribe_resp: _Optional[_Union[SubscribeResp, _Mapping]] = ..., stream_batch: _Optional[_Union[StreamBatch, _Mapping]] = ..., stream_event: _Optional[_Union[StreamEvent, _Mapping]] = ..., ok_resp: _Optional[_Union[OkResp, _Mapping]] = ..., produce_resp: _Optional[_Union[ProduceResp, _Mapping]] = ...) -> None: ...
+    group_offsets_resp: GroupOffsetsResp
+    def __init__(self, sequence: _Optional[int] = ..., error_resp: _Optional[_Union[ErrorResp, _Mapping]] = ..., pong_resp: _Optional[_Union[PongResp, _Mapping]] = ..., kafka_fetch_resp: _Optional[_Union[KafkaFetchResp, _Mapping]] = ..., kafka_list_offset_resp: _Optional[_Union[KafkaListOffsetResp, _Mapping]] = ..., subscribe_resp: _Optional[_Union[SubscribeResp, _Mapping]] = ..., stream_batch: _Optional[_Union[StreamBatch, _Mapping]] = ..., stream_event: _Optional[_Union[StreamEvent, _Mapping]] = ..., ok_resp: _Optional[_Union[OkResp, _Mapping]] = ..., produce_resp: _Optional[_Union[ProduceResp, _Mapping]] = ..., group_offsets_resp: _Optional[_Union[GroupOffsetsResp, _Mapping]] = ...) -> None: ...

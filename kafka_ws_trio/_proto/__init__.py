@@ -21,6 +21,8 @@ from ._codec import encode_credit_request as encode_credit_request
 from ._codec import encode_error as encode_error
 from ._codec import encode_fetch as encode_fetch
 from ._codec import encode_fetch_request as encode_fetch_request
+from ._codec import encode_group_offsets_answer as encode_group_offsets_answer
+from ._codec import encode_group_offsets_request as encode_group_offsets_request
 from ._codec import encode_list_offset as encode_list_offset
 from ._codec import encode_list_offset_request as encode_list_offset_request
 from ._codec import encode_ok as encode_ok
@@ -36,6 +38,7 @@ from ._codec import encode_subscribe_request as encode_subscribe_request
 from ._codec import encode_unsubscribe_request as encode_unsubscribe_request
 from ._connection import Command as Command
 from ._connection import Frame as Frame
+from ._connection import GroupAction as GroupAction
 from ._connection import ProduceAction as ProduceAction
 from ._connection import Reply as Reply
 from ._connection import Result as Result
@@ -74,6 +77,8 @@ from ._events import Fetch as Fetch
 from ._events import FetchAnswer as FetchAnswer
 from ._events import Filter as Filter
 from ._events import Grant as Grant
+from ._events import GroupOffsets as GroupOffsets
+from ._events import GroupOffsetsAnswer as GroupOffsetsAnswer
 from ._events import HeaderMatch as HeaderMatch
 from ._events import Invalid as Invalid
 from ._events import Isolation as Isolation

@@ -25,6 +25,8 @@ from ._events import (
     FetchAnswer,
     Filter,
     Grant,
+    GroupOffsets,
+    GroupOffsetsAnswer,
     HeaderMatch,
     Invalid,
     Isolation,
@@ -110,7 +112,7 @@ def decode_request(frame: bytes) -> Request:
             f"invalid offset: {cmd_fetch.offset}" if cmd_fetch.offset < 0 else None,
             lambda topic: Fetch(sequence, topic, cmd_fetch.partition, cmd_fetch.offset),
         )
-    decoder = _STREAM_DECODERS.get(kind or "") or PRODUCE_DECODERS.get(kind or "")
+    decoder = _STREAM_DECODERS.get(kind or "") or PRODUCE_DECODERS.get(kind or "") or _GROUP_DECODERS.get(kind or "")
     if decoder is not None:
         return decoder(sequence, request)
     # cmd_empty, no command at all, or a command from a newer protocol (an unknown field
@@ -215,8 +217,7 @@ def _subscribe(sequence: int, request: pb.PubSubReq) -> Subscribe:
     if command.group:
         if partitions:
             refuse("partitions with a group: the group assigns them")
-        if len(command.group) > MAX_GROUP_NAME:
-            refuse(f"group name of {len(command.group)} characters, more than {MAX_GROUP_NAME}")
+        _valid_group(command.group)
     return Subscribe(
         sequence=sequence,
         topic=topic,
@@ -255,6 +256,21 @@ def _seek(sequence: int, request: pb.PubSubReq) -> Seek:
     return Seek(sequence=sequence, subscription=command.subscription, partition=partition, to=to)
 
 
+def _valid_group(group: str) -> str:
+    """A consumer group name a command may give: not empty, at most :data:`MAX_GROUP_NAME` characters."""
+    if not group:
+        refuse("empty group")
+    if len(group) > MAX_GROUP_NAME:
+        refuse(f"group name of {len(group)} characters, more than {MAX_GROUP_NAME}")
+    return group
+
+
+def _group_offsets(sequence: int, request: pb.PubSubReq) -> GroupOffsets:
+    command = request.cmd_group_offsets
+    group = _valid_group(command.group)
+    return GroupOffsets(sequence=sequence, group=group, topic=valid_topic(command.topic))
+
+
 def _commit(sequence: int, request: pb.PubSubReq) -> Commit:
     command = request.cmd_commit
     offsets = _offset_pairs(command.offsets.entries)
@@ -268,6 +284,10 @@ _STREAM_DECODERS: Final[dict[str, Decoder]] = {
     "cmd_unsubscribe": judged("unsubscribe", _unsubscribe),
     "cmd_seek": judged("seek", _seek),
     "cmd_commit": judged("commit", _commit),
+}
+#: Commands that read a consumer group's state without joining it.
+_GROUP_DECODERS: Final[dict[str, Decoder]] = {
+    "cmd_group_offsets": judged("group offsets", _group_offsets),
 }
 
 
@@ -300,6 +320,12 @@ def encode_list_offset(sequence: int, offset: int) -> bytes:
 def encode_ok(sequence: int) -> bytes:
     """The frame of an OkResp: the command (an unsubscribe or a seek) is done."""
     return pb.PubSubResp(sequence=sequence, ok_resp=pb.OkResp()).SerializeToString()
+
+
+def encode_group_offsets_answer(sequence: int, committed: Sequence[tuple[int, int]]) -> bytes:
+    """The frame answering a :class:`GroupOffsets`: ``(partition, offset)`` pairs, in partition order."""
+    answer = pb.GroupOffsetsResp(committed=pb.OffsetList(entries=_offset_list(sorted(committed))))
+    return pb.PubSubResp(sequence=sequence, group_offsets_resp=answer).SerializeToString()
 
 
 def _offset_list(pairs: Sequence[tuple[int, int]]) -> list[pb.PartitionOffset]:
@@ -515,6 +541,12 @@ def encode_commit_request(sequence: int, subscription: int, offsets: Sequence[tu
     return pb.PubSubReq(sequence=sequence, cmd_commit=command).SerializeToString()
 
 
+def encode_group_offsets_request(sequence: int, group: str, topic: str) -> bytes:
+    """The frame of a CmdGroupOffsets: the committed offsets of ``group`` for ``topic``."""
+    command = pb.CmdGroupOffsets(group=group, topic=topic)
+    return pb.PubSubReq(sequence=sequence, cmd_group_offsets=command).SerializeToString()
+
+
 def decode_record(message: pb.KafkaMessage) -> Record:
     """A KafkaMessage as a :class:`Record`, null (absent) key, value and header values as None."""
     return Record(
@@ -561,6 +593,8 @@ def decode_response(frame: bytes) -> Response:
         return _decode_stream_event(sequence, response.stream_event)
     if kind == "produce_resp":
         return decode_produce_answer(sequence, response.produce_resp)
+    if kind == "group_offsets_resp":
+        return GroupOffsetsAnswer(sequence=sequence, committed=_pairs(response.group_offsets_resp.committed.entries))
     return UnknownResponse(sequence=sequence)
 
 

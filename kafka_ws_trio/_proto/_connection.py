@@ -30,6 +30,7 @@ from ._events import (
     AddCredit,
     Commit,
     Fetch,
+    GroupOffsets,
     Invalid,
     KafkaCommand,
     ListOffset,
@@ -89,9 +90,17 @@ class ProduceAction:
     request: ProduceCommand
 
 
+@attrs.frozen
+class GroupAction:
+    """A command that reads a consumer group's state (its committed offsets) without joining it."""
+
+    request: GroupOffsets
+
+
 #: The names :class:`Rejected` gives the commands of each extension.
 _STREAM_COMMANDS: Final = frozenset({"subscribe", "credit", "unsubscribe", "seek", "commit"})
 _PRODUCE_COMMANDS: Final = frozenset({"produce", "txn"})
+_GROUP_COMMANDS: Final = frozenset({"group offsets"})
 
 
 def stream_lane(stream_id: int) -> Key:
@@ -116,10 +125,14 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
-    __slots__ = ("errors", "lanes", "max_message_size", "produce", "streams")
+    __slots__ = ("errors", "groups", "lanes", "max_message_size", "produce", "streams")
 
-    def __init__(self, max_message_size: int, *, streams: bool = False, produce: bool = False) -> None:
+    def __init__(
+        self, max_message_size: int, *, streams: bool = False, produce: bool = False, groups: bool = False
+    ) -> None:
         self.max_message_size = max_message_size
+        #: Whether the session reads consumer groups' offsets; without, CmdGroupOffsets is "unknown command".
+        self.groups = groups
         #: Whether the session serves streams; without, stream commands are "unknown command".
         self.streams = streams
         #: Whether the session serves produce and transactions; without, they are "unknown command".
@@ -128,7 +141,7 @@ class ServerConnection:
         #: Error responses produced so far (replies and answers alike).
         self.errors = 0
 
-    def receive(self, frame: bytes) -> Reply | Command | StreamAction | ProduceAction:
+    def receive(self, frame: bytes) -> Reply | Command | StreamAction | ProduceAction | GroupAction:
         """What to do with one binary frame from the client."""
         request = decode_request(frame)
         if isinstance(request, Ping):
@@ -138,15 +151,16 @@ class ServerConnection:
             return StreamAction(request, (stream_lane(stream_id),))
         if self.produce and isinstance(request, Produce | Txn):
             return ProduceAction(request)
+        if self.groups and isinstance(request, GroupOffsets):
+            return GroupAction(request)
         if isinstance(request, Rejected) and self._serves(request.command):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode(request.code), request.message))
         # A session without streams (a backend that cannot feed them) does not know stream commands,
         # nor one without a producer produce commands: they get "unknown command", Rejected ones too,
         # so a client cannot take it for one that serves them.
-        if isinstance(
-            request, UnknownCommand | Subscribe | AddCredit | Unsubscribe | Seek | Commit | Produce | Txn | Rejected
-        ):
+        extension = Subscribe | AddCredit | Unsubscribe | Seek | Commit | Produce | Txn | GroupOffsets
+        if isinstance(request, UnknownCommand | Rejected | extension):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
         if isinstance(request, Malformed):
@@ -161,7 +175,11 @@ class ServerConnection:
         return Command(request, ((command.topic, command.partition),))
 
     def _serves(self, command: str) -> bool:
-        return (self.streams and command in _STREAM_COMMANDS) or (self.produce and command in _PRODUCE_COMMANDS)
+        return (
+            (self.streams and command in _STREAM_COMMANDS)
+            or (self.produce and command in _PRODUCE_COMMANDS)
+            or (self.groups and command in _GROUP_COMMANDS)
+        )
 
     def answer(self, request: KafkaCommand, result: Result) -> Frame:
         """The response frame for a command's result; a :class:`CommandFailed` becomes an error response."""

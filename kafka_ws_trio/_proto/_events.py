@@ -213,6 +213,15 @@ class Commit:
 
 
 @attrs.frozen
+class GroupOffsets:
+    """CmdGroupOffsets, validated: read the committed offsets of ``group`` for ``topic`` (without joining)."""
+
+    sequence: int
+    group: str
+    topic: str
+
+
+@attrs.frozen
 class Seek:
     """CmdSeek, validated: move ``partition`` of the stream ``subscription`` to ``to``; answered with ok."""
 
@@ -314,7 +323,16 @@ StreamCommand: TypeAlias = Subscribe | AddCredit | Unsubscribe | Seek | Commit
 
 #: A decoded request; dispatch on the type.
 Request: TypeAlias = (
-    Ping | ListOffset | Fetch | UnknownCommand | Malformed | Invalid | StreamCommand | ProduceCommand | Rejected
+    Ping
+    | ListOffset
+    | Fetch
+    | UnknownCommand
+    | Malformed
+    | Invalid
+    | StreamCommand
+    | ProduceCommand
+    | GroupOffsets
+    | Rejected
 )
 #: The requests that need Kafka (or keep a partition's order).
 KafkaCommand: TypeAlias = ListOffset | Fetch | Invalid
@@ -391,6 +409,14 @@ class OkAnswer:
     """OkResp: the command (unsubscribe, seek, transaction) is done."""
 
     sequence: int
+
+
+@attrs.frozen
+class GroupOffsetsAnswer:
+    """GroupOffsetsResp: ``(partition, offset)`` for each partition the group has committed, in partition order."""
+
+    sequence: int
+    committed: tuple[tuple[int, int], ...]
 
 
 @attrs.frozen
@@ -492,6 +518,7 @@ Response: TypeAlias = (
     | FetchAnswer
     | ErrorAnswer
     | OkAnswer
+    | GroupOffsetsAnswer
     | SubscribeAnswer
     | ProduceAnswer
     | Push

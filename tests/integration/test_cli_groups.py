@@ -126,3 +126,33 @@ async def test_tail_refuses_group_flags_that_do_not_go_together(flags: list[str]
     assert result.stdout == b""
     assert result.stderr.decode().splitlines()[0] == first_line
     assert b"Traceback" not in result.stderr
+
+
+async def offsets(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process([COMMAND, "offsets", *args], capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_offsets_group_prints_each_committed_partition_with_its_lag(kafka_broker: KafkaBroker) -> None:
+    """``offsets --group``: after ``tail --group --commit`` read 3 of 5 records of partition 1 (and
+    nothing of partition 0, which has none), one line with the committed offset and the lag."""
+    topic = create_topic(kafka_broker, partitions=2)
+    produce(kafka_broker, topic, [f"r{n}".encode() for n in range(5)], partition=1)
+    group = unique_topic_name("group")
+    with trio.fail_after(TEST_LIMIT):
+        async with proxy_url(kafka_broker) as url:
+            before = await offsets(url, "--topic", topic, "--group", group)
+            assert before.returncode == 0 and before.stdout == b"", before
+            assert before.stderr.decode().splitlines()[0] == (
+                f"group {group} has committed no offsets for topic {topic}"
+            )
+            read = await tail(url, "--topic", topic, "--group", group, "--commit", "--from", "earliest", "--max", "3")
+            assert len(printed(read)) == 3
+            after = await offsets(url, "--topic", topic, "--group", group)
+            assert after.returncode == 0, after.stderr
+            assert after.stdout.decode().splitlines() == ["partition=1 committed=3 latest=5 lag=2"]
+            missing = await offsets(url, "--topic", "no-such-topic", "--group", group)
+            assert missing.returncode == 1
+            assert missing.stderr.decode().splitlines()[0] == (
+                f"kafka-ws-trio: error: the proxy answered: failed to read group offsets, group: {group},"
+                " topic: no-such-topic, err: not found topic (code 10)"
+            )

@@ -21,6 +21,7 @@ from kafka_ws_trio._proto import (
     ErrorAnswer,
     ErrorCode,
     Grant,
+    GroupOffsetsAnswer,
     Isolation,
     OkAnswer,
     OutRecord,
@@ -31,6 +32,7 @@ from kafka_ws_trio._proto import (
     SubscribeAnswer,
     TxnAction,
     encode_commit_request,
+    encode_group_offsets_request,
     encode_produce_request,
     encode_subscribe_request,
     encode_txn_request,
@@ -374,3 +376,35 @@ async def test_a_commit_while_a_transaction_is_open_counts_only_if_the_transacti
                 await trio.sleep(QUIET)
                 values = [r.value for r in client.records(9)[0]]
                 assert values == [value(0, n).upper() for n in (0, 1, 2, 3, 4, 5, 6, 7)]
+
+
+async def test_a_groups_committed_offsets_can_be_read_without_joining_it(
+    kafka_broker: KafkaBroker, topics: Callable[..., str]
+) -> None:
+    """CmdGroupOffsets answers the group's committed offsets, partitions without one left out; the
+    group is not joined (its member keeps every partition); a missing topic and a bad group are errors."""
+    topic = topics(3, 10)
+    group = group_name()
+    with trio.fail_after(TEST_LIMIT):
+        async with proxy(kafka_broker) as server, stream_client(server.url + ROUTE) as client:
+            sequence = client.sequence()
+            answer = await client.ask(sequence, encode_group_offsets_request(sequence, group, topic))
+            assert answer == GroupOffsetsAnswer(sequence, ()), "a group that never committed"
+            member = await join(client, 1, topic, group, start=StartEdge.EARLIEST, credit=Grant(records=0))
+            assert isinstance(await commit(client, 1, [(0, 4), (2, 9)]), OkAnswer)
+            sequence = client.sequence()
+            answer = await client.ask(sequence, encode_group_offsets_request(sequence, group, topic))
+            assert answer == GroupOffsetsAnswer(sequence, ((0, 4), (2, 9)))
+            await trio.sleep(QUIET)
+            assert owned(client, 1, member) == {0, 1, 2}, "reading the offsets must not rebalance the group"
+            assert client.pushes(1, StreamPartitions) == []
+
+            sequence = client.sequence()
+            answer = await client.ask(sequence, encode_group_offsets_request(sequence, group, "no-such-topic"))
+            assert isinstance(answer, ErrorAnswer) and answer.code == ErrorCode.TOPIC_NOT_FOUND, answer
+            assert answer.message == (
+                f"failed to read group offsets, group: {group}, topic: no-such-topic, err: not found topic"
+            )
+            sequence = client.sequence()
+            answer = await client.ask(sequence, encode_group_offsets_request(sequence, "", topic))
+            assert answer == ErrorAnswer(sequence, ErrorCode.INVALID_REQUEST, "invalid group offsets: empty group")

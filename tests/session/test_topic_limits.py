@@ -10,6 +10,7 @@ import trio
 import trio.testing
 from _fakes import Background, context
 
+from kafka_ws_trio._kafka._admin import RouteAdmin
 from kafka_ws_trio._kafka._metadata import METADATA_TTL
 from kafka_ws_trio._kafka._topic_limits import TopicLimits, TopicLimitsCache
 from kafka_ws_trio._proto import CommandFailed, ErrorCode
@@ -19,7 +20,8 @@ class Described(TopicLimitsCache):
     """DescribeConfigs answered after ``delay`` seconds of Trio time, counted."""
 
     def __init__(self, background: Background, delay: float = 0.5) -> None:
-        super().__init__(context(background))
+        made = context(background)
+        super().__init__(made, RouteAdmin(made))
         self.calls = 0
         self.delay = delay
         self.fail: CommandFailed | None = None

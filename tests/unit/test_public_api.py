@@ -41,6 +41,7 @@ def test_client_exports() -> None:
         "HeaderMatch",
         "LATEST",
         "NotWritten",
+        "OnPartitions",
         "OutRecord",
         "PartitionsChanged",
         "ProduceResult",

@@ -39,6 +39,7 @@ EXPECTED_FIELDS = {
         "39 CmdCommit cmd_commit (req)",
         "40 CmdProduce cmd_produce (req)",
         "41 CmdTxn cmd_txn (req)",
+        "42 CmdGroupOffsets cmd_group_offsets (req)",
     ],
     "ErrorResp": ["1 int32 code", "2 string message"],
     "PongResp": ["1 bytes state"],
@@ -63,6 +64,7 @@ EXPECTED_FIELDS = {
         "37 StreamEvent stream_event (resp)",
         "38 OkResp ok_resp (resp)",
         "39 ProduceResp produce_resp (resp)",
+        "40 GroupOffsetsResp group_offsets_resp (resp)",
     ],
     # Streams (schema/README.md, "Streams"): the extension's numbers.
     "PartitionOffset": ["1 int32 partition", "2 int64 offset"],
@@ -104,6 +106,9 @@ EXPECTED_FIELDS = {
     "CmdTxn": ["1 TxnAction action"],
     "ProduceResult": ["1 int32 partition", "2 int64 offset", "3 int64 timestamp", "4 ErrorResp error"],
     "ProduceResp": ["1 repeated ProduceResult results"],
+    # Reading a group's committed offsets (schema/README.md, "Consumer groups"): past PROTOCOL.md's numbers.
+    "CmdGroupOffsets": ["1 string group", "2 string topic"],
+    "GroupOffsetsResp": ["1 OffsetList committed"],
     "SubscribeResp": ["1 OffsetList positions"],
     "StreamBatch": [
         "1 int32 partition",

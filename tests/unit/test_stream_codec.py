@@ -28,6 +28,9 @@ from kafka_ws_trio._proto import (
     ErrorCode,
     Filter,
     Grant,
+    GroupAction,
+    GroupOffsets,
+    GroupOffsetsAnswer,
     HeaderMatch,
     Isolation,
     OkAnswer,
@@ -55,6 +58,8 @@ from kafka_ws_trio._proto import (
     encode_commit_request,
     encode_credit_request,
     encode_error,
+    encode_group_offsets_answer,
+    encode_group_offsets_request,
     encode_ok,
     encode_seek_request,
     encode_stream_event_caught_up,
@@ -698,3 +703,38 @@ def test_the_unknown_command_example_uses_a_free_number() -> None:
     [frame] = [frame for kind, frame in documented_frames("Commands") if kind == "request" and frame[:2] == b"\x08\x2a"]
     assert decode_request(frame) == UnknownCommand(42)
     assert frame[2:4] == b"\xe2\x03"  # field 60: 35 to 41 are taken or planned
+
+
+# ------------------------------------------------------------ group offsets
+
+
+@given(sequence=INT64, group=st.text(min_size=1, max_size=MAX_GROUP_NAME), topic=TOPICS)
+def test_group_offsets_round_trip(sequence: int, group: str, topic: str) -> None:
+    assert decode_request(encode_group_offsets_request(sequence, group, topic)) == GroupOffsets(sequence, group, topic)
+
+
+@given(sequence=INT64, committed=st.lists(st.tuples(PARTITIONS, NON_NEGATIVE_INT64), unique_by=lambda p: p[0]))
+def test_group_offsets_answer_round_trip_in_partition_order(sequence: int, committed: list[tuple[int, int]]) -> None:
+    answer = decode_response(encode_group_offsets_answer(sequence, committed))
+    assert answer == GroupOffsetsAnswer(sequence, tuple(sorted(committed)))
+
+
+@pytest.mark.parametrize(
+    ("group", "topic", "problem"),
+    [
+        ("", "t", "empty group"),
+        ("g" * (MAX_GROUP_NAME + 1), "t", f"group name of {MAX_GROUP_NAME + 1} characters, more than 255"),
+        ("g", "", "empty topic"),
+        ("g", "a b", "invalid topic \"a b\": only ASCII letters, digits, '.', '_' and '-' are allowed"),
+    ],
+)
+def test_group_offsets_that_cannot_be_valid_are_refused(group: str, topic: str, problem: str) -> None:
+    assert rejected(encode_group_offsets_request(5, group, topic)) == f"invalid group offsets: {problem}"
+
+
+def test_group_offsets_are_an_unknown_command_where_groups_are_not_served() -> None:
+    frame = encode_group_offsets_request(5, "g", "t")
+    reply = ServerConnection(1 << 20, streams=True).receive(frame)
+    assert isinstance(reply, Reply)
+    assert decode_response(reply.frame) == ErrorAnswer(5, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE)
+    assert isinstance(ServerConnection(1 << 20, groups=True).receive(frame), GroupAction)
