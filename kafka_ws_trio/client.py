@@ -393,6 +393,8 @@ class Stream:
         self._taken_bytes = 0
         self._positions: dict[int, int] = {}
         self._assignment: set[int] = set()
+        #: Whether the stream has ever read a partition (a group may give it none).
+        self._ever_assigned = False
         self._high_watermarks: dict[int, int] = {}
         self._caught_up: set[int] = set()
         self._arrived = trio.Event()
@@ -532,7 +534,13 @@ class Stream:
     # ---------------------------------------------- taking, in the caller's task
 
     def _finished(self) -> bool:
-        return not self._follow and bool(self._positions) and self._caught_up >= self._positions.keys()
+        if self._follow:
+            return False
+        if not self._positions:
+            # A group member that the group gave nothing (more members than partitions) has nothing
+            # to read; one whose partitions were all revoked waits for the assignment that follows.
+            return self.group is not None and not self._ever_assigned and not self._pending
+        return self._caught_up >= self._positions.keys()
 
     async def _next(self) -> StreamEvent | None:
         """The next push, with the stream's state moved past it; None when a ``follow=False`` stream is done."""
@@ -571,6 +579,7 @@ class Stream:
                 self._caught_up.discard(partition)
             self._assignment.update(event.assigned)
             self._positions.update(event.positions)
+            self._ever_assigned = self._ever_assigned or bool(event.assigned)
             if self._on_partitions is not None:
                 self._on_partitions(event.assigned, event.revoked, dict(event.positions))
         return event
@@ -598,6 +607,7 @@ class Stream:
     def _opened(self, positions: Iterable[tuple[int, int]]) -> None:
         self._positions.update(positions)
         self._assignment.update(self._positions)
+        self._ever_assigned = bool(self._positions)
 
     def _pushed(self, push: _Push, frame: bytes) -> None:
         if self._broken is not None or self._closed_by_proxy:

@@ -262,3 +262,25 @@ def test_the_readme_consumer_groups_example_runs_as_printed(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected
+
+
+async def test_a_member_the_group_gives_nothing_ends_at_once_without_follow(
+    kafka_broker: KafkaBroker, topics: Callable[..., str]
+) -> None:
+    """One partition, two members: the second gets nothing, and with ``follow=False`` its iteration ends
+    (there is nothing for it to read); the first, with the partition, reads it to the end."""
+    topic = topics(1, 3)
+    group = unique_topic_name("group")
+    with trio.fail_after(TEST_LIMIT):
+        async with (
+            proxy_url(kafka_broker) as url,
+            open_client(url) as one,
+            open_client(url) as two,
+            one.subscribe(topic, group=group, start=EARLIEST, follow=False) as first,
+        ):
+            async with two.subscribe(topic, group=group, start=EARLIEST, follow=False) as second:
+                assert second.assignment == frozenset()
+                assert [batch async for batch in second] == []
+            # (The first member's partition was revoked and given back as the second joined and left.)
+            offsets = [record.offset async for batch in first for record in batch.records]
+            assert sorted(set(offsets)) == [0, 1, 2]
