@@ -349,6 +349,8 @@ class SessionStreams:
             outlet.member_scope = trio.CancelScope()
             self._spawn(self._run_member, stream, outlet, member)
             await membership.first.wait()
+            if membership.failure is not None:
+                raise subscribe_failure(topic, membership.failure)
         except BaseException:
             self._forget(stream)
             if self.registry.find(stream.id) is stream:
@@ -363,14 +365,24 @@ class SessionStreams:
     async def _run_member(self, stream: Stream, outlet: _Outlet, member: GroupMember) -> None:
         """The member's work, until the stream closes (its scope is cancelled) or the membership cannot go on."""
         assert outlet.member_scope is not None
+        assert outlet.membership is not None
         with outlet.member_scope:
             try:
                 await member.run()
             except CommandFailed as exc:
-                self.end(stream, exc)
+                self._member_failed(stream, outlet.membership, exc)
             except Exception:
                 log.exception("bug in the group member of stream %d", stream.id)
-                self.end(stream, CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error in the group member"))
+                failure = CommandFailed(ErrorCode.INTERNAL_ERROR, "internal error in the group member")
+                self._member_failed(stream, outlet.membership, failure)
+
+    def _member_failed(self, stream: Stream, membership: _Membership, failure: CommandFailed) -> None:
+        """The membership cannot go on: before the first assignment the subscribe fails, after it the stream ends."""
+        if not membership.first.is_set():
+            membership.failure = failure
+            membership.first.set()  # the subscribe, waiting for it, fails with this
+            return
+        self.end(stream, failure)
 
     async def commit(self, command: Commit, stream: Stream) -> tuple[bytes, After | None]:
         """Commit offsets of a group stream (those named, or what it delivered); the answer once Kafka has them.
@@ -502,8 +514,10 @@ class _Membership:
         self._streams = streams
         self._stream = stream
         self._outlet = outlet
-        #: Set once the group's first assignment is placed (the subscribe's answer waits for it).
+        #: Set once the group's first assignment is placed (the subscribe's answer waits for it),
+        #: or the membership failed before it (``failure``).
         self.first = trio.Event()
+        self.failure: CommandFailed | None = None
         #: Whether the subscribe's answer has been sent; events wait in ``_deferred`` until then.
         self._sent = False
         self._deferred: list[bytes] = []

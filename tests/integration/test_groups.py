@@ -408,3 +408,23 @@ async def test_a_groups_committed_offsets_can_be_read_without_joining_it(
             sequence = client.sequence()
             answer = await client.ask(sequence, encode_group_offsets_request(sequence, "", topic))
             assert answer == ErrorAnswer(sequence, ErrorCode.INVALID_REQUEST, "invalid group offsets: empty group")
+
+
+async def test_a_membership_kafka_refuses_fails_the_subscribe_at_once(
+    kafka_broker: KafkaBroker, topics: Callable[..., str]
+) -> None:
+    """A session timeout below the broker's minimum (group.min.session.timeout.ms, 6 s by default):
+    Kafka refuses the join, and the subscribe gets that error well before its deadline, not a timeout."""
+    topic = topics(1)
+    with trio.fail_after(TEST_LIMIT):
+        async with (
+            proxy(kafka_broker, group_session_timeout=2.0, group_heartbeat_interval=0.5) as server,
+            stream_client(server.url + ROUTE) as client,
+        ):
+            started = trio.current_time()
+            answer = await client.ask(1, encode_subscribe_request(1, topic, group=group_name()))
+            assert isinstance(answer, ErrorAnswer), answer
+            assert answer.message.startswith(f"failed to subscribe, topic: {topic}, err: "), answer.message
+            assert "InvalidSessionTimeout" in answer.message or "INVALID_SESSION_TIMEOUT" in answer.message
+            assert trio.current_time() - started < 15
+            await members_gone(server)
