@@ -44,18 +44,18 @@ def emit(**event: Any) -> None:
     sys.stdout.flush()
 
 
-def _checked(line: bytes | str, expected: str) -> dict[str, Any]:
+def _checked(line: bytes | str, *expected: str) -> dict[str, Any]:
     if not line:
         raise SystemExit(0)  # the orchestrator is gone: so are we
     command: dict[str, Any] = json.loads(line)
-    if command.get("cmd") != expected:
-        raise RuntimeError(f"expected command {expected!r}, got {command!r}")
+    if command.get("cmd") not in expected:
+        raise RuntimeError(f"expected command {' or '.join(map(repr, expected))}, got {command!r}")
     return command
 
 
-def sync_command(expected: str) -> dict[str, Any]:
-    """The next command, read with a blocking read (for the children that are not asyncio)."""
-    return _checked(sys.stdin.readline(), expected)
+def sync_command(*expected: str) -> dict[str, Any]:
+    """The next command, one of ``expected``, read with a blocking read (for the children that are not asyncio)."""
+    return _checked(sys.stdin.readline(), *expected)
 
 
 class Commands:
@@ -71,8 +71,9 @@ class Commands:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         return cls(reader)
 
-    async def next(self, expected: str) -> dict[str, Any]:
-        return _checked(await asyncio.wait_for(self._reader.readline(), COMMAND_TIMEOUT), expected)
+    async def next(self, *expected: str) -> dict[str, Any]:
+        """The next command, which must be one of ``expected``."""
+        return _checked(await asyncio.wait_for(self._reader.readline(), COMMAND_TIMEOUT), *expected)
 
 
 # ------------------------------------------------------------ orchestrator side

@@ -22,6 +22,7 @@ from .children import Child, say
 from .context import Bench
 from .fanout import run_fanout, run_stream_fanout
 from .fetch import run_fetch, run_stream_partitions, run_stream_throughput
+from .groups import run_group_members, run_group_rebalance, run_group_throughput
 from .meta import run_meta
 from .plan import BROKER_PORT_BASE, FULL, QUICK, SCENARIOS, BenchError, raise_nofile
 from .produce import run_produce_fanin, run_produce_latency, run_produce_throughput
@@ -48,7 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Measure kafka-ws-trio: fetch and stream throughput, fan-out latency by fetch and by stream, "
-        "idle sessions and streams, churn, first byte, produce throughput, latency and fan-in.",
+        "idle sessions and streams, churn, first byte, produce throughput, latency and fan-in, consumer-group "
+        "throughput, rebalance and members.",
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (under 5 minutes)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every figure to FILE")
@@ -125,6 +127,9 @@ def _steps(bench: Bench) -> dict[str, Callable[[], None]]:
         "produce_throughput": lambda: run_produce_throughput(bench),
         "produce_latency": lambda: run_produce_latency(bench),
         "produce_fanin": lambda: run_produce_fanin(bench),
+        "group_throughput": lambda: run_group_throughput(bench),
+        "group_rebalance": lambda: run_group_rebalance(bench),
+        "group_members": lambda: run_group_members(bench),
     }
 
 

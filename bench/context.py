@@ -57,13 +57,17 @@ class Bench:
     #: How many proxy processes this run started (each timed run starts one).
     proxies_started: int = 0
 
-    def proxy(self, name: str, max_sessions: int = MAX_SESSIONS) -> Proxy:
-        """Start a fresh proxy process on the default config (plus any --server/--route overrides)."""
+    def proxy(self, name: str, max_sessions: int = MAX_SESSIONS, route: dict[str, Any] | None = None) -> Proxy:
+        """Start a fresh proxy process on the default config (plus any --server/--route overrides).
+
+        ``route`` holds settings a scenario needs (group_members sets max_group_members); a --route
+        override of the same setting wins over it.
+        """
         spec: dict[str, Any] = {
             "bootstrap": self.bootstrap,
             "max_sessions": max_sessions,
             "server": self.server_options,
-            "route": self.route_options,
+            "route": {**(route or {}), **self.route_options},
         }
         if self.package_root is not None:
             spec["package_root"] = str(self.package_root)

@@ -12,7 +12,10 @@ ratio compares the proxy with what its own library does alone.
 from __future__ import annotations
 
 import collections
+import json
 import os
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -104,7 +107,10 @@ def worker_confluent(spec: dict[str, Any]) -> None:
 
 
 def worker_producer(spec: dict[str, Any]) -> None:
-    """Produce ``rate`` records a second, each stamped with the wall clock when it is handed over."""
+    """Produce ``rate`` records a second, each stamped with the wall clock when it is handed over.
+
+    To PARTITION, or with ``partitions`` in the spec to each partition of the topic in turn.
+    """
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": spec["bootstrap"], "acks": "all"})  # librdkafka defaults: linger.ms 5
@@ -133,12 +139,14 @@ def worker_producer(spec: dict[str, Any]) -> None:
     started = due = time.monotonic()
     cpu0 = cpu_seconds()
     sent = 0
+    partitions = spec.get("partitions", 0)
     while not stop.is_set():
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         stamp = int(time.time() * 1000)
-        producer.produce(spec["topic"], value=value, partition=PARTITION, timestamp=stamp, on_delivery=delivered)
+        partition = sent % partitions if partitions else PARTITION
+        producer.produce(spec["topic"], value=value, partition=partition, timestamp=stamp, on_delivery=delivered)
         producer.poll(0)
         per_second[stamp // 1000] += 1
         sent += 1
@@ -224,11 +232,131 @@ def worker_kafka_python_producer(spec: dict[str, Any]) -> None:
         producer.close(timeout=CLOSE_SECONDS)
 
 
+def _commands() -> queue.Queue[dict[str, Any] | None]:
+    """The orchestrator's commands, read by a thread of their own (None: stdin closed), for a loop that must poll."""
+    commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.strip():
+                commands.put(json.loads(line))
+        commands.put(None)
+
+    threading.Thread(target=read, name="commands", daemon=True).start()
+    return commands
+
+
+def worker_kafka_python_group(spec: dict[str, Any]) -> None:
+    """One member of a consumer group read directly with kafka-python: it joins paused, then reads to ``ends``.
+
+    Set up like the direct reader (the proxy's fetch settings) plus ``group_id``, no
+    auto-commit, and ``earliest`` for partitions without a committed offset (a fresh
+    group has none), with the route's group session timeout and heartbeat. Until "go"
+    its partitions stay paused (the rebalance listener pauses each assignment), it keeps
+    polling (joins and rebalances happen in poll), and it answers each "state" with its
+    assignment, so that the orchestrator sees when the group has settled. After "go" it
+    reads every partition it owns up to ``ends`` and reports the monotonic clock (one
+    clock for every process of the machine) at "go" and at its last record. A rebalance
+    after "go" fails the read: the figures would no longer be one group's read.
+    """
+    from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+    ends = {int(partition): end for partition, end in spec["ends"].items()}
+    going = threading.Event()
+    problems: list[str] = []
+    started = time.monotonic()
+    first_assignment: list[float] = []
+    consumer = KafkaConsumer(
+        bootstrap_servers=spec["bootstrap"],
+        group_id=spec["group"],
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=spec["fetch_max_bytes"],
+        max_partition_fetch_bytes=spec["fetch_max_bytes"],
+        max_poll_records=spec["max_poll_records"],
+        fetch_max_wait_ms=spec["fetch_max_wait_ms"],
+        session_timeout_ms=spec["session_timeout_ms"],
+        heartbeat_interval_ms=spec["heartbeat_interval_ms"],
+    )
+
+    class Paused(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            if going.is_set() and revoked:
+                problems.append(f"the group rebalanced during the timed read: {sorted(tp.partition for tp in revoked)}")
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            if not going.is_set():
+                consumer.pause(*assigned)
+                if assigned and not first_assignment:
+                    first_assignment.append(time.monotonic() - started)
+
+    commands = _commands()
+    by_partition: collections.Counter[int] = collections.Counter()
+    following: dict[int, int] = {}
+    records = value_bytes = early = 0
+
+    def take(polled: Any) -> None:
+        nonlocal records, value_bytes
+        for tp, batch in polled.items():
+            partition = tp.partition
+            expected = following.get(partition, 0)
+            if batch[0].offset != expected:
+                problems.append(f"partition {partition}: a batch starts at {batch[0].offset} where {expected} was next")
+            following[partition] = batch[-1].offset + 1
+            by_partition[partition] += len(batch)
+            records += len(batch)
+            value_bytes += sum(len(r.value) for r in batch)
+
+    try:
+        consumer.subscribe([spec["topic"]], listener=Paused())
+        emit(event="ready")
+        deadline = time.monotonic() + READ_TIMEOUT
+        while not going.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no 'go' within {READ_TIMEOUT:.0f}s")
+            take(consumer.poll(timeout_ms=100))
+            while not commands.empty():
+                command = commands.get()
+                if command is None:
+                    return
+                if command["cmd"] == "go":
+                    going.set()
+                else:
+                    emit(event="state", members=[sorted(tp.partition for tp in consumer.assignment())])
+        early = records
+        cpu0, t_start = cpu_seconds(), time.monotonic()
+        owned = sorted(tp.partition for tp in consumer.assignment())
+        consumer.resume(*consumer.assignment())
+        deadline = t_start + READ_TIMEOUT
+        while any(following.get(p, 0) < ends[p] for p in owned) and not problems:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kafka-python group member read {records} records in {READ_TIMEOUT:.0f}s")
+            take(consumer.poll(timeout_ms=1000))
+        t_done = time.monotonic()
+        if problems:
+            raise RuntimeError(problems[0])
+        emit(
+            event="result",
+            records=records,
+            records_before_go=early,
+            partitions=owned,
+            by_partition={str(p): n for p, n in sorted(by_partition.items())},
+            value_bytes=value_bytes,
+            t_start=t_start,
+            t_done=t_done,
+            cpu_seconds=cpu_seconds() - cpu0,
+            first_assignment_seconds=first_assignment[0] if first_assignment else None,
+        )
+    finally:
+        consumer.close()
+
+
 WORKERS: Final[dict[str, Callable[[dict[str, Any]], None]]] = {
     "kafka_python": worker_kafka_python,
     "confluent": worker_confluent,
     "producer": worker_producer,
     "kafka_python_producer": worker_kafka_python_producer,
+    "kafka_python_group": worker_kafka_python_group,
 }
 
 

@@ -39,7 +39,7 @@ STREAM_RECORD_BYTES = 1024
 READ_PROFILE_SECONDS = 8.0
 
 
-def _direct_spec(bench: Bench) -> dict[str, Any]:
+def reader_settings(bench: Bench) -> dict[str, Any]:
     """The direct readers fetch the way the proxy's own consumer does."""
     from kafka_ws_trio._config import DEFAULT_FETCH_MAX_BYTES, DEFAULT_FETCH_MAX_WAIT
     from kafka_ws_trio._kafka import MAX_POLL_RECORDS
@@ -63,7 +63,7 @@ def _read_once(
     recorded as NAME under --profile); the direct readers read partition 0.
     """
     if kind not in ("fetch", "stream"):
-        spec = {"kind": kind, "topic": topic, "start": 0, "end": count, **_direct_spec(bench)}
+        spec = {"kind": kind, "topic": topic, "start": 0, "end": count, **reader_settings(bench)}
         return _timed(bench, spec, None, count)
     proxy = bench.proxy(f"proxy-{name}")
     try:

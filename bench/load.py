@@ -4,9 +4,11 @@ One worker per scenario (:data:`WORKERS`): a pipelined reader for fetch
 throughput, a stream reader for the stream reads, tailing sessions (by Fetch
 or by stream) for fan-out, silent sessions (with or without a stream) for the
 idle tests, short-lived sessions for churn, one session after another for
-first byte, and for produce a pipelined writer (throughput), one command after
-another (latency) and paced writing sessions (fan-in). Each reports to the
-orchestrator through ``bench.children``.
+first byte, for produce a pipelined writer (throughput), one command after
+another (latency) and paced writing sessions (fan-in), and for consumer groups
+members reading their share of a topic, members of which one leaves, and
+members opened one at a time. Each reports to the orchestrator through
+``bench.children``.
 
 Requests are built by the package's client codec (``kafka_ws_trio._proto``).
 Answers on the cold paths (a ListOffset, a subscribe, a stream event, a churn
@@ -38,15 +40,18 @@ from typing import Any, Final
 from kafka_ws_trio._pb import pubsub_pb2
 from kafka_ws_trio._proto import (
     Acks,
+    ErrorAnswer,
     FetchAnswer,
     Grant,
     OffsetAnswer,
+    OkAnswer,
     OutRecord,
     ProduceAnswer,
     Response,
     StartEdge,
     StreamCaughtUp,
     StreamError,
+    StreamPartitions,
     SubscribeAnswer,
     Written,
     decode_response,
@@ -55,6 +60,7 @@ from kafka_ws_trio._proto import (
     encode_list_offset_request,
     encode_produce_request,
     encode_subscribe_request,
+    encode_unsubscribe_request,
 )
 
 from .children import Commands, emit
@@ -62,6 +68,7 @@ from .plan import (
     BUCKET_MS,
     COARSE_FROM,
     EARLIEST,
+    GROUP_JOIN_TIMEOUT,
     LATEST,
     OPEN_CONCURRENCY,
     PARTITION,
@@ -253,6 +260,22 @@ async def _timed(reader: _TimedRead, commands: Commands) -> None:
     )
 
 
+def _counted_event(reader: Any, answer: Response) -> bool:
+    """Count a ``caught_up`` or ``error`` stream event on ``reader``; False for any other answer.
+
+    ``reader`` has ``caught_up``, ``errors`` and ``first_error``: the server retries
+    past an error by itself, so errors are counted and the first one kept.
+    """
+    if isinstance(answer, StreamCaughtUp):
+        reader.caught_up += 1
+    elif isinstance(answer, StreamError):
+        reader.errors += 1
+        reader.first_error = reader.first_error or answer.message
+    else:
+        return False
+    return True
+
+
 class StreamRead(_TimedRead):
     """One stream reading every partition of a topic from its start to ``ends``, each record counted once.
 
@@ -302,12 +325,7 @@ class StreamRead(_TimedRead):
 
     def _event(self, payload: bytes) -> None:
         answer = decode_response(payload)
-        if isinstance(answer, StreamCaughtUp):
-            self.caught_up += 1
-        elif isinstance(answer, StreamError):
-            self.errors += 1  # the server retries by itself; counted, and the first one kept
-            self.first_error = self.first_error or answer.message
-        else:
+        if not _counted_event(self, answer):
             self._fail(f"unexpected {answer}")
 
     def details(self) -> dict[str, Any]:
@@ -1029,6 +1047,287 @@ async def worker_produce_fanin(spec: dict[str, Any], commands: Commands) -> None
     )
 
 
+# ------------------------------------------------------------------ consumer groups
+
+
+class GroupMember:
+    """A session with one group stream (STREAM_ID): what it owns as the group changes it, every batch checked.
+
+    Every answer comes through :meth:`on_message`: the subscribe's answer or its
+    refusal (``answered``), ``partitions`` events (kafka-python's rebalances are
+    eager: "revoked: all", then "assigned: the new set" with start positions),
+    record batches (each checked against where its partition was to continue, as
+    the stream load clients check theirs), and the unsubscribe's answer (``left``).
+    With ``ends``, a record past a partition's end is an error and ``done`` is set
+    once every partition the member owns has reached its end. A partition in
+    ``watch`` has the time of its first record after that noted in ``first_record``.
+    """
+
+    def __init__(self, ends: dict[int, int] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.client: WsClient | None = None
+        self.ends = ends
+        self.credit = Credit()
+        self.owned: dict[int, int] = {}  # partition -> where it continues
+        self.answered: asyncio.Future[Response] = loop.create_future()
+        self.left: asyncio.Future[float] = loop.create_future()
+        self.done: asyncio.Future[float] = loop.create_future()
+        #: Each partitions event: (monotonic time, assigned, revoked, start positions of the assigned).
+        self.changes: list[tuple[float, list[int], list[int], dict[int, int]]] = []
+        self.by_partition: collections.Counter[int] = collections.Counter()
+        self.records = self.caught_up = self.errors = 0
+        self.first_error = ""
+        self.watch: set[int] = set()
+        self.first_record: dict[int, float] = {}
+        self.progress = asyncio.Event()  # set whenever a watched partition's first record arrives
+
+    async def connect(self, spec: dict[str, Any]) -> None:
+        self.client = await WsClient.connect(spec["host"], spec["port"], ROUTE, self.on_message)
+
+    async def join(
+        self, topic: str, group: str, start: StartEdge, credit: Grant, auto_commit: bool = False
+    ) -> tuple[float, Response]:
+        """Subscribe with ``group``; the seconds until the answer (the group's first assignment) and the answer."""
+        assert self.client is not None
+        started = time.monotonic()
+        request = encode_subscribe_request(
+            STREAM_ID, topic, group=group, start=start, credit=credit, auto_commit=auto_commit
+        )
+        self.client.send(request)
+        answer = await asyncio.wait_for(asyncio.shield(self.answered), GROUP_JOIN_TIMEOUT)
+        return time.monotonic() - started, answer
+
+    async def leave(self) -> float:
+        """Unsubscribe (the member leaves the group); the monotonic time its answer arrived."""
+        assert self.client is not None
+        self.client.send(encode_unsubscribe_request(self.credit.sequence + 1, STREAM_ID))
+        return await asyncio.wait_for(asyncio.shield(self.left), GROUP_JOIN_TIMEOUT)
+
+    def on_message(self, payload: bytes) -> None:
+        response = _RESPONSE(payload)
+        if response.WhichOneof("resp") == "stream_batch":  # the hot path
+            self._batch(response.stream_batch)
+        else:
+            self._answer(decode_response(payload))
+        ends = self.ends
+        if (
+            ends is not None
+            and self.owned
+            and not self.done.done()
+            and all(self.owned[p] >= ends[p] for p in self.owned)
+        ):
+            self.done.set_result(time.monotonic())
+
+    def _answer(self, answer: Response) -> None:
+        if isinstance(answer, StreamPartitions):
+            positions = dict(answer.positions)
+            self.changes.append((time.monotonic(), sorted(answer.assigned), sorted(answer.revoked), positions))
+            for partition in answer.revoked:
+                self.owned.pop(partition, None)
+            self.owned.update(positions)
+        elif isinstance(answer, (SubscribeAnswer, ErrorAnswer)) and not self.answered.done():
+            if isinstance(answer, SubscribeAnswer):
+                self.owned = dict(answer.positions)
+            self.answered.set_result(answer)
+        elif isinstance(answer, OkAnswer) and not self.left.done():
+            self.left.set_result(time.monotonic())
+        elif not _counted_event(self, answer):
+            self._broke(f"unexpected {answer}")
+
+    def _batch(self, batch: Any) -> None:
+        partition = batch.partition
+        expected = self.owned.get(partition)
+        if expected is None:
+            self._broke(f"a batch of partition {partition}, which the member does not own")
+            return
+        problem = batch_problem(batch, expected, every_offset=False)
+        if problem is None and self.ends is not None and batch.next_offset > self.ends[partition]:
+            problem = f"partition {partition}: records past its end {self.ends[partition]}"
+        if problem is not None:
+            self._broke(problem)
+            return
+        self.owned[partition] = batch.next_offset
+        count = len(batch.messages)
+        if count:
+            self.records += count
+            self.by_partition[partition] += count
+            if partition in self.watch and partition not in self.first_record:
+                self.first_record[partition] = time.monotonic()
+                self.progress.set()
+            assert self.client is not None
+            self.credit.took(self.client, count)
+
+    def _broke(self, problem: str) -> None:
+        """A record lost, repeated or misplaced, or an answer out of place: every wait on this member fails."""
+        for future in (self.answered, self.left, self.done):
+            if not future.done():
+                future.set_exception(RuntimeError(problem))
+        self.progress.set()
+
+
+async def _joined(member: GroupMember, *args: Any, **kwargs: Any) -> float:
+    """Join (see :meth:`GroupMember.join`), which must succeed; the seconds it took."""
+    seconds, answer = await member.join(*args, **kwargs)
+    if not isinstance(answer, SubscribeAnswer):
+        raise RuntimeError(f"the group subscribe answered {answer}")
+    return seconds
+
+
+async def _answer_states(commands: Commands, members: list[GroupMember]) -> dict[str, Any]:
+    """Answer each "state" with what every member owns, until "go" (which is returned)."""
+    while True:
+        command = await commands.next("state", "go")
+        if command["cmd"] == "go":
+            return command
+        emit(event="state", members=[sorted(m.owned) for m in members], records=[m.records for m in members])
+
+
+async def worker_group_read(spec: dict[str, Any], commands: Commands) -> None:
+    """One group member reading its share of a topic to ``ends`` (group_throughput).
+
+    It joins paused (``credit {}``) from EARLIEST before the clock, so the group
+    has settled before anything is read; on "go" it grants its credit window and
+    reads every partition it owns to its end. It reports the monotonic clock (one
+    clock for every process of the machine) at "go" and at its last record. A
+    rebalance after "go" fails the read.
+    """
+    ends = {int(partition): end for partition, end in spec["ends"].items()}
+    member = GroupMember(ends)
+    await member.connect(spec)
+    join_seconds = await _joined(member, spec["topic"], spec["group"], StartEdge.EARLIEST, Grant())
+    emit(event="ready", join_seconds=join_seconds)
+    await _answer_states(commands, [member])
+    cpu0, t_start = cpu_seconds(), time.monotonic()
+    owned = sorted(member.owned)
+    assert member.client is not None
+    member.credit.grant(member.client, STREAM_CREDIT_RECORDS)
+    t_done = await asyncio.wait_for(member.done, READ_TIMEOUT)
+    cpu = cpu_seconds() - cpu0
+    late = [change for change in member.changes if change[0] >= t_start]
+    if late:
+        raise RuntimeError(f"the group rebalanced during the timed read: {late[0][1:3]}")
+    await member.client.close()
+    emit(
+        event="result",
+        records=member.records,
+        partitions=owned,
+        by_partition={str(p): n for p, n in sorted(member.by_partition.items())},
+        t_start=t_start,
+        t_done=t_done,
+        cpu_seconds=cpu,
+        grants=member.credit.grants,
+        caught_up_events=member.caught_up,
+        error_events=member.errors,
+        first_error_event=member.first_error,
+    )
+
+
+async def worker_group_rebalance(spec: dict[str, Any], commands: Commands) -> None:
+    """Members of one group tail a topic from LATEST (auto_commit); on "go" the last one leaves (group_rebalance).
+
+    The leaver unsubscribes; from its answer, the time until the first member has
+    received a record of every partition the leaver owned. Also: when the first
+    member's revocation and assignment events came, and whether each partition it
+    took over starts exactly where the leaver's delivered position was (what the
+    leaver's auto_commit committed when it left): a record lost or read twice
+    across the hand-over shows there.
+    """
+    members = [GroupMember() for _ in range(spec["members"])]
+    for member in members:
+        await member.connect(spec)
+    credit = Grant(records=STREAM_CREDIT_RECORDS)
+    joins = await asyncio.gather(
+        *(_joined(m, spec["topic"], spec["group"], StartEdge.LATEST, credit, auto_commit=True) for m in members)
+    )
+    emit(event="ready", join_seconds=joins)
+    await _answer_states(commands, members)
+    survivor, leaver = members[0], members[-1]
+    handed = sorted(leaver.owned)
+    survivor.watch = set(handed)
+    t_sent = time.monotonic()
+    t_ok = await leaver.leave()
+    delivered = {p: leaver.owned[p] for p in handed}
+    leaver_records = leaver.records
+    deadline = t_ok + spec["wait"]
+    while not survivor.watch <= survivor.first_record.keys() and time.monotonic() < deadline:
+        survivor.progress.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(survivor.progress.wait(), max(0.0, deadline - time.monotonic()))
+        if survivor.done.done() and survivor.done.exception() is not None:
+            raise RuntimeError(str(survivor.done.exception()))
+    missing = sorted(survivor.watch - survivor.first_record.keys())
+    starts: dict[int, int] = {}
+    for _, assigned, _, positions in (c for c in survivor.changes if c[0] >= t_sent):
+        for partition in assigned:
+            starts.setdefault(partition, positions[partition])
+    changes = [
+        {"at_seconds": round(t - t_ok, 4), "assigned": assigned, "revoked": revoked}
+        for t, assigned, revoked, _ in survivor.changes
+        if t >= t_sent
+    ]
+    emit(
+        event="result",
+        handed_over=handed,
+        unsubscribe_seconds=t_ok - t_sent,
+        # From the unsubscribe's answer to each handed-over partition's first record at the survivor.
+        first_record_seconds={str(p): survivor.first_record[p] - t_ok for p in sorted(survivor.first_record)},
+        takeover_seconds=None if missing else max(survivor.first_record[p] for p in handed) - t_ok,
+        missing=missing,
+        survivor_changes=changes,
+        survivor_owns=sorted(survivor.owned),
+        handover_mismatches={
+            str(p): {"leaver_delivered": delivered[p], "survivor_started": starts.get(p)}
+            for p in handed
+            if starts.get(p) != delivered[p]
+        },
+        leaver_records_after_answer=leaver.records - leaver_records,
+        records=[m.records for m in members],
+        error_events=sum(m.errors for m in members),
+        first_error_event=next((m.first_error for m in members if m.first_error), ""),
+    )
+    for member in members:
+        assert member.client is not None
+        await member.client.close()
+
+
+async def worker_group_members(spec: dict[str, Any], commands: Commands) -> None:
+    """Group members opened one at a time on "open", each a session with one group stream of a group of its own.
+
+    Before "ready" one plain stream over every partition of the topic is opened and
+    held, so that the partition readers exist before the orchestrator's baseline and
+    each member adds only its membership. Each member subscribes from LATEST with a
+    credit window; "opened" says how its subscribe was answered (a refusal's code and
+    message). "close" closes every member's session and the plain one.
+    """
+    topic = spec["topic"]
+    held = await WsClient.connect(spec["host"], spec["port"], ROUTE)
+    held.send(_subscribe_request(topic, StartEdge.LATEST, Grant(records=STREAM_CREDIT_RECORDS)))
+    await _subscribed(held)
+    emit(event="ready")
+    members: list[GroupMember] = []
+    while (await commands.next("open", "close"))["cmd"] == "open":
+        member = GroupMember()
+        await member.connect(spec)
+        group = f"{spec['group']}-{len(members) + 1}"
+        try:
+            seconds, answer = await member.join(topic, group, StartEdge.LATEST, Grant(records=STREAM_CREDIT_RECORDS))
+        except asyncio.TimeoutError:
+            emit(event="opened", ok=False, code=None, message=f"no answer within {GROUP_JOIN_TIMEOUT:.0f}s")
+            continue
+        if isinstance(answer, SubscribeAnswer):
+            members.append(member)
+            emit(event="opened", ok=True, seconds=seconds, partitions=len(member.owned))
+        else:
+            assert member.client is not None
+            await member.client.close()
+            code = answer.code if isinstance(answer, ErrorAnswer) else None
+            emit(event="opened", ok=False, seconds=seconds, code=code, message=str(getattr(answer, "message", answer)))
+    started = time.monotonic()
+    await asyncio.gather(*(m.client.close() for m in members if m.client is not None))
+    await held.close()
+    emit(event="closed", seconds=time.monotonic() - started)
+
+
 WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]] = {
     "fetch": worker_fetch,
     "stream": worker_stream,
@@ -1039,6 +1338,9 @@ WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]]
     "produce": worker_produce,
     "produce_latency": worker_produce_latency,
     "produce_fanin": worker_produce_fanin,
+    "group_read": worker_group_read,
+    "group_rebalance": worker_group_rebalance,
+    "group_members": worker_group_members,
 }
 
 

@@ -47,7 +47,21 @@ PRODUCE_LATENCY_WARMUP: Final = 20
 #: Produce fan-in: commands a second each session sends (one record each), and the records' value size.
 PRODUCE_FANIN_RATE: Final = 10
 PRODUCE_FANIN_RECORD_BYTES: Final = 100
-#: Seconds over which an idle proxy's CPU and broker polls are counted (idle sessions and idle streams).
+#: Consumer groups (issue 12): the partitions of the topic the group scenarios read, and its records' size.
+GROUP_PARTITIONS: Final = 8
+GROUP_RECORD_BYTES: Final = 1024
+#: group_throughput: members on each side (sessions through the proxy, kafka-python consumers directly).
+GROUP_THROUGHPUT_MEMBERS: Final = 4
+#: group_rebalance: members, and the paced producer's records a second, spread over every partition.
+GROUP_REBALANCE_MEMBERS: Final = 2
+GROUP_REBALANCE_RATE: Final = 200
+#: group_rebalance: seconds of steady reading by both members before one leaves.
+GROUP_REBALANCE_STEADY: Final = 2.0
+#: Seconds a group subscribe may take to be answered (the answer waits for the group's first assignment),
+#: and for a group to settle (every member owning partitions that cover the topic, none twice).
+GROUP_JOIN_TIMEOUT: Final = 30.0
+GROUP_SETTLE_TIMEOUT: Final = 60.0
+#: Seconds an idle proxy's CPU and broker polls are counted (idle sessions and idle streams).
 IDLE_HOLD_SECONDS: Final = 5.0
 #: Churn and first byte read a small topic: a fetch there is one short frame.
 SMALL_TOPIC_RECORDS: Final = 10
@@ -117,6 +131,13 @@ class Plan:
     produce_fanin_sessions: int
     produce_fanin_warmup: float
     produce_fanin_window: float
+    #: group_throughput: records of GROUP_RECORD_BYTES on the GROUP_PARTITIONS-partition topic, and the repeats.
+    group_records: int
+    group_repeats: int
+    #: group_rebalance: how many times a member leaves (each on a fresh proxy and group).
+    group_rebalance_repeats: int
+    #: group_members: the route's max_group_members for the run (members are opened until OVERLOADED).
+    group_members_limit: int
 
 
 QUICK: Final = Plan(
@@ -138,6 +159,10 @@ QUICK: Final = Plan(
     produce_fanin_sessions=200,
     produce_fanin_warmup=3.0,
     produce_fanin_window=10.0,
+    group_records=40_000,
+    group_repeats=1,
+    group_rebalance_repeats=3,
+    group_members_limit=16,
 )
 FULL: Final = Plan(
     name="full",
@@ -157,6 +182,10 @@ FULL: Final = Plan(
     produce_fanin_sessions=1_000,
     produce_fanin_warmup=5.0,
     produce_fanin_window=30.0,
+    group_records=400_000,
+    group_repeats=3,
+    group_rebalance_repeats=5,
+    group_members_limit=64,
 )
 
 SCENARIOS: Final = (
@@ -172,6 +201,9 @@ SCENARIOS: Final = (
     "produce_throughput",
     "produce_latency",
     "produce_fanin",
+    "group_throughput",
+    "group_rebalance",
+    "group_members",
 )
 
 

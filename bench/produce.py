@@ -64,7 +64,7 @@ def _fresh_topic(bench: Bench, what: str) -> str:
     return topic
 
 
-def _route(bench: Bench) -> RouteConfig:
+def route_config(bench: Bench) -> RouteConfig:
     """The proxy's route as the bench configures it (its defaults plus any --route overrides)."""
     from kafka_ws_trio import ProxyConfig
 
@@ -76,12 +76,12 @@ def producer_settings(bench: Bench) -> dict[str, Any]:
     """What the proxy gives kafka-python for the route's acks=all producer: the direct producer's settings."""
     from kafka_ws_trio._kafka._settings import producer_config
 
-    return producer_config(_route(bench), -1) | {"client_id": "kwt-bench-direct"}
+    return producer_config(route_config(bench), -1) | {"client_id": "kwt-bench-direct"}
 
 
 def commands_in_flight(bench: Bench) -> int:
     """Commands of PRODUCE_RECORDS_PER_COMMAND records the proxy's session budget (produce_session_*) holds at once."""
-    route = _route(bench)
+    route = route_config(bench)
     by_records = route.produce_session_records // PRODUCE_RECORDS_PER_COMMAND
     by_bytes = route.produce_session_bytes // (PRODUCE_RECORDS_PER_COMMAND * PRODUCE_RECORD_BYTES)
     return max(1, min(by_records, by_bytes))

@@ -267,6 +267,73 @@ def _produce_rows(
                 f"{_n(fan['unanswered_in_window'])} never answered{first}",
             ),
         ]
+    rows += _group_rows(results, judged, load)
+    return rows
+
+
+def _group_rows(
+    results: dict[str, Any], judged: Callable[[str, str], str], load: Callable[[dict[str, Any]], str]
+) -> list[tuple[str, str, str, str, str]]:
+    """The consumer-group scenarios' rows (issue 12)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "group_throughput" in results:
+        g = results["group_throughput"]
+        rows += [
+            (
+                f"group {g['members']} members",
+                "proxy records/s",
+                _n(g["proxy_records_per_s"]),
+                "",
+                f"kafka-python direct {_n(g['kafka_python_records_per_s'])}/s "
+                f"({g['members']} KafkaConsumers with a group_id, a process each)",
+            ),
+            (
+                "",
+                "proxy MB/s (values)",
+                _n(g["proxy_mb_per_s"], 1),
+                "",
+                f"{_n(g['records'])} records over {g['partitions']} partitions; "
+                f"members joined in {', '.join(_n(s, 1) for s in g['join_answer_seconds'])} s",
+            ),
+            (
+                "",
+                "ratio vs kafka-python",
+                _down(g["ratio_vs_kafka_python"], 2),
+                judged("group_throughput.ratio_vs_kafka_python", ">= 0.8"),
+                load(g) + f"; member clients {g['client_cpu_pct']:.0f}%",
+            ),
+        ]
+    if "group_rebalance" in results:
+        r = results["group_rebalance"]
+        slowest = _up(r["max_seconds"], 2) if r["max_seconds"] is not None else f"> {r['wait_seconds']:.0f}"
+        median = _n(r["median_seconds"], 2) if r["median_seconds"] is not None else f"> {r['wait_seconds']:.0f}"
+        answers = r["unsubscribe_answer_seconds"]
+        rows += [
+            (
+                f"group rebalance x{r['repeats']}",
+                "median / max s",
+                f"{median} / {slowest}",
+                judged("group_rebalance.max_seconds", "max <= 3"),
+                f"unsubscribe answered in {min(answers):.2f}-{max(answers):.2f} s; "
+                f"{r['handover_mismatches']} hand-over offsets off; {r['produce_rate']} records/s produced",
+            ),
+        ]
+    if "group_members" in results:
+        m = results["group_members"]
+        before, after = m["before"], m["after"]
+        refused = f"then OVERLOADED ({m['refusal_message']})" if m["refused"] else "not refused"
+        rows += [
+            (
+                f"group members {m['members']}",
+                "KiB / threads / broker conns per member",
+                f"{_n(m['rss_per_member_kib'], 1)} / {_n(m['threads_per_member'], 2)} / "
+                f"{_n(m['broker_connections_per_member'], 2)}",
+                "",
+                f"RSS {before['rss_mib']:.0f} -> {after['rss_mib']:.0f} MiB, threads {before['threads']} -> "
+                f"{after['threads']}, broker connections {before['broker_connections']} -> "
+                f"{after['broker_connections']}; {refused}",
+            ),
+        ]
     return rows
 
 

@@ -36,6 +36,11 @@ PRODUCE_RATIO_MIN: Final = 0.8
 PRODUCE_LATENCY_P99_FACTOR: Final = 3.0
 #: Produce fan-in: the p99 from a command to its answer, and no command failing in any way.
 PRODUCE_FANIN_P99_MAX_MS: Final = 250.0
+#: Four group members through the proxy against four direct kafka-python group members (8 partitions, 1 KiB).
+GROUP_RATIO_MIN: Final = 0.8
+#: From a member's unsubscribe answer to the survivor's first record of every partition it took over, seconds,
+#: judged on the slowest repeat.
+GROUP_REBALANCE_MAX_SECONDS: Final = 3.0
 CHURN_RSS_GROWTH_MAX_PCT: Final = 5.0
 FIRST_BYTE_P50_MAX_MS: Final = 10.0
 
@@ -90,6 +95,11 @@ def _stream_fanout_p99_ok(results: dict[str, Any]) -> bool:
     p99 = fanout["p99_ms"]
     largest = max(results["meta"]["plan"]["stream_fanout_sessions"])
     return bool(fanout["sessions"] >= largest and p99 is not None and p99 <= STREAM_FANOUT_P99_MAX_MS)
+
+
+def _group_rebalance_ok(results: dict[str, Any]) -> bool:
+    slowest = results["group_rebalance"]["max_seconds"]
+    return bool(slowest is not None and slowest <= GROUP_REBALANCE_MAX_SECONDS)
 
 
 def _produce_fanin_p99_ok(results: dict[str, Any]) -> bool:
@@ -161,6 +171,16 @@ TARGETS: Final = (
         _produce_fanin_p99_ok,
     ),
     Target("produce_fanin.errors", "== 0", lambda r: r["produce_fanin"]["errors"] == 0),
+    Target(
+        "group_throughput.ratio_vs_kafka_python",
+        f">= {GROUP_RATIO_MIN}",
+        lambda r: r["group_throughput"]["ratio_vs_kafka_python"] >= GROUP_RATIO_MIN,
+    ),
+    Target(
+        "group_rebalance.max_seconds",
+        f"<= {GROUP_REBALANCE_MAX_SECONDS:g} s (the slowest repeat)",
+        _group_rebalance_ok,
+    ),
 )
 
 
