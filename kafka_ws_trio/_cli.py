@@ -302,24 +302,35 @@ def _serve_config(args: argparse.Namespace) -> ProxyConfig:
 async def _serve(config: ProxyConfig) -> None:
     from ._server import serve_proxy
 
-    # The receiver stays installed until shutdown is over: a second signal is absorbed.
+    # The receiver stays installed until shutdown is over, and a task takes the signals that come
+    # meanwhile: a signal left in a receiver when it closes is delivered again, to the default
+    # handler, which would kill the process half-way through its shutdown.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_proxy, config)
-            print(
-                f"kafka-ws-trio {__version__} listening on {server.url} "
-                f"(routes: {', '.join(r.uri for r in config.routes)}); Ctrl-C to stop",
-                flush=True,
-            )
-            async for signum in signals:
-                log.info(
-                    "got %s; closing sessions (grace period %.0fs)",
-                    signal.Signals(signum).name,
-                    config.server.grace_period,
+        async with trio.open_nursery() as absorbing:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(serve_proxy, config)
+                print(
+                    f"kafka-ws-trio {__version__} listening on {server.url} "
+                    f"(routes: {', '.join(r.uri for r in config.routes)}); Ctrl-C to stop",
+                    flush=True,
                 )
-                nursery.cancel_scope.cancel()
-                break
+                async for signum in signals:
+                    log.info(
+                        "got %s; closing sessions (grace period %.0fs)",
+                        signal.Signals(signum).name,
+                        config.server.grace_period,
+                    )
+                    nursery.cancel_scope.cancel()
+                    absorbing.start_soon(_absorb_signals, signals)
+                    break
+            absorbing.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _absorb_signals(signals: AsyncIterator[int]) -> None:
+    """Take the signals that come during shutdown: it goes on (within the grace period) whatever comes."""
+    async for signum in signals:
+        log.info("got %s again; still closing sessions", signal.Signals(signum).name)
 
 
 def _parse_at(text: str) -> int:

@@ -101,6 +101,11 @@ def _commit_failure(exc: Exception) -> CommandFailed:
     return _moved_on(exc) or kafka_failure(exc, "committing")
 
 
+def _joining(coordinator: Any) -> bool:
+    """Whether the member is rejoining its group: a rebalance it must finish by polling."""
+    return bool(coordinator.need_rejoin()) or getattr(coordinator, "_join_task", None) is not None
+
+
 def _is_fatal(exc: Exception) -> bool:
     """Whether a failure of the membership will not go away by trying again."""
     from kafka import errors
@@ -244,7 +249,7 @@ class KafkaGroupMember:
         try:
             while True:
                 try:
-                    await self._call(lambda: self._client.consumer.poll(timeout_ms=POLL_MS))
+                    joining = await self._call(self._poll)
                 except CommandFailed:
                     raise
                 except Exception as exc:
@@ -262,9 +267,32 @@ class KafkaGroupMember:
                 if trio.current_time() >= next_commit:
                     next_commit = trio.current_time() + route.group_commit_interval
                     await self._auto_commit()
-                await trio.sleep(POLL_INTERVAL)
+                if joining:
+                    await trio.lowlevel.checkpoint()  # a join is under way: poll again at once (see _poll)
+                else:
+                    await trio.sleep(POLL_INTERVAL)
         finally:
             await self.leave()
+
+    def _poll(self) -> bool:
+        """In a thread: poll once, and again at once while a join is under way; whether one still is.
+
+        kafka-python 3.0.12 keeps a JoinGroup that a poll's timeout cut short for the next
+        poll to await, but a join that *finished* while no poll waited for it is dropped, and
+        the next poll starts a new one: a new rebalance of the whole group, every time (found by
+        the fleet test: the leader rejoined every second and a member never kept partitions).
+        So while a join is in flight, polls follow each other with no gap, within a bound that
+        keeps the call well inside its deadline.
+        """
+        consumer: Any = self._client.consumer
+        consumer.poll(timeout_ms=POLL_MS)
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is None:  # pragma: no cover - a kafka-python without it: polls as before
+            return False
+        until = time.monotonic() + max(POLL_MS / 1000, self._context.call_budget / 2)
+        while _joining(coordinator) and time.monotonic() < until:
+            consumer.poll(timeout_ms=POLL_MS)
+        return _joining(coordinator)
 
     async def _committed_of_new(self) -> Mapping[int, int | None] | None:
         """The partitions given since the stream was last told, with the group's committed offsets.

@@ -131,6 +131,9 @@ class KafkaUpstream:
         self._member_slots = [MemberSlots(route.max_group_members, "max_group_members", f"on route {route.uri}")]
         if proxy_members is not None:
             self._member_slots.append(proxy_members)
+        #: Members' calls run in threads of their own (one each at most): a member polls for as long as
+        #: its group rebalances, or Kafka is away, and must not hold the partition readers' threads.
+        self._member_context = attrs.evolve(self.context, limiter=trio.CapacityLimiter(route.max_group_members))
 
     @property
     def deadline(self) -> float:
@@ -342,7 +345,7 @@ class KafkaUpstream:
     async def join(self, group: str, topic: str, listener: GroupListener) -> KafkaGroupMember:
         if not self.route.groups:
             raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are off on this route (groups = false)")
-        return await join_group(self.context, group, topic, listener, self._member_slots)
+        return await join_group(self._member_context, group, topic, listener, self._member_slots)
 
     async def group_offsets(self, group: str, topic: str) -> list[tuple[int, int]]:
         """The committed offsets of ``group`` for ``topic`` (admin OffsetFetch; the group is not joined)."""

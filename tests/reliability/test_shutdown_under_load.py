@@ -115,3 +115,36 @@ async def test_sigterm_closes_every_busy_session_with_1001_within_the_grace_peri
     assert closes[-1] <= GRACE_PERIOD + DELIVERY_MARGIN, f"the last session closed {closes[-1]:.2f}s after SIGTERM"
     assert status == 0, f"exit status {status}\n{log[-3000:]}"
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.timeout(120)
+async def test_a_second_sigterm_during_the_grace_period_does_not_cut_the_shutdown_short(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """SIGTERM, then SIGTERM and SIGINT again while a session that never answers the close holds the
+    shutdown: the process still closes it, logs "stopped" and exits 0 (before, the second signal was
+    delivered again as the signal receiver closed, and the default handler killed the process)."""
+    config = _reliability.write_config(
+        tmp_path / "proxy.toml", kafka_broker.bootstrap, server={"grace_period": GRACE_PERIOD}
+    )
+    async with _reliability.proxy_process(config, tmp_path / "proxy.log") as proxy:
+        host, port = proxy.url.removeprefix("ws://").split("/", 1)[0].rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            # An upgrade, then silence: the close the proxy sends at shutdown is never answered.
+            request = f"GET /kafka HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            await stream.send_all(request.encode())
+            with trio.fail_after(WAIT):
+                assert b"101" in await stream.receive_some()
+            proxy.process.send_signal(signal.SIGTERM)
+            await trio.sleep(0.5)
+            proxy.process.send_signal(signal.SIGTERM)
+            await trio.sleep(0.2)
+            proxy.process.send_signal(signal.SIGINT)
+            with trio.fail_after(GRACE_PERIOD + EXIT_MARGIN):
+                status = await proxy.process.wait()
+    log = proxy.log_text()
+    assert status == 0, f"exit status {status}\n{log[-3000:]}"
+    assert "got SIGTERM again; still closing sessions" in log, log[-3000:]
+    assert log.rstrip().endswith("stopped"), log[-3000:]
