@@ -58,6 +58,10 @@ GROUP_PROFILE_SECONDS = 8.0
 SETTLE_POLL_SECONDS = 0.5
 #: group_rebalance: seconds the survivor may take to receive a record of every partition it took over.
 TAKEOVER_WAIT_SECONDS = 30.0
+#: group_throughput: how long the group's full assignment must hold before "go" (two heartbeats),
+#: and how many times a read whose group rebalanced after "go" is tried in all.
+GROUP_STABLE_SECONDS = 2.0
+READ_ATTEMPTS = 3
 #: group_members: seconds to wait for the members' threads and connections to go after they close.
 CLOSE_WAIT_SECONDS = 30.0
 #: ErrorCode.OVERLOADED (schema/README.md): the answer that ends group_members.
@@ -80,17 +84,25 @@ def _settled(owned: list[list[int]]) -> bool:
 
 
 def _settle(children: list[Child]) -> list[list[int]]:
-    """Ask every member process for its members' partitions until the group has settled; what each owns."""
+    """Ask every member process for its members' partitions until the group has settled; what each owns.
+
+    Settled: the same full assignment in every answer for GROUP_STABLE_SECONDS (two heartbeat
+    intervals, so that a rebalance one member has heard of but not yet joined shows first).
+    """
     deadline = time.monotonic() + GROUP_SETTLE_TIMEOUT
     previous: list[list[int]] | None = None
+    stable_since = time.monotonic()
     while True:
         owned: list[list[int]] = []
         for child in children:
             child.send("state")
             owned += child.expect("state", STATS_TIMEOUT)["members"]
-        if _settled(owned) and owned == previous:
+        now = time.monotonic()
+        if not _settled(owned) or owned != previous:
+            stable_since = now
+        elif now - stable_since >= GROUP_STABLE_SECONDS:
             return owned
-        if time.monotonic() > deadline:
+        if now > deadline:
             raise BenchError(f"the group did not settle within {GROUP_SETTLE_TIMEOUT:.0f}s: members own {owned}")
         previous = owned
         time.sleep(SETTLE_POLL_SECONDS)
@@ -176,15 +188,18 @@ def run_group_throughput(bench: Bench) -> None:
     retried: list[str] = []
 
     def read(kind: str, name: str, profile: bool) -> dict[str, Any]:
-        """One read; run again, once and with a fresh group, when its group rebalanced after "go"."""
-        try:
-            return _read_once(bench, kind, topic, count, name, profile)
-        except BenchError as exc:
-            if "rebalanced during the timed read" not in str(exc):
-                raise
-            say(f"{name}: the group rebalanced during the read; running it again with a fresh group")
-            retried.append(name)
-            return _read_once(bench, kind, topic, count, f"{name}-again", profile)
+        """One read; run again, with a fresh group, when its group rebalanced after "go" (at most READ_ATTEMPTS)."""
+        attempt_name = name
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return _read_once(bench, kind, topic, count, attempt_name, profile)
+            except BenchError as exc:
+                if "rebalanced during the timed read" not in str(exc) or attempt + 1 == READ_ATTEMPTS:
+                    raise
+                say(f"{attempt_name}: the group rebalanced during the read; running it again with a fresh group")
+                retried.append(attempt_name)
+                attempt_name = f"{name}-again{attempt + 1}"
+        raise AssertionError("unreachable")
 
     # Untimed: the broker's JIT warms up on its fetch and group paths (for every reader alike).
     read("kafka_python", "group-direct-warmup", profile=False)
