@@ -18,6 +18,7 @@ LAYERS: Final = {
     "_version": 0,
     "_proto": 1,
     "_config": 1,
+    "_auth": 1,
     "_ports": 2,
     "_runtime": 2,
     "_transport": 3,
