@@ -4,8 +4,9 @@ The HTTP front (``_http``) will decide with these before the upgrade, and the
 session before each command (docs/ARCHITECTURE.md, "Where the coming
 capabilities live"). One module per concern: ``_credentials`` (where a
 handshake carries its credential, PROTOCOL.md 5.6, and keeping it out of
-logs), ``_keys`` (API keys: salted hashes, compared in constant time) and
-``_acl`` (topic and group rules per principal).
+logs), ``_keys`` (API keys: salted hashes, compared in constant time),
+``_jwt`` (tokens verified with PyJWT) and ``_acl`` (topic and group rules
+per principal).
 """
 
 from ._acl import Acl as Acl
@@ -19,6 +20,9 @@ from ._credentials import Credential as Credential
 from ._credentials import CredentialError as CredentialError
 from ._credentials import find_credential as find_credential
 from ._credentials import redact_target as redact_target
+from ._jwt import JwtSettings as JwtSettings
+from ._jwt import JwtVerifier as JwtVerifier
+from ._jwt import TokenRefused as TokenRefused
 from ._keys import ApiKeys as ApiKeys
 from ._keys import KeyEntry as KeyEntry
 from ._keys import hash_key as hash_key

@@ -61,10 +61,12 @@ class Pattern:
 
 @attrs.frozen
 class Principal:
-    """Who a session is: a name, and the claims of its token that rules may match (each a tuple of values)."""
+    """Who a session is: a name, the claims of its token that rules may match (each a tuple of values),
+    and when its credential expires (seconds since the epoch; None: it does not)."""
 
     name: str
     claims: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, eq=False)
+    expires_at: float | None = attrs.field(default=None, kw_only=True, eq=False)
 
 
 def _who_matches(who: str, principal: Principal) -> bool:

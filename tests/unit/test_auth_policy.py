@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import base64
 import fnmatch
+import hashlib
+import hmac
+import json
 import string
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import jwt
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -17,10 +23,13 @@ from kafka_ws_trio._auth import (
     ApiKeys,
     Credential,
     CredentialError,
+    JwtSettings,
+    JwtVerifier,
     KeyEntry,
     Operation,
     Pattern,
     Principal,
+    TokenRefused,
     find_credential,
     hash_key,
     new_key,
@@ -244,3 +253,153 @@ def test_adding_a_rule_never_takes_a_permission_away(
     after = Acl([*rules, extra]).allows(ALICE, operation, topic, "g")
     assert after >= before
     assert after == (before or extra.allows(ALICE, operation, topic, "g"))
+
+
+# ------------------------------------------------------------------- JWTs
+
+NOW = 1_900_000_000
+SECRET = b"a shared secret of the route, long enough"
+
+
+def rsa_pair() -> tuple[Any, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+def ec_pair() -> tuple[Any, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+RSA_PRIVATE, RSA_PUBLIC = rsa_pair()
+EC_PRIVATE, EC_PUBLIC = ec_pair()
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base = {"sub": "alice", "iss": "https://issuer.example", "aud": "kafka-ws", "exp": NOW + 600, "scope": "read write"}
+    base.update(changes)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+SETTINGS = {"issuer": "https://issuer.example", "audience": "kafka-ws"}
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT reads the time through datetime.now(tz=utc): the tokens are checked at NOW."""
+    import datetime as real
+
+    class Frozen(real.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> real.datetime:  # type: ignore[override]
+            return real.datetime.fromtimestamp(NOW, tz)
+
+    monkeypatch.setattr("jwt.api_jwt.datetime", Frozen)
+
+
+def test_a_valid_hs256_token_names_its_principal_with_its_scopes_and_expiry() -> None:
+    verifier = JwtVerifier(JwtSettings(("HS256",), **SETTINGS), secret=SECRET)
+    principal = verifier.verify(jwt.encode(claims(), SECRET, algorithm="HS256"))
+    assert principal == Principal("alice")
+    assert principal.claims == {"scope": ("read", "write")}
+    assert principal.expires_at == NOW + 600
+
+
+def test_rs256_and_es256_tokens_verify_against_their_public_keys() -> None:
+    verifier = JwtVerifier(JwtSettings(("RS256", "ES256"), **SETTINGS), public_keys=[RSA_PUBLIC, EC_PUBLIC])
+    assert verifier.verify(jwt.encode(claims(), RSA_PRIVATE, algorithm="RS256")).name == "alice"
+    assert verifier.verify(jwt.encode(claims(sub="bob"), EC_PRIVATE, algorithm="ES256")).name == "bob"
+
+
+def test_a_jwks_key_is_chosen_by_kid() -> None:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA_PRIVATE.public_key()))
+    verifier = JwtVerifier(JwtSettings(("RS256",), **SETTINGS), jwks={"keys": [{**jwk, "kid": "k1", "use": "sig"}]})
+    token = jwt.encode(claims(), RSA_PRIVATE, algorithm="RS256", headers={"kid": "k1"})
+    assert verifier.verify(token).name == "alice"
+
+
+def other_rsa_token() -> str:
+    other, _ = rsa_pair()
+    return jwt.encode(claims(), other, algorithm="RS256")
+
+
+def none_token() -> str:
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
+    return f"{header}.{body}."
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (other_rsa_token, "bad signature"),
+        (none_token, "algorithm 'none' is not allowed"),
+        (lambda: jwt.encode(claims(), SECRET, algorithm="HS256"), "algorithm 'HS256' is not allowed"),
+        (lambda: jwt.encode(claims(exp=NOW - 120), RSA_PRIVATE, algorithm="RS256"), "token expired"),
+        (lambda: jwt.encode(claims(nbf=NOW + 120), RSA_PRIVATE, algorithm="RS256"), "token not yet valid"),
+        (lambda: jwt.encode(claims(iss="https://evil.example"), RSA_PRIVATE, algorithm="RS256"), "wrong issuer"),
+        (lambda: jwt.encode(claims(aud="someone-else"), RSA_PRIVATE, algorithm="RS256"), "wrong audience"),
+        (lambda: jwt.encode(claims(exp=None), RSA_PRIVATE, algorithm="RS256"), "missing claim 'exp'"),
+        (lambda: jwt.encode(claims(sub=None), RSA_PRIVATE, algorithm="RS256"), "missing claim 'sub'"),
+        (lambda: "not.a.token", "not a JWT"),
+    ],
+    ids=[
+        "bad signature",
+        "alg none",
+        "wrong algorithm",
+        "expired",
+        "not yet valid",
+        "wrong issuer",
+        "wrong audience",
+        "no exp",
+        "no sub",
+        "garbage",
+    ],
+)
+def test_every_bad_token_is_refused_with_its_reason_and_never_quoted(make: Any, reason: str) -> None:
+    verifier = JwtVerifier(JwtSettings(("RS256",), **SETTINGS), public_keys=[RSA_PUBLIC])
+    token = make()
+    with pytest.raises(TokenRefused) as refused:
+        verifier.verify(token)
+    assert str(refused.value) == reason
+    assert token not in str(refused.value)
+
+
+def test_expiry_and_not_before_have_a_leeway() -> None:
+    verifier = JwtVerifier(JwtSettings(("RS256",), **SETTINGS, leeway=30), public_keys=[RSA_PUBLIC])
+    assert verifier.verify(jwt.encode(claims(exp=NOW - 20), RSA_PRIVATE, algorithm="RS256")).name == "alice"
+    assert verifier.verify(jwt.encode(claims(nbf=NOW + 20), RSA_PRIVATE, algorithm="RS256")).name == "alice"
+
+
+def test_an_rsa_public_key_used_as_an_hmac_secret_does_not_pass() -> None:
+    """Algorithm confusion: a token signed HS256 with the (public) RSA key as its secret."""
+    with pytest.raises(ValueError, match="not both"):
+        JwtSettings(("RS256", "HS256"))
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=")
+    signature = hmac.new(RSA_PUBLIC, header + b"." + body, hashlib.sha256).digest()
+    forged = b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")]).decode()
+    verifier = JwtVerifier(JwtSettings(("RS256",), **SETTINGS), public_keys=[RSA_PUBLIC])
+    with pytest.raises(TokenRefused, match="algorithm 'HS256' is not allowed"):
+        verifier.verify(forged)
+
+
+def test_a_verifier_takes_the_keys_of_its_family_only() -> None:
+    with pytest.raises(ValueError, match="HMAC algorithms take a secret"):
+        JwtVerifier(JwtSettings(("HS256",)), public_keys=[RSA_PUBLIC])
+    with pytest.raises(ValueError, match="not a secret"):
+        JwtVerifier(JwtSettings(("RS256",)), secret=SECRET)
+    with pytest.raises(ValueError, match="unknown"):
+        JwtSettings(("HS999",))
