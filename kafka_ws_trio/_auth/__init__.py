@@ -5,8 +5,8 @@ session before each command (docs/ARCHITECTURE.md, "Where the coming
 capabilities live"). One module per concern: ``_credentials`` (where a
 handshake carries its credential, PROTOCOL.md 5.6, and keeping it out of
 logs), ``_keys`` (API keys: salted hashes, compared in constant time),
-``_jwt`` (tokens verified with PyJWT) and ``_acl`` (topic and group rules
-per principal).
+``_jwt`` (tokens verified with PyJWT), ``_acl`` (topic and group rules
+per principal) and ``_quotas`` (token buckets per principal, bounded).
 """
 
 from ._acl import Acl as Acl
@@ -28,3 +28,6 @@ from ._keys import KeyEntry as KeyEntry
 from ._keys import hash_key as hash_key
 from ._keys import new_key as new_key
 from ._keys import verify_key as verify_key
+from ._quotas import Quota as Quota
+from ._quotas import Quotas as Quotas
+from ._quotas import TokenBucket as TokenBucket

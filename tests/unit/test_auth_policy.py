@@ -29,6 +29,9 @@ from kafka_ws_trio._auth import (
     Operation,
     Pattern,
     Principal,
+    Quota,
+    Quotas,
+    TokenBucket,
     TokenRefused,
     find_credential,
     hash_key,
@@ -403,3 +406,63 @@ def test_a_verifier_takes_the_keys_of_its_family_only() -> None:
         JwtVerifier(JwtSettings(("RS256",)), secret=SECRET)
     with pytest.raises(ValueError, match="unknown"):
         JwtSettings(("HS999",))
+
+
+# ----------------------------------------------------------------- quotas
+
+TEN_A_SECOND = Quota(rate=10, burst=20)
+
+
+def test_a_bucket_starts_full_refills_at_its_rate_and_never_past_its_burst() -> None:
+    bucket = TokenBucket.full(TEN_A_SECOND, now=0)
+    assert bucket.try_take(20, now=0) == 0.0
+    assert bucket.try_take(1, now=0) == pytest.approx(0.1)
+    assert bucket.try_take(5, now=0.5) == 0.0
+    assert bucket.try_take(1, now=100) == 0.0
+    assert bucket.tokens == 19, "refilled to the burst only"
+
+
+def test_a_refused_take_takes_nothing_and_says_when_it_would_pass() -> None:
+    bucket = TokenBucket.full(TEN_A_SECOND, now=0)
+    bucket.try_take(18, now=0)
+    assert bucket.try_take(5, now=0) == pytest.approx(0.3)
+    assert bucket.tokens == 2
+    assert bucket.try_take(5, now=0.3) == 0.0
+    assert bucket.try_take(21, now=50) == float("inf"), "more than the burst never passes at once"
+
+
+def test_charging_goes_into_debt_and_says_how_long_to_wait() -> None:
+    bucket = TokenBucket.full(TEN_A_SECOND, now=0)
+    assert bucket.charge(15, now=0) == 0.0
+    assert bucket.charge(15, now=0) == pytest.approx(1.0), "10 tokens owed at 10 a second"
+    assert bucket.charge(0, now=1.0) == 0.0
+
+
+@given(
+    rate=st.floats(0.1, 1e6),
+    burst=st.floats(1, 1e6),
+    steps=st.lists(st.tuples(st.floats(0, 10), st.floats(0, 1e6)), max_size=30),
+)
+def test_what_a_bucket_lets_through_never_exceeds_its_burst_plus_its_rate_times_the_time(
+    rate: float, burst: float, steps: list[tuple[float, float]]
+) -> None:
+    quota = Quota(rate=rate, burst=burst)
+    bucket = TokenBucket.full(quota, now=0)
+    now = taken = 0.0
+    for gap, amount in steps:
+        now += gap
+        if bucket.try_take(amount, now) == 0.0:
+            taken += amount
+    assert taken <= burst + rate * now + 1e-6 * (burst + rate * now)
+
+
+def test_principals_past_the_bound_are_forgotten_least_recently_used_first() -> None:
+    quotas = Quotas({"connections": TEN_A_SECOND}, max_principals=2)
+    quotas.bucket("alice", "connections", 0)
+    quotas.bucket("bob", "connections", 0)
+    alice = quotas.bucket("alice", "connections", 1)  # alice is used again: bob is the oldest
+    assert alice is not None
+    quotas.bucket("carol", "connections", 2)
+    assert len(quotas) == 2
+    assert quotas.bucket("alice", "connections", 3) is alice, "alice is remembered"
+    assert quotas.bucket("nobody", "no such quota", 3) is None
