@@ -442,8 +442,7 @@ async def _group_offsets(args: argparse.Namespace) -> int:
     """``offsets --group``: a line per partition the group committed, with its lag; a sentence when none."""
     from .client import LATEST, open_client
 
-    if not args.group:
-        raise SystemExit("kafka-ws-trio: error: --group takes a group name, not an empty one")
+    _check_group_name(args.group)
     async with open_client(args.url, request_timeout=args.timeout) as client:
         committed = await client.group_offsets(args.group, args.topic)
         if not committed:
@@ -524,14 +523,18 @@ async def _tail(args: argparse.Namespace) -> int:
         return await _tail_fetch(client, args, partition, (kind, start))
 
 
+def _check_group_name(group: str) -> None:
+    if not group:
+        raise SystemExit("kafka-ws-trio: error: --group takes a group name, not an empty one")
+
+
 def _check_group_options(args: argparse.Namespace, start_kind: str) -> None:
     """Refuse the flag combinations --group and --commit do not take."""
     if args.commit and args.group is None:
         raise SystemExit("kafka-ws-trio: error: --commit needs --group: only a consumer group has offsets to commit")
     if args.group is None:
         return
-    if not args.group:
-        raise SystemExit("kafka-ws-trio: error: --group takes a group name, not an empty one")
+    _check_group_name(args.group)
     if args.partition is not None:
         raise SystemExit(
             "kafka-ws-trio: error: --group and --partition do not go together: the group assigns the partitions"

@@ -112,6 +112,11 @@ class _Outlet:
         self.pusher.push(self.stream, frame)
 
 
+def start_failure(exc: CommandFailed | trio.TooSlowError) -> CommandFailed:
+    """Why a partition could not be started now (its error event): Kafka's failure, or its deadline."""
+    return exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "timed out")
+
+
 def subscribe_failure(topic: str, failure: CommandFailed, partition: int | None = None) -> CommandFailed:
     where = "" if partition is None else f", partition: {partition}"
     return CommandFailed(failure.code, f"failed to subscribe, topic: {topic}{where}, err: {failure.reason}")
@@ -299,7 +304,7 @@ class SessionStreams:
                         stream.place(partition, offset, epoch=epoch)
                         handles = await self._backend.attach(stream, partition, outlet)
                 except (CommandFailed, trio.TooSlowError) as exc:
-                    failure = exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "timed out")
+                    failure = start_failure(exc)
                     frame = encode_stream_event_error(stream.id, failure.code, failure.reason, partition)
                     self._pusher.push(stream, frame)
                     break
@@ -606,7 +611,7 @@ class _Membership:
         except (CommandFailed, trio.TooSlowError) as exc:
             if added:
                 stream.revoke([partition])
-            failure = exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "timed out")
+            failure = start_failure(exc)
             self._emit(encode_stream_event_error(stream.id, failure.code, failure.reason, partition))
             return None
         if partition not in self._waiting or not stream.reads(partition) or not stream.open:

@@ -342,15 +342,17 @@ class KafkaUpstream:
     def serves_groups(self) -> bool:
         return self.route.groups
 
-    async def join(self, group: str, topic: str, listener: GroupListener) -> KafkaGroupMember:
+    def _check_groups_on(self) -> None:
         if not self.route.groups:
             raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are off on this route (groups = false)")
+
+    async def join(self, group: str, topic: str, listener: GroupListener) -> KafkaGroupMember:
+        self._check_groups_on()
         return await join_group(self._member_context, group, topic, listener, self._member_slots)
 
     async def group_offsets(self, group: str, topic: str) -> list[tuple[int, int]]:
         """The committed offsets of ``group`` for ``topic`` (admin OffsetFetch; the group is not joined)."""
-        if not self.route.groups:
-            raise CommandFailed(ErrorCode.INVALID_REQUEST, "consumer groups are off on this route (groups = false)")
+        self._check_groups_on()
         await self.partitions_of(topic)  # not found topic, as for the other commands
 
         def fetch(admin: Any) -> list[tuple[int, int]]:

@@ -165,6 +165,10 @@ class StreamClient:
             by_partition.setdefault(batch.partition, []).extend(batch.records)
         return by_partition
 
+    def offsets(self, stream_id: int) -> dict[int, list[int]]:
+        """The offsets of the records a stream was sent, by partition, in the order they came."""
+        return {p: [r.offset for r in records] for p, records in self.records(stream_id).items()}
+
     def count(self, stream_id: int, since: int = 0) -> int:
         """How many records the stream was sent (from index ``since`` of :attr:`received` on)."""
         if not since:
@@ -266,3 +270,22 @@ def message_sizes(frame: bytes) -> list[int]:
             body = frame[value_start:end]
             return [field_end - start for n, start, _, field_end in _fields(body) if n == messages]
     raise AssertionError(f"not a stream_batch: {frame!r}")
+
+
+def assert_taken_over_at_the_commit(
+    survivor: dict[int, list[int]],
+    leaver: dict[int, list[int]],
+    taken_over: set[int],
+    partitions: int,
+    per_partition: int,
+) -> None:
+    """Rows 11 and 12: the leaver read each of its partitions from 0 and committed what it was sent; the
+    survivor read those from where the leaver stopped, and its own from 0, to the end: nothing lost or twice."""
+    for partition in range(partitions):
+        got = survivor.get(partition, [])
+        if partition in taken_over:
+            committed = len(leaver.get(partition, []))
+            assert leaver.get(partition, []) == list(range(committed)), (partition, leaver)
+            assert got == list(range(committed, per_partition)), (partition, got)
+        else:
+            assert got == list(range(per_partition)), (partition, got)

@@ -12,7 +12,7 @@ from typing import Final
 
 import pytest
 import trio
-from _streams import QUIET, StreamClient, stream_client
+from _streams import QUIET, StreamClient, assert_taken_over_at_the_commit, stream_client
 from _support import running_proxy
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
@@ -126,10 +126,6 @@ def owned(client: StreamClient, stream_id: int, answer: SubscribeAnswer) -> set[
     return partitions
 
 
-def delivered(client: StreamClient, stream_id: int) -> dict[int, list[int]]:
-    return {p: [r.offset for r in records] for p, records in client.records(stream_id).items()}
-
-
 async def commit(client: StreamClient, stream_id: int, offsets: list[tuple[int, int]] | None = None) -> object:
     sequence = client.sequence()
     return await client.ask(sequence, encode_commit_request(sequence, stream_id, offsets))
@@ -164,7 +160,7 @@ async def test_row_11_two_connections_split_the_partitions_and_the_survivor_take
                     await second.credit(2, records=20)
                     await second.until(lambda: second.count(2) == 20, "20 records")
                     assert isinstance(await commit(second, 2), OkAnswer)
-                    read_by_second = delivered(second, 2)
+                    read_by_second = second.offsets(2)
                 # The second has gone: the first owns all 4 within TAKEOVER seconds.
                 with trio.fail_after(TAKEOVER):
                     await first.until(lambda: owned(first, 1, a) == {0, 1, 2, 3}, "the survivor to own all 4")
@@ -172,16 +168,8 @@ async def test_row_11_two_connections_split_the_partitions_and_the_survivor_take
                 total = 4 * per_partition
                 await first.until(lambda: first.count(1) >= total - 20, "the rest of the records")
                 await trio.sleep(QUIET)
-                read_by_first = delivered(first, 1)
-                for p in range(4):
-                    got = read_by_first.get(p, [])
-                    if p in theirs:
-                        # It starts where the second member committed: nothing lost, nothing twice.
-                        committed = len(read_by_second.get(p, []))
-                        assert read_by_second.get(p, []) == list(range(committed)), (p, read_by_second)
-                        assert got == list(range(committed, per_partition)), (p, got)
-                    else:
-                        assert got == list(range(per_partition)), (p, got)
+                # It starts where the second member committed: nothing lost, nothing twice.
+                assert_taken_over_at_the_commit(first.offsets(1), read_by_second, theirs, 4, per_partition)
 
 
 async def test_a_partitions_event_comes_after_the_last_record_of_a_revoked_partition(
@@ -246,7 +234,7 @@ async def test_committed_offsets_are_where_a_new_member_starts(
                 )
                 assert sorted(answer.positions) == [(0, 12), (1, 3)]
                 await client.until(lambda: client.count(2) == 7, "7 records")
-                got = delivered(client, 2)
+                got = client.offsets(2)
                 assert isinstance(await client.unsubscribe(2), OkAnswer)
             ends = {p: offsets[-1] + 1 for p, offsets in got.items()}
             expected = {0: ends.get(0, 12), 1: ends.get(1, 3)}
@@ -322,8 +310,8 @@ async def test_a_rebalance_while_credit_is_zero_moves_partitions_and_each_member
                 await first.until(lambda: first.count(1) == per_partition * len(mine), "the first member's records")
                 await second.until(lambda: second.count(2) == per_partition * len(theirs), "the second's records")
                 await trio.sleep(QUIET)
-                assert set(delivered(first, 1)) == mine and set(delivered(second, 2)) == theirs
-                for got in (delivered(first, 1), delivered(second, 2)):
+                assert set(first.offsets(1)) == mine and set(second.offsets(2)) == theirs
+                for got in (first.offsets(1), second.offsets(2)):
                     assert all(offsets == list(range(per_partition)) for offsets in got.values()), got
 
 

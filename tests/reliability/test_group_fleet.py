@@ -42,7 +42,7 @@ import attrs
 import pytest
 import trio
 from _reliability import ProxyProcess, proxy_process, settled, write_config
-from integration._streams import QUIET, StreamClient, stream_client
+from integration._streams import QUIET, StreamClient, assert_taken_over_at_the_commit, stream_client
 from trio_websocket import ConnectionClosed
 
 from kafka_ws_trio._proto import (
@@ -184,22 +184,15 @@ async def test_row_12_two_connections_on_two_proxy_processes_split_the_partition
                 await second.credit(STREAM, records=20)
                 await second.until(lambda: second.count(STREAM) == 20, "20 records")
                 assert isinstance(await commit(second), OkAnswer)
-                read_by_second = {p: [r.offset for r in rs] for p, rs in second.records(STREAM).items()}
+                read_by_second = second.offsets(STREAM)
             # Its connection closed: the member on the first process owns all 4 within TAKEOVER seconds.
             with trio.fail_after(TAKEOVER):
                 await first.until(lambda: owned(first) == {0, 1, 2, 3}, "the survivor to own all 4", TAKEOVER)
             await first.credit(STREAM, records=10_000)
             await first.until(lambda: first.count(STREAM) >= 4 * per_partition - 20, "the rest of the records")
             await trio.sleep(QUIET)
-            read_by_first = {p: [r.offset for r in rs] for p, rs in first.records(STREAM).items()}
-    for p in range(4):
-        got = read_by_first.get(p, [])
-        if p in theirs:
-            committed = len(read_by_second.get(p, []))
-            assert read_by_second.get(p, []) == list(range(committed)), (p, read_by_second)
-            assert got == list(range(committed, per_partition)), (p, got)
-        else:
-            assert got == list(range(per_partition)), (p, got)
+            read_by_first = first.offsets(STREAM)
+    assert_taken_over_at_the_commit(read_by_first, read_by_second, theirs, 4, per_partition)
 
 
 #: A session timeout far longer than TAKEOVER: a takeover within TAKEOVER did not wait for it.
