@@ -24,6 +24,8 @@ from ._runtime import tune_gc
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from ._proto import Acks, Filter, OutRecord, ProduceResult, Record
     from .client import PubSubClient, Stream
 
@@ -35,6 +37,18 @@ EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
 #: Characters of an HTTP error body quoted when a server refuses the WebSocket upgrade.
 QUOTED_BODY_CHARS: Final = 100
+#: The environment variable the client commands read their token from when --token is not given.
+TOKEN_ENV: Final = "KAFKA_WS_TRIO_TOKEN"
+#: The signal that makes ``serve`` reload its TLS certificate (none on Windows).
+RELOAD_SIGNALS: Final = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+#: serve's options that override [server] keys, and the keys.
+_SERVE_OVERRIDES: Final = {
+    "--host": "host",
+    "--port": "port",
+    "--log-level": "log_level",
+    "--tls-cert": "tls_cert_file",
+    "--tls-key": "tls_key_file",
+}
 #: Seconds between redraws of tail's status line (on a terminal only).
 STATUS_INTERVAL: Final = 0.25
 #: Seconds of history tail's records/s is measured over.
@@ -78,9 +92,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the proxy",
-        description="Run the proxy until SIGINT or SIGTERM; then close every session with 1001 and exit 0.",
+        description="Run the proxy until SIGINT or SIGTERM; then close every session with 1001 and exit 0.\n"
+        "SIGHUP reloads the TLS certificate and key (--tls-cert, --tls-key) for new connections.",
         epilog="Examples:\n  kafka-ws-trio serve --config proxy.toml\n"
-        "  kafka-ws-trio serve --kafka 127.0.0.1:9092   (one route, /kafka, no TLS or SASL)",
+        "  kafka-ws-trio serve --kafka 127.0.0.1:9092   (one route, /kafka, no TLS or SASL)\n"
+        "  kafka-ws-trio serve --kafka 127.0.0.1:9092 --tls-cert proxy.pem --tls-key proxy.key   (wss://)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = serve.add_mutually_exclusive_group(required=True)
@@ -96,6 +112,15 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen on this port, 0 for any free one (overrides [server] port)")
     serve.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides [server] log_level"
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve wss://: the server certificate, then any intermediates (PEM); needs --tls-key "
+        "(overrides [server] tls_cert_file)",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="the certificate's private key (PEM; overrides [server] tls_key_file)"
     )
 
     offsets = sub.add_parser(
@@ -232,6 +257,19 @@ def _build_parser() -> argparse.ArgumentParser:
         f"{PRODUCE_COMMAND_BYTES // 1024} KiB)",
     )
 
+    hash_key = sub.add_parser(
+        "hash-key",
+        help="make a new API key and the hash a route's config stores for it",
+        description='Make a new API key for a route with auth = "api_key". The key goes to the client once\n'
+        "(it is printed here and stored nowhere); the config keeps only its salted scrypt hash.\n"
+        "The key is printed on stdout, the [[routes.api_keys]] table to paste on stderr, so\n"
+        "'kafka-ws-trio hash-key --id app > app.key' keeps the key out of the terminal's scrollback.",
+        epilog="Example:\n  kafka-ws-trio hash-key --id dashboard --principal dashboard",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hash_key.add_argument("--id", required=True, help="the key's id: letters, digits and '-' (it is not secret)")
+    hash_key.add_argument("--principal", help="who the key names in ACL rules and logs (default: the id)")
+
     sub.add_parser(
         "broker",
         help="run a local Kafka broker for tests and demos (see 'kafka-ws-trio broker --help')",
@@ -256,6 +294,15 @@ def _client_args(parser: argparse.ArgumentParser, *, all_partitions: bool = Fals
     else:
         parser.add_argument("--partition", type=int, default=0, help="default 0")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default 30)")
+    parser.add_argument(
+        "--ca-file", metavar="FILE", help="for wss://: trust the CA certificates in FILE (PEM) instead of the system's"
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"sent as 'Authorization: Bearer TOKEN' (an API key or a JWT); default: the environment "
+        f"variable {TOKEN_ENV}, which other users cannot see, unlike a command line",
+    )
 
 
 def _setup_logging(level: str) -> None:
@@ -288,14 +335,26 @@ def _serve_config(args: argparse.Namespace) -> ProxyConfig:
     else:
         nodes = [n.strip() for n in args.kafka.split(",") if n.strip()]
         config = ProxyConfig.single_route(nodes, server=ServerConfig())
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit(
+            "kafka-ws-trio: error: --tls-cert and --tls-key go together: give both (the certificate "
+            "and its private key) or neither"
+        )
     overrides = {
-        k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v is not None
+        key: getattr(args, option[2:].replace("-", "_"))
+        for option, key in _SERVE_OVERRIDES.items()
+        if getattr(args, option[2:].replace("-", "_")) is not None
     }
+    for key in ("tls_cert_file", "tls_key_file"):
+        if key in overrides:
+            overrides[key] = os.path.abspath(overrides[key])  # read again, as given, on SIGHUP
     if overrides:
         try:
             config = attrs.evolve(config, server=attrs.evolve(config.server, **overrides))
         except ConfigError as exc:
-            raise ConfigError(exc.problem, key=f"--{exc.key.rsplit('.', 1)[-1]}") from None
+            key = exc.key.rsplit(".", 1)[-1]
+            option = next((option for option, name in _SERVE_OVERRIDES.items() if name == key), None)
+            raise ConfigError(exc.problem, key=option or f"server.{key}") from None
     return config
 
 
@@ -305,7 +364,7 @@ async def _serve(config: ProxyConfig) -> None:
     # The receiver stays installed until shutdown is over, and a task takes the signals that come
     # meanwhile: a signal left in a receiver when it closes is delivered again, to the default
     # handler, which would kill the process half-way through its shutdown.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, *RELOAD_SIGNALS) as signals:
         async with trio.open_nursery() as absorbing:
             async with trio.open_nursery() as nursery:
                 server = await nursery.start(serve_proxy, config)
@@ -315,6 +374,10 @@ async def _serve(config: ProxyConfig) -> None:
                     flush=True,
                 )
                 async for signum in signals:
+                    if signum in RELOAD_SIGNALS:
+                        log.info("got %s; reloading the TLS certificate", signal.Signals(signum).name)
+                        server.reload_tls()
+                        continue
                     log.info(
                         "got %s; closing sessions (grace period %.0fs)",
                         signal.Signals(signum).name,
@@ -331,6 +394,30 @@ async def _absorb_signals(signals: AsyncIterator[int]) -> None:
     """Take the signals that come during shutdown: it goes on (within the grace period) whatever comes."""
     async for signum in signals:
         log.info("got %s again; still closing sessions", signal.Signals(signum).name)
+
+
+def _open_client(args: argparse.Namespace) -> AbstractAsyncContextManager[PubSubClient]:
+    """The client commands' connection: ``args.url`` with the timeout, token and CA file they were given."""
+    import ssl
+
+    from .client import open_client
+
+    context = None
+    if args.ca_file is not None:
+        if not args.url.startswith("wss://"):
+            raise SystemExit("kafka-ws-trio: error: --ca-file is for wss:// URLs; this one is not")
+        try:
+            context = ssl.create_default_context(cafile=args.ca_file)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise SystemExit(
+                f"kafka-ws-trio: error: --ca-file: cannot load CA certificates (PEM) from {args.ca_file} ({reason})"
+            ) from None
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
+    if token is not None and (not token or not all("!" <= ch <= "~" for ch in token)):
+        where = "--token" if args.token is not None else TOKEN_ENV
+        raise SystemExit(f"kafka-ws-trio: error: {where}: a token is printable ASCII without spaces (not shown)")
+    return open_client(args.url, request_timeout=args.timeout, token=token, ssl_context=context)
 
 
 def _parse_at(text: str) -> int:
@@ -427,23 +514,21 @@ def _joined_dashed_values(argv: Sequence[str]) -> list[str]:
 
 
 async def _offsets(args: argparse.Namespace) -> int:
-    from .client import open_client
-
     _check_url(args.url)
     if args.group is not None:
         return await _group_offsets(args)
     at = _parse_at(args.at)
-    async with open_client(args.url, request_timeout=args.timeout) as client:
+    async with _open_client(args) as client:
         print(await client.list_offset(args.topic, args.partition, at))
     return EXIT_OK
 
 
 async def _group_offsets(args: argparse.Namespace) -> int:
     """``offsets --group``: a line per partition the group committed, with its lag; a sentence when none."""
-    from .client import LATEST, open_client
+    from .client import LATEST
 
     _check_group_name(args.group)
-    async with open_client(args.url, request_timeout=args.timeout) as client:
+    async with _open_client(args) as client:
         committed = await client.group_offsets(args.group, args.topic)
         if not committed:
             print(f"group {args.group} has committed no offsets for topic {args.topic}", file=sys.stderr)
@@ -483,7 +568,7 @@ async def _out_of_range(
 
 async def _tail(args: argparse.Namespace) -> int:
     from ._proto import ErrorCode
-    from .client import PubSubError, open_client
+    from .client import PubSubError
 
     _check_url(args.url)
     kind, start = _parse_from(args.start)
@@ -496,7 +581,7 @@ async def _tail(args: argparse.Namespace) -> int:
         raise SystemExit("kafka-ws-trio: error: --from OFFSET names an offset of one partition; give --partition N too")
     if args.max == 0:
         return EXIT_OK
-    async with open_client(args.url, request_timeout=args.timeout) as client:
+    async with _open_client(args) as client:
         if kind == "offset":
             assert partition is not None
             # Checked first: the stream would wait at an offset past the log end for it to come.
@@ -1056,15 +1141,13 @@ async def _produce_records(
 
 
 async def _produce(args: argparse.Namespace) -> int:
-    from .client import open_client
-
     _check_url(args.url)
     plan = _produce_plan(args)
     typing = not plan.files and sys.stdin.isatty()
     # Not while someone types on the terminal: the line would be drawn over what they type.
     status = _StatusLine(sys.stderr) if sys.stderr.isatty() and not typing else None
     tally = _Tally()
-    async with open_client(args.url, request_timeout=args.timeout) as client:
+    async with _open_client(args) as client:
         if typing:
             print("kafka-ws-trio: one record a line; Ctrl-D to finish", file=sys.stderr, flush=True)
         outcome = await _produce_records(client, plan, tally, status)
@@ -1153,6 +1236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"kafka-ws-trio: error: {problem}", file=sys.stderr)
                 return EXIT_ERROR
             return EXIT_OK
+        if args.command == "hash-key":
+            return _hash_key(args)
         _setup_logging("WARNING")
         runners = {"offsets": _offsets, "tail": _tail, "produce": _produce}
         return trio.run(runners[args.command], args)
@@ -1167,6 +1252,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_OK
         return _report(exc)
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from ._auth import new_key
+
+    try:
+        key, stored = new_key(args.id)
+    except ValueError as exc:
+        print(f"kafka-ws-trio: error: --id: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    principal = args.principal or args.id
+    print(
+        'Add this to the route (auth must include "api_key"); the key itself is on stdout:\n\n'
+        f'[[routes.api_keys]]\nid = "{args.id}"\nprincipal = "{principal}"\nhash = "{stored}"\n',
+        file=sys.stderr,
+    )
+    print(key)
+    return EXIT_OK
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -1207,6 +1310,8 @@ def _report(exc: Exception) -> int:
         message = f"the proxy answered: {exc.message} (code {exc.code})"
     elif isinstance(exc, ConnectFailed):
         message = str(exc)
+        if exc.status == 401:
+            message += f" (--token, or the environment variable {TOKEN_ENV}, gives the token)"
     elif isinstance(exc, ConnectionRejected):
         # One line, however long or many-lined the body (a web server's HTML page, say).
         body = " ".join((exc.body or b"").decode("utf-8", "replace").split())

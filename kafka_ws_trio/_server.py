@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Final, NoReturn
 
@@ -10,16 +11,21 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
-from ._config import ProxyConfig, RouteConfig
+from ._auth._route import RouteAccess
+from ._config import ConfigError, ProxyConfig, RouteConfig, ServerConfig
 from ._http import (
     MAX_REQUEST_HEAD,
     RECEIVE_BYTES,
     SHUTTING_DOWN,
+    Admitted,
+    HandshakeCount,
     HeadReader,
     RequestHead,
+    Respond,
     Router,
     Upgrade,
     admit,
+    admit_client,
     read_head,
     send_response,
 )
@@ -34,11 +40,90 @@ log = logging.getLogger("kafka_ws_trio.server")
 #: Inbound frames trio-websocket buffers per connection before our reader takes them.
 #: Small on purpose: our own bounded command queue is where requests wait.
 WS_MESSAGE_QUEUE_SIZE: Final = 4
-#: Seconds a client has to finish the opening handshake, and to answer our close.
-HANDSHAKE_TIMEOUT: Final = 10.0
+#: Seconds a client has to answer our close.
 CLOSE_TIMEOUT: Final = 5.0
+#: Threads checking handshake credentials at once (an API key costs one scrypt: CPU and 16 MiB each).
+HANDSHAKE_THREADS: Final = 4
 #: The ``event`` of the log record saying the server is listening (the CLI prints its own line instead).
 LISTENING_EVENT: Final = "listening"
+#: The oldest TLS version a ``wss://`` listener accepts.
+TLS_MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
+#: The answer, in plain HTTP, to a plain HTTP request on a TLS listener (a ``ws://`` client).
+PLAIN_HTTP_ON_TLS: Final = Respond(400, b"this port speaks TLS: connect with wss://\n")
+
+
+def _no_key_password() -> str:
+    # Without this callback OpenSSL would ask for the password on the terminal.
+    raise ssl.SSLError("the private key is encrypted and tls_key_password is not set")
+
+
+def _listener_context(server: ServerConfig) -> ssl.SSLContext:
+    """A server-side TLS context holding ``server``'s certificate and key (OSError if they do not load)."""
+    assert server.tls_cert_file is not None
+    password = server.tls_key_password.reveal if server.tls_key_password is not None else _no_key_password
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_MINIMUM_VERSION
+    context.load_cert_chain(server.tls_cert_file, server.tls_key_file, password=password)
+    return context
+
+
+class _ListenerTls:
+    """The listeners' TLS: the context they wrap connections in, and the certificate in use.
+
+    A context's certificate cannot be replaced in place safely: a load that
+    fails half-way (the new certificate read, then a key that does not match
+    it) leaves the context with no usable key, and every handshake fails.
+    So a reload loads a whole new context, and the listeners' context hands
+    each handshake to the one in use from its SNI callback, which OpenSSL
+    calls on every ClientHello, with or without a server name. A connection
+    keeps the context it started with.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self._current = context
+        context.sni_callback = self._pick
+
+    def use(self, context: ssl.SSLContext) -> None:
+        """Hand new handshakes ``context``'s certificate."""
+        self._current = context
+
+    def _pick(self, connection: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _context: ssl.SSLContext) -> None:
+        if self._current is not self.context:
+            connection.context = self._current
+
+
+async def _tls_handshake(stream: trio.SSLStream[trio.SocketStream]) -> bool:
+    """Do a client's TLS handshake; False, logged at debug level only, when it fails.
+
+    Port scanners, clients that do not trust our certificate and plain
+    ``ws://`` clients all end here: none of them is the server's problem. A
+    plain HTTP request gets :data:`PLAIN_HTTP_ON_TLS`, in plain HTTP.
+    """
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        log.debug("TLS handshake with %s failed: %s", _peer(stream), cause or "the connection broke")
+        if isinstance(cause, ssl.SSLError) and cause.reason == "HTTP_REQUEST":
+            await send_response(stream.transport_stream, PLAIN_HTTP_ON_TLS)
+        return False
+    return True
+
+
+def _peer_ip(stream: trio.abc.Stream) -> str:
+    """The client's IP address, for the handshake limit per address ("?" when there is none)."""
+    return _peer(stream).rpartition(":")[0].strip("[]") or "?"
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    """The client's address, for the audit log (``host:port``; ``?`` once the socket is gone)."""
+    transport = getattr(stream, "transport_stream", stream)  # under TLS, the TCP stream inside
+    try:
+        host, port = getattr(transport, "socket").getpeername()[:2]  # noqa: B009  (not every Stream has one)
+    except (AttributeError, OSError):
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Slot:
@@ -95,6 +180,9 @@ class ProxyStatistics:
 class ProxyServer:
     """A running proxy, as handed out by ``await nursery.start(serve_proxy, config)``."""
 
+    #: The listeners' TLS; set by :meth:`_run` when the config has a certificate.
+    _tls: _ListenerTls | None = None
+
     def __init__(self, config: ProxyConfig, limiter: trio.CapacityLimiter) -> None:
         self.config = config
         self._backends: dict[str, KafkaUpstream | Backend] = {}
@@ -118,6 +206,10 @@ class ProxyServer:
         self._router = Router.for_routes(route.uri for route in config.routes)
         self._stream_limits = {route.uri: _stream_limits(route) for route in config.routes}
         self._produce_limits = {route.uri: _produce_limit(route) for route in config.routes}
+        #: Each route's authentication, rules and quotas (reads key and JWKS files: at start, not per handshake).
+        self._access = {route.uri: RouteAccess(route, config.server.allowed_origins) for route in config.routes}
+        self._handshakes = HandshakeCount(config.server.max_handshakes, config.server.max_handshakes_per_ip)
+        self._handshake_threads = trio.CapacityLimiter(HANDSHAKE_THREADS)
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
 
@@ -133,8 +225,50 @@ class ProxyServer:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` of the server; append a route's uri to connect."""
-        return f"ws://{self.config.server.host}:{self.port}"
+        """``ws://host:port`` of the server (``wss://`` with TLS); append a route's uri to connect."""
+        return f"{'wss' if self.config.server.tls else 'ws'}://{self.config.server.host}:{self.port}"
+
+    def reload_tls(self) -> bool:
+        """Read the listener's certificate and key files again: new TLS handshakes use them from now on.
+
+        Sessions already open keep the certificate they began with. When
+        the files do not load (missing, not PEM, not a pair, a wrong
+        password), the certificate in use stays, and the problem is logged
+        with the file's name. Nothing is awaited: the files are read at once.
+
+        Returns:
+            Whether the new certificate is in use; False also when the
+            server does not listen with TLS.
+        """
+        server = self.config.server
+        if self._tls is None:
+            log.warning("no TLS certificate to reload: the server listens without TLS (ws://)")
+            return False
+        try:
+            attrs.evolve(server)  # the config's checks of the files, whose messages name the file
+            context = _listener_context(server)
+        except ConfigError as exc:
+            log.error("could not reload the TLS certificate; the one loaded before stays in use: %s", exc)
+            return False
+        except OSError as exc:
+            log.error(
+                "could not reload the TLS certificate from %s with the key in %s; the one loaded before "
+                "stays in use: %s",
+                server.tls_cert_file,
+                server.tls_key_file,
+                exc,
+            )
+            return False
+        self._tls.use(context)
+        log.info("reloaded TLS certificate from %s", server.tls_cert_file)
+        return True
+
+    def _serving(self) -> list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]:
+        """The listeners connections are accepted from: the TCP ones, wrapped in TLS when configured."""
+        if self._tls is None:
+            return self._listeners
+        # The handshake is not done on accept: _serve_connection does it, within its deadline.
+        return [trio.SSLListener(tcp, self._tls.context, https_compatible=True) for tcp in self._listeners]
 
     def statistics(self) -> ProxyStatistics:
         """Counters and gauges of the whole server at this moment."""
@@ -153,24 +287,36 @@ class ProxyServer:
             upstreams={uri: b.statistics() for uri, b in self._backends.items() if isinstance(b, KafkaUpstream)},
         )
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         """One TCP connection: route it by its request head, then hand it to trio-websocket.
 
         The HTTP front (``_http``) reads the head with h11 and answers
         everything but a WebSocket upgrade on a route itself: an unknown path
         gets 404 even on a plain GET (trio-websocket would answer 400 first),
-        and a full server 503 before any handshake. Never raises: an
-        exception here would stop the whole server.
+        and a full server 503 before any handshake. On a TLS listener the
+        TLS handshake comes first, within the same deadline. Never raises:
+        an exception here would stop the whole server.
         """
         try:
-            deadline = trio.current_time() + HANDSHAKE_TIMEOUT
+            deadline = trio.current_time() + self.config.server.handshake_timeout
             routed = None
-            with trio.move_on_at(deadline):
-                routed = await self._route(stream)
+            ip = _peer_ip(stream)
+            refusal = self._handshakes.enter(ip)
+            try:
+                with trio.move_on_at(deadline):
+                    if isinstance(stream, trio.SSLStream) and not await _tls_handshake(stream):
+                        return
+                    if refusal is not None:
+                        await send_response(stream, refusal)
+                        return
+                    routed = await self._route(stream)
+            finally:
+                self._handshakes.leave(ip, refusal)
             if routed is None:
                 return
-            upgrade, received = routed
+            upgrade, admitted, received = routed
             slot = _Slot(self)
+            access = self._access[upgrade.uri]
             try:
                 async with trio.open_nursery() as nursery:
                     replay = ReplayStream(stream, received)
@@ -184,10 +330,11 @@ class ProxyServer:
                             receive_buffer_size=RECEIVE_BYTES,
                         )
                     if request is not None:
-                        await self._serve_request(request, replay, upgrade.uri, slot)
+                        await self._serve_request(request, replay, upgrade.uri, slot, admitted)
                     nursery.cancel_scope.cancel()  # trio-websocket's reader task
             finally:
                 slot.release()
+                access.closed(admitted.principal)  # counted as open since admit_client admitted it
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except Exception:
@@ -196,32 +343,42 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
-    async def _route(self, stream: trio.SocketStream) -> tuple[Upgrade, bytes] | None:
-        """Read the request head and answer it, unless it is an admitted upgrade: then it and the bytes read."""
+    async def _route(self, stream: trio.abc.Stream) -> tuple[Upgrade, Admitted, bytes] | None:
+        """Read the request head and answer it, unless it is an admitted upgrade: then it, who, and the bytes read."""
         reader = HeadReader(MAX_REQUEST_HEAD)
         head = await read_head(stream, reader)
         decision = self._router.decide(head) if isinstance(head, RequestHead) else head
         if isinstance(decision, Upgrade):
+            assert isinstance(head, RequestHead)
             refusal = admit(
                 shutting_down=self._shutting_down,
                 sessions=self._admitted,
                 max_sessions=self.config.server.max_sessions,
             )
             if refusal is None:
-                return decision, bytes(reader.received)
-            if not self._shutting_down:
+                client = await admit_client(self._access[decision.uri], head, _peer(stream), self._handshake_threads)
+                if isinstance(client, Admitted):
+                    return decision, client, bytes(reader.received)
+                refusal = client
+            elif not self._shutting_down:
                 self._sessions_rejected += 1
             decision = refusal
         await send_response(stream, decision)
         return None
 
-    async def _serve_request(self, request: WebSocketRequest, stream: ReplayStream, uri: str, slot: _Slot) -> None:
+    async def _serve_request(
+        self, request: WebSocketRequest, stream: ReplayStream, uri: str, slot: _Slot, admitted: Admitted
+    ) -> None:
         if self._shutting_down:  # began during the handshake
             await request.reject(SHUTTING_DOWN.status, body=SHUTTING_DOWN.body)
             return
-        subprotocol = request.proposed_subprotocols[0] if request.proposed_subprotocols else None
+        # The first subprotocol offered besides a bearer token: a token is never echoed (PROTOCOL.md 5.6).
+        subprotocol = admitted.subprotocols[0] if admitted.subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
         stream.bind(ws)
+        access = self._access[uri]
+        principal = admitted.principal
+        session_access = access.session_access(principal, trio.current_time)
         session = Session(
             ws,
             self._backends[uri],
@@ -230,10 +387,14 @@ class ProxyServer:
             writer=stream,
             stream_limits=self._stream_limits[uri],
             produce_limit=self._produce_limits[uri],
+            access=None if access.open else session_access,
+            consume=session_access.consume_wait if access.paces_consumers else None,
+            principal=principal.name,
+            expires_at=principal.expires_at,
         )
         self._sessions[session] = ws
         self._sessions_total += 1
-        log.debug("%r opened from %s", session, ws.remote)
+        log.debug("%r opened from %s as %s", session, ws.remote, principal.name)
         try:
             await session.run()
         finally:
@@ -268,8 +429,10 @@ class ProxyServer:
                         self._backends[route.uri] = upstream
                     else:
                         self._backends[route.uri] = backend_factory(route, self._limiter)
+                if server.tls:
+                    self._tls = _ListenerTls(_listener_context(server))
                 self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)
-                await nursery.start(trio.serve_listeners, self._serve_connection, self._listeners)
+                await nursery.start(trio.serve_listeners, self._serve_connection, self._serving())
                 log.info(
                     "kafka-ws-trio listening on %s (routes: %s)",
                     self.url,

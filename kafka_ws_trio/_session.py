@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -52,6 +53,7 @@ from ._ports import (
 )
 from ._producing import SessionProducer
 from ._proto import (
+    Access,
     AddCredit,
     Amount,
     Command,
@@ -85,6 +87,7 @@ from ._proto import (
 from ._streaming import After, SessionStreams
 
 log = logging.getLogger("kafka_ws_trio.session")
+audit = logging.getLogger("kafka_ws_trio.audit")
 
 #: Seconds allowed for the closing handshake of a session we end.
 CLOSE_TIMEOUT: Final = 2.0
@@ -98,6 +101,8 @@ STREAM_COMMAND_DEADLINES: Final = 4
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
+#: The reason of the 1008 that closes a session whose credential expired (PROTOCOL.md 5.6).
+TOKEN_EXPIRED: Final = "token expired"
 
 _session_ids = itertools.count(1)
 _T = TypeVar("_T")
@@ -141,15 +146,18 @@ class Session:
         "_busy",
         "_cache",
         "_connection",
+        "_consume",
         "_counters",
         "_dispatching",
         "_draining",
+        "_expired",
         "_flushing",
         "_jobs",
         "_lanes",
         "_limits",
         "_nursery",
         "_outbox",
+        "_paced",
         "_parked",
         "_parking",
         "_producer",
@@ -163,7 +171,9 @@ class Session:
         "_worker_free",
         "_writer",
         "_ws",
+        "expires_at",
         "id",
+        "principal",
     )
 
     def __init__(
@@ -177,8 +187,15 @@ class Session:
         writer: FrameWriter | None = None,
         stream_limits: StreamLimits | None = None,
         produce_limit: Amount | None = None,
+        access: Access | None = None,
+        consume: Callable[[int], float] | None = None,
+        principal: str = "",
+        expires_at: float | None = None,
     ) -> None:
         self.id = next(_session_ids)
+        #: Who the session is (for logs), and when its credential expires (seconds since the epoch; None: never).
+        self.principal = principal
+        self.expires_at = expires_at
         self._ws = ws
         self._backend = backend
         self._limits = limits
@@ -205,6 +222,7 @@ class Session:
             streams=self._streams is not None,
             produce=self._producer is not None,
             groups=isinstance(backend, GroupBackend),
+            access=access,
         )
         self._lanes = self._connection.lanes
         #: Workers waiting for their ticket's turn.
@@ -212,6 +230,11 @@ class Session:
         self._send_lock = trio.Lock()
         self._scope = trio.CancelScope()
         self._too_slow = False
+        self._expired = False
+        #: Charges delivered bytes to the principal's consume quota: the seconds to wait before delivering more.
+        self._consume = consume
+        #: Set while delivery waits for the consume quota (see :meth:`_charge`); None while it does not.
+        self._paced: trio.Event | None = None
         #: Commands the reader took, waiting for a worker, in order: at most ``queue_size``.
         self._jobs: list[_Job] = []
         #: Whether the dispatcher task runs (it does only while ``_jobs`` holds commands, or it waits for a worker).
@@ -256,6 +279,8 @@ class Session:
                 with self._scope:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
+                        if self.expires_at is not None:
+                            nursery.start_soon(self._expire, self.expires_at)
                         try:
                             await self._reader()
                             nursery.cancel_scope.cancel()
@@ -279,9 +304,18 @@ class Session:
             log.exception("%r: internal error; closing the session", self)
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
             return
-        if self._too_slow:
+        if self._expired:
+            await self._close(CLOSE_POLICY_VIOLATION, TOKEN_EXPIRED)
+        elif self._too_slow:
             log.warning("%r: client did not read a response for %gs; closing", self, self._limits.send_timeout)
             await self._close(CLOSE_POLICY_VIOLATION, "client too slow")
+
+    async def _expire(self, expires_at: float) -> None:
+        """Close the session with 1008 when its credential expires (PROTOCOL.md 5.6)."""
+        await trio.sleep(max(0.0, expires_at - time.time()))
+        audit.info("%r: the token of %s expired; closing", self, self.principal, extra={"event": "token_expired"})
+        self._expired = True
+        self._scope.cancel()
 
     async def _close(self, code: int, reason: str) -> None:
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
@@ -291,6 +325,8 @@ class Session:
 
     async def _reader(self) -> None:
         while True:
+            if self._paced is not None:
+                await self._paced.wait()
             try:
                 frame = await self._ws.get_message()
             except ConnectionClosed:
@@ -302,7 +338,15 @@ class Session:
             self._counters.commands += 1
             action = self._connection.receive(frame)
             if isinstance(action, Reply):
-                if action.note:
+                if action.denied:
+                    audit.warning(
+                        "%r: command refused for %s: %s",
+                        self,
+                        self.principal or "-",
+                        action.note,
+                        extra={"event": "command_refused"},
+                    )
+                elif action.note:
                     log.debug("%r: frame does not decode: %s", self, action.note)
                 await self._send(action.frame)
                 continue
@@ -632,6 +676,33 @@ class Session:
     async def _send(self, frame: Frame) -> None:
         """Write one frame; a client that does not take it in time ends the session."""
         await self._guarded(partial(self._write, frame))
+        if not isinstance(frame, bytes):  # records: a fetch answer
+            self._charge(len(frame[0]) + len(frame[1]))
+
+    def _charge(self, size: int) -> None:
+        """Count ``size`` bytes of records delivered against the consume quota; over it, pause delivery.
+
+        While paused, no stream pushes (``push_ready`` is False) and the reader takes no
+        command, so a fetching client's next answer waits too: delivery slows down, and
+        nothing is dropped.
+        """
+        if self._consume is None or self._paced is not None:
+            if self._consume is not None:
+                self._consume(size)
+            return
+        wait = self._consume(size)
+        if wait > 0:
+            self._paced = trio.Event()
+            self._spawn(self._pace, wait)
+
+    async def _pace(self, wait: float) -> None:
+        assert self._consume is not None and self._paced is not None
+        while wait > 0:
+            await trio.sleep(wait)
+            wait = self._consume(0)  # what is still owed (more may have been charged meanwhile)
+        self._paced.set()
+        self._paced = None
+        self._wake_streams()
 
     async def _write(self, frame: Frame) -> None:
         """Write one frame; the caller holds the send lock (see :meth:`_guarded`)."""
@@ -649,7 +720,7 @@ class Session:
 
     def push_ready(self) -> bool:
         """Whether a stream push would go out now: none waits for the socket (the ``Pusher`` Protocol)."""
-        return not self._outbox and not self._flushing and not self._too_slow
+        return not self._outbox and not self._flushing and not self._too_slow and self._paced is None
 
     def push(self, stream: Stream | None, item: PushBatch | bytes) -> None:
         """Send a stream's batch or event without blocking: straight into the socket when it is free, else queued.
@@ -664,6 +735,8 @@ class Session:
             if frame is None:
                 return
             written = self._write_now(frame) if self._writer is not None else None
+            if written is not None:
+                self._charge(len(frame[0]) + len(frame[1]))
             if written is True:
                 return
             if written is False:
@@ -688,6 +761,8 @@ class Session:
         """Send queued pushes in order, each under the send lock and ``send_timeout``; then wake the streams."""
         try:
             while self._outbox and not self._too_slow:
+                if self._paced is not None:
+                    await self._paced.wait()
                 await self._guarded(self._send_next_push)
         finally:
             self._draining = False
@@ -702,6 +777,7 @@ class Session:
         frame = self._confirmed(stream, item)
         if frame is not None:
             await self._write(frame)
+            self._charge(len(frame[0]) + len(frame[1]))
 
     async def _flush_pushes(self) -> None:
         try:

@@ -22,6 +22,13 @@ pending: it goes out before anything written later, so a session that gives up
 on a slow client can still send its close frame (1008) behind it, for a client
 that reads again. A broken socket, or a close with a rest still pending (the
 client never read it), aborts the TCP connection (an RST) instead.
+
+Over TLS (``wss://``) there is no socket to write frames into: the bytes must
+go through the ``trio.SSLStream``. Then :meth:`ReplayStream.write_now` always
+declines (the session sends the normal way) and every write goes through the
+stream whole. A write through it cut short, cancelled or failed, leaves an
+unknown part of a frame sent (trio's SSLStream is broken from then on anyway),
+so it aborts the connection too.
 """
 
 from __future__ import annotations
@@ -93,9 +100,18 @@ class ClosingState(Protocol):
         ...
 
 
+def _socket_under(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The TCP socket at the bottom of ``stream`` (a SocketStream, or TLS over one); None if there is none."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
 class ReplayStream(trio.abc.Stream):
     """The stream trio-websocket runs on: replays the request head, writes without waiting, aborts cut frames.
 
+    It runs on any ``trio.abc.Stream``; only a plain ``trio.SocketStream``
+    gets the direct writes below (over TLS, say, :meth:`write_now` declines).
     It first gives back bytes already read from the socket (the request
     head, read to route the connection). It also lets a session write a
     whole frame straight into the socket's kernel buffer from any task,
@@ -117,18 +133,25 @@ class ReplayStream(trio.abc.Stream):
         "_prefix",
         "_socket",
         "_stream",
+        "_tcp",
     )
 
-    def __init__(self, stream: trio.SocketStream, prefix: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
         self._stream = stream
-        self._socket = stream.socket
+        #: The socket frames are written into directly; None when ``stream`` is not a plain
+        #: SocketStream (TLS): then every byte goes through ``stream``.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: The TCP socket under everything, which :meth:`abort` resets; None for a stream without one.
+        self._tcp = self._socket if self._socket is not None else _socket_under(stream)
         self._prefix = prefix
         self._lock = trio.Lock()
         #: The rest of a frame :meth:`write_now` started: the peer holds its first part.
         self._pending = b""
         #: The first bytes written are the handshake response; None until it is seen.
         self._extensions: list[bytes] | None = None
-        self._handshake_seen = False
+        #: Without a socket of our own the response is not read: its extensions stay unknown,
+        #: so direct writes stay off.
+        self._handshake_seen = self._socket is None
         #: Weak: the connection holds this stream, and a cycle would keep every closed
         #: connection's objects alive until the cyclic collector runs (measured: +6 MiB
         #: RSS over 2,000 short sessions with ``tune_gc``).
@@ -166,19 +189,38 @@ class ReplayStream(trio.abc.Stream):
         except trio.WouldBlock:
             await self._lock.acquire()
         try:
+            sock = self._socket
+            if sock is None:
+                await self._send_through(data)
+                return
             if not self._handshake_seen:
                 self._handshake_seen = True
                 self._extensions = handshake_extensions(bytes(data))
             boundary = len(self._pending)  # where the pending frame ends and ``data`` begins
             out = memoryview(self._pending + bytes(data) if self._pending else data)
             self._pending = b""
-            await self._send_whole(out, boundary)
+            await self._send_whole(sock, out, boundary)
         finally:
             self._lock.release()
 
-    async def _send_whole(self, out: memoryview, boundary: int) -> None:
+    async def _send_through(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` through the stream (TLS): all of it, or the connection is aborted."""
+        if self._aborted:
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("the connection was closed (aborted)")
+        if not data:  # a flush: write_now never leaves anything pending here
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self._stream.send_all(data)
+        except BaseException:
+            # Cancelled or failed, the stream cannot say how much of the frame went out.
+            self.abort()
+            raise
+
+    async def _send_whole(self, sock: trio.socket.SocketType, out: memoryview, boundary: int) -> None:
         """Send all of ``out``, whose frames end at ``boundary`` and at its end; abort if cut elsewhere."""
-        if self._aborted or self._socket.fileno() < 0:
+        if self._aborted or sock.fileno() < 0:
             await trio.lowlevel.checkpoint()
             raise trio.ClosedResourceError("the connection was closed" + (" (aborted)" if self._aborted else ""))
         if not out:
@@ -187,7 +229,7 @@ class ReplayStream(trio.abc.Stream):
         sent = 0
         try:
             while sent < len(out):
-                sent += await self._socket.send(out[sent:])
+                sent += await sock.send(out[sent:])
         except OSError as exc:
             self._abort_unless_at(sent, boundary, len(out))
             if exc.errno in _CLOSED_ERRNOS:
@@ -212,27 +254,30 @@ class ReplayStream(trio.abc.Stream):
         """Reset the TCP connection at once: unsent bytes are dropped and nothing more is written."""
         self._aborted = True
         self._pending = b""
-        if self._socket.fileno() < 0:
+        tcp = self._tcp
+        if tcp is None or tcp.fileno() < 0:
             return
         try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except OSError:
             pass  # closed in order after all; still nothing more is written
-        self._socket.close()  # wakes a task blocked on the socket with ClosedResourceError
+        tcp.close()  # wakes a task blocked on the socket with ClosedResourceError
 
     def write_now(self, head: bytes, body: bytes) -> bool | None:
         """Write the binary message ``head + body`` into the socket as one frame, without waiting.
 
         Returns None when nothing was written because framing it ourselves is
         not known to be safe (no ``101`` seen, an extension in use, the
-        connection closing), a send is in progress, or the socket is closed
-        or broken: send it the normal way instead. True when all of it went
+        connection closing), a send is in progress, the socket is closed
+        or broken, or there is no socket to write into (TLS): send it the
+        normal way instead. True when all of it went
         out; False when part of it is pending and the caller must get
         :meth:`flush` called.
         """
         if not self._direct_writes_allowed():
             return None
-        fd = self._socket.fileno()
+        sock = self._socket
+        fd = sock.fileno() if sock is not None else -1  # (None never gets here: its extensions stay unknown)
         if fd < 0:
             return None
         buffers = (websocket_binary_header(len(head) + len(body)), head, body)
@@ -271,3 +316,13 @@ class ReplayStream(trio.abc.Stream):
         if self._pending:
             self.abort()
         await self._stream.aclose()
+
+    def __repr__(self) -> str:
+        # trio-websocket names the peer of a stream that is not its own kind by this (``ws.remote``).
+        try:
+            peer = self._tcp.getpeername() if self._tcp is not None else None
+        except OSError:
+            peer = None  # closed, or reset
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+        over = "" if self._socket is not None else f", through {type(self._stream).__name__}"
+        return f"ReplayStream({where}{over})"

@@ -57,7 +57,7 @@ from typing import Final, NoReturn, TypeAlias, TypeVar, cast
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, wrap_client_stream
 
 from ._pb import pubsub_pb2 as pb
 from ._proto import (
@@ -147,6 +147,8 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DISCONNECT_TIMEOUT: Final = 60.0
 #: Bytes of a non-HTTP answer quoted in a :class:`ConnectFailed` reason.
 QUOTED_ANSWER_BYTES: Final = 24
+#: Characters of the body of a 401 or 403 refusal quoted in a :class:`ConnectFailed` reason.
+QUOTED_REFUSAL_CHARS: Final = 200
 #: Bytes of the answer's head kept to read its status line; h11 bounds the head itself.
 ANSWER_HEAD_BYTES: Final = 16_384
 #: Records a stream may hold unread by default (its window): granted at subscribe, topped up as batches are taken.
@@ -175,14 +177,18 @@ class ConnectFailed(HandshakeError):
     """No WebSocket connection could be opened; ``reason`` says what was found instead.
 
     A :class:`trio_websocket.HandshakeError`, as before, so existing handlers
-    still catch it. (An HTTP answer other than ``101`` with a body is still
-    trio-websocket's ``ConnectionRejected``, which carries the status and body.)
+    still catch it. A refusal of the credentials (HTTP 401 or 403) is one
+    too, with ``status`` set and the server's text in ``reason``. (Any other
+    HTTP answer but ``101`` is still trio-websocket's ``ConnectionRejected``,
+    which carries the status and body.)
     """
 
-    def __init__(self, address: str, reason: str) -> None:
+    def __init__(self, address: str, reason: str, *, status: int | None = None) -> None:
         super().__init__(f"could not connect to the proxy at {address}: {reason}")
         self.address = address
         self.reason = reason
+        #: The HTTP status of a refusal of the credentials (401 or 403); None for any other failure.
+        self.status = status
 
 
 class StreamEnded(PubSubError):
@@ -1088,6 +1094,27 @@ def _tls_failure(error: BaseException) -> str:
     return f"TLS handshake failed ({text}); is the proxy serving plain ws://?"
 
 
+def _refusal(rejected: ConnectionRejected, token_sent: bool) -> str:
+    """Why the proxy refused the credentials, in its own words (its answer's body, on one line)."""
+    text = " ".join((rejected.body or b"").decode("utf-8", "replace").split())
+    if len(text) > QUOTED_REFUSAL_CHARS:
+        text = text[: QUOTED_REFUSAL_CHARS - 3] + "..."
+    said = f": {text!r}" if text else " without a reason"
+    if rejected.status_code == 403:
+        return f"it refused the connection with HTTP 403 Forbidden{said}; the client may not use this route"
+    advice = "the token was not accepted" if token_sent else "no token was sent"
+    return f"it refused the connection with HTTP 401 Unauthorized{said}; {advice}"
+
+
+def _bearer(token: str) -> list[tuple[bytes, bytes]]:
+    """The ``Authorization`` header carrying ``token``; the errors never show the token."""
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if not token or not all("!" <= ch <= "~" for ch in token):
+        raise ValueError("token must be non-empty and printable ASCII, without spaces (the token is not shown)")
+    return [(b"Authorization", b"Bearer " + token.encode("ascii"))]
+
+
 class _AnswerWatch(trio.abc.Stream):
     """The client's stream: until a ``101`` arrives, it names what the server did instead.
 
@@ -1171,9 +1198,21 @@ class _AnswerWatch(trio.abc.Stream):
 
 
 async def _connect(
-    nursery: trio.Nursery, target: _Target, *, max_message_size: int, connect_timeout: float
+    nursery: trio.Nursery,
+    target: _Target,
+    *,
+    max_message_size: int,
+    connect_timeout: float,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Iterable[str] = (),
 ) -> WebSocketConnection:
-    """Open the TCP (and TLS) connection and do the opening handshake; every failure is a ConnectFailed."""
+    """Open the TCP (and TLS) connection and do the opening handshake; every failure is a ConnectFailed.
+
+    But for an HTTP refusal: trio-websocket's reader task raises ConnectionRejected
+    into the nursery (:func:`open_client` turns a 401 or 403 into a ConnectFailed).
+    """
+    headers = _bearer(token) if token is not None else None
     waiting_for = "the TCP connection was not accepted"
     try:
         with trio.fail_after(connect_timeout):
@@ -1187,7 +1226,10 @@ async def _connect(
                 if target.tls:
                     waiting_for = "the TLS handshake did not finish"
                     stream = trio.SSLStream(
-                        tcp, ssl.create_default_context(), server_hostname=target.host, https_compatible=True
+                        tcp,
+                        ssl_context or ssl.create_default_context(),
+                        server_hostname=target.host,
+                        https_compatible=True,
                     )
                     try:
                         await stream.do_handshake()
@@ -1202,6 +1244,8 @@ async def _connect(
                     cast("trio.SocketStream", watched),
                     target.host_header,
                     target.resource,
+                    subprotocols=subprotocols,
+                    extra_headers=headers,
                     max_message_size=max_message_size,
                 )
             except BaseException:
@@ -1213,6 +1257,23 @@ async def _connect(
         raise ConnectFailed(target.address, f"{waiting_for} within {connect_timeout:g} s") from None
 
 
+def _sole(error: BaseException) -> BaseException:
+    """The one error inside nested one-member exception groups (else ``error`` itself)."""
+    while isinstance(members := getattr(error, "exceptions", None), tuple) and len(members) == 1:
+        error = members[0]
+    return error
+
+
+def _credentials_refused(error: BaseException, target: _Target, token_sent: bool) -> ConnectFailed | None:
+    """The ConnectFailed for a handshake refused with 401 or 403; None for any other error."""
+    rejected = _sole(error)
+    if not isinstance(rejected, ConnectionRejected) or rejected.status_code not in (401, 403):
+        return None
+    refused = ConnectFailed(target.address, _refusal(rejected, token_sent), status=rejected.status_code)
+    refused.__cause__ = rejected
+    return refused
+
+
 def _raise_sole(error: BaseException) -> NoReturn:
     """Raise the one error inside nested one-member exception groups (else ``error`` itself).
 
@@ -1220,9 +1281,7 @@ def _raise_sole(error: BaseException) -> NoReturn:
     caller gets its own exception back, as trio-websocket's
     ``open_websocket_url`` gave it, without the group as its context.
     """
-    sole = error
-    while isinstance(members := getattr(sole, "exceptions", None), tuple) and len(members) == 1:
-        sole = members[0]
+    sole = _sole(error)
     context = sole.__context__
     try:
         raise sole
@@ -1237,22 +1296,56 @@ async def open_client(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Iterable[str] = (),
 ) -> AsyncIterator[PubSubClient]:
-    """Connect to a proxy route such as ``ws://127.0.0.1:9080/kafka``.
+    """Connect to a proxy route such as ``ws://127.0.0.1:9080/kafka`` (or ``wss://``).
 
-    Raises :class:`ConnectFailed` naming what was found when no WebSocket
-    connection can be opened (nothing listening, a name that does not
-    resolve, a TLS or non-WebSocket server, no answer within
-    ``connect_timeout``); trio-websocket's ``ConnectionRejected`` when the
-    server answers with an HTTP error such as 404.
+    Args:
+        url: The route's URL.
+        max_message_size: The largest message taken from the proxy.
+        request_timeout: Seconds a request waits for its response.
+        connect_timeout: Seconds for the TCP and TLS connection and the opening handshake.
+        token: Sent as ``Authorization: Bearer TOKEN`` in the opening
+            handshake, for a proxy that asks for an API key or a JWT. It
+            appears in no exception message or repr.
+        ssl_context: Used for a ``wss://`` URL instead of the default one
+            (the system's CAs), e.g. ``ssl.create_default_context(cafile=...)``
+            to trust a private CA.
+        subprotocols: WebSocket subprotocols offered, in order of preference;
+            ``client.websocket.subprotocol`` is the one the proxy chose.
+
+    Raises:
+        ConnectFailed: No WebSocket connection could be opened, naming what
+            was found (nothing listening, a name that does not resolve, a
+            TLS certificate not trusted, a TLS or non-WebSocket server, no
+            answer within ``connect_timeout``), or the proxy refused the
+            credentials (``status`` 401 or 403, with the proxy's reason).
+        trio_websocket.ConnectionRejected: The proxy answered with another
+            HTTP error, such as 404.
+        ValueError: ``url`` is not a ``ws://`` or ``wss://`` URL, the token
+            is not printable ASCII, or ``ssl_context`` is given for ``ws://``.
 
     Cancellation: leaving the block closes the connection; pending requests
     then fail with ``ConnectionClosed``.
     """
     target = _Target.parse(url)
+    if ssl_context is not None and not target.tls:
+        raise ValueError("ssl_context is for wss:// URLs; this one is ws://")
+    if token is not None:
+        _bearer(token)  # refused before connecting
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _connect(nursery, target, max_message_size=max_message_size, connect_timeout=connect_timeout)
+            ws = await _connect(
+                nursery,
+                target,
+                max_message_size=max_message_size,
+                connect_timeout=connect_timeout,
+                token=token,
+                ssl_context=ssl_context,
+                subprotocols=tuple(subprotocols),
+            )
             client = PubSubClient(ws, request_timeout)
             nursery.start_soon(client._read_responses)
             try:
@@ -1262,4 +1355,4 @@ async def open_client(
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
     except BaseException as exc:
-        _raise_sole(exc)
+        _raise_sole(_credentials_refused(exc, target, token is not None) or exc)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import trio
@@ -326,3 +329,20 @@ def open_fds() -> int:
 
 def describe_threads(threads: Iterable[threading.Thread]) -> list[str]:
     return sorted(t.name for t in threads)
+
+
+# -------------------------------------------------------------- certificates
+
+#: openssl req options for a throwaway EC key and certificate (two days).
+OPENSSL_EC: Final = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2")
+
+
+def openssl_in(folder: Path) -> Callable[..., None]:
+    """A function running ``openssl`` with its arguments in ``folder``; fails the test when openssl is missing."""
+    if shutil.which("openssl") is None:  # ./scripts/test installs it: missing, it is a failure, never a skip
+        raise AssertionError("needs openssl on PATH (Debian: apt-get install openssl)")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    return openssl

@@ -88,8 +88,12 @@ class AclRule:
     #: The groups a ``group`` operation may use; none named: any group.
     groups: tuple[Pattern, ...] = ()
 
+    def names(self, principal: Principal) -> bool:
+        """Whether the rule is for ``principal``."""
+        return any(_who_matches(who, principal) for who in self.who)
+
     def allows(self, principal: Principal, operation: Operation, topic: str, group: str | None = None) -> bool:
-        if operation not in self.operations or not any(_who_matches(who, principal) for who in self.who):
+        if operation not in self.operations or not self.names(principal):
             return False
         if not any(pattern.matches(topic) for pattern in self.topics):
             return False

@@ -22,18 +22,20 @@ from typing import Any, Final
 import attrs
 import jwt
 
+from .._config._defaults import (
+    DEFAULT_JWT_LEEWAY,
+    DEFAULT_JWT_PRINCIPAL_CLAIM,
+    DEFAULT_JWT_RIGHTS_CLAIMS,
+    JWT_HMAC_ALGORITHMS,
+    JWT_PUBLIC_KEY_ALGORITHMS,
+)
 from ._acl import Principal
 
-#: Seconds of clock difference allowed on ``exp`` and ``nbf``.
-DEFAULT_LEEWAY: Final = 30.0
-#: The claim that names the principal, by default.
-DEFAULT_PRINCIPAL_CLAIM: Final = "sub"
-#: Claims whose values rules may match (``claim:<name>=<value>``): OAuth scopes and roles.
-DEFAULT_RIGHTS_CLAIMS: Final = ("scope", "scp", "roles")
-HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
-PUBLIC_KEY_ALGORITHMS: Final = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
+DEFAULT_LEEWAY: Final = DEFAULT_JWT_LEEWAY
+DEFAULT_PRINCIPAL_CLAIM: Final = DEFAULT_JWT_PRINCIPAL_CLAIM
+DEFAULT_RIGHTS_CLAIMS: Final = DEFAULT_JWT_RIGHTS_CLAIMS
+HMAC_ALGORITHMS: Final = frozenset(JWT_HMAC_ALGORITHMS)
+PUBLIC_KEY_ALGORITHMS: Final = frozenset(JWT_PUBLIC_KEY_ALGORITHMS)
 
 
 class TokenRefused(Exception):

@@ -19,26 +19,22 @@ from typing import Final
 
 import attrs
 
+from .._config._access import KEY_HASH_DIGEST_BYTES, parse_key_hash
+
 #: scrypt's cost: 2**14 rounds of 8-block mixing, one lane (about 16 MiB and tens of ms a check).
 SCRYPT_LOG2_N: Final = 14
 SCRYPT_R: Final = 8
 SCRYPT_P: Final = 1
 #: Bytes of salt, of digest, and of a new key's secret.
 SALT_BYTES: Final = 16
-DIGEST_BYTES: Final = 32
+DIGEST_BYTES: Final = KEY_HASH_DIGEST_BYTES
 SECRET_BYTES: Final = 24
 #: How a key starts; the id and the secret follow, separated by "_".
 KEY_PREFIX: Final = "kwt_"
-#: The most a hash's cost may ask for: a config cannot make every handshake take seconds.
-MAX_LOG2_N: Final = 20
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _scrypt(secret: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
@@ -54,25 +50,8 @@ def hash_key(secret: str, *, salt: bytes | None = None, log2_n: int = SCRYPT_LOG
     return f"scrypt${log2_n}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
-def parse_hash(stored: str) -> tuple[int, int, int, bytes, bytes]:
-    """A stored hash's parameters, salt and digest.
-
-    Raises:
-        ValueError: not a hash this module makes (the message says which part is wrong).
-    """
-    parts = stored.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt":
-        raise ValueError("a key hash reads scrypt$<log2 n>$<r>$<p>$<salt>$<digest> (see kafka-ws-trio hash-key)")
-    try:
-        log2_n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        salt, digest = _unb64(parts[4]), _unb64(parts[5])
-    except ValueError:
-        raise ValueError("a key hash has a part that is not a number or not base64url") from None
-    if not 1 <= log2_n <= MAX_LOG2_N or not 1 <= r <= 32 or not 1 <= p <= 16:
-        raise ValueError(f"a key hash's cost is out of range (log2 n 1..{MAX_LOG2_N}, r 1..32, p 1..16)")
-    if len(salt) < 8 or len(digest) != DIGEST_BYTES:
-        raise ValueError(f"a key hash needs a salt of 8 bytes or more and a digest of {DIGEST_BYTES}")
-    return log2_n, r, p, salt, digest
+#: Reads a stored hash (its format is checked when the config is loaded).
+parse_hash: Final = parse_key_hash
 
 
 def verify_key(secret: str, stored: str) -> bool:

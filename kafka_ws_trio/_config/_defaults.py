@@ -26,6 +26,11 @@ DEFAULT_WORKERS: Final = 8
 DEFAULT_KAFKA_THREADS: Final = 32
 #: Seconds a client may leave a response unread before its connection is closed.
 DEFAULT_SEND_TIMEOUT: Final = 30.0
+#: Seconds a client has to finish its TLS and WebSocket handshakes.
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: Connections in their handshake at once, all together and from one IP address.
+DEFAULT_MAX_HANDSHAKES: Final = 1024
+DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 64
 #: Open WebSocket sessions, all routes together.
 DEFAULT_MAX_SESSIONS: Final = 10_000
 DEFAULT_LOG_LEVEL: Final = "INFO"
@@ -106,3 +111,25 @@ SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MAX_INT32: Final = 2**31 - 1
 #: Upper bound of every duration, in seconds (one day).
 MAX_SECONDS: Final = 86_400.0
+
+# A route's access control (issue 13)
+#: How clients prove who they are: "none" (anyone, as the principal "anonymous"), "api_key", "jwt".
+AUTH_METHODS: Final = ("none", "api_key", "jwt")
+DEFAULT_AUTH: Final = ("none",)
+#: The principal of a session on a route that takes "none" and got no credential.
+ANONYMOUS: Final = "anonymous"
+#: JWT algorithms by family; a route takes one family only (an RSA public key must never pass as an HMAC secret).
+JWT_HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
+JWT_PUBLIC_KEY_ALGORITHMS: Final = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+#: Seconds of clock difference allowed on a token's exp and nbf.
+DEFAULT_JWT_LEEWAY: Final = 30.0
+DEFAULT_JWT_PRINCIPAL_CLAIM: Final = "sub"
+#: Claims whose values ACL rules may match as ``claim:<name>=<value>`` (OAuth scopes and roles).
+DEFAULT_JWT_RIGHTS_CLAIMS: Final = ("scope", "scp", "roles")
+ACL_OPERATIONS: Final = ("read", "write", "group")
+#: Seconds of a quota's rate a principal may spend at once (its bucket's size).
+DEFAULT_QUOTA_BURST_SECONDS: Final = 1.0
+#: Principals whose quota buckets are remembered per route; the least recently seen is forgotten past it.
+DEFAULT_QUOTA_PRINCIPALS: Final = 10_000

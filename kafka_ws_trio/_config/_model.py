@@ -18,6 +18,17 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from ._access import (
+    AclRuleConfig,
+    ApiKeyConfig,
+    JwtConfig,
+    QuotaConfig,
+    _check_origins,
+    _instances_of,
+    _strings,
+    _to_tuple,
+    check_key_ids,
+)
 from ._checks import (
     _boolean,
     _check_nodes,
@@ -34,6 +45,8 @@ from ._checks import (
     _to_secret,
 )
 from ._defaults import (
+    AUTH_METHODS,
+    DEFAULT_AUTH,
     DEFAULT_CACHE_BYTES,
     DEFAULT_CACHE_RECORDS,
     DEFAULT_CLIENT_ID,
@@ -45,11 +58,14 @@ from ._defaults import (
     DEFAULT_GROUP_HEARTBEAT_INTERVAL,
     DEFAULT_GROUP_SESSION_TIMEOUT,
     DEFAULT_GROUPS,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HOST,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KAFKA_THREADS,
     DEFAULT_LOG_LEVEL,
     DEFAULT_MAX_GROUP_MEMBERS,
+    DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HANDSHAKES_PER_IP,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PARTITION_READERS,
     DEFAULT_MAX_SESSIONS,
@@ -96,6 +112,13 @@ class ServerConfig:
 
     In the worst case one session holds ``queue_size`` received frames and
     ``workers`` responses, each at most ``max_message_size`` bytes.
+
+    With ``tls_cert_file`` and ``tls_key_file`` (both or neither) the
+    listener speaks TLS and clients connect with ``wss://``. They must be
+    readable PEM that load together when the object is built: the server's
+    certificate (followed by any intermediate certificates) and its private
+    key, decrypted with ``tls_key_password`` when encrypted. Paths are used
+    as given; the TOML reader makes them absolute.
     """
 
     host: str = attrs.field(default=DEFAULT_HOST, validator=_string(spaces=False))
@@ -111,6 +134,46 @@ class ServerConfig:
     max_sessions: int = attrs.field(default=DEFAULT_MAX_SESSIONS, validator=_integer(1))
     max_group_members: int = attrs.field(default=DEFAULT_MAX_GROUP_MEMBERS, validator=_integer(1))
     log_level: str = attrs.field(default=DEFAULT_LOG_LEVEL, validator=_choice(LOG_LEVELS))
+    #: Seconds a client has to finish its TLS and WebSocket handshakes (slowloris).
+    handshake_timeout: float = attrs.field(default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_seconds(0, inclusive=False))
+    #: Connections still in their handshake, all together and from one IP address; more are refused at once.
+    max_handshakes: int = attrs.field(default=DEFAULT_MAX_HANDSHAKES, validator=_integer(1))
+    max_handshakes_per_ip: int = attrs.field(default=DEFAULT_MAX_HANDSHAKES_PER_IP, validator=_integer(1))
+    #: The ``Origin`` values browsers may connect from, for routes that list none; empty: any.
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_check_origins)
+    tls_cert_file: str | None = attrs.field(default=None, validator=_readable_file)
+    tls_key_file: str | None = attrs.field(default=None, validator=_readable_file)
+    tls_key_password: Secret | None = attrs.field(default=None, converter=_to_optional_secret, validator=_check_secret)
+
+    def __attrs_post_init__(self) -> None:
+        _raise_all(_server_tls_problems(attrs.asdict(self, recurse=False)))
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listener speaks TLS (``wss://``)."""
+        return self.tls_cert_file is not None
+
+
+def _server_tls_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
+    """The problems across the [server] TLS values in *values*, which holds only the values fine on their own."""
+    cert_file, key_file, key_password = (
+        values.get(key) for key in ("tls_cert_file", "tls_key_file", "tls_key_password")
+    )
+    both_known = "tls_cert_file" in values and "tls_key_file" in values
+    if both_known and cert_file is not None and key_file is None:
+        yield ConfigProblem(
+            "tls_cert_file", "needs tls_key_file, the private key of this certificate (set both, or neither)"
+        )
+    if both_known and key_file is not None and cert_file is None:
+        yield ConfigProblem(
+            "tls_key_file", "needs tls_cert_file, the certificate this key belongs to (set both, or neither)"
+        )
+    if both_known and key_password is not None and cert_file is None and key_file is None:
+        yield ConfigProblem("tls_key_password", "is set but there is no tls_cert_file/tls_key_file to decrypt")
+    if cert_file is not None and key_file is not None and "tls_key_password" in values:
+        problem = _cert_chain_problem(cert_file, key_file, key_password, prefix="tls_", what="server certificate")
+        if problem is not None:
+            yield problem
 
 
 class _EncryptedKey(Exception):
@@ -168,21 +231,29 @@ def _tls_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
             yield problem
 
 
-def _cert_chain_problem(cert_file: str, key_file: str | None, key_password: Secret | None) -> ConfigProblem | None:
-    key_key = "key_file" if key_file is not None else "cert_file"
+def _cert_chain_problem(
+    cert_file: str,
+    key_file: str | None,
+    key_password: Secret | None,
+    *,
+    prefix: str = "",
+    what: str = "client certificate",
+) -> ConfigProblem | None:
+    """Why the certificate and key do not load together, or None; *prefix* starts the keys named (``tls_``)."""
+    key_key = f"{prefix}key_file" if key_file is not None else f"{prefix}cert_file"
     key_path = key_file or cert_file
     password = key_password.reveal if key_password is not None else _no_key_password
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file, password=password)
     except _EncryptedKey:
         return ConfigProblem(
-            key_key, f"the private key in {key_path} is encrypted; set key_password or key_password_env"
+            key_key, f"the private key in {key_path} is encrypted; set {prefix}key_password or {prefix}key_password_env"
         )
     except OSError as exc:
         return ConfigProblem(
             key_key,
-            f"cannot load the client certificate {cert_file} with the private key in {key_path} "
-            f"({_ssl_reason(exc)}); both must be PEM, belong together, and key_password must be right",
+            f"cannot load the {what} {cert_file} with the private key in {key_path} "
+            f"({_ssl_reason(exc)}); both must be PEM, belong together, and {prefix}key_password must be right",
         )
     return None
 
@@ -289,6 +360,33 @@ class RouteConfig:
         default=DEFAULT_GROUP_COMMIT_INTERVAL, kw_only=True, validator=_seconds(0, inclusive=False)
     )
     client_id: str = attrs.field(default=DEFAULT_CLIENT_ID, kw_only=True, validator=_string(spaces=False))
+    #: How clients prove who they are (issue 13): any of "none", "api_key", "jwt".
+    auth: tuple[str, ...] = attrs.field(
+        default=DEFAULT_AUTH,
+        kw_only=True,
+        converter=_to_tuple,
+        validator=_strings(choices=AUTH_METHODS, what="methods"),
+    )
+    api_keys: tuple[ApiKeyConfig, ...] = attrs.field(
+        default=(), kw_only=True, converter=_to_tuple, validator=_instances_of(ApiKeyConfig, "api_keys tables")
+    )
+    jwt: JwtConfig | None = attrs.field(
+        default=None, kw_only=True, validator=_instance_of(JwtConfig, "a JwtConfig or None")
+    )
+    #: None: every client the route admits may do everything on it; a tuple: only what a rule allows.
+    acl: tuple[AclRuleConfig, ...] | None = attrs.field(
+        default=None,
+        kw_only=True,
+        converter=_to_tuple,
+        validator=attrs.validators.optional(_instances_of(AclRuleConfig, "acl tables")),
+    )
+    quotas: QuotaConfig | None = attrs.field(
+        default=None, kw_only=True, validator=_instance_of(QuotaConfig, "a QuotaConfig or None")
+    )
+    #: The ``Origin`` values a browser may connect from; empty: any (non-browser clients send none).
+    allowed_origins: tuple[str, ...] = attrs.field(
+        default=(), kw_only=True, converter=_to_tuple, validator=_check_origins
+    )
 
     def __attrs_post_init__(self) -> None:
         _raise_all(_route_problems(attrs.asdict(self, recurse=False)))
@@ -303,6 +401,7 @@ class RouteConfig:
 
 def _route_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
     """The problems across a route's *values*, which holds only the values that are fine on their own."""
+    yield from _auth_problems(values)
     if "fetch_max_wait" in values and "request_timeout" in values:
         wait, timeout = values["fetch_max_wait"], values["request_timeout"]
         if wait >= timeout:
@@ -333,6 +432,25 @@ def _route_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
             yield ConfigProblem(
                 session, f"{values[session]!r} is too large; it must be at most {route} ({values[route]!r})"
             )
+
+
+def _auth_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
+    """A method of ``auth`` without its settings, or settings for a method ``auth`` does not take."""
+    if "auth" not in values:
+        return
+    methods = values["auth"]
+    for method, key, example in (
+        ("api_key", "api_keys", "[[routes.api_keys]] tables (kafka-ws-trio hash-key makes one)"),
+        ("jwt", "jwt", "a [routes.jwt] table"),
+    ):
+        if key not in values:
+            continue
+        configured = bool(values[key])
+        if method in methods and not configured:
+            yield ConfigProblem("auth", f"takes {method!r}, but the route has no {key}; add {example}")
+        elif configured and method not in methods:
+            yield ConfigProblem(key, f"is set, but auth does not take {method!r}; add it to auth, or remove {key}")
+    yield from check_key_ids(values.get("api_keys", ()))
 
 
 def _same_uri(uri: str, first: int) -> str:

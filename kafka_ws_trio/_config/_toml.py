@@ -21,10 +21,11 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 
+from ._access import AclRuleConfig, ApiKeyConfig, JwtConfig, QuotaConfig, _jwt_problems
 from ._errors import ConfigError, ConfigProblem, _closest, _kind, _quote, _suggest
 from ._model import (
     _NO_ROUTES,
@@ -35,6 +36,7 @@ from ._model import (
     TlsConfig,
     _route_problems,
     _same_uri,
+    _server_tls_problems,
     _tls_problems,
 )
 from ._secret import Secret
@@ -51,9 +53,10 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
     """Read and check the TOML config file at *path*.
 
-    Relative file paths inside it (``ca_file``, ``cert_file``, ``key_file``)
-    are taken relative to the folder holding the file (``~`` is expanded),
-    and must be readable PEM files when it is loaded. Secrets named by
+    Relative file paths inside it (``ca_file``, ``cert_file``, ``key_file``,
+    ``tls_cert_file``, ``tls_key_file``) are taken relative to the folder
+    holding the file (``~`` is expanded), and must be readable PEM files when
+    it is loaded. Secrets named by
     ``*_env`` keys are read from ``os.environ``.
 
     Raises:
@@ -104,11 +107,18 @@ def parse_config(
         raise exc._within("", source) from None
 
 
-_SERVER_KEYS: Final = tuple(field.name for field in attrs.fields(ServerConfig))
+_SERVER_KEYS: Final = (*(field.name for field in attrs.fields(ServerConfig)), "tls_key_password_env")
+_SERVER_TLS_PATHS: Final = ("tls_cert_file", "tls_key_file")
 _ROUTE_KEYS: Final = tuple(field.name for field in attrs.fields(RouteConfig))
 _TLS_KEYS: Final = (*(field.name for field in attrs.fields(TlsConfig)), "key_password_env")
 _SASL_KEYS: Final = (*(field.name for field in attrs.fields(SaslConfig)), "password_env")
 _TLS_PATHS: Final = ("ca_file", "cert_file", "key_file")
+_JWT_KEYS: Final = (*(field.name for field in attrs.fields(JwtConfig)), "secret_env")
+_API_KEY_KEYS: Final = tuple(field.name for field in attrs.fields(ApiKeyConfig))
+_ACL_KEYS: Final = tuple(field.name for field in attrs.fields(AclRuleConfig))
+_QUOTA_KEYS: Final = tuple(field.name for field in attrs.fields(QuotaConfig))
+#: The route keys read by a table reader of their own.
+_ROUTE_TABLES: Final = ("tls", "sasl", "api_keys", "jwt", "acl", "quotas")
 
 _T = TypeVar("_T")
 
@@ -269,7 +279,10 @@ class _Reader:
             raise ConfigError(f"expected a table ([server]), got {_kind(table)}")
         problems = _Problems(table)
         problems.unknown_keys(table, _SERVER_KEYS)
-        return _build(ServerConfig, _fields(ServerConfig, table, problems), problems, _no_problems)
+        paths = {key: self.path(item) if key in _SERVER_TLS_PATHS else item for key, item in table.items()}
+        values = _fields(ServerConfig, paths, problems, skip=("tls_key_password",))
+        self.optional_secret(ServerConfig, table, "tls_key_password", values, problems)
+        return _build(ServerConfig, values, problems, _server_tls_problems)
 
     def routes(self, value: object) -> list[RouteConfig]:
         if not isinstance(value, list):
@@ -295,13 +308,19 @@ class _Reader:
         problems.require(
             table, "nodes", 'every route needs its bootstrap brokers, e.g. nodes = ["127.0.0.1:9092"]', meant
         )
-        values = _fields(RouteConfig, table, problems, skip=("tls", "sasl"))
-        if "tls" in table:
-            with problems.within("tls"):
-                values["tls"] = self.tls(table["tls"])
-        if "sasl" in table:
-            with problems.within("sasl"):
-                values["sasl"] = self.sasl(table["sasl"])
+        values = _fields(RouteConfig, table, problems, skip=_ROUTE_TABLES)
+        readers: dict[str, Callable[[object], object]] = {
+            "tls": self.tls,
+            "sasl": self.sasl,
+            "api_keys": lambda v: self.array(v, "api_keys", self.api_key),
+            "jwt": self.jwt,
+            "acl": lambda v: self.array(v, "acl", self.acl_rule),
+            "quotas": lambda v: self.simple(QuotaConfig, v, _QUOTA_KEYS, "quotas"),
+        }
+        for key, read in readers.items():
+            if key in table:
+                with problems.within(key):
+                    values[key] = read(table[key])
         uri = values.get("uri")
         if uri in uris:
             problems.add(ConfigError(_same_uri(uri, uris[uri]), key="uri"))
@@ -320,11 +339,7 @@ class _Reader:
         problems.unknown_keys(value, _TLS_KEYS)
         table = {key: self.path(item) if key in _TLS_PATHS else item for key, item in value.items()}
         values = _fields(TlsConfig, table, problems, skip=("key_password",))
-        # Until the secret reads well, the key is left out, so no check runs with a default in its place.
-        values.pop("key_password", None)
-        with problems.at():
-            secret = self.secret(value, "key_password", required=False)
-            values["key_password"] = _checked(TlsConfig, "key_password", secret)
+        self.optional_secret(TlsConfig, value, "key_password", values, problems)
         return _build(TlsConfig, values, problems, _tls_problems)
 
     def sasl(self, value: object) -> SaslConfig | None:
@@ -343,6 +358,67 @@ class _Reader:
             if secret is not None:
                 values["password"] = _checked(SaslConfig, "password", secret)
         return _build(SaslConfig, values, problems, _no_problems)
+
+    def array(self, value: object, name: str, read: Callable[[object], _T]) -> tuple[_T, ...]:
+        """An array of tables (``[[routes.NAME]]``), each read by *read*."""
+        if not isinstance(value, list):
+            raise ConfigError(f"expected an array of tables ([[routes.{name}]]), got {_kind(value)}")
+        problems = _Problems()
+        built = []
+        for index, item in enumerate(value):
+            with problems.within(f"[{index}]"):
+                built.append(read(item))
+        problems.raise_any()
+        return tuple(built)
+
+    def simple(self, cls: type[_T], value: object, known: tuple[str, ...], name: str) -> _T:
+        """A table whose keys are the fields of *cls*, each read as it is."""
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a table ([routes.{name}]), got {_kind(value)}")
+        problems = _Problems(value)
+        meant = problems.unknown_keys(value, known)
+        required = [field.name for field in attrs.fields(cast(Any, cls)) if field.default is attrs.NOTHING]
+        for key in required:
+            problems.require(value, key, f"every {name} table needs {key}", meant)
+        return _build(cls, _fields(cls, value, problems), problems, _no_problems)
+
+    def api_key(self, value: object) -> ApiKeyConfig:
+        return self.simple(ApiKeyConfig, value, _API_KEY_KEYS, "api_keys")
+
+    def acl_rule(self, value: object) -> AclRuleConfig:
+        return self.simple(AclRuleConfig, value, _ACL_KEYS, "acl")
+
+    def jwt(self, value: object) -> JwtConfig:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f'expected a table such as {{ algorithms = ["RS256"], jwks_file = "jwks.json" }}, got {_kind(value)}'
+            )
+        problems = _Problems(value)
+        meant = problems.unknown_keys(value, _JWT_KEYS)
+        problems.require(
+            value, "algorithms", 'the algorithms tokens are signed with, e.g. algorithms = ["RS256"]', meant
+        )
+        table = dict(value)
+        if isinstance(table.get("public_key_files"), list):
+            table["public_key_files"] = [self.path(item) for item in table["public_key_files"]]
+        if "jwks_file" in table:
+            table["jwks_file"] = self.path(table["jwks_file"])
+        values = _fields(JwtConfig, table, problems, skip=("secret",))
+        self.optional_secret(JwtConfig, value, "secret", values, problems)
+        return _build(JwtConfig, values, problems, _jwt_problems)
+
+    def optional_secret(
+        self, cls: type, table: Mapping[str, Any], key: str, values: dict[str, Any], problems: _Problems
+    ) -> None:
+        """Put the optional secret *key* (or *key*_env) of *table* into *values*, checked as field *key* of *cls*.
+
+        Until the secret reads well the key is left out of *values*, so that no check runs with a
+        default in the place of a secret that is there but wrong.
+        """
+        values.pop(key, None)
+        with problems.at():
+            secret = self.secret(table, key, required=False)
+            values[key] = _checked(cls, key, secret)
 
     def path(self, value: object) -> object:
         """*value* as an absolute path, if it is one; anything else is left for the field's check to report."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 from ._front import RECEIVE_BYTES as RECEIVE_BYTES
 from ._front import read_head as read_head
 from ._front import send_response as send_response
+from ._gate import Admitted as Admitted
+from ._gate import admit_client as admit_client
 from ._head import MAX_REQUEST_HEAD as MAX_REQUEST_HEAD
 from ._head import HeadReader as HeadReader
 from ._head import RequestHead as RequestHead
@@ -23,6 +25,7 @@ from ._head import render as render
 from ._router import SHUTTING_DOWN as SHUTTING_DOWN
 from ._router import Decision as Decision
 from ._router import Handler as Handler
+from ._router import HandshakeCount as HandshakeCount
 from ._router import Router as Router
 from ._router import Upgrade as Upgrade
 from ._router import WebSocketEndpoint as WebSocketEndpoint

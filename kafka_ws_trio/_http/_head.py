@@ -26,6 +26,8 @@ class Respond:
 
     status: int
     body: bytes
+    #: Headers besides the plain-text ones (``WWW-Authenticate`` on a 401, ``Retry-After`` on a 429).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -116,6 +118,7 @@ def render(response: Respond) -> bytes:
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(response.body))),
             ("Connection", "close"),
+            *response.headers,
         ],
     )
     data = writer.send(head)

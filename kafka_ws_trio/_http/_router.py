@@ -74,3 +74,48 @@ def admit(*, shutting_down: bool, sessions: int, max_sessions: int) -> Respond |
     if sessions >= max_sessions:
         return TOO_MANY_SESSIONS
     return None
+
+
+TOO_MANY_HANDSHAKES: Final = Respond(HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections in their handshake\n")
+TOO_MANY_FROM_ADDRESS: Final = Respond(
+    HTTPStatus.TOO_MANY_REQUESTS,
+    b"too many connections in their handshake from this address\n",
+    (("Retry-After", "1"),),
+)
+
+
+class HandshakeCount:
+    """Connections in their handshake, all together and per IP address, each under its bound.
+
+    A connection :meth:`enter`\\ s when it is accepted and :meth:`leave`\\ s when it
+    is upgraded or answered; one over a bound is answered at once (503, or 429
+    from an address with too many), without reading its request. Memory: one
+    entry per address with a handshake under way.
+    """
+
+    def __init__(self, max_total: int, max_per_address: int) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.total = 0
+        self.by_address: dict[str, int] = {}
+
+    def enter(self, address: str) -> Respond | None:
+        """Count a connection from ``address`` in its handshake; the refusal when over a bound (not counted then)."""
+        if self.total >= self.max_total:
+            return TOO_MANY_HANDSHAKES
+        if self.by_address.get(address, 0) >= self.max_per_address:
+            return TOO_MANY_FROM_ADDRESS
+        self.total += 1
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        return None
+
+    def leave(self, address: str, refusal: Respond | None) -> None:
+        """The handshake of a connection :meth:`enter` answered ``refusal`` is over."""
+        if refusal is not None:
+            return
+        self.total -= 1
+        left = self.by_address[address] - 1
+        if left:
+            self.by_address[address] = left
+        else:
+            del self.by_address[address]

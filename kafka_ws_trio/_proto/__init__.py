@@ -8,6 +8,8 @@ in-flight budget (``_budget``). The layers above import from here; nothing
 here imports them.
 """
 
+from ._access import Access as Access
+from ._access import AccessOperation as AccessOperation
 from ._budget import Amount as Amount
 from ._budget import Budget as Budget
 from ._budget import Claim as Claim

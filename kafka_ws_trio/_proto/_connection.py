@@ -16,6 +16,7 @@ from typing import Final, TypeAlias
 
 import attrs
 
+from ._access import Access, refusal
 from ._codec import RecordTooLarge, decode_request, encode_error, encode_fetch, encode_list_offset, encode_pong
 from ._entries import EncodedBatch, encode_fetch_head, record_too_large
 from ._errors import (
@@ -59,8 +60,10 @@ class Reply:
     """Send ``frame`` now; no Kafka work (the connection has counted it if it is an error)."""
 
     frame: bytes
-    #: For the log: why a frame was malformed, else "".
+    #: For the log: why a frame was malformed, or why the principal's rights or quotas refused it; else "".
     note: str = ""
+    #: Whether the principal's rights or quotas refused the command (for the audit log).
+    denied: bool = False
 
 
 @attrs.frozen
@@ -125,12 +128,20 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
-    __slots__ = ("errors", "groups", "lanes", "max_message_size", "produce", "streams")
+    __slots__ = ("access", "errors", "groups", "lanes", "max_message_size", "produce", "streams")
 
     def __init__(
-        self, max_message_size: int, *, streams: bool = False, produce: bool = False, groups: bool = False
+        self,
+        max_message_size: int,
+        *,
+        streams: bool = False,
+        produce: bool = False,
+        groups: bool = False,
+        access: Access | None = None,
     ) -> None:
         self.max_message_size = max_message_size
+        #: The principal's rights and quotas, asked before each command; None: everything is allowed.
+        self.access = access
         #: Whether the session reads consumer groups' offsets; without, CmdGroupOffsets is "unknown command".
         self.groups = groups
         #: Whether the session serves streams; without, stream commands are "unknown command".
@@ -146,6 +157,10 @@ class ServerConnection:
         request = decode_request(frame)
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state))
+        if self.access is not None and self._served(request):
+            denied = self._refuse(request, self.access)
+            if denied is not None:
+                return denied
         if self.streams and isinstance(request, Subscribe | AddCredit | Unsubscribe | Seek | Commit):
             stream_id = request.sequence if isinstance(request, Subscribe) else request.subscription
             return StreamAction(request, (stream_lane(stream_id),))
@@ -173,6 +188,33 @@ class ServerConnection:
             return Reply(answer)
         command = command_of(request)
         return Command(request, ((command.topic, command.partition),))
+
+    def _served(self, request: object) -> bool:
+        """Whether ``request`` is a command this connection carries out (else it is answered as unknown)."""
+        if isinstance(request, ListOffset | Fetch | Invalid):
+            return True
+        if isinstance(request, Subscribe):
+            return self.streams
+        if isinstance(request, Produce):
+            return self.produce
+        if isinstance(request, GroupOffsets):
+            return self.groups
+        return False
+
+    def _refuse(self, request: object, access: Access) -> Reply | None:
+        """The error reply refusing ``request`` by the principal's rights or quotas, or None."""
+        failure = refusal(access, request)
+        if failure is None:
+            return None
+        if isinstance(request, ListOffset | Fetch | Invalid):
+            answer = self.answer(request, failure)
+            assert isinstance(answer, bytes)
+            command = command_of(request)
+            note = f"{failure.reason} to read topic {command.topic} (partition {command.partition})"
+            return Reply(answer, note=note, denied=True)
+        assert isinstance(request, Subscribe | Produce | GroupOffsets)
+        self.errors += 1
+        return Reply(encode_error(request.sequence, failure.code, failure.reason), note=failure.reason, denied=True)
 
     def _serves(self, command: str) -> bool:
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import Final
 
 #: The whole message of the error answering CmdEmpty or a command this server does not know.
@@ -20,8 +21,8 @@ class ErrorCode(enum.IntEnum):
 
     APISIX always sends 0, which stays valid and means "unspecified". The tens group the
     causes: 1-9 the request itself, 10-19 Kafka's answer, 20-29 reaching Kafka, 30-39
-    limits of this server, 40-49 the server's own faults, 50-59 streams, 70-79 transactions
-    (and consumer groups). A number never changes
+    limits of this server, 40-49 the server's own faults, 50-59 streams, 60-69 authorization
+    and quotas, 70-79 transactions (and consumer groups). A number never changes
     meaning; new causes take new numbers.
     """
 
@@ -65,6 +66,14 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_PARTITIONS = 53
     #: A credit grant would take the stream past the most credit it may hold.
     CREDIT_LIMIT = 54
+    #: The session's principal may not do this to the topic (read, write); decided before the topic is
+    #: looked up, so it never tells whether the topic exists.
+    NOT_AUTHORIZED = 60
+    #: The session's principal may not use this consumer group (join it, commit, read its offsets).
+    GROUP_NOT_AUTHORIZED = 61
+    #: The principal is over one of its quotas; the message ends with ``retry_after_ms=N``: when the
+    #: same command would be taken.
+    QUOTA_EXCEEDED = 62
     #: TXN_COMMIT, TXN_ABORT or a transactional CmdProduce with no transaction open on the connection.
     TXN_NOT_OPEN = 70
     #: TXN_BEGIN while the connection's transaction is still open.
@@ -103,6 +112,19 @@ class CommandFailed(Exception):
 
     def __repr__(self) -> str:
         return f"CommandFailed({self.code.name}, {self.reason!r})"
+
+
+#: The reason of a NOT_AUTHORIZED or GROUP_NOT_AUTHORIZED failure (the operation is named before it).
+NOT_AUTHORIZED_REASON: Final = "not authorized"
+#: How a QUOTA_EXCEEDED message ends: the milliseconds to wait before sending the command again.
+RETRY_AFTER_FIELD: Final = "retry_after_ms"
+
+
+def quota_exceeded(quota: str, wait: float) -> CommandFailed:
+    """The failure of a command refused by ``quota``, taken again after ``wait`` seconds (rounded up)."""
+    return CommandFailed(
+        ErrorCode.QUOTA_EXCEEDED, f"quota exceeded ({quota}), {RETRY_AFTER_FIELD}={max(1, math.ceil(wait * 1000))}"
+    )
 
 
 def topic_not_found() -> CommandFailed:

@@ -103,6 +103,7 @@ async def receive_until_end(peer: trio.SocketStream) -> tuple[bytes, str]:
 
 def fill_send_buffer(stream: ReplayStream) -> None:
     """Write to the socket around the stream until the kernel takes no more (whole writes, as far as it knows)."""
+    assert stream._socket is not None
     raw = socket.socket(fileno=stream._socket.fileno())
     raw.setblocking(False)
     try:
@@ -385,3 +386,50 @@ async def test_no_direct_write_once_the_connection_is_gone() -> None:
         del connection
         assert stream.write_now(b"", b"y") is None
         assert await receive_exactly(peer, 3) == b"\x82\x01x"
+
+
+async def test_the_stream_names_its_peer() -> None:
+    """trio-websocket's ``ws.remote`` of a stream it does not know is its repr (the session's log line)."""
+    async with tcp_pair() as (stream, peer):
+        host, port = peer.socket.getsockname()[:2]
+        assert repr(stream) == f"ReplayStream({host}:{port})"
+        await stream.aclose()
+        assert repr(stream) == "ReplayStream(?)"
+
+
+# ------------------------------------------------------ any other stream (TLS)
+
+
+async def test_over_a_stream_that_is_no_socket_writes_go_through_it_and_direct_ones_are_declined() -> None:
+    """Over TLS there is no socket to frame into: write_now declines, so the session sends the normal way."""
+    server_end, client_end = trio.testing.memory_stream_pair()
+    stream = ReplayStream(server_end, b"GET / HTTP/1.1\r\n\r\n")
+    assert await stream.receive_some() == b"GET / HTTP/1.1\r\n\r\n"  # the bytes read to route it, first
+    await stream.send_all(SWITCHING + b"\r\n")
+    connection = Connection()
+    stream.bind(connection)
+    assert stream.write_now(b"he", b"llo") is None  # a 101 without extensions, an open connection: still no
+    frame = websocket_binary_header(5) + b"hello"
+    await stream.send_all(frame)
+    await stream.flush()  # nothing pending
+    with trio.fail_after(WAIT):
+        assert await client_end.receive_some() == SWITCHING + b"\r\n" + frame
+    await client_end.send_all(b"from the client")
+    assert await stream.receive_some() == b"from the client"
+    assert not stream.aborted
+    assert repr(stream) == "ReplayStream(?, through StapledStream)"
+    await stream.aclose()
+
+
+async def test_over_a_stream_that_is_no_socket_a_cut_write_aborts_the_connection() -> None:
+    """A cancelled send_all may have sent part of a frame, and the stream cannot say how much."""
+    server_end, client_end = trio.testing.lockstep_stream_pair()  # a send waits for the peer to read
+    stream = ReplayStream(server_end, b"")
+    with trio.move_on_after(0.1) as scope:
+        await stream.send_all(b"a frame nobody reads")
+    assert scope.cancelled_caught
+    assert stream.aborted
+    with pytest.raises(trio.ClosedResourceError, match="aborted"):
+        await stream.send_all(b"a close frame")
+    await stream.aclose()
+    await client_end.aclose()

@@ -132,9 +132,9 @@ def test_a_hash_verifies_its_own_secret_only_and_holds_its_parameters() -> None:
 @pytest.mark.parametrize(
     ("stored", "problem"),
     [
-        ("plain-text-key", "a key hash reads scrypt$"),
+        ("plain-text-key", "is not a key hash; expected scrypt$"),
         ("scrypt$x$8$1$c2FsdHNhbHQ$ZGln", "not a number or not base64url"),
-        ("scrypt$40$8$1$c2FsdHNhbHQ$ZGln", "cost is out of range"),
+        ("scrypt$40$8$1$c2FsdHNhbHQ$ZGln", "a cost out of range"),
         ("scrypt$4$8$1$c2FsdA$ZGln", "a salt of 8 bytes or more"),
     ],
 )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import attrs
 import pytest
+from _support import OPENSSL_EC, openssl_in
 
 from kafka_ws_trio import _config
 from kafka_ws_trio._config import (
@@ -21,6 +21,7 @@ from kafka_ws_trio._config import (
     Secret,
     ServerConfig,
     TlsConfig,
+    _toml,
     load_config,
     parse_config,
 )
@@ -51,14 +52,9 @@ def assert_points_at(error: ConfigError, key: str, *fragments: str) -> None:
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A CA certificate, a client certificate with its key, and that key encrypted."""
-    if shutil.which("openssl") is None:  # ./scripts/test installs it: missing, it is a failure, never a skip
-        pytest.fail("needs openssl on PATH (Debian: apt-get install openssl)")
     folder = tmp_path_factory.mktemp("pem")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
-
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2")
+    openssl = openssl_in(folder)
+    ec = OPENSSL_EC
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca")
     openssl("req", "-x509", *ec, "-keyout", "client.key", "-out", "client.pem", "-subj", "/CN=client")
     openssl("pkey", "-in", "client.key", "-aes256", "-passout", f"pass:{KEY_PASSWORD}", "-out", "client-enc.key")
@@ -181,7 +177,16 @@ def test_example_file_loads() -> None:
 
 def test_example_file_documents_every_key() -> None:
     text = EXAMPLE.read_text()
-    keys = [*_config._SERVER_KEYS, *_config._ROUTE_KEYS, *_config._TLS_KEYS, *_config._SASL_KEYS]
+    keys = [
+        *_config._SERVER_KEYS,
+        *_config._ROUTE_KEYS,
+        *_config._TLS_KEYS,
+        *_config._SASL_KEYS,
+        *_toml._JWT_KEYS,
+        *_toml._API_KEY_KEYS,
+        *_toml._ACL_KEYS,
+        *_toml._QUOTA_KEYS,
+    ]
     assert [key for key in keys if f"{key} = " not in text] == []
     for mechanism in _config.SASL_MECHANISMS:
         assert mechanism in text
