@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .auth import run_auth_handshake, run_quota_isolation
 from .broker import broker_down, broker_pid, broker_up, listener_pid
 from .children import Child, say
 from .context import Bench
@@ -50,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="scripts/bench",
         description="Measure kafka-ws-trio: fetch and stream throughput, fan-out latency by fetch and by stream, "
         "idle sessions and streams, churn, first byte, produce throughput, latency and fan-in, consumer-group "
-        "throughput, rebalance and members.",
+        "throughput, rebalance and members, handshakes with credentials, and isolation from a throttled principal.",
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (under 5 minutes)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every figure to FILE")
@@ -130,6 +131,8 @@ def _steps(bench: Bench) -> dict[str, Callable[[], None]]:
         "group_throughput": lambda: run_group_throughput(bench),
         "group_rebalance": lambda: run_group_rebalance(bench),
         "group_members": lambda: run_group_members(bench),
+        "auth_handshake": lambda: run_auth_handshake(bench),
+        "quota_isolation": lambda: run_quota_isolation(bench),
     }
 
 

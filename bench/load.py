@@ -7,8 +7,10 @@ idle tests, short-lived sessions for churn, one session after another for
 first byte, for produce a pipelined writer (throughput), one command after
 another (latency) and paced writing sessions (fan-in), and for consumer groups
 members reading their share of a topic, members of which one leaves, and
-members opened one at a time. Each reports to the orchestrator through
-``bench.children``.
+members opened one at a time; for authentication and quotas, handshakes with
+tokens (one after another, then many at once) and a principal producing over
+its quota as fast as it is answered. Each reports to the orchestrator
+through ``bench.children``.
 
 Requests are built by the package's client codec (``kafka_ws_trio._proto``).
 Answers on the cold paths (a ListOffset, a subscribe, a stream event, a churn
@@ -35,12 +37,15 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from kafka_ws_trio._pb import pubsub_pb2
 from kafka_ws_trio._proto import (
     Acks,
     ErrorAnswer,
+    ErrorCode,
     FetchAnswer,
     Grant,
     OffsetAnswer,
@@ -101,6 +106,20 @@ async def _offset_of(client: WsClient) -> int:
     return answer.offset
 
 
+def _tokens(spec: dict[str, Any]) -> list[str]:
+    """The handshake tokens of ``spec["token_file"]`` (one a line; the bench writes them into its run's folder).
+
+    Kept out of the spec itself, so that no token stands on a command line.
+    """
+    path = spec.get("token_file")
+    return Path(path).read_text().split() if path else []
+
+
+def _route_path(token: str | None) -> str:
+    """The route's path; with a token, carrying it as ``access_token`` (PROTOCOL.md 5.6), as a browser would."""
+    return ROUTE if token is None else f"{ROUTE}?{urlencode({'access_token': token})}"
+
+
 async def _open_many(
     spec: dict[str, Any],
     count: int,
@@ -109,8 +128,10 @@ async def _open_many(
 ) -> tuple[dict[int, WsClient], int, str]:
     """Open sessions 0..count-1, OPEN_CONCURRENCY handshakes (each followed by ``prepare``) at a time.
 
+    With a ``token_file`` in the spec, every session presents its first token (one principal).
     Returns the clients by index, the number that failed, and the first failure.
     """
+    path = _route_path(next(iter(_tokens(spec)), None))
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
     clients: dict[int, WsClient] = {}
     failures = 0
@@ -120,7 +141,7 @@ async def _open_many(
         nonlocal failures, first_error
         async with gate:
             try:
-                client = await WsClient.connect(spec["host"], spec["port"], ROUTE, on_message(index))
+                client = await WsClient.connect(spec["host"], spec["port"], path, on_message(index))
                 if prepare is not None:
                     try:
                         await prepare(client)
@@ -1328,6 +1349,163 @@ async def worker_group_members(spec: dict[str, Any], commands: Commands) -> None
     emit(event="closed", seconds=time.monotonic() - started)
 
 
+# ------------------------------------------------------------------ authentication and quotas
+
+
+async def _first_byte(spec: dict[str, Any], path: str) -> tuple[float, float]:
+    """One session: connect with ``path``, ListOffset, close; ms to the handshake's answer and to the ListOffset's."""
+    started = time.perf_counter()
+    client = await WsClient.connect(spec["host"], spec["port"], path)
+    handshake = time.perf_counter() - started
+    try:
+        client.send(_list_offset_request(1, spec["topic"], LATEST))
+        answer = decode_response(await client.recv())
+        elapsed = time.perf_counter() - started
+    finally:
+        await client.close()
+    if not isinstance(answer, OffsetAnswer):
+        raise RuntimeError(f"ListOffset answered {answer}")
+    return handshake * 1000.0, elapsed * 1000.0
+
+
+async def worker_auth_handshake(spec: dict[str, Any], commands: Commands) -> None:
+    """Handshakes with the tokens of ``token_file`` (none: no credential), one after another, then many at once.
+
+    Each session presents the next token (cycled when there are fewer than
+    sessions), in the query as a browser would. On "go": ``warmup`` untimed
+    sessions, then ``sequential`` timed ones one after another (connect,
+    handshake, ListOffset answered, close), reported as "sequential"; on
+    "concurrent", ``concurrent`` sessions, ``concurrency`` at a time, that only
+    connect, complete the handshake and close: handshakes a second. A refused
+    handshake in the sequential part fails the worker; in the concurrent part it
+    is counted.
+    """
+    tokens: list[str | None] = [*_tokens(spec)] or [None]
+    used = 0
+
+    def next_path() -> str:
+        nonlocal used
+        used += 1
+        return _route_path(tokens[(used - 1) % len(tokens)])
+
+    emit(event="ready", tokens=len(tokens) if tokens != [None] else 0)
+    await commands.next("go")
+    for _ in range(spec["warmup"]):
+        await _first_byte(spec, next_path())
+    cpu0 = cpu_seconds()
+    timings = [await _first_byte(spec, next_path()) for _ in range(spec["sequential"])]
+    emit(
+        event="sequential",
+        handshake_ms=[handshake for handshake, _ in timings],
+        first_byte_ms=[first for _, first in timings],
+        cpu_seconds=cpu_seconds() - cpu0,
+    )
+    await commands.next("concurrent")
+    remaining = spec["concurrent"]
+    handshakes: list[float] = []
+    failed = 0
+    first_error = ""
+
+    async def lane() -> None:
+        nonlocal remaining, failed, first_error
+        while remaining > 0:
+            remaining -= 1
+            path = next_path()
+            started = time.perf_counter()
+            try:
+                client = await WsClient.connect(spec["host"], spec["port"], path)
+            except (OSError, asyncio.TimeoutError) as exc:
+                failed += 1
+                first_error = first_error or f"{type(exc).__name__}: {exc}"
+                continue
+            handshakes.append((time.perf_counter() - started) * 1000.0)
+            await client.close()
+
+    cpu0, started = cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(spec["concurrency"])))
+    emit(
+        event="result",
+        handshake_ms=handshakes,
+        seconds=time.perf_counter() - started,
+        failed=failed,
+        first_error=first_error,
+        cpu_seconds=cpu_seconds() - cpu0,
+    )
+
+
+class _Hammer:
+    """Sessions of one principal producing over its quota: each answer sends the next command at once.
+
+    Counts the commands sent, the ones refused with QUOTA_EXCEEDED, the records
+    written, and any other answer (a record not written, another error).
+    """
+
+    def __init__(self, topic: str, value: bytes) -> None:
+        self.topic = topic
+        self.record = (OutRecord(value=value),)
+        self.sending = False
+        self.sent = self.refused = self.written = self.other = 0
+        self.first_other = ""
+
+    def send(self, client: WsClient) -> None:
+        if not self.sending or client.lost.done():
+            return
+        self.sent += 1  # sequences need not differ between sessions: the count serves as one
+        client.send(_produce_request(self.sent, self.topic, self.record))
+
+    def answered(self, client: WsClient) -> Callable[[bytes], None]:
+        def on_message(payload: bytes) -> None:
+            response = _RESPONSE(payload)
+            kind = response.WhichOneof("resp")
+            if kind == "error_resp" and response.error_resp.code == ErrorCode.QUOTA_EXCEEDED:
+                self.refused += 1
+            elif kind == "produce_resp" and not any(r.HasField("error") for r in response.produce_resp.results):
+                self.written += len(response.produce_resp.results)
+            else:
+                self.other += 1
+                self.first_other = self.first_other or str(decode_response(payload))
+            self.send(client)
+
+        return on_message
+
+
+async def worker_quota_hammer(spec: dict[str, Any], commands: Commands) -> None:
+    """``sessions`` sessions of one principal, each keeping ``in_flight`` one-record produce commands in flight.
+
+    The principal is over its ``produce_records_per_second`` quota almost at
+    once, so nearly every command is answered QUOTA_EXCEEDED, and each answer
+    sends the next command straight away: as many commands as the proxy will
+    answer. Sending starts on "go" and stops on "finish"; the counts, and this
+    process's CPU, are over that span.
+    """
+    hammer = _Hammer(spec["topic"], os.urandom(spec["value_bytes"]))
+    clients, failures, first_error = await _open_many(spec, spec["sessions"], lambda _: None)
+    emit(event="ready", opened=len(clients), failed=failures, first_error=first_error)
+    await commands.next("go")
+    hammer.sending = True
+    for client in clients.values():
+        client.on_message = hammer.answered(client)
+        for _ in range(spec["in_flight"]):
+            hammer.send(client)
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    await commands.next("finish")
+    hammer.sending = False
+    cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+    counts = {"sent": hammer.sent, "refused": hammer.refused, "written": hammer.written, "other": hammer.other}
+    lost = sum(1 for client in clients.values() if client.lost.done())
+    for client in clients.values():
+        client.abort()
+    emit(
+        event="result",
+        sessions=len(clients),
+        sessions_lost=lost,
+        first_other=hammer.first_other,
+        cpu_seconds=cpu,
+        wall_seconds=wall,
+        **counts,
+    )
+
+
 WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]] = {
     "fetch": worker_fetch,
     "stream": worker_stream,
@@ -1341,6 +1519,8 @@ WORKERS: Final[dict[str, Callable[[dict[str, Any], Commands], Awaitable[None]]]]
     "group_read": worker_group_read,
     "group_rebalance": worker_group_rebalance,
     "group_members": worker_group_members,
+    "auth_handshake": worker_auth_handshake,
+    "quota_hammer": worker_quota_hammer,
 }
 
 

@@ -61,6 +61,17 @@ GROUP_REBALANCE_STEADY: Final = 2.0
 #: and for a group to settle (every member owning partitions that cover the topic, none twice).
 GROUP_JOIN_TIMEOUT: Final = 30.0
 GROUP_SETTLE_TIMEOUT: Final = 60.0
+#: auth_handshake (issue 13): handshakes in flight in the concurrent part (one client process; the server
+#: takes 64 at once from one address), and untimed sessions through each fresh proxy before the timed ones.
+AUTH_CONCURRENCY: Final = 16
+AUTH_WARMUP: Final = 5
+#: quota_isolation (issue 13): principal A's stream sessions (all sampled for latency) and the paced producer's
+#: records a second (of FANOUT_RECORD_BYTES) on A's topic; principal B's quota, sessions and commands in flight.
+QUOTA_READER_SESSIONS: Final = 4
+QUOTA_PRODUCE_RATE: Final = 200
+QUOTA_WRITER_RECORDS_PER_SECOND: Final = 50
+QUOTA_WRITER_SESSIONS: Final = 2
+QUOTA_WRITER_IN_FLIGHT: Final = 16
 #: Seconds an idle proxy's CPU and broker polls are counted (idle sessions and idle streams).
 IDLE_HOLD_SECONDS: Final = 5.0
 #: Churn and first byte read a small topic: a fetch there is one short frame.
@@ -138,6 +149,15 @@ class Plan:
     group_rebalance_repeats: int
     #: group_members: the route's max_group_members for the run (members are opened until OVERLOADED).
     group_members_limit: int
+    #: auth_handshake: sessions timed one after another, then handshakes AUTH_CONCURRENCY at a time, on the
+    #: routes without a credential and with JWTs; and on the API-key route, whose every handshake is one scrypt.
+    auth_sequential: int
+    auth_concurrent: int
+    auth_key_sequential: int
+    auth_key_concurrent: int
+    #: quota_isolation: seconds of principal A's stream before its window, and the window (both runs).
+    quota_warmup: float
+    quota_window: float
 
 
 QUICK: Final = Plan(
@@ -163,6 +183,12 @@ QUICK: Final = Plan(
     group_repeats=1,
     group_rebalance_repeats=3,
     group_members_limit=16,
+    auth_sequential=200,
+    auth_concurrent=1_000,
+    auth_key_sequential=20,
+    auth_key_concurrent=100,
+    quota_warmup=3.0,
+    quota_window=8.0,
 )
 FULL: Final = Plan(
     name="full",
@@ -186,6 +212,12 @@ FULL: Final = Plan(
     group_repeats=3,
     group_rebalance_repeats=5,
     group_members_limit=64,
+    auth_sequential=1_000,
+    auth_concurrent=3_000,
+    auth_key_sequential=50,
+    auth_key_concurrent=200,
+    quota_warmup=5.0,
+    quota_window=20.0,
 )
 
 SCENARIOS: Final = (
@@ -204,6 +236,8 @@ SCENARIOS: Final = (
     "group_throughput",
     "group_rebalance",
     "group_members",
+    "auth_handshake",
+    "quota_isolation",
 )
 
 

@@ -1,7 +1,9 @@
 """The proxy under test: its process (:func:`main`, ``python -m bench _proxy SPEC``) and its handle (:class:`Proxy`).
 
 The process is a plain ``trio.run`` of ``serve_proxy`` on the default
-configuration, except port 0, ``max_sessions`` and any what-if overrides. It
+configuration, except port 0, ``max_sessions``, the settings a scenario gives
+its route (the access scenarios: ``auth``, ``jwt``, ``api_keys``, ``acl``,
+``quotas``) and any what-if overrides. It
 prints one JSON line when it listens and answers each ``{"cmd": "stats"}``
 line on stdin with ``attrs.asdict(server.statistics())``; end of stdin is its
 graceful shutdown.
@@ -60,6 +62,30 @@ def main(spec: dict[str, Any]) -> None:
     trio.run(_serve, spec)
 
 
+def _route_options(route: dict[str, Any]) -> dict[str, Any]:
+    """The route's settings with its access tables (``jwt``, ``api_keys``, ``acl``, ``quotas``) built.
+
+    The spec is JSON, so those arrive as plain tables, as in a TOML file; the
+    rest goes to the route as it is. The access classes are imported only when
+    a table is there, so a ``--proxy-package`` tree from before issue 13 still
+    runs every other scenario.
+    """
+    if not {"jwt", "api_keys", "acl", "quotas"} & route.keys():
+        return route
+    from kafka_ws_trio._config._access import AclRuleConfig, ApiKeyConfig, JwtConfig, QuotaConfig
+
+    built = dict(route)
+    if "jwt" in route:
+        built["jwt"] = JwtConfig(**route["jwt"])
+    if "api_keys" in route:
+        built["api_keys"] = tuple(ApiKeyConfig(**key) for key in route["api_keys"])
+    if "acl" in route:
+        built["acl"] = tuple(AclRuleConfig(**rule) for rule in route["acl"])
+    if "quotas" in route:
+        built["quotas"] = QuotaConfig(**route["quotas"])
+    return built
+
+
 async def _serve(spec: dict[str, Any]) -> None:
     import trio
 
@@ -67,7 +93,8 @@ async def _serve(spec: dict[str, Any]) -> None:
     from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
 
     server = {"max_sessions": spec["max_sessions"], "log_level": "WARNING", **spec["server"], "port": 0}
-    config = ProxyConfig.single_route([spec["bootstrap"]], ROUTE, server=ServerConfig(**server), **spec["route"])
+    route = _route_options(spec["route"])
+    config = ProxyConfig.single_route([spec["bootstrap"]], ROUTE, server=ServerConfig(**server), **route)
     out = trio.lowlevel.FdStream(os.dup(1))
     commands = trio.lowlevel.FdStream(os.dup(0))
 

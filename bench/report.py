@@ -268,6 +268,7 @@ def _produce_rows(
             ),
         ]
     rows += _group_rows(results, judged, load)
+    rows += _access_rows(results, judged, load)
     return rows
 
 
@@ -332,6 +333,63 @@ def _group_rows(
                 f"RSS {before['rss_mib']:.0f} -> {after['rss_mib']:.0f} MiB, threads {before['threads']} -> "
                 f"{after['threads']}, broker connections {before['broker_connections']} -> "
                 f"{after['broker_connections']}; {refused}",
+            ),
+        ]
+    return rows
+
+
+def _access_rows(
+    results: dict[str, Any], judged: Callable[[str, str], str], load: Callable[[dict[str, Any]], str]
+) -> list[tuple[str, str, str, str, str]]:
+    """The authentication and quota scenarios' rows (issue 13)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "auth_handshake" in results:
+        a = results["auth_handshake"]
+        by = a["by_auth"]
+        none, jwt, keyed = by["none"], by["jwt"], by["api_key"]
+        rows += [
+            (
+                "auth handshake",
+                "JWT first byte p50 / p99 ms",
+                f"{_up(a['jwt_first_byte_p50_ms'], 2)} / {_n(a['jwt_first_byte_p99_ms'], 2)}",
+                judged("auth_handshake.jwt_first_byte_p50_ms", "p50 <= 10"),
+                f"no credential {_n(a['none_first_byte_p50_ms'], 2)} / {_n(a['none_first_byte_p99_ms'], 2)} ms, "
+                f"API key {_n(a['api_key_first_byte_p50_ms'], 2)} / {_n(a['api_key_first_byte_p99_ms'], 2)} ms; "
+                + load(jwt),
+            ),
+            (
+                "",
+                "handshakes/s JWT / none",
+                f"{_n(a['jwt_handshakes_per_s'])} / {_n(a['none_handshakes_per_s'])}",
+                "",
+                f"ratio {a['jwt_vs_none_handshakes_per_s']:.2f}; "
+                f"API key (scrypt) {_n(a['api_key_handshakes_per_s'], 1)}/s; "
+                f"{a['concurrency']} at a time; proxy CPU per handshake {_n(jwt['proxy_cpu_us_per_handshake'])} / "
+                f"{_n(none['proxy_cpu_us_per_handshake'])} / {_n(keyed['proxy_cpu_us_per_handshake'])} us "
+                "(JWT / none / API key)",
+            ),
+        ]
+    if "quota_isolation" in results:
+        q = results["quota_isolation"]
+        throttled, baseline = q["runs"]["throttled"], q["runs"]["baseline"]
+        bound = _n(q["p99_bound_ms"], 1) if q["p99_bound_ms"] is not None else "-"
+        rows += [
+            (
+                "quota isolation",
+                "A p50 / p99 ms, B throttled",
+                f"{late(throttled, 'p50_ms')} / {late(throttled, 'p99_ms')}",
+                judged("quota_isolation.p99_ms", f"p99 <= {bound}"),
+                load(throttled),
+            ),
+            (
+                "",
+                "A p50 / p99 ms, alone",
+                f"{late(baseline, 'p50_ms')} / {late(baseline, 'p99_ms')}",
+                "",
+                f"B: {_n(q['writer_commands_per_s'])} commands/s, {_n(q['writer_refused_per_s'])}/s QUOTA_EXCEEDED, "
+                f"{_n(q['writer_written_per_s'], 1)} records/s written (quota {q['writer_quota_records_per_s']}/s); "
+                f"proxy {_n(throttled['proxy_commands_per_s'])} commands/s with B, "
+                f"CPU {baseline['proxy_cpu_pct']:.0f}% without",
             ),
         ]
     return rows

@@ -43,6 +43,12 @@ GROUP_RATIO_MIN: Final = 0.8
 GROUP_REBALANCE_MAX_SECONDS: Final = 3.0
 CHURN_RSS_GROWTH_MAX_PCT: Final = 5.0
 FIRST_BYTE_P50_MAX_MS: Final = 10.0
+#: A session on a route taking RS256 JWTs: connect, handshake, one ListOffset answered; p50, ms (issue 13).
+AUTH_JWT_FIRST_BYTE_P50_MAX_MS: Final = 10.0
+#: Principal A's stream latency while principal B is throttled: its p99 at most this times the p99 without B,
+#: plus this many ms ("unchanged within noise", issue 13).
+QUOTA_P99_FACTOR: Final = 1.5
+QUOTA_P99_SLACK_MS: Final = 5.0
 
 FLAT_RULE: Final = (
     f"rate at most sessions <= {FLAT_FACTOR}x rate at fewest, with the proxy keeping up at both "
@@ -100,6 +106,12 @@ def _stream_fanout_p99_ok(results: dict[str, Any]) -> bool:
 def _group_rebalance_ok(results: dict[str, Any]) -> bool:
     slowest = results["group_rebalance"]["max_seconds"]
     return bool(slowest is not None and slowest <= GROUP_REBALANCE_MAX_SECONDS)
+
+
+def _quota_isolation_ok(results: dict[str, Any]) -> bool:
+    run = results["quota_isolation"]
+    p99, bound = run["p99_ms"], run["p99_bound_ms"]
+    return bool(p99 is not None and bound is not None and p99 <= bound)
 
 
 def _produce_fanin_p99_ok(results: dict[str, Any]) -> bool:
@@ -180,6 +192,17 @@ TARGETS: Final = (
         "group_rebalance.max_seconds",
         f"<= {GROUP_REBALANCE_MAX_SECONDS:g} s (the slowest repeat)",
         _group_rebalance_ok,
+    ),
+    Target(
+        "auth_handshake.jwt_first_byte_p50_ms",
+        f"<= {AUTH_JWT_FIRST_BYTE_P50_MAX_MS:g}",
+        lambda r: r["auth_handshake"]["jwt_first_byte_p50_ms"] <= AUTH_JWT_FIRST_BYTE_P50_MAX_MS,
+    ),
+    Target(
+        "quota_isolation.p99_ms",
+        f"<= baseline p99 x {QUOTA_P99_FACTOR:g} + {QUOTA_P99_SLACK_MS:g} ms "
+        "(A's latency unchanged within noise while B is throttled)",
+        _quota_isolation_ok,
     ),
 )
 

@@ -103,6 +103,8 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
 #: The reason of the 1008 that closes a session whose credential expired (PROTOCOL.md 5.6).
 TOKEN_EXPIRED: Final = "token expired"
+#: Refused commands of one session written to the audit log at WARNING; later ones go at DEBUG.
+AUDITED_DENIALS: Final = 20
 
 _session_ids = itertools.count(1)
 _T = TypeVar("_T")
@@ -128,6 +130,8 @@ class SessionCounters:
     text_frames: int = 0
     in_flight: int = 0
     queued: int = 0
+    #: Commands the principal's rights or quotas refused.
+    denied: int = 0
 
 
 @attrs.frozen
@@ -339,7 +343,12 @@ class Session:
             action = self._connection.receive(frame)
             if isinstance(action, Reply):
                 if action.denied:
-                    audit.warning(
+                    self._counters.denied += 1
+                    # The first ones of a session in full; then only at debug level, so that a client
+                    # hammering a quota cannot grow the log without bound.
+                    level = logging.WARNING if self._counters.denied <= AUDITED_DENIALS else logging.DEBUG
+                    audit.log(
+                        level,
                         "%r: command refused for %s: %s",
                         self,
                         self.principal or "-",
