@@ -112,3 +112,11 @@ def test_two_keys_with_one_id_are_refused() -> None:
     entry = ApiKeyConfig(id="app", principal="p", hash=stored)
     with pytest.raises(ConfigError, match=r"api_keys\[1\].id: \"app\" is already the id of api_keys\[0\]"):
         RouteConfig("/k", "127.0.0.1:9092", auth="api_key", api_keys=(entry, entry))
+
+
+def test_the_secured_example_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "secured.toml"
+    config = parse_config(example.read_text(), source=str(example), environ={"JWT_SECRET": "s" * 40})
+    route = config.routes[0]
+    assert "none" not in route.auth and route.acl and route.quotas is not None
+    assert config.server.allowed_origins == ("https://app.example.com",)
