@@ -30,7 +30,7 @@ DEFAULT_SEND_TIMEOUT: Final = 30.0
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 #: Connections in their handshake at once, all together and from one IP address.
 DEFAULT_MAX_HANDSHAKES: Final = 1024
-DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 64
+DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 256
 #: Open WebSocket sessions, all routes together.
 DEFAULT_MAX_SESSIONS: Final = 10_000
 DEFAULT_LOG_LEVEL: Final = "INFO"
