@@ -11,6 +11,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
+from ._auth._kafka_logins import KafkaLogins
 from ._auth._route import RouteAccess
 from ._config import ConfigError, ProxyConfig, RouteConfig, ServerConfig
 from ._http import (
@@ -27,9 +28,10 @@ from ._http import (
     admit,
     admit_client,
     read_head,
+    refuse_no_room,
     send_response,
 )
-from ._kafka import KafkaUpstream, MemberSlots, UpstreamStatistics
+from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._ports import Backend
 from ._proto import Amount, Grant, StreamLimits
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
@@ -208,6 +210,13 @@ class ProxyServer:
         self._produce_limits = {route.uri: _produce_limit(route) for route in config.routes}
         #: Each route's authentication, rules and quotas (reads key and JWKS files: at start, not per handshake).
         self._access = {route.uri: RouteAccess(route, config.server.allowed_origins) for route in config.routes}
+        #: The routes whose principals reach Kafka with logins of their own: who uses which, and their upstreams.
+        self._logins = {
+            route.uri: KafkaLogins(route.kafka_credentials)
+            for route in config.routes
+            if route.kafka_credentials is not None
+        }
+        self._pools: dict[str, IdentityPool] = {}
         self._handshakes = HandshakeCount(config.server.max_handshakes, config.server.max_handshakes_per_ip)
         self._handshake_threads = trio.CapacityLimiter(HANDSHAKE_THREADS)
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
@@ -284,7 +293,14 @@ class ProxyServer:
             commands_queued=sum(s.counters.queued for s in live),
             commands_in_flight=sum(s.counters.in_flight for s in live),
             kafka_threads_busy=self._limiter.borrowed_tokens,
-            upstreams={uri: b.statistics() for uri, b in self._backends.items() if isinstance(b, KafkaUpstream)},
+            upstreams={
+                **{uri: b.statistics() for uri, b in self._backends.items() if isinstance(b, KafkaUpstream)},
+                **{
+                    f"{uri} as {principal}": statistics
+                    for uri, pool in self._pools.items()
+                    for principal, statistics in pool.statistics().items()
+                },
+            },
         )
 
     async def _serve_connection(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
@@ -317,7 +333,19 @@ class ProxyServer:
             upgrade, admitted, received = routed
             slot = _Slot(self)
             access = self._access[upgrade.uri]
+            pool = self._pools.get(upgrade.uri)
+            backend = self._backends[upgrade.uri]
+            leased = None
             try:
+                if pool is not None and admitted.kafka_login is not None:
+                    with trio.move_on_at(deadline):
+                        leased = await pool.lease(admitted.principal.name, admitted.kafka_login)
+                        if leased is None:
+                            refusal = refuse_no_room(upgrade.uri, _peer(stream), upgrade.uri, admitted.principal.name)
+                            await send_response(stream, refusal)
+                    if leased is None:
+                        return
+                    backend = leased
                 async with trio.open_nursery() as nursery:
                     replay = ReplayStream(stream, received)
                     request = None
@@ -330,9 +358,12 @@ class ProxyServer:
                             receive_buffer_size=RECEIVE_BYTES,
                         )
                     if request is not None:
-                        await self._serve_request(request, replay, upgrade.uri, slot, admitted)
+                        await self._serve_request(request, replay, upgrade.uri, slot, admitted, backend)
                     nursery.cancel_scope.cancel()  # trio-websocket's reader task
             finally:
+                if leased is not None:
+                    assert pool is not None
+                    pool.release(leased)
                 slot.release()
                 access.closed(admitted.principal)  # counted as open since admit_client admitted it
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -356,7 +387,13 @@ class ProxyServer:
                 max_sessions=self.config.server.max_sessions,
             )
             if refusal is None:
-                client = await admit_client(self._access[decision.uri], head, _peer(stream), self._handshake_threads)
+                client = await admit_client(
+                    self._access[decision.uri],
+                    head,
+                    _peer(stream),
+                    self._handshake_threads,
+                    self._logins.get(decision.uri),
+                )
                 if isinstance(client, Admitted):
                     return decision, client, bytes(reader.received)
                 refusal = client
@@ -367,7 +404,13 @@ class ProxyServer:
         return None
 
     async def _serve_request(
-        self, request: WebSocketRequest, stream: ReplayStream, uri: str, slot: _Slot, admitted: Admitted
+        self,
+        request: WebSocketRequest,
+        stream: ReplayStream,
+        uri: str,
+        slot: _Slot,
+        admitted: Admitted,
+        backend: KafkaUpstream | Backend,
     ) -> None:
         if self._shutting_down:  # began during the handshake
             await request.reject(SHUTTING_DOWN.status, body=SHUTTING_DOWN.body)
@@ -381,7 +424,7 @@ class ProxyServer:
         session_access = access.session_access(principal, trio.current_time)
         session = Session(
             ws,
-            self._backends[uri],
+            backend,
             self._limits,
             route=uri,
             writer=stream,
@@ -427,6 +470,12 @@ class ProxyServer:
                         upstream = KafkaUpstream(route, self._limiter, self._members)
                         await nursery.start(upstream.run)
                         self._backends[route.uri] = upstream
+                        if route.kafka_credentials is not None:
+                            pool = IdentityPool(
+                                route, self._limiter, self._members, route.kafka_credentials.max_identities
+                            )
+                            await nursery.start(pool.run)
+                            self._pools[route.uri] = pool
                     else:
                         self._backends[route.uri] = backend_factory(route, self._limiter)
                 if server.tls:

@@ -10,24 +10,35 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
 
-from ._checks import _integer, _readable_file, _seconds, _string, _to_optional_secret
+from ._checks import _check_secret, _choice, _integer, _readable_file, _seconds, _string, _to_optional_secret
 from ._defaults import (
     ACL_OPERATIONS,
     DEFAULT_JWT_LEEWAY,
     DEFAULT_JWT_PRINCIPAL_CLAIM,
     DEFAULT_JWT_RIGHTS_CLAIMS,
+    DEFAULT_KAFKA_IDENTITIES,
+    DEFAULT_KAFKA_UNMAPPED,
     DEFAULT_QUOTA_BURST_SECONDS,
     DEFAULT_QUOTA_PRINCIPALS,
     JWT_HMAC_ALGORITHMS,
     JWT_PUBLIC_KEY_ALGORITHMS,
+    KAFKA_UNMAPPED,
+    SASL_MECHANISMS,
 )
 from ._errors import ConfigError, ConfigProblem, _kind, _quote, _raise_all
 from ._secret import Secret
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 #: The most a key hash's cost may ask for: a config cannot make every handshake take seconds.
 MAX_KEY_HASH_LOG2_N: Final = 20
@@ -256,3 +267,119 @@ def check_key_ids(keys: Iterable[ApiKeyConfig]) -> Iterator[ConfigProblem]:
             )
         else:
             seen[key.id] = index
+
+
+@attrs.frozen
+class KafkaLogin:
+    """The SASL username and password one principal reaches Kafka with."""
+
+    username: str = attrs.field(validator=_string(spaces=True))
+    password: Secret = attrs.field(validator=_check_secret, repr=False)
+
+
+_LOGIN_EXAMPLE: Final = 'alice = { username = "kafka-alice", password = "..." }'
+
+
+def parse_kafka_logins(text: str) -> tuple[tuple[str, KafkaLogin], ...]:
+    """The principal-to-login pairs of a Kafka credentials document (TOML), in the order they stand.
+
+    Each top-level key is a principal, each value a table with ``username`` and
+    ``password``. Messages name the principal and the key, never a password.
+
+    Raises:
+        ConfigError: not TOML, or an entry that is not such a table.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}") from None
+    problems: list[ConfigProblem] = []
+    logins = []
+    for principal, entry in document.items():
+        if not isinstance(entry, dict):
+            problems.append(ConfigProblem(principal, f"expected a table such as {_LOGIN_EXAMPLE}, got {_kind(entry)}"))
+            continue
+        unknown = sorted(set(entry) - {"username", "password"})
+        missing = [key for key in ("username", "password") if key not in entry]
+        if unknown or missing:
+            said = [f"unknown key {_quote(key)}" for key in unknown] + [f"no {key}" for key in missing]
+            problems.append(ConfigProblem(principal, f"{', '.join(said)}; expected a table such as {_LOGIN_EXAMPLE}"))
+            continue
+        password = entry["password"]
+        try:
+            login = KafkaLogin(entry["username"], Secret(password) if isinstance(password, str) else password)
+        except ConfigError as exc:
+            problems.append(ConfigProblem(f"{principal}.{exc.key}", exc.problem))
+            continue
+        logins.append((principal, login))
+    _raise_all(iter(problems))
+    return tuple(logins)
+
+
+def read_kafka_logins(path: str) -> tuple[tuple[str, KafkaLogin], ...]:
+    """:func:`parse_kafka_logins` of the file at ``path``.
+
+    Raises:
+        ConfigError: the file cannot be read or is not such a document; the message names the file.
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return parse_kafka_logins(text)
+    except ConfigError as exc:
+        said = "; ".join(f"{key}: {problem}" if key else problem for key, problem in exc.problems)
+        raise ConfigError(f"{path}: {said}") from None
+
+
+@attrs.frozen(kw_only=True)
+class KafkaCredentialsConfig:
+    """A route's ``kafka_credentials`` table: each principal reaches Kafka with a SASL login of its own.
+
+    Kafka's own ACLs and quotas then apply to each caller. The logins come
+    from ``file`` (TOML, read again when it changes) or ``text`` (the same
+    document, best from the environment: ``text_env``), one of the two.
+    ``mechanism`` defaults to the route's ``sasl`` mechanism, else PLAIN. A
+    principal with no login is refused at the handshake (``unmapped =
+    "refuse"``) or uses the route's own connection (``"route"``).
+    ``max_identities`` bounds the logins with Kafka clients open at once.
+    """
+
+    file: str | None = attrs.field(default=None, validator=_readable_file)
+    text: Secret | None = attrs.field(default=None, converter=_to_optional_secret, repr=False)
+    mechanism: str | None = attrs.field(default=None, validator=attrs.validators.optional(_choice(SASL_MECHANISMS)))
+    unmapped: str = attrs.field(default=DEFAULT_KAFKA_UNMAPPED, validator=_choice(KAFKA_UNMAPPED))
+    max_identities: int = attrs.field(default=DEFAULT_KAFKA_IDENTITIES, validator=_integer(1))
+
+    def __attrs_post_init__(self) -> None:
+        _raise_all(_kafka_credentials_problems(attrs.asdict(self, recurse=False)))
+
+    def logins(self) -> tuple[tuple[str, KafkaLogin], ...]:
+        """The logins as they are now: the file is read again at each call.
+
+        Raises:
+            ConfigError: the file no longer reads as a credentials document.
+        """
+        if self.file is not None:
+            return read_kafka_logins(self.file)
+        assert self.text is not None
+        return parse_kafka_logins(self.text.reveal())
+
+
+def _kafka_credentials_problems(values: Mapping[str, Any]) -> Iterator[ConfigProblem]:
+    if "file" not in values or "text" not in values:
+        return
+    file, text = values["file"], values["text"]
+    if (file is None) == (text is None):
+        yield ConfigProblem("file", "set file, or text (text_env), the Kafka logins of the principals; one of the two")
+        return
+    try:
+        if file is not None:
+            read_kafka_logins(file)
+        elif isinstance(text, Secret):
+            parse_kafka_logins(text.reveal())
+    except ConfigError as exc:
+        yield ConfigProblem("file" if file is not None else "text", str(exc))

@@ -133,3 +133,9 @@ ACL_OPERATIONS: Final = ("read", "write", "group")
 DEFAULT_QUOTA_BURST_SECONDS: Final = 1.0
 #: Principals whose quota buckets are remembered per route; the least recently seen is forgotten past it.
 DEFAULT_QUOTA_PRINCIPALS: Final = 10_000
+#: What a principal with no Kafka login of its own gets on a route that maps principals to logins:
+#: "refuse" (403 at the handshake) or "route" (the route's own connection to Kafka).
+KAFKA_UNMAPPED: Final = ("refuse", "route")
+DEFAULT_KAFKA_UNMAPPED: Final = "refuse"
+#: Kafka logins with Kafka clients of their own at once on one route (each its own readers and producers).
+DEFAULT_KAFKA_IDENTITIES: Final = 16

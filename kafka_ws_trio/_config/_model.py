@@ -22,6 +22,7 @@ from ._access import (
     AclRuleConfig,
     ApiKeyConfig,
     JwtConfig,
+    KafkaCredentialsConfig,
     QuotaConfig,
     _check_origins,
     _instances_of,
@@ -387,9 +388,22 @@ class RouteConfig:
     allowed_origins: tuple[str, ...] = attrs.field(
         default=(), kw_only=True, converter=_to_tuple, validator=_check_origins
     )
+    #: None: every session reaches Kafka with the route's own login; else each principal with its own.
+    kafka_credentials: KafkaCredentialsConfig | None = attrs.field(
+        default=None,
+        kw_only=True,
+        validator=_instance_of(KafkaCredentialsConfig, "a KafkaCredentialsConfig or None"),
+    )
 
     def __attrs_post_init__(self) -> None:
         _raise_all(_route_problems(attrs.asdict(self, recurse=False)))
+
+    @property
+    def kafka_mechanism(self) -> str:
+        """The SASL mechanism of the principals' own Kafka logins (``kafka_credentials``)."""
+        if self.kafka_credentials is not None and self.kafka_credentials.mechanism is not None:
+            return self.kafka_credentials.mechanism
+        return self.sasl.mechanism if self.sasl is not None else DEFAULT_SASL_MECHANISM
 
     @property
     def security_protocol(self) -> Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]:

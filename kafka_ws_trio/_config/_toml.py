@@ -25,7 +25,15 @@ from typing import Any, Final, TypeVar, cast
 
 import attrs
 
-from ._access import AclRuleConfig, ApiKeyConfig, JwtConfig, QuotaConfig, _jwt_problems
+from ._access import (
+    AclRuleConfig,
+    ApiKeyConfig,
+    JwtConfig,
+    KafkaCredentialsConfig,
+    QuotaConfig,
+    _jwt_problems,
+    _kafka_credentials_problems,
+)
 from ._errors import ConfigError, ConfigProblem, _closest, _kind, _quote, _suggest
 from ._model import (
     _NO_ROUTES,
@@ -117,8 +125,9 @@ _JWT_KEYS: Final = (*(field.name for field in attrs.fields(JwtConfig)), "secret_
 _API_KEY_KEYS: Final = tuple(field.name for field in attrs.fields(ApiKeyConfig))
 _ACL_KEYS: Final = tuple(field.name for field in attrs.fields(AclRuleConfig))
 _QUOTA_KEYS: Final = tuple(field.name for field in attrs.fields(QuotaConfig))
+_KAFKA_CREDENTIALS_KEYS: Final = (*(field.name for field in attrs.fields(KafkaCredentialsConfig)), "text_env")
 #: The route keys read by a table reader of their own.
-_ROUTE_TABLES: Final = ("tls", "sasl", "api_keys", "jwt", "acl", "quotas")
+_ROUTE_TABLES: Final = ("tls", "sasl", "api_keys", "jwt", "acl", "quotas", "kafka_credentials")
 
 _T = TypeVar("_T")
 
@@ -316,6 +325,7 @@ class _Reader:
             "jwt": self.jwt,
             "acl": lambda v: self.array(v, "acl", self.acl_rule),
             "quotas": lambda v: self.simple(QuotaConfig, v, _QUOTA_KEYS, "quotas"),
+            "kafka_credentials": self.kafka_credentials,
         }
         for key, read in readers.items():
             if key in table:
@@ -406,6 +416,21 @@ class _Reader:
         values = _fields(JwtConfig, table, problems, skip=("secret",))
         self.optional_secret(JwtConfig, value, "secret", values, problems)
         return _build(JwtConfig, values, problems, _jwt_problems)
+
+    def kafka_credentials(self, value: object) -> KafkaCredentialsConfig:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f'expected a table such as {{ file = "kafka-logins.toml" }} or {{ text_env = "KAFKA_LOGINS" }}, '
+                f"got {_kind(value)}"
+            )
+        problems = _Problems(value)
+        problems.unknown_keys(value, _KAFKA_CREDENTIALS_KEYS)
+        table = dict(value)
+        if "file" in table:
+            table["file"] = self.path(table["file"])
+        values = _fields(KafkaCredentialsConfig, table, problems, skip=("text",))
+        self.optional_secret(KafkaCredentialsConfig, value, "text", values, problems)
+        return _build(KafkaCredentialsConfig, values, problems, _kafka_credentials_problems)
 
     def optional_secret(
         self, cls: type, table: Mapping[str, Any], key: str, values: dict[str, Any], problems: _Problems

@@ -17,6 +17,7 @@ from ._front import read_head as read_head
 from ._front import send_response as send_response
 from ._gate import Admitted as Admitted
 from ._gate import admit_client as admit_client
+from ._gate import refuse_no_room as refuse_no_room
 from ._head import MAX_REQUEST_HEAD as MAX_REQUEST_HEAD
 from ._head import HeadReader as HeadReader
 from ._head import RequestHead as RequestHead

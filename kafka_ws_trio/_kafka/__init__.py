@@ -7,8 +7,9 @@ outages once per cause), ``_context`` (what the parts share), ``_client``
 ``_fast_records`` (record batches decoded straight into fetch entries, inside
 kafka-python's fetcher), ``_metadata`` (the topic map), ``_reader`` (one partition: window, shared polls, read-ahead),
 ``_hub`` (fanning one read out to the sessions parked at the log end),
-``_group`` (consumer group members, one per group stream) and
-``_upstream`` (the route's registry and its bounds). It depends on
+``_group`` (consumer group members, one per group stream),
+``_upstream`` (the route's registry and its bounds) and ``_identities``
+(an upstream per principal's own Kafka login, ``kafka_credentials``). It depends on
 ``_ports`` and ``_proto``, never on the session.
 """
 
@@ -19,6 +20,7 @@ from ._client import ThreadedConsumer as ThreadedConsumer
 from ._context import Counters as Counters
 from ._context import KafkaContext as KafkaContext
 from ._group import MemberSlots as MemberSlots
+from ._identities import IdentityPool as IdentityPool
 from ._outages import OutageLog as OutageLog
 from ._reader import PartitionReader as PartitionReader
 from ._settings import MAX_POLL_RECORDS as MAX_POLL_RECORDS

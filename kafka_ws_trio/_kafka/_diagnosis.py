@@ -12,11 +12,20 @@ import ssl
 from typing import Final
 
 from .._config import RouteConfig
-from .._proto import CommandFailed, ErrorCode, topic_not_found
+from .._proto import NOT_AUTHORIZED_REASON, CommandFailed, ErrorCode, topic_not_found
 from ._settings import split_node, ssl_context
 
 #: Seconds for each TCP or TLS probe of a broker when naming a failure.
 PROBE_TIMEOUT: Final = 1.0
+#: Kafka's error code for a topic its ACLs hide from the login asking.
+TOPIC_AUTHORIZATION_FAILED: Final = 29
+#: Kafka's authorization errors, by the name kafka-python gives them, as the proxy's own denial codes.
+_KAFKA_DENIALS: Final = {
+    "TOPIC_AUTHORIZATION_FAILED": ErrorCode.NOT_AUTHORIZED,
+    "CLUSTER_AUTHORIZATION_FAILED": ErrorCode.NOT_AUTHORIZED,
+    "TRANSACTIONAL_ID_AUTHORIZATION_FAILED": ErrorCode.NOT_AUTHORIZED,
+    "GROUP_AUTHORIZATION_FAILED": ErrorCode.GROUP_NOT_AUTHORIZED,
+}
 
 
 def diagnose(route: RouteConfig, *, tcp_only: bool = False) -> CommandFailed | None:
@@ -60,6 +69,11 @@ def named_failure(route: RouteConfig, exc: Exception, what: str) -> CommandFaile
     return failure
 
 
+def kafka_denial(name: str) -> CommandFailed:
+    """Kafka's own ACLs refused the route's login (a principal's own, with ``kafka_credentials``)."""
+    return CommandFailed(_KAFKA_DENIALS[name], f"{NOT_AUTHORIZED_REASON} by Kafka ({name})")
+
+
 def kafka_failure(exc: Exception, what: str) -> CommandFailed:
     """Turn a kafka-python exception into a command failure with Kafka's own error name."""
     from kafka.errors import KafkaTimeoutError, OffsetOutOfRangeError, UnknownTopicOrPartitionError
@@ -72,6 +86,8 @@ def kafka_failure(exc: Exception, what: str) -> CommandFailed:
         return CommandFailed(ErrorCode.TIMEOUT, f"{what} timed out")
     name = getattr(exc, "message", None)
     if isinstance(name, str) and name:
+        if name in _KAFKA_DENIALS:
+            return kafka_denial(name)
         if name == "NOT_LEADER_FOR_PARTITION":
             name = "NOT_LEADER_OR_FOLLOWER"  # Kafka's current name for errno 6
         return CommandFailed(ErrorCode.KAFKA_ERROR, name)

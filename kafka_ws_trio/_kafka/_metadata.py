@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import attrs
@@ -16,6 +17,12 @@ from ._diagnosis import diagnose, kafka_failure
 METADATA_TTL: Final = 10.0
 #: How long "no such topic" is trusted (short: topics get created).
 MISSING_TOPIC_TTL: Final = 1.0
+#: Missing topics whose probe's answer (denied by Kafka, or truly missing) is remembered for MISSING_TOPIC_TTL;
+#: past this many, the memory starts afresh.
+MAX_PROBES_KEPT: Final = 1024
+
+#: Raises CommandFailed when Kafka's ACLs hide ``topic`` from the route's login; returns when it is truly missing.
+DenialProbe = Callable[[str], Awaitable[None]]
 
 
 def _all_topics_sync(consumer: ConsumerLike) -> dict[str, frozenset[int]]:
@@ -37,9 +44,12 @@ class _Refresh:
 class Metadata:
     """The topic map of one route, with its own consumer."""
 
-    def __init__(self, context: KafkaContext, connector: Connector) -> None:
+    def __init__(self, context: KafkaContext, connector: Connector, denial_probe: DenialProbe | None = None) -> None:
         self._context = context
         self._connector = connector
+        #: Asked about a topic the map lacks: Kafka lists only the topics a login may describe.
+        self._denial_probe = denial_probe
+        self._probed: dict[str, tuple[float, CommandFailed | None]] = {}
         self._client: ThreadedConsumer | None = None
         self._topics: dict[str, frozenset[int]] = {}
         self._stamp: float | None = None
@@ -54,6 +64,12 @@ class Metadata:
         ``missing_since`` (a Trio time), only if the map was read after then, so a
         topic created just before is found (a produce must not call it missing).
         """
+        partitions = await self._lookup(topic, missing_since)
+        if not partitions and self._denial_probe is not None:
+            await self._probe(topic)
+        return partitions
+
+    async def _lookup(self, topic: str, missing_since: float | None) -> frozenset[int]:
         if self._stamp is not None:
             age = trio.current_time() - self._stamp
             partitions = self._topics.get(topic)
@@ -64,6 +80,26 @@ class Metadata:
                 return frozenset()
         await self._refresh()
         return self._topics.get(topic, frozenset())
+
+    async def _probe(self, topic: str) -> None:
+        """Raise Kafka's denial if it hides ``topic`` from this login; either answer is kept a while."""
+        now = trio.current_time()
+        known = self._probed.get(topic)
+        if known is not None and now - known[0] < MISSING_TOPIC_TTL:
+            if known[1] is not None:
+                raise known[1]
+            return
+        assert self._denial_probe is not None
+        denial = None
+        try:
+            await self._denial_probe(topic)
+        except CommandFailed as exc:
+            denial = exc
+        if len(self._probed) >= MAX_PROBES_KEPT:
+            self._probed.clear()
+        self._probed[topic] = (now, denial)
+        if denial is not None:
+            raise denial
 
     async def _refresh(self) -> None:
         while (shared := self._refreshing) is not None:

@@ -37,6 +37,7 @@ from .._proto import (
 from ._admin import RouteAdmin
 from ._client import Connector, load_kafka_python
 from ._context import Counters, KafkaContext
+from ._diagnosis import TOPIC_AUTHORIZATION_FAILED, kafka_denial
 from ._group import KafkaGroupMember, MemberSlots, join_group
 from ._hub import PartitionHub
 from ._metadata import METADATA_TTL, Metadata
@@ -97,15 +98,24 @@ class KafkaUpstream:
     """
 
     def __init__(
-        self, route: RouteConfig, limiter: trio.CapacityLimiter, proxy_members: MemberSlots | None = None
+        self,
+        route: RouteConfig,
+        limiter: trio.CapacityLimiter,
+        proxy_members: MemberSlots | None = None,
+        route_members: MemberSlots | None = None,
+        *,
+        probe_denials: bool = False,
     ) -> None:
+        """``probe_denials``: a topic missing from the map is asked about, so that a topic Kafka's ACLs
+        hide from the route's login is NOT_AUTHORIZED, not "not found" (a principal's own login)."""
         self.route = route
         self.counters = Counters()
         self.context = KafkaContext(
             route=route, limiter=limiter, counters=self.counters, outages=OutageLog(route.uri), spawn=self._spawn
         )
         self._connector = Connector(self.context)
-        self._metadata = Metadata(self.context, self._connector)
+        self._admin = RouteAdmin(self.context)
+        self._metadata = Metadata(self.context, self._connector, self._kafka_denial if probe_denials else None)
         self._hubs: dict[Key, PartitionHub] = {}
         self._filters = FilterSet()
         #: Who wants to hear of each topic's partitions, and the topics a task watches.
@@ -123,12 +133,13 @@ class KafkaUpstream:
             Isolation.READ_COMMITTED if route.fetch_isolation == "read_committed" else Isolation.READ_UNCOMMITTED
         )
         self._producers = RouteProducers(self.context)
-        self._admin = RouteAdmin(self.context)
         self._topic_limits = TopicLimitsCache(self.context, self._admin)
         self._transactions = TransactionPool(self.context, self._producers.feeder)
         self._produce_budget = Budget(Amount(route.produce_route_records, route.produce_route_bytes), "produce_route")
         #: Group members: the route's own bound, then the proxy's (shared by its routes).
-        self._member_slots = [MemberSlots(route.max_group_members, "max_group_members", f"on route {route.uri}")]
+        self._member_slots = [
+            route_members or MemberSlots(route.max_group_members, "max_group_members", f"on route {route.uri}")
+        ]
         if proxy_members is not None:
             self._member_slots.append(proxy_members)
         #: Members' calls run in threads of their own (one each at most): a member polls for as long as
@@ -329,6 +340,16 @@ class KafkaUpstream:
     def filters(self) -> FilterSet:
         """The route's stream filters: equal filters of every session share one matcher."""
         return self._filters
+
+    async def _kafka_denial(self, topic: str) -> None:
+        """Raise NOT_AUTHORIZED when Kafka refuses the route's login even a look at ``topic``."""
+
+        def describe(admin: Any) -> list[dict[str, Any]]:
+            return list(admin.describe_topics([topic]))
+
+        found = await self._admin.call(describe, "describing a topic")
+        if any(entry.get("error_code") == TOPIC_AUTHORIZATION_FAILED for entry in found):
+            raise kafka_denial("TOPIC_AUTHORIZATION_FAILED")
 
     async def partitions_of(self, topic: str) -> frozenset[int]:
         partitions = await self._metadata.partitions_of(topic)

@@ -58,6 +58,7 @@ from ._entries import encode_message_entry as encode_message_entry
 from ._entries import record_too_large as record_too_large
 from ._entries import varint as varint
 from ._errors import CONNECTION_FAILURES as CONNECTION_FAILURES
+from ._errors import NOT_AUTHORIZED_REASON as NOT_AUTHORIZED_REASON
 from ._errors import NOT_FOUND_PARTITION as NOT_FOUND_PARTITION
 from ._errors import NOT_FOUND_TOPIC as NOT_FOUND_TOPIC
 from ._errors import UNKNOWN_COMMAND_MESSAGE as UNKNOWN_COMMAND_MESSAGE

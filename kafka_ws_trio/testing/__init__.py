@@ -63,6 +63,9 @@ class KafkaBroker:
     client_key_file: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = attrs.field(default=None, repr=False)
+    #: Ordinary SASL users (password :attr:`sasl_password`), whom the broker's ACLs apply to; the user
+    #: :attr:`sasl_username` is a super user. Empty for a broker ``scripts/kafka up`` did not configure.
+    acl_users: tuple[str, ...] = ()
     #: The instance name given to ``scripts/kafka`` when we started it.
     name: str | None = None
     #: The broker's log file, when ``scripts/kafka`` started it.
@@ -84,6 +87,7 @@ class KafkaBroker:
             client_key_file=env.get("KAFKA_CLIENT_KEY_FILE"),
             sasl_username=env.get("KAFKA_SASL_USERNAME"),
             sasl_password=env.get("KAFKA_SASL_PASSWORD"),
+            acl_users=tuple(name for name in env.get("KAFKA_ACL_USERS", "").split(",") if name),
             name=env.get("KAFKA_BROKER_NAME"),
             log_file=env.get("KAFKA_BROKER_LOG"),
             started=started,

@@ -186,6 +186,7 @@ def test_example_file_documents_every_key() -> None:
         *_toml._API_KEY_KEYS,
         *_toml._ACL_KEYS,
         *_toml._QUOTA_KEYS,
+        *_toml._KAFKA_CREDENTIALS_KEYS,
     ]
     assert [key for key in keys if f"{key} = " not in text] == []
     for mechanism in _config.SASL_MECHANISMS:

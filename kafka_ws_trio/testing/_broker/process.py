@@ -27,7 +27,7 @@ from typing import Final, TypedDict, cast
 from .base import DEFAULT_LINE, VERSIONS, BrokerError, Progress, home_dir, resolve_line, stderr_progress
 from .certificates import make_certificates
 from .jars import ensure_jars
-from .properties import LISTENERS, SASL_USERNAME, logging_flag, server_properties
+from .properties import ACL_USERS, LISTENERS, SASL_USERNAME, logging_flag, server_properties
 
 #: First port of each line's block of five: away from Kafka's usual 9092,
 #: 19092 and 29092, below Linux's ephemeral range (32768 and up, where a
@@ -242,7 +242,11 @@ def up(
             f"{jars}/*",
         ]
         progress("formatting KRaft storage")
-        scram = [f"SCRAM-SHA-{bits}=[name={SASL_USERNAME},password={sasl_password}]" for bits in (256, 512)]
+        scram = [
+            f"SCRAM-SHA-{bits}=[name={user},password={sasl_password}]"
+            for bits in (256, 512)
+            for user in (SASL_USERNAME, *ACL_USERS)
+        ]
         fmt = subprocess.run(
             [
                 *jvm,
@@ -274,6 +278,7 @@ def up(
             "KAFKA_CLIENT_KEY_FILE": str(certs["client_key"]),
             "KAFKA_SASL_USERNAME": SASL_USERNAME,
             "KAFKA_SASL_PASSWORD": sasl_password,
+            "KAFKA_ACL_USERS": ",".join(ACL_USERS),
             "KAFKA_BROKER_NAME": name,
             "KAFKA_BROKER_LOG": str(log),
         }

@@ -7,8 +7,18 @@ from typing import Final
 
 #: The client listeners, then the controller's; a broker's ports are one block in this order.
 LISTENERS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "CONTROLLER")
-#: The one SASL user every broker knows (its password is random per run folder).
+#: The SASL super user every broker knows (its password is random per run folder).
 SASL_USERNAME: Final = "kwt-user"
+#: Ordinary SASL users, with the same password: Kafka's ACLs apply to them (tests of per-caller credentials).
+ACL_USERS: Final = ("kwt-alice", "kwt-bob")
+#: Kafka's own authorizer is on. A resource no ACL names stays open to everyone, and the super users
+#: (the PLAINTEXT, SSL-without-certificate and controller connections are ANONYMOUS) pass every check, so
+#: only resources a test gives ACLs to are guarded, and only for the ordinary users and certificate holders.
+AUTHORIZER: Final = (
+    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found=true",
+    f"super.users=User:ANONYMOUS;User:{SASL_USERNAME}",
+)
 
 #: Logging for the 3.9 line (log4j 1 syntax): INFO, with the chattiest loggers at WARN.
 LOG4J1: Final = """\
@@ -37,11 +47,12 @@ logger.state.level = WARN
 
 
 def _jaas_lines(listener: str, password: str) -> list[str]:
-    """Per-listener JAAS settings: PLAIN knows the one user; SCRAM reads the credentials formatted into storage."""
+    """Per-listener JAAS settings: PLAIN lists every user; SCRAM reads the credentials formatted into storage."""
     lower = listener.lower()
+    users = " ".join(f'user_{name}="{password}"' for name in (SASL_USERNAME, *ACL_USERS))
     plain = (
         "org.apache.kafka.common.security.plain.PlainLoginModule required "
-        f'username="{SASL_USERNAME}" password="{password}" user_{SASL_USERNAME}="{password}";'
+        f'username="{SASL_USERNAME}" password="{password}" {users};'
     )
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     return [
@@ -85,6 +96,7 @@ def server_properties(
         # No retention by time: tests write records stamped years ago (fixed timestamps), and a
         # retention check (every 5 min) deleted them, active segment and all, while a test ran.
         "log.retention.ms=-1",
+        *AUTHORIZER,
         "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         *_jaas_lines("SASL_PLAINTEXT", sasl_password),
         *_jaas_lines("SASL_SSL", sasl_password),
