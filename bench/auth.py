@@ -13,9 +13,11 @@ principal slows another one down.
 * ``quota_isolation``: principal A streams a topic a paced producer writes to
   and measures each record's latency (receipt minus CreateTime) while
   principal B, on the same route, produces over its
-  ``produce_records_per_second`` quota as fast as it is answered (almost every
-  command refused QUOTA_EXCEEDED); then the same measurement without B, on a
-  fresh proxy. Both principals present API keys; the ACL lets A read its
+  ``produce_records_per_second`` quota as fast as it is answered, ignoring
+  ``retry_after`` (every command past the quota refused QUOTA_EXCEEDED; the
+  proxy holds such a client until the retry_after it was told, so B gets about
+  two refusals per retry_after a session); then the same measurement without B,
+  on a fresh proxy. Both principals present API keys; the ACL lets A read its
   topic and B write another.
 
 Keys and tokens are made here, in the orchestrator, and written into the

@@ -1473,9 +1473,10 @@ async def worker_quota_hammer(spec: dict[str, Any], commands: Commands) -> None:
     """``sessions`` sessions of one principal, each keeping ``in_flight`` one-record produce commands in flight.
 
     The principal is over its ``produce_records_per_second`` quota almost at
-    once, so nearly every command is answered QUOTA_EXCEEDED, and each answer
-    sends the next command straight away: as many commands as the proxy will
-    answer. Sending starts on "go" and stops on "finish"; the counts, and this
+    once, so most commands are answered QUOTA_EXCEEDED, and each answer sends
+    the next command straight away, ignoring ``retry_after``: as many commands
+    as the proxy will answer (it holds a session that does not wait, so about
+    two refusals per retry_after a session). Sending starts on "go" and stops on "finish"; the counts, and this
     process's CPU, are over that span.
     """
     hammer = _Hammer(spec["topic"], os.urandom(spec["value_bytes"]))

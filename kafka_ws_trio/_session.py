@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import attrs
 import trio
@@ -108,6 +108,16 @@ AUDITED_DENIALS: Final = 20
 
 _session_ids = itertools.count(1)
 _T = TypeVar("_T")
+
+
+@runtime_checkable
+class QuotaHolding(Access, Protocol):
+    """An :class:`~kafka_ws_trio._proto.Access` that also says how long to hold a client that does not wait for its
+    ``retry_after`` (``_auth.SessionAccess``)."""
+
+    def quota_hold(self) -> float:
+        """Seconds the session should take no further command after the refusal it just made; 0.0: none."""
+        ...
 
 
 @attrs.frozen
@@ -358,6 +368,8 @@ class Session:
                 elif action.note:
                     log.debug("%r: frame does not decode: %s", self, action.note)
                 await self._send(action.frame)
+                if action.denied:
+                    await self._hold_after_refusal()
                 continue
             if isinstance(action, StreamAction):
                 await self._take_stream(action)
@@ -369,6 +381,21 @@ class Session:
                 await self._queue(_Job(action.request, self._lanes.take(())))
             else:
                 await self._take(action)
+
+    async def _hold_after_refusal(self) -> None:
+        """After a quota refusal the client did not wait for, take no frame until its ``retry_after`` has passed.
+
+        A client that sends over its quota without waiting would otherwise make the proxy
+        spend a refusal's CPU on every frame, as fast as it can send them. Held, its frames
+        wait in its socket (backpressure, as with a full queue), and are then read in order
+        and answered, later. Streams keep the credit they have, and answers already
+        under way go out; the hold's deadline is the ``retry_after`` the client was told.
+        """
+        access = self._connection.access
+        if isinstance(access, QuotaHolding):
+            hold = access.quota_hold()
+            if hold > 0:
+                await trio.sleep(hold)
 
     async def _take(self, command: Command) -> None:
         """Answer a Kafka command from memory, park it, or queue it for a worker."""

@@ -10,11 +10,15 @@ spend:
   a client): it always takes, going into debt, and says how long to wait until
   the debt is paid, so nothing is dropped.
 
+:class:`RetryWatch` keeps, for one session, when its client was told to come
+back, and so how long to hold a client that did not wait.
+
 Time is passed in (seconds, any monotonic clock): no I/O and no Trio here.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -97,3 +101,39 @@ class Quotas:
         if bucket is None:
             bucket = buckets[name] = TokenBucket.full(quota, now)
         return bucket
+
+
+class RetryWatch:
+    """When one session's client was last told to come back after a quota refusal, and whether it came back too soon.
+
+    A client that honours ``retry_after`` sends its next refused command only
+    once the time it was told has passed. One refused before then did not wait
+    (or had it already in flight): the session then takes nothing more from
+    it until the new refusal's ``retry_after`` has passed, so that refusals
+    cost the proxy at most about two per ``retry_after`` a session, however
+    fast a client sends. The hold's deadline is what the client was told,
+    which the quota's rate and burst bound.
+    """
+
+    __slots__ = ("_hold_until", "_retry_at")
+
+    def __init__(self) -> None:
+        self._retry_at = float("-inf")
+        self._hold_until = float("-inf")
+
+    def refused(self, wait: float, now: float) -> None:
+        """Note a refusal at ``now`` that told the client to retry after ``wait`` seconds.
+
+        The wait counts as the client is told it (``retry_after_ms``): whole milliseconds,
+        rounded up, at least one. So a hold is never shorter than a millisecond, and when it
+        ends the quota has the command's amount (a wait of a hair, left by rounding in the
+        bucket's arithmetic, would otherwise let a refusal through with next to no hold).
+        """
+        told = max(1, math.ceil(wait * 1000)) / 1000
+        if now < self._retry_at:
+            self._hold_until = now + told
+        self._retry_at = now + told
+
+    def hold(self, now: float) -> float:
+        """The seconds from ``now`` the session should take no command: 0.0 when it need not wait."""
+        return max(0.0, self._hold_until - now)

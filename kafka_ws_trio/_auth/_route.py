@@ -31,7 +31,7 @@ from ._acl import Acl, AclRule, Operation, Pattern, Principal
 from ._credentials import Credential, find_credential
 from ._jwt import JwtSettings, JwtVerifier, TokenRefused
 from ._keys import KEY_PREFIX, ApiKeys, KeyEntry
-from ._quotas import Quota, Quotas, TokenBucket
+from ._quotas import Quota, Quotas, RetryWatch, TokenBucket
 
 #: The quota names, as :class:`Quotas` keys them (and as refusals and logs name them).
 CONNECTIONS_PER_SECOND: Final = "connections_per_second"
@@ -238,12 +238,14 @@ class RouteAccess:
 class SessionAccess:
     """One session's rights and quotas: what its connection asks before each command (``_proto.Access``)."""
 
-    __slots__ = ("_clock", "_route", "principal")
+    __slots__ = ("_clock", "_retry", "_route", "principal")
 
     def __init__(self, route: RouteAccess, principal: Principal, clock: Callable[[], float]) -> None:
         self._route = route
         self._clock = clock
         self.principal = principal
+        #: When the client was last told to retry; made at the session's first quota refusal.
+        self._retry: RetryWatch | None = None
 
     def allows(self, operation: AccessOperation, topic: str, group: str | None = None) -> bool:
         acl = self._route.acl
@@ -261,11 +263,22 @@ class SessionAccess:
             if wait > 0:
                 for earlier, took in taken:
                     earlier.tokens += took
+                if self._retry is None:
+                    self._retry = RetryWatch()
+                self._retry.refused(wait, now)
                 return wait
             if amount > bucket.quota.burst:
                 bucket.charge(amount - bucket.quota.burst, now)
             taken.append((bucket, amount))
         return 0.0
+
+    def quota_hold(self) -> float:
+        """The seconds the session should take no further command, after a produce quota refusal.
+
+        0.0 unless the last refusal came before the time the one before it told the
+        client to retry (see :class:`RetryWatch`); then until the last refusal's time.
+        """
+        return self._retry.hold(self._clock()) if self._retry is not None else 0.0
 
     def consume_wait(self, size: int) -> float:
         """Charge ``size`` delivered bytes to the consume quota: the seconds to wait before delivering more."""
