@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import tempfile
 import time
@@ -24,6 +25,7 @@ from .context import Bench
 from .fanout import run_fanout, run_stream_fanout
 from .fetch import run_fetch, run_stream_partitions, run_stream_throughput
 from .groups import run_group_members, run_group_rebalance, run_group_throughput
+from .identity import run_kafka_identity
 from .meta import run_meta
 from .plan import BROKER_PORT_BASE, FULL, QUICK, SCENARIOS, BenchError, raise_nofile
 from .produce import run_produce_fanin, run_produce_latency, run_produce_throughput
@@ -51,7 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="scripts/bench",
         description="Measure kafka-ws-trio: fetch and stream throughput, fan-out latency by fetch and by stream, "
         "idle sessions and streams, churn, first byte, produce throughput, latency and fan-in, consumer-group "
-        "throughput, rebalance and members, handshakes with credentials, and isolation from a throttled principal.",
+        "throughput, rebalance and members, handshakes with credentials, isolation from a throttled principal, "
+        "and the cost of per-principal Kafka logins.",
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (under 5 minutes)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every figure to FILE")
@@ -133,6 +136,7 @@ def _steps(bench: Bench) -> dict[str, Callable[[], None]]:
         "group_members": lambda: run_group_members(bench),
         "auth_handshake": lambda: run_auth_handshake(bench),
         "quota_isolation": lambda: run_quota_isolation(bench),
+        "kafka_identity": lambda: run_kafka_identity(bench),
     }
 
 
@@ -151,7 +155,10 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = {}
     bench: Bench | None = None
     try:
-        env = broker_up() if own_broker else {"KAFKA_BOOTSTRAP": args.bootstrap}
+        if own_broker:
+            env = broker_up()
+        else:  # the other listeners and SASL users as `eval "$(scripts/kafka up)"` exported them
+            env = {**{k: v for k, v in os.environ.items() if k.startswith("KAFKA_")}, "KAFKA_BOOTSTRAP": args.bootstrap}
         bench = Bench(
             plan=plan,
             bootstrap=env["KAFKA_BOOTSTRAP"],
@@ -165,6 +172,7 @@ def main(argv: list[str]) -> int:
             route_options=args.route_options,
             package_root=args.proxy_package,
             results=results,
+            broker_env=env,
         )
         results["meta"] = run_meta(plan, args, env.get("KAFKA_VERSION", "unknown"))
         say(f"{plan.name} run of the proxy package at {results['meta']['package_root']}; logs in {logdir}")

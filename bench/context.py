@@ -56,15 +56,24 @@ class Bench:
     topics: dict[str, tuple[str, int]] = attrs.Factory(dict)
     #: How many proxy processes this run started (each timed run starts one).
     proxies_started: int = 0
+    #: The broker's ``KAFKA_*`` variables (its other listeners, SASL users): from ``scripts/kafka up``, or with
+    #: --bootstrap from this process's environment.
+    broker_env: dict[str, str] = attrs.Factory(dict)
 
-    def proxy(self, name: str, max_sessions: int = MAX_SESSIONS, route: dict[str, Any] | None = None) -> Proxy:
+    def proxy(
+        self,
+        name: str,
+        max_sessions: int = MAX_SESSIONS,
+        route: dict[str, Any] | None = None,
+        bootstrap: str | None = None,
+    ) -> Proxy:
         """Start a fresh proxy process on the default config (plus any --server/--route overrides).
 
         ``route`` holds settings a scenario needs (group_members sets max_group_members); a --route
-        override of the same setting wins over it.
+        override of the same setting wins over it. ``bootstrap``: another listener of the broker.
         """
         spec: dict[str, Any] = {
-            "bootstrap": self.bootstrap,
+            "bootstrap": bootstrap or self.bootstrap,
             "max_sessions": max_sessions,
             "server": self.server_options,
             "route": {**(route or {}), **self.route_options},

@@ -158,6 +158,8 @@ class Plan:
     #: quota_isolation: seconds of principal A's stream before its window, and the window (both runs).
     quota_warmup: float
     quota_window: float
+    #: kafka_identity: sessions timed one after another on each of its three runs.
+    identity_sequential: int
 
 
 QUICK: Final = Plan(
@@ -189,6 +191,7 @@ QUICK: Final = Plan(
     auth_key_concurrent=100,
     quota_warmup=3.0,
     quota_window=8.0,
+    identity_sequential=40,
 )
 FULL: Final = Plan(
     name="full",
@@ -218,6 +221,7 @@ FULL: Final = Plan(
     auth_key_concurrent=200,
     quota_warmup=5.0,
     quota_window=20.0,
+    identity_sequential=150,
 )
 
 SCENARIOS: Final = (
@@ -238,6 +242,7 @@ SCENARIOS: Final = (
     "group_members",
     "auth_handshake",
     "quota_isolation",
+    "kafka_identity",
 )
 
 

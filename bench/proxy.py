@@ -70,11 +70,21 @@ def _route_options(route: dict[str, Any]) -> dict[str, Any]:
     a table is there, so a ``--proxy-package`` tree from before issue 13 still
     runs every other scenario.
     """
-    if not {"jwt", "api_keys", "acl", "quotas"} & route.keys():
+    if not {"jwt", "api_keys", "acl", "quotas", "sasl", "kafka_credentials"} & route.keys():
         return route
+    from kafka_ws_trio._config import SaslConfig, Secret
     from kafka_ws_trio._config._access import AclRuleConfig, ApiKeyConfig, JwtConfig, QuotaConfig
 
     built = dict(route)
+    if "sasl" in route:
+        # The password comes from the environment the orchestrator gave this process, never the spec.
+        sasl = dict(route["sasl"])
+        sasl["password"] = Secret.from_env(sasl.pop("password_env"))
+        built["sasl"] = SaslConfig(**sasl)
+    if "kafka_credentials" in route:
+        from kafka_ws_trio._config._access import KafkaCredentialsConfig
+
+        built["kafka_credentials"] = KafkaCredentialsConfig(**route["kafka_credentials"])
     if "jwt" in route:
         built["jwt"] = JwtConfig(**route["jwt"])
     if "api_keys" in route:

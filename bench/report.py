@@ -392,6 +392,22 @@ def _access_rows(
                 f"CPU {baseline['proxy_cpu_pct']:.0f}% without",
             ),
         ]
+    if "kafka_identity" in results:
+        k = results["kafka_identity"]
+        runs = k["runs"]
+        rows += [
+            (
+                "kafka identity",
+                "own login first byte p50 warm / cold ms",
+                f"{_up(k['warm_first_byte_p50_ms'], 2)} / {_up(k['cold_first_byte_p50_ms'], 2)}",
+                judged("kafka_identity.warm_first_byte_p50_ms", "warm within route x 1.25 + 1")
+                + ", "
+                + judged("kafka_identity.cold_first_byte_p50_ms", "cold <= 250"),
+                f"route's own login {_n(k['route_login_first_byte_p50_ms'], 2)} ms; p99 warm "
+                f"{_n(k['warm_first_byte_p99_ms'], 2)}, cold {_n(k['cold_first_byte_p99_ms'], 2)} ms; "
+                + load(runs["own_login_cold"]),
+            ),
+        ]
     return rows
 
 

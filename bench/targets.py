@@ -49,6 +49,13 @@ AUTH_JWT_FIRST_BYTE_P50_MAX_MS: Final = 10.0
 #: plus this many ms ("unchanged within noise", issue 13).
 QUOTA_P99_FACTOR: Final = 1.5
 QUOTA_P99_SLACK_MS: Final = 5.0
+#: kafka_identity: a returning principal's first byte through its own Kafka login, against the route's own login
+#: (the same path but for finding the login), with slack for the noise of single-session timings.
+IDENTITY_WARM_FACTOR: Final = 1.25
+IDENTITY_WARM_SLACK_MS: Final = 1.0
+#: kafka_identity: a new principal's first byte, its Kafka clients opened on the way (SASL login, metadata,
+#: a consumer): the same quarter second the fan-out targets allow a page's data.
+IDENTITY_COLD_P50_MAX_MS: Final = 250.0
 
 FLAT_RULE: Final = (
     f"rate at most sessions <= {FLAT_FACTOR}x rate at fewest, with the proxy keeping up at both "
@@ -112,6 +119,12 @@ def _quota_isolation_ok(results: dict[str, Any]) -> bool:
     run = results["quota_isolation"]
     p99, bound = run["p99_ms"], run["p99_bound_ms"]
     return bool(p99 is not None and bound is not None and p99 <= bound)
+
+
+def _identity_warm_ok(results: dict[str, Any]) -> bool:
+    run = results["kafka_identity"]
+    bound = run["route_login_first_byte_p50_ms"] * IDENTITY_WARM_FACTOR + IDENTITY_WARM_SLACK_MS
+    return bool(run["warm_first_byte_p50_ms"] <= bound)
 
 
 def _produce_fanin_p99_ok(results: dict[str, Any]) -> bool:
@@ -203,6 +216,16 @@ TARGETS: Final = (
         f"<= baseline p99 x {QUOTA_P99_FACTOR:g} + {QUOTA_P99_SLACK_MS:g} ms "
         "(A's latency unchanged within noise while B is throttled)",
         _quota_isolation_ok,
+    ),
+    Target(
+        "kafka_identity.warm_first_byte_p50_ms",
+        f"<= route login p50 x {IDENTITY_WARM_FACTOR:g} + {IDENTITY_WARM_SLACK_MS:g} ms",
+        _identity_warm_ok,
+    ),
+    Target(
+        "kafka_identity.cold_first_byte_p50_ms",
+        f"<= {IDENTITY_COLD_P50_MAX_MS:g}",
+        lambda r: r["kafka_identity"]["cold_first_byte_p50_ms"] <= IDENTITY_COLD_P50_MAX_MS,
     ),
 )
 
