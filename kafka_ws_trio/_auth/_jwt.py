@@ -124,7 +124,7 @@ class JwtVerifier:
         settings = self.settings
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not decodable, or a header PyJWT refuses (a kid not a string, a crit)
             raise TokenRefused("not a JWT") from None
         algorithm = header.get("alg")
         if algorithm not in settings.algorithms:

@@ -33,6 +33,29 @@ class Handler(Protocol):
     def __call__(self, request: RequestHead) -> Decision: ...
 
 
+#: Headers the WebSocket handshake (wsproto) reads as ASCII text, and the Host, which it reads as IDNA.
+_TEXT_HEADERS: Final = frozenset(
+    {b"connection", b"upgrade", b"sec-websocket-extensions", b"sec-websocket-protocol", b"sec-websocket-key"}
+)
+
+
+def unreadable_header(request: RequestHead) -> str | None:
+    """The name of a header the WebSocket handshake could not read as text, or None.
+
+    wsproto would raise on it inside trio-websocket's reader, which answers
+    nothing; the endpoint answers 400 instead.
+    """
+    for name, value in request.headers:
+        try:
+            if name == b"host":
+                value.decode("idna")
+            elif name in _TEXT_HEADERS:
+                value.decode("ascii")
+        except UnicodeError:
+            return name.decode("ascii", "replace")
+    return None
+
+
 @attrs.frozen
 class WebSocketEndpoint:
     """A route of the config: WebSocket upgrades only; a plain request gets 400 (as APISIX answers)."""
@@ -40,9 +63,12 @@ class WebSocketEndpoint:
     uri: str
 
     def __call__(self, request: RequestHead) -> Decision:
-        if request.is_websocket_upgrade:
-            return Upgrade(self.uri)
-        return Respond(HTTPStatus.BAD_REQUEST, b"this path takes WebSocket connections only\n")
+        if not request.is_websocket_upgrade:
+            return Respond(HTTPStatus.BAD_REQUEST, b"this path takes WebSocket connections only\n")
+        unreadable = unreadable_header(request)
+        if unreadable is not None:
+            return Respond(HTTPStatus.BAD_REQUEST, f"the {unreadable} header is not readable text\n".encode())
+        return Upgrade(self.uri)
 
 
 class Router:

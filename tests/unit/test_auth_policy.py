@@ -338,6 +338,15 @@ def other_rsa_token() -> str:
     return jwt.encode(claims(), other, algorithm="RS256")
 
 
+def unsigned_token(header: dict[str, Any]) -> str:
+    """A token with ``header`` as it is (PyJWT would refuse to make some) and no real signature."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims())}.c2ln"
+
+
 def none_token() -> str:
     header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
     body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
@@ -357,6 +366,8 @@ def none_token() -> str:
         (lambda: jwt.encode(claims(exp=None), RSA_PRIVATE, algorithm="RS256"), "missing claim 'exp'"),
         (lambda: jwt.encode(claims(sub=None), RSA_PRIVATE, algorithm="RS256"), "missing claim 'sub'"),
         (lambda: "not.a.token", "not a JWT"),
+        (lambda: unsigned_token({"alg": "RS256", "kid": 7}), "not a JWT"),
+        (lambda: unsigned_token({"alg": "RS256", "crit": "exp"}), "not a JWT"),
     ],
     ids=[
         "bad signature",
@@ -369,6 +380,8 @@ def none_token() -> str:
         "no exp",
         "no sub",
         "garbage",
+        "kid not a string",
+        "crit not a list",
     ],
 )
 def test_every_bad_token_is_refused_with_its_reason_and_never_quoted(make: Any, reason: str) -> None:

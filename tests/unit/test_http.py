@@ -140,6 +140,29 @@ def test_an_upgrade_on_a_route_is_handed_to_the_handshake() -> None:
     assert decide(get(ROUTE + "?client=test", UPGRADE)) == Upgrade(ROUTE)
 
 
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        (b"Sec-WebSocket-Protocol: chat, \xe9t\xe9\r\n", "sec-websocket-protocol"),
+        (b"Sec-WebSocket-Extensions: permessage-\xff\r\n", "sec-websocket-extensions"),
+        (b"X-Forwarded-Host: \xe9\r\n", None),  # a header the handshake does not read may hold any bytes
+    ],
+)
+def test_an_upgrade_whose_headers_the_handshake_cannot_read_gets_400(header: bytes, name: str | None) -> None:
+    """wsproto reads these as ASCII (the Host as IDNA) and would raise inside trio-websocket, answering nothing."""
+    answer = decide(get(ROUTE, UPGRADE + header))
+    if name is None:
+        assert answer == Upgrade(ROUTE)
+    else:
+        assert answer == Respond(400, f"the {name} header is not readable text\n".encode())
+
+
+def test_a_host_idna_cannot_read_gets_400() -> None:
+    request = get(ROUTE, UPGRADE).replace(b"Host: proxy", b"Host: xn--zz.example")
+    assert decide(request) == Respond(400, b"the host header is not readable text\n")
+    assert decide(get(ROUTE, UPGRADE).replace(b"Host: proxy", b"Host: [::1]:9080")) == Upgrade(ROUTE)
+
+
 def test_a_plain_request_on_a_route_gets_400() -> None:
     answer = decide(get(ROUTE))
     assert isinstance(answer, Respond)
