@@ -143,6 +143,14 @@ class _Slot:
             self._server = None
 
 
+def client_went_away(exc: BaseException) -> bool:
+    """Whether ``exc`` only says the client's connection ended: alone, or every one of a nursery's group."""
+    inner = getattr(exc, "exceptions", None)  # an ExceptionGroup (a backport's on Python 3.10)
+    if isinstance(inner, tuple) and inner:
+        return all(client_went_away(one) for one in inner)
+    return isinstance(exc, ConnectionClosed | trio.BrokenResourceError | trio.ClosedResourceError)
+
+
 #: Builds the Kafka side of one route; tests inject fakes here.
 BackendFactory = Callable[[RouteConfig, trio.CapacityLimiter], "KafkaUpstream | Backend"]
 
@@ -366,10 +374,9 @@ class ProxyServer:
                     pool.release(leased)
                 slot.release()
                 access.closed(admitted.principal)  # counted as open since admit_client admitted it
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away
-        except Exception:
-            log.exception("unexpected error while serving a connection")
+        except Exception as exc:
+            if not client_went_away(exc):
+                log.exception("unexpected error while serving a connection")
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
