@@ -9,6 +9,7 @@ below is Kafka's decision about the caller's own login.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +125,10 @@ async def _status(url: str, key: str) -> int | None:
         return exc.status_code
 
 
-async def test_each_principal_is_served_with_its_own_kafka_login_and_kafka_acls_decide(bed: Bed) -> None:
+async def test_each_principal_is_served_with_its_own_kafka_login_and_kafka_acls_decide(
+    bed: Bed, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="kafka_ws_trio")
     async with running_proxy(_config(bed)) as server:
         url = f"{server.url}/kafka"
         async with open_client(url, token=bed.keys["alice"]) as alice:
@@ -149,6 +153,13 @@ async def test_each_principal_is_served_with_its_own_kafka_login_and_kafka_acls_
         assert upstreams["/kafka"].consumers_created == 0
         # A principal with no login of its own is refused at the handshake, not served as the route.
         assert await _status(url, bed.keys[UNMAPPED]) == 403
+        # The logins' password is in no log line, statistics or repr of the config.
+        password = bed.broker.sasl_password
+        assert password is not None
+        seen = [record.getMessage() for record in caplog.records]
+        seen += [repr(server.config), repr(server.statistics())]
+        assert not [text for text in seen if password in text]
+        assert any("kwt-alice" in text for text in seen)  # the scan did see the logins' traces
 
 
 async def test_unmapped_route_serves_principals_without_a_login_with_the_route_s_own(bed: Bed) -> None:
