@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
+from functools import partial
 from typing import Final, NoReturn
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
+from ._auth import Credential
 from ._auth._kafka_logins import KafkaLogins
-from ._auth._route import RouteAccess
+from ._auth._route import RouteAccess, SessionAccess, Unauthorized
 from ._config import ConfigError, ProxyConfig, RouteConfig, ServerConfig
 from ._http import (
     MAX_REQUEST_HEAD,
@@ -33,7 +35,7 @@ from ._http import (
 )
 from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._ports import Backend
-from ._proto import Amount, Grant, StreamLimits
+from ._proto import Amount, CommandFailed, ErrorCode, Grant, StreamLimits
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
 from ._transport import ReplayStream
 
@@ -441,6 +443,7 @@ class ProxyServer:
             consume=session_access.consume_wait if access.paces_consumers else None,
             principal=principal.name,
             expires_at=principal.expires_at,
+            reauthenticate=None if access.open else partial(self._reauthenticate, access, session_access),
         )
         self._sessions[session] = ws
         self._sessions_total += 1
@@ -461,6 +464,31 @@ class ProxyServer:
                     getattr(self._closed_counters, field) + getattr(session.counters, field),
                 )
             log.debug("%r closed", session)
+
+    async def _reauthenticate(self, access: RouteAccess, session: SessionAccess, token: str) -> float | None:
+        """A session's fresh credential (CmdAuth): the same principal, still admitted; its rights replace the old.
+
+        Checked like a handshake's, in the handshake threads, within ``handshake_timeout``.
+        Returns the new expiry; raises TOKEN_REFUSED with the reason (never the token).
+        """
+        fresh = None
+        with trio.move_on_after(self.config.server.handshake_timeout):
+            try:
+                fresh = await trio.to_thread.run_sync(
+                    access.authenticate, Credential(token, "command"), limiter=self._handshake_threads
+                )
+            except Unauthorized as exc:
+                raise CommandFailed(ErrorCode.TOKEN_REFUSED, f"token refused: {exc}") from None
+        if fresh is None:
+            raise CommandFailed(
+                ErrorCode.TOKEN_REFUSED, "token refused: it could not be checked in time; send it again"
+            )
+        if fresh.name != session.principal.name:
+            raise CommandFailed(ErrorCode.TOKEN_REFUSED, "token refused: it names another principal")
+        if not access.admits(fresh):
+            raise CommandFailed(ErrorCode.TOKEN_REFUSED, "token refused: not allowed on this route")
+        session.principal = fresh
+        return fresh.expires_at
 
     async def _run(
         self,

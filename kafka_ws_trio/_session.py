@@ -56,6 +56,8 @@ from ._proto import (
     Access,
     AddCredit,
     Amount,
+    Auth,
+    AuthAction,
     Command,
     CommandFailed,
     Commit,
@@ -82,6 +84,7 @@ from ._proto import (
     Unsubscribe,
     encode_error,
     encode_group_offsets_answer,
+    encode_ok,
     fetch_frame,
 )
 from ._streaming import After, SessionStreams
@@ -108,6 +111,10 @@ AUDITED_DENIALS: Final = 20
 
 _session_ids = itertools.count(1)
 _T = TypeVar("_T")
+
+#: Checks a fresh credential for the session's principal (CmdAuth) and takes its rights: the new expiry
+#: (seconds since the epoch; None: never), or CommandFailed (TOKEN_REFUSED) with the reason.
+Reauthenticate = Callable[[str], Awaitable[float | None]]
 
 
 @runtime_checkable
@@ -165,6 +172,7 @@ class Session:
         "_dispatching",
         "_draining",
         "_expired",
+        "_expiry",
         "_flushing",
         "_jobs",
         "_lanes",
@@ -175,6 +183,7 @@ class Session:
         "_parked",
         "_parking",
         "_producer",
+        "_reauthenticate",
         "_room",
         "_route",
         "_scope",
@@ -205,6 +214,7 @@ class Session:
         consume: Callable[[int], float] | None = None,
         principal: str = "",
         expires_at: float | None = None,
+        reauthenticate: Reauthenticate | None = None,
     ) -> None:
         self.id = next(_session_ids)
         #: Who the session is (for logs), and when its credential expires (seconds since the epoch; None: never).
@@ -237,7 +247,11 @@ class Session:
             produce=self._producer is not None,
             groups=isinstance(backend, GroupBackend),
             access=access,
+            reauth=reauthenticate is not None,
         )
+        self._reauthenticate = reauthenticate
+        #: Cancels the wait for the credential's expiry (a fresh credential sets another); None: none runs.
+        self._expiry: trio.CancelScope | None = None
         self._lanes = self._connection.lanes
         #: Workers waiting for their ticket's turn.
         self._turns: dict[Ticket, trio.Event] = {}
@@ -293,8 +307,7 @@ class Session:
                 with self._scope:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        if self.expires_at is not None:
-                            nursery.start_soon(self._expire, self.expires_at)
+                        self._arm_expiry()
                         try:
                             await self._reader()
                             nursery.cancel_scope.cancel()
@@ -324,9 +337,21 @@ class Session:
             log.warning("%r: client did not read a response for %gs; closing", self, self._limits.send_timeout)
             await self._close(CLOSE_POLICY_VIOLATION, "client too slow")
 
-    async def _expire(self, expires_at: float) -> None:
+    def _arm_expiry(self) -> None:
+        """Wait for :attr:`expires_at` (and no longer for the one before), in the session's nursery."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self.expires_at is not None and self._nursery is not None:
+            self._expiry = trio.CancelScope()
+            self._nursery.start_soon(self._expire, self.expires_at, self._expiry)
+
+    async def _expire(self, expires_at: float, scope: trio.CancelScope) -> None:
         """Close the session with 1008 when its credential expires (PROTOCOL.md 5.6)."""
-        await trio.sleep(max(0.0, expires_at - time.time()))
+        with scope:
+            await trio.sleep(max(0.0, expires_at - time.time()))
+        if scope.cancelled_caught:
+            return  # a fresh credential moved the expiry
         audit.info("%r: the token of %s expired; closing", self, self.principal, extra={"event": "token_expired"})
         self._expired = True
         self._scope.cancel()
@@ -379,8 +404,35 @@ class Session:
             elif isinstance(action, GroupAction):
                 # It keeps no partition's order: a ticket with no lane, its turn comes at once.
                 await self._queue(_Job(action.request, self._lanes.take(())))
+            elif isinstance(action, AuthAction):
+                await self._take_credential(action.request)
             else:
                 await self._take(action)
+
+    async def _take_credential(self, request: Auth) -> None:
+        """A fresh credential (CmdAuth): checked before the next frame is read, then ok or TOKEN_REFUSED.
+
+        The session is held meanwhile (one check at a time per session; the server bounds
+        its time). Taken, it replaces the old one's rights and expiry; refused, the old one stays.
+        """
+        assert self._reauthenticate is not None  # the connection hands out AuthActions only then
+        try:
+            expires_at = await self._reauthenticate(request.token)
+        except CommandFailed as exc:
+            self._connection.errors += 1
+            audit.warning(
+                "%r: fresh credential refused for %s: %s",
+                self,
+                self.principal or "-",
+                exc.reason,
+                extra={"event": "credential_refused"},
+            )
+            await self._send(encode_error(request.sequence, exc.code, exc.reason))
+            return
+        self.expires_at = expires_at
+        self._arm_expiry()
+        audit.info("%r: fresh credential taken for %s", self, self.principal, extra={"event": "credential_taken"})
+        await self._send(encode_ok(request.sequence))
 
     async def _hold_after_refusal(self) -> None:
         """After a quota refusal the client did not wait for, take no frame until its ``retry_after`` has passed.

@@ -92,6 +92,7 @@ from ._proto import (
     TxnAction,
     Written,
     decode_response,
+    encode_auth_request,
     encode_commit_request,
     encode_credit_request,
     encode_fetch_request,
@@ -805,6 +806,16 @@ class PubSubClient:
     async def ping(self, state: bytes = b"") -> bytes:
         """Round-trip ``state`` through the proxy; returns what came back."""
         return (await self._answer(lambda sequence: encode_ping_request(sequence, state), Pong)).state
+
+    async def refresh_token(self, token: str) -> None:
+        """Hand the proxy a fresh token for this session's principal (schema/README.md, "Refreshing a token").
+
+        The session then lives until the new token expires, with the new token's rights.
+        Raises :class:`PubSubError`: ``TOKEN_REFUSED`` (63) when the token does not verify,
+        names another principal or has no rights on the route (the old token stays in force),
+        ``unknown command`` on a route that takes no credentials.
+        """
+        await self._answer(lambda sequence: encode_auth_request(sequence, token), OkAnswer)
 
     async def list_offset(self, topic: str, partition: int, timestamp: int = LATEST) -> int:
         """The offset for ``timestamp``: ``LATEST`` (-1), ``EARLIEST`` (-2) or milliseconds."""

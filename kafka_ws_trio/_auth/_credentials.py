@@ -26,7 +26,8 @@ BEARER_SUBPROTOCOL_PREFIX: Final = "bearer."
 #: What a redacted token reads as in logs.
 REDACTED: Final = "REDACTED"
 
-Source = Literal["header", "query", "subprotocol"]
+#: Where a credential came from: the handshake's three places, or a CmdAuth in the session ("command").
+Source = Literal["header", "query", "subprotocol", "command"]
 
 
 class CredentialError(Exception):

@@ -212,8 +212,14 @@ class CmdGroupOffsets(_message.Message):
     topic: str
     def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
 
+class CmdAuth(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
 class PubSubReq(_message.Message):
-    __slots__ = ("sequence", "cmd_empty", "cmd_ping", "cmd_kafka_fetch", "cmd_kafka_list_offset", "cmd_subscribe", "cmd_credit", "cmd_unsubscribe", "cmd_seek", "cmd_commit", "cmd_produce", "cmd_txn", "cmd_group_offsets")
+    __slots__ = ("sequence", "cmd_empty", "cmd_ping", "cmd_kafka_fetch", "cmd_kafka_list_offset", "cmd_subscribe", "cmd_credit", "cmd_unsubscribe", "cmd_seek", "cmd_commit", "cmd_produce", "cmd_txn", "cmd_group_offsets", "cmd_auth")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CMD_EMPTY_FIELD_NUMBER: _ClassVar[int]
     CMD_PING_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +233,7 @@ class PubSubReq(_message.Message):
     CMD_PRODUCE_FIELD_NUMBER: _ClassVar[int]
     CMD_TXN_FIELD_NUMBER: _ClassVar[int]
     CMD_GROUP_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    CMD_AUTH_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     cmd_empty: CmdEmpty
     cmd_ping: CmdPing
@@ -240,7 +247,8 @@ class PubSubReq(_message.Message):
     cmd_produce: CmdProduce
     cmd_txn: CmdTxn
     cmd_group_offsets: CmdGroupOffsets
-    def __init__(self, sequence: _Optional[int] = ..., cmd_empty: _Optional[_Union[CmdEmpty, _Mapping]] = ..., cmd_ping: _Optional[_Union[CmdPing, _Mapping]] = ..., cmd_kafka_fetch: _Optional[_Union[CmdKafkaFetch, _Mapping]] = ..., cmd_kafka_list_offset: _Optional[_Union[CmdKafkaListOffset, _Mapping]] = ..., cmd_subscribe: _Optional[_Union[CmdSubscribe, _Mapping]] = ..., cmd_credit: _Optional[_Union[CmdCredit, _Mapping]] = ..., cmd_unsubscribe: _Optional[_Union[CmdUnsubscribe, _Mapping]] = ..., cmd_seek: _Optional[_Union[CmdSeek, _Mapping]] = ..., cmd_commit: _Optional[_Union[CmdCommit, _Mapping]] = ..., cmd_produce: _Optional[_Union[CmdProduce, _Mapping]] = ..., cmd_txn: _Optional[_Union[CmdTxn, _Mapping]] = ..., cmd_group_offsets: _Optional[_Union[CmdGroupOffsets, _Mapping]] = ...) -> None: ...
+    cmd_auth: CmdAuth
+    def __init__(self, sequence: _Optional[int] = ..., cmd_empty: _Optional[_Union[CmdEmpty, _Mapping]] = ..., cmd_ping: _Optional[_Union[CmdPing, _Mapping]] = ..., cmd_kafka_fetch: _Optional[_Union[CmdKafkaFetch, _Mapping]] = ..., cmd_kafka_list_offset: _Optional[_Union[CmdKafkaListOffset, _Mapping]] = ..., cmd_subscribe: _Optional[_Union[CmdSubscribe, _Mapping]] = ..., cmd_credit: _Optional[_Union[CmdCredit, _Mapping]] = ..., cmd_unsubscribe: _Optional[_Union[CmdUnsubscribe, _Mapping]] = ..., cmd_seek: _Optional[_Union[CmdSeek, _Mapping]] = ..., cmd_commit: _Optional[_Union[CmdCommit, _Mapping]] = ..., cmd_produce: _Optional[_Union[CmdProduce, _Mapping]] = ..., cmd_txn: _Optional[_Union[CmdTxn, _Mapping]] = ..., cmd_group_offsets: _Optional[_Union[CmdGroupOffsets, _Mapping]] = ..., cmd_auth: _Optional[_Union[CmdAuth, _Mapping]] = ...) -> None: ...
 
 class ErrorResp(_message.Message):
     __slots__ = ("code", "message")

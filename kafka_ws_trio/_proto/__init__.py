@@ -18,6 +18,7 @@ from ._codec import RecordTooLarge as RecordTooLarge
 from ._codec import decode_record as decode_record
 from ._codec import decode_request as decode_request
 from ._codec import decode_response as decode_response
+from ._codec import encode_auth_request as encode_auth_request
 from ._codec import encode_commit_request as encode_commit_request
 from ._codec import encode_credit_request as encode_credit_request
 from ._codec import encode_error as encode_error
@@ -38,6 +39,7 @@ from ._codec import encode_stream_event_partitions as encode_stream_event_partit
 from ._codec import encode_subscribe_answer as encode_subscribe_answer
 from ._codec import encode_subscribe_request as encode_subscribe_request
 from ._codec import encode_unsubscribe_request as encode_unsubscribe_request
+from ._connection import AuthAction as AuthAction
 from ._connection import Command as Command
 from ._connection import Frame as Frame
 from ._connection import GroupAction as GroupAction
@@ -74,6 +76,7 @@ from ._events import AddCredit as AddCredit
 from ._events import AtOffset as AtOffset
 from ._events import AtOffsets as AtOffsets
 from ._events import AtTimestamp as AtTimestamp
+from ._events import Auth as Auth
 from ._events import Commit as Commit
 from ._events import ErrorAnswer as ErrorAnswer
 from ._events import Fetch as Fetch

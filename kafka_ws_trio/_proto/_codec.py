@@ -19,6 +19,7 @@ from ._events import (
     AtOffset,
     AtOffsets,
     AtTimestamp,
+    Auth,
     Commit,
     ErrorAnswer,
     Fetch,
@@ -112,7 +113,12 @@ def decode_request(frame: bytes) -> Request:
             f"invalid offset: {cmd_fetch.offset}" if cmd_fetch.offset < 0 else None,
             lambda topic: Fetch(sequence, topic, cmd_fetch.partition, cmd_fetch.offset),
         )
-    decoder = _STREAM_DECODERS.get(kind or "") or PRODUCE_DECODERS.get(kind or "") or _GROUP_DECODERS.get(kind or "")
+    decoder = (
+        _STREAM_DECODERS.get(kind or "")
+        or PRODUCE_DECODERS.get(kind or "")
+        or _GROUP_DECODERS.get(kind or "")
+        or _AUTH_DECODERS.get(kind or "")
+    )
     if decoder is not None:
         return decoder(sequence, request)
     # cmd_empty, no command at all, or a command from a newer protocol (an unknown field
@@ -289,6 +295,16 @@ _STREAM_DECODERS: Final[dict[str, Decoder]] = {
 _GROUP_DECODERS: Final[dict[str, Decoder]] = {
     "cmd_group_offsets": judged("group offsets", _group_offsets),
 }
+
+
+def _auth(sequence: int, request: pb.PubSubReq) -> Auth:
+    if not request.cmd_auth.token:
+        refuse("empty token")
+    return Auth(sequence=sequence, token=request.cmd_auth.token)
+
+
+#: A fresh credential in the middle of a session.
+_AUTH_DECODERS: Final[dict[str, Decoder]] = {"cmd_auth": judged("auth", _auth)}
 
 
 # ------------------------------------------------------------ server answers
@@ -539,6 +555,11 @@ def encode_commit_request(sequence: int, subscription: int, offsets: Sequence[tu
     if offsets:
         command.offsets.entries.extend(_offset_list(offsets))
     return pb.PubSubReq(sequence=sequence, cmd_commit=command).SerializeToString()
+
+
+def encode_auth_request(sequence: int, token: str) -> bytes:
+    """The frame of a CmdAuth: a fresh credential for the session's principal."""
+    return pb.PubSubReq(sequence=sequence, cmd_auth=pb.CmdAuth(token=token)).SerializeToString()
 
 
 def encode_group_offsets_request(sequence: int, group: str, topic: str) -> bytes:

@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._events import (
     AddCredit,
+    Auth,
     Commit,
     Fetch,
     GroupOffsets,
@@ -100,10 +101,18 @@ class GroupAction:
     request: GroupOffsets
 
 
+@attrs.frozen
+class AuthAction:
+    """A fresh credential for the session's principal: check it, then answer ok or TOKEN_REFUSED."""
+
+    request: Auth
+
+
 #: The names :class:`Rejected` gives the commands of each extension.
 _STREAM_COMMANDS: Final = frozenset({"subscribe", "credit", "unsubscribe", "seek", "commit"})
 _PRODUCE_COMMANDS: Final = frozenset({"produce", "txn"})
 _GROUP_COMMANDS: Final = frozenset({"group offsets"})
+_AUTH_COMMANDS: Final = frozenset({"auth"})
 
 
 def stream_lane(stream_id: int) -> Key:
@@ -128,7 +137,7 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
-    __slots__ = ("access", "errors", "groups", "lanes", "max_message_size", "produce", "streams")
+    __slots__ = ("access", "errors", "groups", "lanes", "max_message_size", "produce", "reauth", "streams")
 
     def __init__(
         self,
@@ -138,6 +147,7 @@ class ServerConnection:
         produce: bool = False,
         groups: bool = False,
         access: Access | None = None,
+        reauth: bool = False,
     ) -> None:
         self.max_message_size = max_message_size
         #: The principal's rights and quotas, asked before each command; None: everything is allowed.
@@ -148,11 +158,13 @@ class ServerConnection:
         self.streams = streams
         #: Whether the session serves produce and transactions; without, they are "unknown command".
         self.produce = produce
+        #: Whether the session takes a fresh credential (CmdAuth); without, it is "unknown command".
+        self.reauth = reauth
         self.lanes = Lanes()
         #: Error responses produced so far (replies and answers alike).
         self.errors = 0
 
-    def receive(self, frame: bytes) -> Reply | Command | StreamAction | ProduceAction | GroupAction:
+    def receive(self, frame: bytes) -> Reply | Command | StreamAction | ProduceAction | GroupAction | AuthAction:
         """What to do with one binary frame from the client."""
         request = decode_request(frame)
         if isinstance(request, Ping):
@@ -168,13 +180,15 @@ class ServerConnection:
             return ProduceAction(request)
         if self.groups and isinstance(request, GroupOffsets):
             return GroupAction(request)
+        if self.reauth and isinstance(request, Auth):
+            return AuthAction(request)
         if isinstance(request, Rejected) and self._serves(request.command):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode(request.code), request.message))
         # A session without streams (a backend that cannot feed them) does not know stream commands,
         # nor one without a producer produce commands: they get "unknown command", Rejected ones too,
         # so a client cannot take it for one that serves them.
-        extension = Subscribe | AddCredit | Unsubscribe | Seek | Commit | Produce | Txn | GroupOffsets
+        extension = Subscribe | AddCredit | Unsubscribe | Seek | Commit | Produce | Txn | GroupOffsets | Auth
         if isinstance(request, UnknownCommand | Rejected | extension):
             self.errors += 1
             return Reply(encode_error(request.sequence, ErrorCode.UNKNOWN_COMMAND, UNKNOWN_COMMAND_MESSAGE))
@@ -221,6 +235,7 @@ class ServerConnection:
             (self.streams and command in _STREAM_COMMANDS)
             or (self.produce and command in _PRODUCE_COMMANDS)
             or (self.groups and command in _GROUP_COMMANDS)
+            or (self.reauth and command in _AUTH_COMMANDS)
         )
 
     def answer(self, request: KafkaCommand, result: Result) -> Frame:

@@ -74,6 +74,8 @@ class ErrorCode(enum.IntEnum):
     #: The principal is over one of its quotas; the message ends with ``retry_after_ms=N``: when the
     #: same command would be taken.
     QUOTA_EXCEEDED = 62
+    #: A CmdAuth whose token does not verify, names another principal, or has no rights on the route.
+    TOKEN_REFUSED = 63
     #: TXN_COMMIT, TXN_ABORT or a transactional CmdProduce with no transaction open on the connection.
     TXN_NOT_OPEN = 70
     #: TXN_BEGIN while the connection's transaction is still open.

@@ -222,6 +222,14 @@ class GroupOffsets:
 
 
 @attrs.frozen
+class Auth:
+    """CmdAuth, validated: a fresh credential for the session's principal; answered with ok."""
+
+    sequence: int
+    token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
 class Seek:
     """CmdSeek, validated: move ``partition`` of the stream ``subscription`` to ``to``; answered with ok."""
 
@@ -332,6 +340,7 @@ Request: TypeAlias = (
     | StreamCommand
     | ProduceCommand
     | GroupOffsets
+    | Auth
     | Rejected
 )
 #: The requests that need Kafka (or keep a partition's order).

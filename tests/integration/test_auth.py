@@ -28,7 +28,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from kafka_ws_trio import ErrorCode, ProxyConfig, ServerConfig
 from kafka_ws_trio._config import RouteConfig, Secret
 from kafka_ws_trio._config._access import AclRuleConfig, ApiKeyConfig, JwtConfig, QuotaConfig
-from kafka_ws_trio.client import EARLIEST, ConnectFailed, PubSubError, open_client
+from kafka_ws_trio._proto import ErrorAnswer, decode_response, encode_auth_request
+from kafka_ws_trio.client import EARLIEST, ConnectFailed, PubSubError, Written, open_client
 from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic, produce
 
 pytestmark = pytest.mark.timeout(90)
@@ -392,3 +393,51 @@ async def test_consumed_bytes_over_the_quota_slow_delivery_and_lose_nothing(
                     assert len(await other.fetch(name, 0, 0)) > 0
     finally:
         delete_topic(kafka_broker, name)
+
+
+async def test_a_fresh_token_in_band_keeps_the_session_open_with_the_new_token_s_rights(
+    kafka_broker: KafkaBroker, keys: Keys, topic: str
+) -> None:
+    """CmdAuth (schema/README.md, "Refreshing a token"): same principal, new expiry, new rights; a refused one
+    changes nothing, and the session still ends when the token in force expires."""
+    async with running_proxy(secured(kafka_broker, keys, topic)) as server:
+        url = f"{server.url}/kafka"
+        async with open_client(url, token=token(keys, expires_in=3)) as client:
+            for refused, reason in (
+                (token(keys, sub="bob", expires_in=600), "token refused: it names another principal"),
+                (token(keys, expires_in=600, _signer=keys.other_private), "token refused: bad signature"),
+                (token(keys, expires_in=-120), "token refused: token expired"),
+                (token(keys, scope="billing:read", expires_in=600), "token refused: not allowed on this route"),
+            ):
+                with pytest.raises(PubSubError) as answer:
+                    await client.refresh_token(refused)
+                assert (answer.value.code, answer.value.message) == (ErrorCode.TOKEN_REFUSED, reason)
+            with pytest.raises(PubSubError) as denied:
+                await client.produce(topic, [b"not yet"])  # still the read-only token's rights
+            assert denied.value.code == ErrorCode.NOT_AUTHORIZED
+            await client.refresh_token(token(keys, scope=WRITE_SCOPE, expires_in=600))
+            await trio.sleep(4)  # past the first token's expiry
+            assert await client.list_offset(topic, 0, -1) == 2  # still open
+            (written,) = await client.produce(topic, [b"three"])  # with the new token's rights
+            assert isinstance(written, Written)
+
+        # Refused, the old token stays in force, and its expiry still closes the session.
+        async with open_websocket_url(
+            url, extra_headers=[("Authorization", f"Bearer {token(keys, expires_in=2)}")]
+        ) as ws:
+            await ws.send_message(encode_auth_request(7, token(keys, sub="bob", expires_in=600)))
+            answer = decode_response(await ws.get_message())
+            assert isinstance(answer, ErrorAnswer) and answer.code == ErrorCode.TOKEN_REFUSED
+            with trio.fail_after(10):
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.get_message()
+            assert closed.value.reason.code == 1008
+            assert closed.value.reason.reason == "token expired"
+
+
+async def test_a_route_that_takes_no_credentials_does_not_know_cmd_auth(kafka_broker: KafkaBroker, topic: str) -> None:
+    config = ProxyConfig(ServerConfig(port=0), (RouteConfig("/kafka", kafka_broker.bootstrap),))
+    async with running_proxy(config) as server, open_client(f"{server.url}/kafka") as client:
+        with pytest.raises(PubSubError) as answer:
+            await client.refresh_token("anything")
+        assert answer.value.code == ErrorCode.UNKNOWN_COMMAND

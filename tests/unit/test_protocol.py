@@ -293,6 +293,7 @@ def test_error_codes_are_stable() -> None:
         "NOT_AUTHORIZED": 60,
         "GROUP_NOT_AUTHORIZED": 61,
         "QUOTA_EXCEEDED": 62,
+        "TOKEN_REFUSED": 63,
         "TXN_NOT_OPEN": 70,
         "TXN_ALREADY_OPEN": 71,
         "TXN_FENCED": 72,

@@ -40,6 +40,7 @@ EXPECTED_FIELDS = {
         "40 CmdProduce cmd_produce (req)",
         "41 CmdTxn cmd_txn (req)",
         "42 CmdGroupOffsets cmd_group_offsets (req)",
+        "43 CmdAuth cmd_auth (req)",
     ],
     "ErrorResp": ["1 int32 code", "2 string message"],
     "PongResp": ["1 bytes state"],
@@ -108,6 +109,7 @@ EXPECTED_FIELDS = {
     "ProduceResp": ["1 repeated ProduceResult results"],
     # Reading a group's committed offsets (schema/README.md, "Consumer groups"): past PROTOCOL.md's numbers.
     "CmdGroupOffsets": ["1 string group", "2 string topic"],
+    "CmdAuth": ["1 string token"],
     "GroupOffsetsResp": ["1 OffsetList committed"],
     "SubscribeResp": ["1 OffsetList positions"],
     "StreamBatch": [
