@@ -158,9 +158,15 @@ BackendFactory = Callable[[RouteConfig, trio.CapacityLimiter], "KafkaUpstream | 
 
 
 def _stream_limits(route: RouteConfig) -> StreamLimits:
-    """The bounds of the streams of one session on ``route``."""
+    """The bounds of the streams of one session on ``route`` (its quota of streams, when lower)."""
+    quota = route.quotas.streams_per_connection if route.quotas is not None else None
+    if quota is not None and quota < route.max_streams:
+        max_streams, setting = quota, "quotas.streams_per_connection"
+    else:
+        max_streams, setting = route.max_streams, "max_streams"
     return StreamLimits(
-        max_streams=route.max_streams,
+        max_streams=max_streams,
+        max_streams_setting=setting,
         max_partitions=route.max_stream_partitions,
         default_grant=Grant(records=route.stream_credit_records, bytes=route.stream_credit_bytes),
     )

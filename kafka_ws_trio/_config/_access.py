@@ -244,6 +244,8 @@ def _rate(_instance: object, attribute: attrs.Attribute[Any], value: object) -> 
 class QuotaConfig:
     """A route's ``quotas`` table: per principal, each as a rate a second; a missing key is no quota.
 
+    ``connections`` (at once) and ``streams_per_connection`` are counts, not rates.
+
     A bucket holds ``burst_seconds`` of its rate (at least one unit), so a
     principal may spend that much at once after a quiet spell.
     """
@@ -253,6 +255,8 @@ class QuotaConfig:
     produce_records_per_second: float | None = attrs.field(default=None, validator=_rate)
     produce_bytes_per_second: float | None = attrs.field(default=None, validator=_rate)
     consume_bytes_per_second: float | None = attrs.field(default=None, validator=_rate)
+    #: Streams one session of the principal may have open at once (below the route's ``max_streams``).
+    streams_per_connection: int | None = attrs.field(default=None, validator=attrs.validators.optional(_integer(1)))
     burst_seconds: float = attrs.field(default=DEFAULT_QUOTA_BURST_SECONDS, validator=_seconds(0, inclusive=False))
     max_principals: int = attrs.field(default=DEFAULT_QUOTA_PRINCIPALS, validator=_integer(1))
 

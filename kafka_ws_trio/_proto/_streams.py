@@ -334,6 +334,8 @@ class StreamLimits:
 
     #: Streams open at once on one connection.
     max_streams: int = attrs.field(default=DEFAULT_MAX_STREAMS, validator=attrs.validators.ge(1))
+    #: The setting that bound comes from, as a refusal names it.
+    max_streams_setting: str = "max_streams"
     #: Partitions one stream may read.
     max_partitions: int = attrs.field(default=DEFAULT_MAX_PARTITIONS, validator=attrs.validators.ge(1))
     #: The credit of a subscribe that names none.
@@ -712,8 +714,8 @@ class Streams:
         if len(self._open) >= limits.max_streams:
             raise CommandFailed(
                 ErrorCode.TOO_MANY_STREAMS,
-                f"{len(self._open)} streams are open on this connection, the most max_streams ({limits.max_streams})"
-                " allows",
+                f"{len(self._open)} streams are open on this connection, the most {limits.max_streams_setting} "
+                f"({limits.max_streams}) allows",
             )
         stream = Stream(command, limits.max_partitions, self._max_body)
         stream.add_partitions(command.partitions)

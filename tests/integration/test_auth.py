@@ -310,6 +310,22 @@ async def test_connections_over_the_quota_get_429(kafka_broker: KafkaBroker, key
             pass
 
 
+async def test_streams_over_the_quota_get_too_many_streams_naming_the_quota(
+    kafka_broker: KafkaBroker, keys: Keys, topic: str
+) -> None:
+    quotas = QuotaConfig(streams_per_connection=1)
+    config = secured(kafka_broker, keys, topic, quotas=quotas)
+    async with running_proxy(config) as server, open_client(f"{server.url}/kafka", token=token(keys)) as client:
+        async with client.subscribe(topic, start=EARLIEST):
+            with pytest.raises(PubSubError) as refused:
+                async with client.subscribe(topic, start=EARLIEST):
+                    pass
+        assert refused.value.code == ErrorCode.TOO_MANY_STREAMS
+        assert "the most quotas.streams_per_connection (1) allows" in refused.value.message
+        async with client.subscribe(topic, start=EARLIEST):  # the first one is closed: room again
+            pass
+
+
 async def test_no_log_line_error_or_repr_holds_a_secret(
     kafka_broker: KafkaBroker, keys: Keys, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -76,7 +76,7 @@ def test_every_mistake_in_the_access_tables_is_named_by_its_key_path() -> None:
         "p.toml: routes[0].quotas.produce_records_per_second: -1 is out of range; expected a number above 0 per second",
         'p.toml: routes[0].quotas.bursts: unknown key; did you mean "burst_seconds"? known keys: connections, '
         "connections_per_second, produce_records_per_second, produce_bytes_per_second, "
-        "consume_bytes_per_second, burst_seconds, max_principals",
+        "consume_bytes_per_second, streams_per_connection, burst_seconds, max_principals",
     ]
 
 
