@@ -48,6 +48,8 @@ _SERVE_OVERRIDES: Final = {
     "--log-level": "log_level",
     "--tls-cert": "tls_cert_file",
     "--tls-key": "tls_key_file",
+    "--ops-port": "ops_port",
+    "--ops-host": "ops_host",
 }
 #: Seconds between redraws of tail's status line (on a terminal only).
 STATUS_INTERVAL: Final = 0.25
@@ -121,6 +123,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--tls-key", metavar="FILE", help="the certificate's private key (PEM; overrides [server] tls_key_file)"
+    )
+    serve.add_argument(
+        "--ops-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics (Prometheus), /healthz and /readyz on this port, 0 for any free one "
+        "(overrides [server] ops_port; default: none)",
+    )
+    serve.add_argument(
+        "--ops-host", metavar="ADDRESS", help="the ops port's address (overrides [server] ops_host; default 127.0.0.1)"
     )
 
     offsets = sub.add_parser(
@@ -368,9 +380,14 @@ async def _serve(config: ProxyConfig) -> None:
         async with trio.open_nursery() as absorbing:
             async with trio.open_nursery() as nursery:
                 server = await nursery.start(serve_proxy, config)
+                ops = (
+                    f"; metrics on http://{config.server.ops_host}:{server.ops_port}/metrics"
+                    if server.ops_port is not None
+                    else ""
+                )
                 print(
                     f"kafka-ws-trio {__version__} listening on {server.url} "
-                    f"(routes: {', '.join(r.uri for r in config.routes)}); Ctrl-C to stop",
+                    f"(routes: {', '.join(r.uri for r in config.routes)}){ops}; Ctrl-C to stop",
                     flush=True,
                 )
                 async for signum in signals:

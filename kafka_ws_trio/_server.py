@@ -6,7 +6,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from functools import partial
-from typing import Final, NoReturn
+from typing import Final, Literal, NoReturn
 
 import attrs
 import trio
@@ -21,12 +21,14 @@ from ._http import (
     RECEIVE_BYTES,
     SHUTTING_DOWN,
     Admitted,
+    Handler,
     HandshakeCount,
     HeadReader,
     RequestHead,
     Respond,
     Router,
     Upgrade,
+    WebSocketEndpoint,
     admit,
     admit_client,
     read_head,
@@ -34,6 +36,8 @@ from ._http import (
     send_response,
 )
 from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
+from ._kafka._diagnosis import diagnose
+from ._ops import Answer, Family, MetricsEndpoint, Readiness, healthz
 from ._ports import Backend
 from ._proto import Amount, CommandFailed, ErrorCode, Grant, StreamLimits
 from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
@@ -153,6 +157,36 @@ def client_went_away(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionClosed | trio.BrokenResourceError | trio.ClosedResourceError)
 
 
+#: The per-route figures of :class:`UpstreamStatistics` as metrics (``upstream_<field>``), labelled by route
+#: and, for a principal's own Kafka login (``kafka_credentials``), by principal ("" for the route's own).
+_UPSTREAM_METRICS: Final[dict[str, tuple[str, Literal["counter", "gauge"]]]] = {
+    "readers_open": ("partition readers open (a Kafka consumer each)", "gauge"),
+    "consumers_created": ("Kafka consumers created", "counter"),
+    "consumers_closed": ("Kafka consumers closed", "counter"),
+    "broker_polls": ("polls of Kafka by partition readers", "counter"),
+    "cache_hits": ("fetches answered from a reader's window without asking Kafka", "counter"),
+    "connect_failures": ("failed attempts to reach the route's brokers", "counter"),
+    "fetches_parked": ("fetches held at a log end, waiting for records", "gauge"),
+    "parked_answered": ("parked fetches answered", "counter"),
+    "readers_refused": ("commands refused because max_partition_readers were busy", "counter"),
+    "stream_taps": ("partitions of push streams being fed", "gauge"),
+    "stream_batches": ("batches pushed to streams", "counter"),
+    "stream_records": ("records pushed to streams", "counter"),
+    "records_produced": ("records produced, with their result", "counter"),
+    "records_failed": ("produced records that failed", "counter"),
+    "produce_records_in_flight": ("records handed to Kafka and not acknowledged yet", "gauge"),
+    "produce_bytes_in_flight": ("bytes handed to Kafka and not acknowledged yet", "gauge"),
+    "transactions_begun": ("transactions begun", "counter"),
+    "transactions_open": ("transactional producers lent to a session now", "gauge"),
+    "group_members_joined": ("consumer group members joined", "counter"),
+    "group_members_open": ("consumer group members open now", "gauge"),
+}
+
+
+def _respond(answer: Answer) -> Respond:
+    return Respond(answer.status, answer.body, content_type=answer.content_type)
+
+
 #: Builds the Kafka side of one route; tests inject fakes here.
 BackendFactory = Callable[[RouteConfig, trio.CapacityLimiter], "KafkaUpstream | Backend"]
 
@@ -221,7 +255,18 @@ class ProxyServer:
             send_timeout=config.server.send_timeout,
         )
         self._shutting_down = False
-        self._router = Router.for_routes(route.uri for route in config.routes)
+        #: What /readyz answers, and /metrics (built at each scrape from statistics()).
+        self.readiness = Readiness(route.uri for route in config.routes)
+        self._metrics = MetricsEndpoint(self._families)
+        probes: dict[str, Handler] = {
+            "/healthz": lambda _: _respond(healthz()),
+            "/readyz": lambda _: _respond(self.readiness.respond()),
+        }
+        routes: dict[str, Handler] = {route.uri: WebSocketEndpoint(route.uri) for route in config.routes}
+        #: The proxy's port answers the probes too (a route of the same path wins); the ops port adds /metrics.
+        self._router = Router({**probes, **routes})
+        self._ops_router = Router({**probes, "/metrics": lambda _: _respond(self._metrics.respond())})
+        self._ops_listeners: list[trio.SocketListener] = []
         self._stream_limits = {route.uri: _stream_limits(route) for route in config.routes}
         self._produce_limits = {route.uri: _produce_limit(route) for route in config.routes}
         #: Each route's authentication, rules and quotas (reads key and JWKS files: at start, not per handshake).
@@ -237,6 +282,13 @@ class ProxyServer:
         self._handshake_threads = trio.CapacityLimiter(HANDSHAKE_THREADS)
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
+
+    @property
+    def ops_port(self) -> int | None:
+        """The port of the ops listener (/metrics, /healthz, /readyz); None when the config has none."""
+        if not self._ops_listeners:
+            return None
+        return int(self._ops_listeners[0].socket.getsockname()[1])
 
     @property
     def port(self) -> int:
@@ -389,6 +441,67 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
+    def _families(self) -> list[Family]:
+        """The Prometheus metrics: :meth:`statistics` now, family by family (built at each scrape)."""
+        stats = self.statistics()
+        families = [
+            Family.single("sessions_open", "WebSocket sessions open now", "gauge", stats.sessions_open),
+            Family.single("sessions_opened", "WebSocket sessions opened since start", "counter", stats.sessions_total),
+            Family.single(
+                "sessions_rejected",
+                "upgrades refused because max_sessions were open",
+                "counter",
+                stats.sessions_rejected,
+            ),
+            Family.single("commands", "commands received (binary frames)", "counter", stats.commands_total),
+            Family.single("command_errors", "error responses sent", "counter", stats.errors_total),
+            Family.single(
+                "text_frames", "text frames received (skipped, as APISIX does)", "counter", stats.text_frames_total
+            ),
+            Family.single("commands_queued", "commands waiting for a session worker", "gauge", stats.commands_queued),
+            Family.single(
+                "commands_in_flight", "commands a session worker is carrying out", "gauge", stats.commands_in_flight
+            ),
+            Family.single(
+                "kafka_threads_busy", "threads calling Kafka now (of kafka_threads)", "gauge", stats.kafka_threads_busy
+            ),
+            Family.single("ready", "1 when /readyz answers 200", "gauge", 1.0 if self.readiness.ready else 0.0),
+        ]
+        upstreams = sorted(stats.upstreams.items())
+        for field, (help, kind) in _UPSTREAM_METRICS.items():
+            samples = tuple(
+                (tuple(key.split(" as ", 1)) if " as " in key else (key, ""), float(getattr(up, field)))
+                for key, up in upstreams
+            )
+            families.append(Family(f"upstream_{field}", help, kind, ("route", "principal"), samples))
+        return families
+
+    async def _serve_ops(self, stream: trio.SocketStream) -> None:
+        """One connection to the ops listener: one request answered (metrics or a probe), then closed."""
+        try:
+            with trio.move_on_after(self.config.server.handshake_timeout):
+                head = await read_head(stream, HeadReader(MAX_REQUEST_HEAD))
+                decision = self._ops_router.decide(head) if isinstance(head, RequestHead) else head
+                if isinstance(decision, Upgrade):  # no WebSocket route lives here
+                    decision = Respond(404, b"no WebSocket routes on the ops port\n")
+                await send_response(stream, decision)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        except Exception:
+            log.exception("unexpected error while serving the ops port")
+        finally:
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await stream.aclose()
+
+    async def _check_readiness(self) -> None:
+        """Every ``ready_check_interval``: does some broker of each route answer (TCP)? What /readyz reports."""
+        limiter = trio.CapacityLimiter(1)  # one probe at a time: they are only a few sockets
+        while True:
+            for route in self.config.routes:
+                failure = await trio.to_thread.run_sync(partial(diagnose, route, tcp_only=True), limiter=limiter)
+                self.readiness.checked(route.uri, failure.reason if failure is not None else None)
+            await trio.sleep(self.config.server.ready_check_interval)
+
     async def _route(self, stream: trio.abc.Stream) -> tuple[Upgrade, Admitted, bytes] | None:
         """Read the request head and answer it, unless it is an admitted upgrade: then it, who, and the bytes read."""
         reader = HeadReader(MAX_REQUEST_HEAD)
@@ -523,6 +636,10 @@ class ProxyServer:
                     self._tls = _ListenerTls(_listener_context(server))
                 self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)
                 await nursery.start(trio.serve_listeners, self._serve_connection, self._serving())
+                if server.ops_port is not None:
+                    self._ops_listeners = await trio.open_tcp_listeners(server.ops_port, host=server.ops_host)
+                    await nursery.start(trio.serve_listeners, self._serve_ops, self._ops_listeners)
+                nursery.start_soon(self._check_readiness)
                 log.info(
                     "kafka-ws-trio listening on %s (routes: %s)",
                     self.url,
@@ -538,6 +655,7 @@ class ProxyServer:
         handshake; whatever is left after that is cancelled.
         """
         self._shutting_down = True
+        self.readiness.shutting_down = True  # /readyz turns 503 at once: a balancer drains us first
         with trio.move_on_after(self.config.server.grace_period):
             async with trio.open_nursery() as nursery:
                 for ws in list(self._sessions.values()):

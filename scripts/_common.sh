@@ -7,7 +7,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Java 17+, Maven, openssl and keytool run the Kafka broker (scripts/kafka). With the
 # argument "browser" (the tests), also Node.js, npm and Debian's Chromium (tox -e browser),
-# and a JDK: a test runs a Java client from its source file, which needs the compiler.
+# a JDK (a test runs a Java client from its source file, which needs the compiler), and
+# Debian's prometheus (promtool and a server that scrapes the proxy's /metrics).
 ensure_system_tools() {
   local missing=()
   if [ "${1:-}" = browser ]; then
@@ -15,6 +16,9 @@ ensure_system_tools() {
     command -v npm >/dev/null || missing+=(npm)
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
+    # promtool checks /metrics, and a real Prometheus server scrapes it (tests/integration/test_ops.py)
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v prometheus >/dev/null || missing+=(prometheus)
   fi
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)

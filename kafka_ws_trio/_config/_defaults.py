@@ -28,6 +28,10 @@ DEFAULT_KAFKA_THREADS: Final = 32
 DEFAULT_SEND_TIMEOUT: Final = 30.0
 #: Seconds a client has to finish its TLS and WebSocket handshakes.
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: The ops listener (/metrics, /healthz, /readyz): loopback unless told otherwise; no port: not served.
+DEFAULT_OPS_HOST: Final = "127.0.0.1"
+#: Seconds between the checks that each route's brokers answer (what /readyz reports).
+DEFAULT_READY_CHECK_INTERVAL: Final = 5.0
 #: Connections in their handshake at once, all together and from one IP address.
 DEFAULT_MAX_HANDSHAKES: Final = 1024
 DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 256

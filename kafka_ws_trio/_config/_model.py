@@ -72,6 +72,7 @@ from ._defaults import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_STREAM_PARTITIONS,
     DEFAULT_MAX_STREAMS,
+    DEFAULT_OPS_HOST,
     DEFAULT_PORT,
     DEFAULT_PRODUCE,
     DEFAULT_PRODUCE_ACKS,
@@ -83,6 +84,7 @@ from ._defaults import (
     DEFAULT_PRODUCE_SESSION_BYTES,
     DEFAULT_PRODUCE_SESSION_RECORDS,
     DEFAULT_QUEUE_SIZE,
+    DEFAULT_READY_CHECK_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_ROUTE_GROUP_MEMBERS,
     DEFAULT_SASL_MECHANISM,
@@ -145,6 +147,16 @@ class ServerConfig:
     tls_cert_file: str | None = attrs.field(default=None, validator=_readable_file)
     tls_key_file: str | None = attrs.field(default=None, validator=_readable_file)
     tls_key_password: Secret | None = attrs.field(default=None, converter=_to_optional_secret, validator=_check_secret)
+    #: The ops listener: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``; None: not served (the
+    #: two probes still answer on ``port``). 0 picks a free port.
+    ops_host: str = attrs.field(default=DEFAULT_OPS_HOST, validator=_string(spaces=False))
+    ops_port: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_integer(0, 65535, " (0 picks a free port)"))
+    )
+    #: Seconds between the checks that every route's brokers answer, which ``/readyz`` reports.
+    ready_check_interval: float = attrs.field(
+        default=DEFAULT_READY_CHECK_INTERVAL, validator=_seconds(0, inclusive=False)
+    )
 
     def __attrs_post_init__(self) -> None:
         _raise_all(_server_tls_problems(attrs.asdict(self, recurse=False)))

@@ -28,6 +28,8 @@ class Respond:
     body: bytes
     #: Headers besides the plain-text ones (``WWW-Authenticate`` on a 401, ``Retry-After`` on a 429).
     headers: tuple[tuple[str, str], ...] = ()
+    #: What the body is (the ops endpoints answer JSON and Prometheus' text format).
+    content_type: str = "text/plain; charset=utf-8"
 
 
 @attrs.frozen
@@ -115,7 +117,7 @@ def render(response: Respond) -> bytes:
         status_code=status.value,
         reason=status.phrase,
         headers=[
-            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
             ("Connection", "close"),
             *response.headers,

@@ -27,6 +27,7 @@ LAYERS: Final = {
     "_http": 4,
     "_session": 4,
     "_kafka": 4,
+    "_ops": 4,
     "_server": 5,
     "client": 5,
     "_cli": 6,

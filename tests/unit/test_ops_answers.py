@@ -1,0 +1,53 @@
+"""The ops endpoints' answers without a server: readiness and the metrics exposition (issue 14)."""
+
+from __future__ import annotations
+
+import json
+
+from kafka_ws_trio._ops import Family, MetricsEndpoint, Readiness, healthz
+
+
+def test_healthz_is_a_plain_ok() -> None:
+    answer = healthz()
+    assert (answer.status, answer.body) == (200, b"ok\n")
+
+
+def test_not_ready_until_every_route_is_checked_and_reachable() -> None:
+    readiness = Readiness(["/a", "/b"])
+    assert not readiness.ready
+    assert json.loads(readiness.respond().body)["routes"] == {"/a": "not checked yet", "/b": "not checked yet"}
+    readiness.checked("/a", None)
+    readiness.checked("/b", "broker unreachable: 127.0.0.1:1")
+    answer = readiness.respond()
+    assert answer.status == 503
+    assert json.loads(answer.body)["routes"] == {"/a": "reachable", "/b": "broker unreachable: 127.0.0.1:1"}
+    readiness.checked("/b", None)
+    assert readiness.ready and readiness.respond().status == 200
+
+
+def test_shutdown_makes_it_unready_whatever_the_routes_say() -> None:
+    readiness = Readiness(["/a"])
+    readiness.checked("/a", None)
+    readiness.shutting_down = True
+    answer = readiness.respond()
+    assert answer.status == 503
+    assert json.loads(answer.body) == {"ready": False, "shutting_down": True, "routes": {"/a": "reachable"}}
+
+
+def test_families_are_rendered_by_prometheus_client_at_each_scrape() -> None:
+    seen = [0]
+
+    def families() -> list[Family]:
+        seen[0] += 1
+        return [
+            Family.single("sessions_open", "sessions open now", "gauge", 3),
+            Family("upstream_broker_polls", "polls", "counter", ("route",), ((('/k"1\\',), 7.0),)),
+        ]
+
+    endpoint = MetricsEndpoint(families)
+    text = endpoint.respond().body.decode()
+    assert "# TYPE kafka_ws_trio_sessions_open gauge\nkafka_ws_trio_sessions_open 3.0\n" in text
+    assert "# TYPE kafka_ws_trio_upstream_broker_polls_total counter" in text  # the library adds the _total
+    assert 'kafka_ws_trio_upstream_broker_polls_total{route="/k\\"1\\\\"} 7.0' in text  # escaped by the library
+    endpoint.render()
+    assert seen[0] == 2  # built afresh at each scrape, never cached
