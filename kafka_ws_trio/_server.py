@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Final, Literal, NoReturn
+from typing import Any, Final, Literal, NoReturn
 
 import attrs
 import trio
@@ -37,10 +38,10 @@ from ._http import (
 )
 from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._kafka._diagnosis import diagnose
-from ._ops import Answer, Family, MetricsEndpoint, Readiness, healthz
+from ._ops import Answer, Family, Histogram, MetricsEndpoint, Readiness, healthz
 from ._ports import Backend
 from ._proto import Amount, CommandFailed, ErrorCode, Grant, StreamLimits
-from ._session import CLOSE_GOING_AWAY, Session, SessionCounters, SessionLimits
+from ._session import CLOSE_GOING_AWAY, LATENCY_BUCKETS, Session, SessionCounters, SessionLimits, Tally
 from ._transport import ReplayStream
 
 log = logging.getLogger("kafka_ws_trio.server")
@@ -54,6 +55,8 @@ CLOSE_TIMEOUT: Final = 5.0
 HANDSHAKE_THREADS: Final = 4
 #: The ``event`` of the log record saying the server is listening (the CLI prints its own line instead).
 LISTENING_EVENT: Final = "listening"
+#: The close code counted for a session whose connection ended without a closing handshake (RFC 6455, 7.1.5).
+CLOSE_ABNORMAL: Final = 1006
 #: The oldest TLS version a ``wss://`` listener accepts.
 TLS_MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
 #: The answer, in plain HTTP, to a plain HTTP request on a TLS listener (a ``ws://`` client).
@@ -183,6 +186,11 @@ _UPSTREAM_METRICS: Final[dict[str, tuple[str, Literal["counter", "gauge"]]]] = {
 }
 
 
+def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Family:
+    """A counter with one label, from counts by that label's value."""
+    return Family(name, help, "counter", (label,), tuple(((str(key),), float(n)) for key, n in sorted(counts.items())))
+
+
 def _respond(answer: Answer) -> Respond:
     return Respond(answer.status, answer.body, content_type=answer.content_type)
 
@@ -227,6 +235,23 @@ class ProxyStatistics:
     commands_in_flight: int
     kafka_threads_busy: int
     upstreams: dict[str, UpstreamStatistics]
+    #: Sessions closed so far, by WebSocket close code (1006: the connection ended without a close).
+    sessions_closed: dict[int, int] = attrs.field(factory=dict)
+    #: WebSocket upgrades refused before the handshake by the route's access checks, by HTTP status.
+    handshakes_refused: dict[int, int] = attrs.field(factory=dict)
+    #: Commands received by kind (``ping``, ``fetch``, ``subscribe`` ...), and those the principal's rights
+    #: or quotas refused, by error code (60, 61, 62).
+    commands_by_kind: dict[str, int] = attrs.field(factory=dict)
+    commands_refused: dict[int, int] = attrs.field(factory=dict)
+    #: WebSocket messages and their payload bytes, received and sent.
+    frames_in: int = 0
+    bytes_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    #: Per kind, the seconds from the reader taking a command to its answer being written: counts per
+    #: bucket of ``latency_buckets`` (not cumulative, +Inf last) and their sum.
+    latency_buckets: tuple[float, ...] = LATENCY_BUCKETS
+    latency: dict[str, tuple[tuple[int, ...], float]] = attrs.field(factory=dict)
 
 
 class ProxyServer:
@@ -248,6 +273,10 @@ class ProxyServer:
         self._closed_counters = SessionCounters()
         self._sessions_total = 0
         self._sessions_rejected = 0
+        #: What the sessions count together (the metrics), sessions closed by code, upgrades refused by status.
+        self._tally = Tally()
+        self._closed_by_code: Counter[int] = Counter()
+        self._handshakes_refused: Counter[int] = Counter()
         self._limits = SessionLimits(
             max_message_size=config.server.max_message_size,
             queue_size=config.server.queue_size,
@@ -351,6 +380,7 @@ class ProxyServer:
         """Counters and gauges of the whole server at this moment."""
         live = list(self._sessions)
         total = self._closed_counters
+        tally = self._tally
         return ProxyStatistics(
             sessions_open=len(live),
             sessions_total=self._sessions_total,
@@ -369,6 +399,15 @@ class ProxyServer:
                     for principal, statistics in pool.statistics().items()
                 },
             },
+            sessions_closed=dict(self._closed_by_code),
+            handshakes_refused=dict(self._handshakes_refused),
+            commands_by_kind=dict(tally.commands),
+            commands_refused=dict(tally.refused),
+            frames_in=tally.frames_in,
+            bytes_in=tally.bytes_in,
+            frames_out=tally.frames_out,
+            bytes_out=tally.bytes_out,
+            latency={kind: (tuple(counts), tally.latency_sum[kind]) for kind, counts in tally.latency.items()},
         )
 
     async def _serve_connection(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
@@ -410,6 +449,7 @@ class ProxyServer:
                         leased = await pool.lease(admitted.principal.name, admitted.kafka_login)
                         if leased is None:
                             refusal = refuse_no_room(upgrade.uri, _peer(stream), upgrade.uri, admitted.principal.name)
+                            self._handshakes_refused[refusal.status] += 1
                             await send_response(stream, refusal)
                     if leased is None:
                         return
@@ -441,10 +481,10 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
-    def _families(self) -> list[Family]:
+    def _families(self) -> list[Family | Histogram]:
         """The Prometheus metrics: :meth:`statistics` now, family by family (built at each scrape)."""
         stats = self.statistics()
-        families = [
+        families: list[Family | Histogram] = [
             Family.single("sessions_open", "WebSocket sessions open now", "gauge", stats.sessions_open),
             Family.single("sessions_opened", "WebSocket sessions opened since start", "counter", stats.sessions_total),
             Family.single(
@@ -466,6 +506,24 @@ class ProxyServer:
                 "kafka_threads_busy", "threads calling Kafka now (of kafka_threads)", "gauge", stats.kafka_threads_busy
             ),
             Family.single("ready", "1 when /readyz answers 200", "gauge", 1.0 if self.readiness.ready else 0.0),
+            Family.single("frames_in", "WebSocket messages received", "counter", stats.frames_in),
+            Family.single("bytes_in", "payload bytes of the WebSocket messages received", "counter", stats.bytes_in),
+            Family.single("frames_out", "WebSocket messages sent", "counter", stats.frames_out),
+            Family.single("bytes_out", "payload bytes of the WebSocket messages sent", "counter", stats.bytes_out),
+            _labelled("sessions_closed", "sessions closed, by WebSocket close code", "code", stats.sessions_closed),
+            _labelled(
+                "handshakes_refused",
+                "upgrades refused by the access checks (401, 403, 429) or for want of a Kafka login place (503)",
+                "status",
+                stats.handshakes_refused,
+            ),
+            _labelled("commands_by_kind", "commands received, by kind", "kind", stats.commands_by_kind),
+            _labelled(
+                "commands_refused",
+                "commands refused by the principal's rights (60, 61) or quotas (62), by error code",
+                "code",
+                stats.commands_refused,
+            ),
         ]
         upstreams = sorted(stats.upstreams.items())
         for field, (help, kind) in _UPSTREAM_METRICS.items():
@@ -474,6 +532,15 @@ class ProxyServer:
                 for key, up in upstreams
             )
             families.append(Family(f"upstream_{field}", help, kind, ("route", "principal"), samples))
+        families.append(
+            Histogram(
+                "command_seconds",
+                "seconds from a command's receipt to its answer being written, by kind (commands a worker answers)",
+                ("kind",),
+                stats.latency_buckets,
+                tuple(((kind,), counts, total) for kind, (counts, total) in sorted(stats.latency.items())),
+            )
+        )
         return families
 
     async def _serve_ops(self, stream: trio.SocketStream) -> None:
@@ -525,6 +592,7 @@ class ProxyServer:
                 if isinstance(client, Admitted):
                     return decision, client, bytes(reader.received)
                 refusal = client
+                self._handshakes_refused[refusal.status] += 1
             elif not self._shutting_down:
                 self._sessions_rejected += 1
             decision = refusal
@@ -563,6 +631,7 @@ class ProxyServer:
             principal=principal.name,
             expires_at=principal.expires_at,
             reauthenticate=None if access.open else partial(self._reauthenticate, access, session_access),
+            tally=self._tally,
         )
         self._sessions[session] = ws
         self._sessions_total += 1
@@ -572,6 +641,7 @@ class ProxyServer:
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await ws.aclose()
+            self._closed_by_code[ws.closed.code if ws.closed is not None else CLOSE_ABNORMAL] += 1
             slot.release()  # with the session gone from statistics(), its slot is free
             del self._sessions[session]
             self._sessions_changed.set()

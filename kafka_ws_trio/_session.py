@@ -26,10 +26,11 @@ and the nursery is cancelled, so nothing the session started outlives it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
@@ -86,6 +87,7 @@ from ._proto import (
     encode_group_offsets_answer,
     encode_ok,
     fetch_frame,
+    kind_of,
 )
 from ._streaming import After, SessionStreams
 
@@ -151,12 +153,49 @@ class SessionCounters:
     denied: int = 0
 
 
+#: Upper bounds (seconds) of the buckets of the command latency histogram (a last one, +Inf, takes the rest).
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Tally:
+    """What all the sessions of a server count together, for its metrics.
+
+    One object the server hands every session: a session adds to it as it goes, so
+    nothing is summed at a scrape and nothing is kept per session. Memory is fixed:
+    the command kinds and error codes are a few fixed names and numbers.
+    """
+
+    __slots__ = ("bytes_in", "bytes_out", "commands", "frames_in", "frames_out", "latency", "latency_sum", "refused")
+
+    def __init__(self) -> None:
+        #: Commands received, by kind (``_proto.kind_of``).
+        self.commands: Counter[str] = Counter()
+        #: Commands the principal's rights or quotas refused, by error code.
+        self.refused: Counter[int] = Counter()
+        #: WebSocket messages and their payload bytes, received and sent.
+        self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
+        #: Per kind of command answered by a worker: how many took at most each bucket's seconds (not
+        #: cumulative; the last is +Inf), and their sum.
+        self.latency: dict[str, list[int]] = {}
+        self.latency_sum: dict[str, float] = {}
+
+    def took(self, kind: str, seconds: float) -> None:
+        """One command of ``kind`` answered ``seconds`` after the reader took it."""
+        counts = self.latency.get(kind)
+        if counts is None:
+            counts = self.latency[kind] = [0] * (len(LATENCY_BUCKETS) + 1)
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum[kind] = self.latency_sum.get(kind, 0.0) + seconds
+
+
 @attrs.frozen
 class _Job:
     request: KafkaCommand | StreamCommand | GroupOffsets
     ticket: Ticket
     #: A stream command's stream, as open when the reader took the command: it acts on that one only.
     stream: Stream | None = None
+    #: When the reader took it (Trio's clock), for the latency histogram.
+    taken: float = attrs.field(factory=trio.current_time)
 
 
 class Session:
@@ -189,6 +228,7 @@ class Session:
         "_scope",
         "_send_lock",
         "_streams",
+        "_tally",
         "_too_slow",
         "_turns",
         "_worker_free",
@@ -215,6 +255,7 @@ class Session:
         principal: str = "",
         expires_at: float | None = None,
         reauthenticate: Reauthenticate | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.id = next(_session_ids)
         #: Who the session is (for logs), and when its credential expires (seconds since the epoch; None: never).
@@ -250,6 +291,8 @@ class Session:
             reauth=reauthenticate is not None,
         )
         self._reauthenticate = reauthenticate
+        #: The server's shared counts (a private one when the session runs alone, as in tests).
+        self._tally = tally if tally is not None else Tally()
         #: Cancels the wait for the credential's expiry (a fresh credential sets another); None: none runs.
         self._expiry: trio.CancelScope | None = None
         self._lanes = self._connection.lanes
@@ -370,15 +413,20 @@ class Session:
                 frame = await self._ws.get_message()
             except ConnectionClosed:
                 return
+            tally = self._tally
+            tally.frames_in += 1
+            tally.bytes_in += len(frame)
             if isinstance(frame, str):
                 # APISIX skips text frames; so do we, but we count them.
                 self._counters.text_frames += 1
                 continue
             self._counters.commands += 1
             action = self._connection.receive(frame)
+            tally.commands[self._connection.kind] += 1
             if isinstance(action, Reply):
                 if action.denied:
                     self._counters.denied += 1
+                    tally.refused[action.code] += 1
                     # The first ones of a session in full; then only at debug level, so that a client
                     # hammering a quota cannot grow the log without bound.
                     level = logging.WARNING if self._counters.denied <= AUDITED_DENIALS else logging.DEBUG
@@ -726,6 +774,7 @@ class Session:
                     after()
             finally:
                 self._done(job.ticket)
+            self._tally.took(kind_of(request), trio.current_time() - job.taken)
         finally:
             self._counters.in_flight -= 1
             self._busy -= 1
@@ -796,10 +845,14 @@ class Session:
         """Write one frame; the caller holds the send lock (see :meth:`_guarded`)."""
         if isinstance(frame, bytes):
             await self._ws.send_message(frame)
+            self._tally.frames_out += 1
+            self._tally.bytes_out += len(frame)
             return
         written = self._write_now(frame)
         if written is None:
             await self._ws.send_message(frame[0] + frame[1])
+            self._tally.frames_out += 1
+            self._tally.bytes_out += len(frame[0]) + len(frame[1])
         elif not written:
             assert self._writer is not None
             await self._writer.flush()
@@ -897,4 +950,8 @@ class Session:
         """Write a fetch response straight into the socket (see :class:`FrameWriter`); None: not done."""
         if self._writer is None:
             return None
-        return self._writer.write_now(*frame)
+        written = self._writer.write_now(*frame)
+        if written is not None:
+            self._tally.frames_out += 1
+            self._tally.bytes_out += len(frame[0]) + len(frame[1])
+        return written

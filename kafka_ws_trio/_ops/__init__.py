@@ -17,4 +17,5 @@ from ._health import Answer as Answer
 from ._health import Readiness as Readiness
 from ._health import healthz as healthz
 from ._metrics import Family as Family
+from ._metrics import Histogram as Histogram
 from ._metrics import MetricsEndpoint as MetricsEndpoint

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 import attrs
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._health import Answer
@@ -44,12 +44,37 @@ class Family:
         return cls(name, help, kind, (), (((), value),))
 
 
+@attrs.frozen
+class Histogram:
+    """A histogram: per label values, how many observations fell in each bucket (not cumulative: one count per
+    bound of ``bounds``, then one for the rest) and their sum."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    bounds: tuple[float, ...]
+    series: tuple[tuple[tuple[str, ...], tuple[int, ...], float], ...] = ()
+
+    def metric(self) -> Metric:
+        metric = HistogramMetricFamily(PREFIX + self.name, self.help, labels=list(self.labels))
+        for labels, counts, total in self.series:
+            cumulative, buckets = 0, []
+            for bound, count in zip((*(repr(float(b)) for b in self.bounds), "+Inf"), counts, strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            metric.add_metric(list(labels), buckets, total)
+        return metric
+
+
 class _Collector(Collector):
-    def __init__(self, families: Callable[[], Iterable[Family]]) -> None:
+    def __init__(self, families: Callable[[], Iterable[Family | Histogram]]) -> None:
         self._families = families
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families():
+            if isinstance(family, Histogram):
+                yield family.metric()
+                continue
             kind = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
             metric = kind(PREFIX + family.name, family.help, labels=list(family.labels))
             for labels, value in family.samples:
@@ -60,7 +85,7 @@ class _Collector(Collector):
 class MetricsEndpoint:
     """``GET /metrics``: the families ``families()`` gives now, in Prometheus' text format."""
 
-    def __init__(self, families: Callable[[], Iterable[Family]]) -> None:
+    def __init__(self, families: Callable[[], Iterable[Family | Histogram]]) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(families))
 

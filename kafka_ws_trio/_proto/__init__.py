@@ -50,6 +50,7 @@ from ._connection import ServerConnection as ServerConnection
 from ._connection import StreamAction as StreamAction
 from ._connection import command_of as command_of
 from ._connection import fetch_frame as fetch_frame
+from ._connection import kind_of as kind_of
 from ._connection import stream_lane as stream_lane
 from ._entries import EMPTY_BATCH as EMPTY_BATCH
 from ._entries import FETCH_FRAME_OVERHEAD as FETCH_FRAME_OVERHEAD

@@ -65,6 +65,8 @@ class Reply:
     note: str = ""
     #: Whether the principal's rights or quotas refused the command (for the audit log).
     denied: bool = False
+    #: The error code of a denial (NOT_AUTHORIZED, GROUP_NOT_AUTHORIZED or QUOTA_EXCEEDED), for the metrics.
+    code: int = 0
 
 
 @attrs.frozen
@@ -115,6 +117,34 @@ _GROUP_COMMANDS: Final = frozenset({"group offsets"})
 _AUTH_COMMANDS: Final = frozenset({"auth"})
 
 
+#: The name the metrics give each command, by the class of its decoded request.
+_KINDS: Final[dict[type, str]] = {
+    Ping: "ping",
+    ListOffset: "list_offset",
+    Fetch: "fetch",
+    Subscribe: "subscribe",
+    AddCredit: "credit",
+    Unsubscribe: "unsubscribe",
+    Seek: "seek",
+    Commit: "commit",
+    Produce: "produce",
+    Txn: "txn",
+    GroupOffsets: "group_offsets",
+    Auth: "auth",
+    UnknownCommand: "unknown",
+    Malformed: "malformed",
+}
+
+
+def kind_of(request: object) -> str:
+    """The command's name in the metrics: a few fixed names, whatever the client sent."""
+    if isinstance(request, Invalid):
+        return kind_of(request.command)
+    if isinstance(request, Rejected):
+        return request.command.replace(" ", "_") if request.command else "unknown"
+    return _KINDS.get(type(request), "unknown")
+
+
 def stream_lane(stream_id: int) -> Key:
     """The lane of one stream's commands: keyed by an empty topic name, which no partition has."""
     return ("", stream_id)
@@ -137,7 +167,17 @@ def fetch_frame(sequence: int, batch: EncodedBatch) -> tuple[bytes, bytes]:
 class ServerConnection:
     """The server end of one PubSub connection."""
 
-    __slots__ = ("access", "errors", "groups", "lanes", "max_message_size", "produce", "reauth", "streams")
+    __slots__ = (
+        "access",
+        "errors",
+        "groups",
+        "kind",
+        "lanes",
+        "max_message_size",
+        "produce",
+        "reauth",
+        "streams",
+    )
 
     def __init__(
         self,
@@ -163,10 +203,13 @@ class ServerConnection:
         self.lanes = Lanes()
         #: Error responses produced so far (replies and answers alike).
         self.errors = 0
+        #: The kind of the command :meth:`receive` took last (see :func:`kind_of`).
+        self.kind = "unknown"
 
     def receive(self, frame: bytes) -> Reply | Command | StreamAction | ProduceAction | GroupAction | AuthAction:
         """What to do with one binary frame from the client."""
         request = decode_request(frame)
+        self.kind = kind_of(request)
         if isinstance(request, Ping):
             return Reply(encode_pong(request.sequence, request.state))
         if self.access is not None and self._served(request):
@@ -225,10 +268,11 @@ class ServerConnection:
             assert isinstance(answer, bytes)
             command = command_of(request)
             note = f"{failure.reason} to read topic {command.topic} (partition {command.partition})"
-            return Reply(answer, note=note, denied=True)
+            return Reply(answer, note=note, denied=True, code=failure.code)
         assert isinstance(request, Subscribe | Produce | GroupOffsets)
         self.errors += 1
-        return Reply(encode_error(request.sequence, failure.code, failure.reason), note=failure.reason, denied=True)
+        frame = encode_error(request.sequence, failure.code, failure.reason)
+        return Reply(frame, note=failure.reason, denied=True, code=failure.code)
 
     def _serves(self, command: str) -> bool:
         return (

@@ -13,6 +13,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +24,7 @@ from _support import free_port, running_proxy, settled, stop_process
 from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
 from kafka_ws_trio._config import RouteConfig
 from kafka_ws_trio.client import open_client
-from kafka_ws_trio.testing import KafkaBroker
+from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,6 +49,13 @@ async def aget(port: int, path: str) -> tuple[int, str, str]:
 def config(broker: KafkaBroker, *routes: RouteConfig, **server: Any) -> ProxyConfig:
     options: dict[str, Any] = {"port": 0, "ops_port": 0, "ready_check_interval": CHECK_INTERVAL, **server}
     return ProxyConfig(ServerConfig(**options), routes or (RouteConfig("/kafka", broker.bootstrap),))
+
+
+@pytest.fixture
+def topic(kafka_broker: KafkaBroker) -> Iterator[str]:
+    name = create_topic(kafka_broker)
+    yield name
+    delete_topic(kafka_broker, name)
 
 
 def sample(exposition: str, name: str, **labels: str) -> float:
@@ -92,7 +100,9 @@ async def test_readyz_names_each_route_s_state_and_turns_503_when_shutdown_start
                 assert (status, json.loads(body)["shutting_down"]) == (503, True)
 
 
-async def test_metrics_move_with_what_the_proxy_does_and_promtool_accepts_them(kafka_broker: KafkaBroker) -> None:
+async def test_metrics_move_with_what_the_proxy_does_and_promtool_accepts_them(
+    kafka_broker: KafkaBroker, topic: str
+) -> None:
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool is missing (Debian: apt-get install prometheus; scripts/test installs it)"
     async with running_proxy(config(kafka_broker)) as server:
@@ -107,8 +117,18 @@ async def test_metrics_move_with_what_the_proxy_does_and_promtool_accepts_them(k
         assert sample(during, "kafka_ws_trio_sessions_open") == 1
         assert sample(during, "kafka_ws_trio_sessions_opened_total") == 1
         assert sample(during, "kafka_ws_trio_upstream_readers_open", route="/kafka", principal="") == 0
+        assert sample(during, "kafka_ws_trio_commands_by_kind_total", kind="ping") == 2
+        assert sample(during, "kafka_ws_trio_frames_in_total") == sample(before, "kafka_ws_trio_frames_in_total") + 2
+        assert sample(during, "kafka_ws_trio_frames_out_total") >= 2  # the two pongs (and nothing else was asked)
+        async with open_client(f"{server.url}/kafka") as client:
+            await client.list_offset(topic, 0, -1)
+        assert await settled(lambda: server.statistics().sessions_closed.get(1000) == 2)
+        _, _, after = await aget(server.ops_port, "/metrics")
+        assert sample(after, "kafka_ws_trio_sessions_closed_total", code="1000") == 2
+        assert sample(after, "kafka_ws_trio_command_seconds_count", kind="list_offset") == 1
+        assert sample(after, "kafka_ws_trio_command_seconds_bucket", kind="list_offset", le="+Inf") == 1
         checked = await trio.run_process(
-            [promtool, "check", "metrics"], stdin=during.encode(), capture_stdout=True, capture_stderr=True, check=False
+            [promtool, "check", "metrics"], stdin=after.encode(), capture_stdout=True, capture_stderr=True, check=False
         )
         assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
         # /metrics is for the ops port only: the proxy's port may face the internet.

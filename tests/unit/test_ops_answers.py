@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from kafka_ws_trio._ops import Family, MetricsEndpoint, Readiness, healthz
+from kafka_ws_trio._ops import Family, Histogram, MetricsEndpoint, Readiness, healthz
+from kafka_ws_trio._session import LATENCY_BUCKETS, Tally
 
 
 def test_healthz_is_a_plain_ok() -> None:
@@ -51,3 +52,27 @@ def test_families_are_rendered_by_prometheus_client_at_each_scrape() -> None:
     assert 'kafka_ws_trio_upstream_broker_polls_total{route="/k\\"1\\\\"} 7.0' in text  # escaped by the library
     endpoint.render()
     assert seen[0] == 2  # built afresh at each scrape, never cached
+
+
+def test_a_histogram_s_buckets_are_made_cumulative_with_its_sum_and_count() -> None:
+    histogram = Histogram("command_seconds", "latency", ("kind",), (0.01, 0.1), ((("fetch",), (2, 1, 1), 0.75),))
+    text = MetricsEndpoint(lambda: [histogram]).render().decode()
+    for line in (
+        'kafka_ws_trio_command_seconds_bucket{kind="fetch",le="0.01"} 2.0',
+        'kafka_ws_trio_command_seconds_bucket{kind="fetch",le="0.1"} 3.0',
+        'kafka_ws_trio_command_seconds_bucket{kind="fetch",le="+Inf"} 4.0',
+        'kafka_ws_trio_command_seconds_count{kind="fetch"} 4.0',
+        'kafka_ws_trio_command_seconds_sum{kind="fetch"} 0.75',
+    ):
+        assert line in text
+
+
+def test_the_tally_puts_each_latency_in_the_first_bucket_it_fits() -> None:
+    tally = Tally()
+    for seconds in (0.0005, 0.001, 0.0011, 30.0):
+        tally.took("fetch", seconds)
+    counts = tally.latency["fetch"]
+    assert counts[0] == 2  # at most 1 ms: 0.5 ms and exactly 1 ms
+    assert counts[1] == 1  # 1.1 ms: the 2.5 ms bucket
+    assert counts[-1] == 1 and len(counts) == len(LATENCY_BUCKETS) + 1  # past the last bound: +Inf
+    assert tally.latency_sum["fetch"] == 0.0005 + 0.001 + 0.0011 + 30.0
