@@ -191,6 +191,12 @@ def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Fa
     return Family(name, help, "counter", (label,), tuple(((str(key),), float(n)) for key, n in sorted(counts.items())))
 
 
+def _address(remote: object) -> str:
+    """A peer as ``host:port`` (trio-websocket's Endpoint), or its repr when it is something else."""
+    host, port = getattr(remote, "address", None), getattr(remote, "port", None)
+    return f"{host}:{port}" if host is not None else str(remote)
+
+
 def _respond(answer: Answer) -> Respond:
     return Respond(answer.status, answer.body, content_type=answer.content_type)
 
@@ -635,13 +641,46 @@ class ProxyServer:
         )
         self._sessions[session] = ws
         self._sessions_total += 1
-        log.debug("%r opened from %s as %s", session, ws.remote, principal.name)
+        peer = _address(ws.remote)
+        fields = {"session": session.id, "route": uri, "principal": principal.name, "peer": peer}
+        log.info(
+            "session %d opened on %s from %s as %s",
+            session.id,
+            uri,
+            peer,
+            principal.name,
+            extra={"event": "session_opened", **fields},
+        )
+        opened = trio.current_time()
         try:
             await session.run()
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await ws.aclose()
-            self._closed_by_code[ws.closed.code if ws.closed is not None else CLOSE_ABNORMAL] += 1
+            code = ws.closed.code if ws.closed is not None else CLOSE_ABNORMAL
+            self._closed_by_code[code] += 1
+            counters = session.counters
+            duration = round(trio.current_time() - opened, 3)
+            log.info(
+                "session %d closed (%d) after %.1fs: %d commands, %d errors, %d bytes in, %d bytes out",
+                session.id,
+                code,
+                duration,
+                counters.commands,
+                counters.errors,
+                counters.bytes_in,
+                counters.bytes_out,
+                extra={
+                    "event": "session_closed",
+                    **fields,
+                    "close_code": int(code),
+                    "duration": duration,
+                    "commands": counters.commands,
+                    "errors": counters.errors,
+                    "bytes_in": counters.bytes_in,
+                    "bytes_out": counters.bytes_out,
+                },
+            )
             slot.release()  # with the session gone from statistics(), its slot is free
             del self._sessions[session]
             self._sessions_changed.set()
@@ -652,7 +691,6 @@ class ProxyServer:
                     field,
                     getattr(self._closed_counters, field) + getattr(session.counters, field),
                 )
-            log.debug("%r closed", session)
 
     async def _reauthenticate(self, access: RouteAccess, session: SessionAccess, token: str) -> float | None:
         """A session's fresh credential (CmdAuth): the same principal, still admitted; its rights replace the old.

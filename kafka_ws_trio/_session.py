@@ -151,6 +151,9 @@ class SessionCounters:
     queued: int = 0
     #: Commands the principal's rights or quotas refused.
     denied: int = 0
+    #: Payload bytes of the WebSocket messages received and sent.
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 #: Upper bounds (seconds) of the buckets of the command latency histogram (a last one, +Inf, takes the rest).
@@ -416,6 +419,7 @@ class Session:
             tally = self._tally
             tally.frames_in += 1
             tally.bytes_in += len(frame)
+            self._counters.bytes_in += len(frame)
             if isinstance(frame, str):
                 # APISIX skips text frames; so do we, but we count them.
                 self._counters.text_frames += 1
@@ -845,14 +849,12 @@ class Session:
         """Write one frame; the caller holds the send lock (see :meth:`_guarded`)."""
         if isinstance(frame, bytes):
             await self._ws.send_message(frame)
-            self._tally.frames_out += 1
-            self._tally.bytes_out += len(frame)
+            self._sent(len(frame))
             return
         written = self._write_now(frame)
         if written is None:
             await self._ws.send_message(frame[0] + frame[1])
-            self._tally.frames_out += 1
-            self._tally.bytes_out += len(frame[0]) + len(frame[1])
+            self._sent(len(frame[0]) + len(frame[1]))
         elif not written:
             assert self._writer is not None
             await self._writer.flush()
@@ -952,6 +954,11 @@ class Session:
             return None
         written = self._writer.write_now(*frame)
         if written is not None:
-            self._tally.frames_out += 1
-            self._tally.bytes_out += len(frame[0]) + len(frame[1])
+            self._sent(len(frame[0]) + len(frame[1]))
         return written
+
+    def _sent(self, size: int) -> None:
+        """Count one message of ``size`` payload bytes sent."""
+        self._tally.frames_out += 1
+        self._tally.bytes_out += size
+        self._counters.bytes_out += size
