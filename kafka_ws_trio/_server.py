@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, Literal, NoReturn
 
@@ -197,6 +197,18 @@ def _address(remote: object) -> str:
     return f"{host}:{port}" if host is not None else str(remote)
 
 
+@attrs.frozen
+class RouteChanges:
+    """What :meth:`ProxyServer.update_routes` did, by route uri."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.deleted)
+
+
 def _respond(answer: Answer) -> Respond:
     return Respond(answer.status, answer.body, content_type=answer.content_type)
 
@@ -260,6 +272,31 @@ class ProxyStatistics:
     latency: dict[str, tuple[tuple[int, ...], float]] = attrs.field(factory=dict)
 
 
+class _Route:
+    """One route as served: its config, access control and Kafka side, and the sessions on it.
+
+    A changed or deleted route is retired (:meth:`ProxyServer.update_routes`): new
+    sessions go to its successor, its own sessions are closed with 1001, and its
+    Kafka side is stopped once they are gone.
+    """
+
+    def __init__(self, config: RouteConfig, server: ServerConfig) -> None:
+        self.config = config
+        self.uri = config.uri
+        #: Authentication, rules and quotas (reads key and JWKS files: now, not per handshake).
+        self.access = RouteAccess(config, server.allowed_origins)
+        #: Which Kafka login each principal uses, on a route with kafka_credentials.
+        self.logins = KafkaLogins(config.kafka_credentials) if config.kafka_credentials is not None else None
+        self.stream_limits = _stream_limits(config)
+        self.produce_limit = _produce_limit(config)
+        self.backend: KafkaUpstream | Backend | None = None
+        self.pool: IdentityPool | None = None
+        #: Cancels the route's Kafka side (its upstream and pool).
+        self.scope = trio.CancelScope()
+        self.sessions: dict[Session, WebSocketConnection] = {}
+        self.retired = False
+
+
 class ProxyServer:
     """A running proxy, as handed out by ``await nursery.start(serve_proxy, config)``."""
 
@@ -268,7 +305,10 @@ class ProxyServer:
 
     def __init__(self, config: ProxyConfig, limiter: trio.CapacityLimiter) -> None:
         self.config = config
-        self._backends: dict[str, KafkaUpstream | Backend] = {}
+        #: The routes served now, by uri (retired ones are not here, though their sessions may still run).
+        self._routes = {route.uri: _Route(route, config.server) for route in config.routes}
+        self._backend_factory: BackendFactory | None = None
+        self._nursery: trio.Nursery | None = None
         self._limiter = limiter
         #: Consumer group members, all routes together (``server.max_group_members``).
         self._members = MemberSlots(config.server.max_group_members, "server.max_group_members", "on this proxy")
@@ -293,30 +333,22 @@ class ProxyServer:
         #: What /readyz answers, and /metrics (built at each scrape from statistics()).
         self.readiness = Readiness(route.uri for route in config.routes)
         self._metrics = MetricsEndpoint(self._families)
-        probes: dict[str, Handler] = {
+        self._probes: dict[str, Handler] = {
             "/healthz": lambda _: _respond(healthz()),
             "/readyz": lambda _: _respond(self.readiness.respond()),
         }
-        routes: dict[str, Handler] = {route.uri: WebSocketEndpoint(route.uri) for route in config.routes}
-        #: The proxy's port answers the probes too (a route of the same path wins); the ops port adds /metrics.
-        self._router = Router({**probes, **routes})
-        self._ops_router = Router({**probes, "/metrics": lambda _: _respond(self._metrics.respond())})
+        self._router = self._route_table()
+        self._ops_router = Router({**self._probes, "/metrics": lambda _: _respond(self._metrics.respond())})
         self._ops_listeners: list[trio.SocketListener] = []
-        self._stream_limits = {route.uri: _stream_limits(route) for route in config.routes}
-        self._produce_limits = {route.uri: _produce_limit(route) for route in config.routes}
-        #: Each route's authentication, rules and quotas (reads key and JWKS files: at start, not per handshake).
-        self._access = {route.uri: RouteAccess(route, config.server.allowed_origins) for route in config.routes}
-        #: The routes whose principals reach Kafka with logins of their own: who uses which, and their upstreams.
-        self._logins = {
-            route.uri: KafkaLogins(route.kafka_credentials)
-            for route in config.routes
-            if route.kafka_credentials is not None
-        }
-        self._pools: dict[str, IdentityPool] = {}
         self._handshakes = HandshakeCount(config.server.max_handshakes, config.server.max_handshakes_per_ip)
         self._handshake_threads = trio.CapacityLimiter(HANDSHAKE_THREADS)
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
+
+    def _route_table(self) -> Router:
+        """The proxy port's paths: the probes, then the routes (a route of the same path wins)."""
+        routes: dict[str, Handler] = {uri: WebSocketEndpoint(uri) for uri in self._routes}
+        return Router({**self._probes, **routes})
 
     @property
     def ops_port(self) -> int | None:
@@ -398,11 +430,16 @@ class ProxyServer:
             commands_in_flight=sum(s.counters.in_flight for s in live),
             kafka_threads_busy=self._limiter.borrowed_tokens,
             upstreams={
-                **{uri: b.statistics() for uri, b in self._backends.items() if isinstance(b, KafkaUpstream)},
+                **{
+                    uri: r.backend.statistics()
+                    for uri, r in self._routes.items()
+                    if isinstance(r.backend, KafkaUpstream)
+                },
                 **{
                     f"{uri} as {principal}": statistics
-                    for uri, pool in self._pools.items()
-                    for principal, statistics in pool.statistics().items()
+                    for uri, r in self._routes.items()
+                    if r.pool is not None
+                    for principal, statistics in r.pool.statistics().items()
                 },
             },
             sessions_closed=dict(self._closed_by_code),
@@ -443,18 +480,19 @@ class ProxyServer:
                 self._handshakes.leave(ip, refusal)
             if routed is None:
                 return
-            upgrade, admitted, received = routed
+            route, admitted, received = routed
             slot = _Slot(self)
-            access = self._access[upgrade.uri]
-            pool = self._pools.get(upgrade.uri)
-            backend = self._backends[upgrade.uri]
+            access = route.access
+            pool = route.pool
+            assert route.backend is not None  # set before the listeners open, and before update_routes serves it
+            backend = route.backend
             leased = None
             try:
                 if pool is not None and admitted.kafka_login is not None:
                     with trio.move_on_at(deadline):
                         leased = await pool.lease(admitted.principal.name, admitted.kafka_login)
                         if leased is None:
-                            refusal = refuse_no_room(upgrade.uri, _peer(stream), upgrade.uri, admitted.principal.name)
+                            refusal = refuse_no_room(route.uri, _peer(stream), route.uri, admitted.principal.name)
                             self._handshakes_refused[refusal.status] += 1
                             await send_response(stream, refusal)
                     if leased is None:
@@ -472,7 +510,7 @@ class ProxyServer:
                             receive_buffer_size=RECEIVE_BYTES,
                         )
                     if request is not None:
-                        await self._serve_request(request, replay, upgrade.uri, slot, admitted, backend)
+                        await self._serve_request(request, replay, route, slot, admitted, backend)
                     nursery.cancel_scope.cancel()  # trio-websocket's reader task
             finally:
                 if leased is not None:
@@ -570,12 +608,13 @@ class ProxyServer:
         """Every ``ready_check_interval``: does some broker of each route answer (TCP)? What /readyz reports."""
         limiter = trio.CapacityLimiter(1)  # one probe at a time: they are only a few sockets
         while True:
-            for route in self.config.routes:
+            for route in list(self.config.routes):
                 failure = await trio.to_thread.run_sync(partial(diagnose, route, tcp_only=True), limiter=limiter)
-                self.readiness.checked(route.uri, failure.reason if failure is not None else None)
+                if route.uri in self.readiness.problems:  # not deleted meanwhile
+                    self.readiness.checked(route.uri, failure.reason if failure is not None else None)
             await trio.sleep(self.config.server.ready_check_interval)
 
-    async def _route(self, stream: trio.abc.Stream) -> tuple[Upgrade, Admitted, bytes] | None:
+    async def _route(self, stream: trio.abc.Stream) -> tuple[_Route, Admitted, bytes] | None:
         """Read the request head and answer it, unless it is an admitted upgrade: then it, who, and the bytes read."""
         reader = HeadReader(MAX_REQUEST_HEAD)
         head = await read_head(stream, reader)
@@ -588,15 +627,10 @@ class ProxyServer:
                 max_sessions=self.config.server.max_sessions,
             )
             if refusal is None:
-                client = await admit_client(
-                    self._access[decision.uri],
-                    head,
-                    _peer(stream),
-                    self._handshake_threads,
-                    self._logins.get(decision.uri),
-                )
+                route = self._routes[decision.uri]
+                client = await admit_client(route.access, head, _peer(stream), self._handshake_threads, route.logins)
                 if isinstance(client, Admitted):
-                    return decision, client, bytes(reader.received)
+                    return route, client, bytes(reader.received)
                 refusal = client
                 self._handshakes_refused[refusal.status] += 1
             elif not self._shutting_down:
@@ -609,19 +643,20 @@ class ProxyServer:
         self,
         request: WebSocketRequest,
         stream: ReplayStream,
-        uri: str,
+        route: _Route,
         slot: _Slot,
         admitted: Admitted,
         backend: KafkaUpstream | Backend,
     ) -> None:
-        if self._shutting_down:  # began during the handshake
+        if self._shutting_down or route.retired:  # began during the handshake
             await request.reject(SHUTTING_DOWN.status, body=SHUTTING_DOWN.body)
             return
+        uri = route.uri
         # The first subprotocol offered besides a bearer token: a token is never echoed (PROTOCOL.md 5.6).
         subprotocol = admitted.subprotocols[0] if admitted.subprotocols else None
         ws = await request.accept(subprotocol=subprotocol)
         stream.bind(ws)
-        access = self._access[uri]
+        access = route.access
         principal = admitted.principal
         session_access = access.session_access(principal, trio.current_time)
         session = Session(
@@ -630,8 +665,8 @@ class ProxyServer:
             self._limits,
             route=uri,
             writer=stream,
-            stream_limits=self._stream_limits[uri],
-            produce_limit=self._produce_limits[uri],
+            stream_limits=route.stream_limits,
+            produce_limit=route.produce_limit,
             access=None if access.open else session_access,
             consume=session_access.consume_wait if access.paces_consumers else None,
             principal=principal.name,
@@ -640,6 +675,7 @@ class ProxyServer:
             tally=self._tally,
         )
         self._sessions[session] = ws
+        route.sessions[session] = ws
         self._sessions_total += 1
         peer = _address(ws.remote)
         fields = {"session": session.id, "route": uri, "principal": principal.name, "peer": peer}
@@ -683,6 +719,7 @@ class ProxyServer:
             )
             slot.release()  # with the session gone from statistics(), its slot is free
             del self._sessions[session]
+            del route.sessions[session]
             self._sessions_changed.set()
             self._sessions_changed = trio.Event()
             for field in ("commands", "errors", "text_frames"):
@@ -727,19 +764,10 @@ class ProxyServer:
         server = self.config.server
         with self._scope:
             async with trio.open_nursery() as nursery:
-                for route in self.config.routes:
-                    if backend_factory is None:
-                        upstream = KafkaUpstream(route, self._limiter, self._members)
-                        await nursery.start(upstream.run)
-                        self._backends[route.uri] = upstream
-                        if route.kafka_credentials is not None:
-                            pool = IdentityPool(
-                                route, self._limiter, self._members, route.kafka_credentials.max_identities
-                            )
-                            await nursery.start(pool.run)
-                            self._pools[route.uri] = pool
-                    else:
-                        self._backends[route.uri] = backend_factory(route, self._limiter)
+                self._nursery = nursery
+                self._backend_factory = backend_factory
+                for route in self._routes.values():
+                    await nursery.start(self._run_route, route)
                 if server.tls:
                     self._tls = _ListenerTls(_listener_context(server))
                 self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)
@@ -755,6 +783,89 @@ class ProxyServer:
                     extra={"event": LISTENING_EVENT},
                 )
                 task_status.started(self)
+
+    async def _run_route(self, route: _Route, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """A route's Kafka side (its upstream, and its pool of Kafka logins), until the route is retired."""
+        with route.scope:
+            async with trio.open_nursery() as nursery:
+                config = route.config
+                if self._backend_factory is not None:
+                    route.backend = self._backend_factory(config, self._limiter)
+                else:
+                    upstream = KafkaUpstream(config, self._limiter, self._members)
+                    await nursery.start(upstream.run)
+                    route.backend = upstream
+                    if config.kafka_credentials is not None:
+                        pool = IdentityPool(
+                            config, self._limiter, self._members, config.kafka_credentials.max_identities
+                        )
+                        await nursery.start(pool.run)
+                        route.pool = pool
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def update_routes(self, routes: Sequence[RouteConfig]) -> RouteChanges:
+        """Serve ``routes`` from now on, without a restart.
+
+        A route whose uri is new starts serving; one whose uri is gone, or whose
+        settings differ in any way, is retired: its sessions are closed with 1001
+        (``route deleted`` or ``route changed``; clients reconnect, to the new
+        settings), and its Kafka clients are closed once they are gone, after at
+        most ``grace_period``. Sessions on routes that did not change are not
+        touched. New sessions use the new routes as soon as this returns.
+
+        Raises:
+            ConfigError: ``routes`` is not a valid set of routes (none, or one uri twice).
+            RuntimeError: the server is not running, or is shutting down.
+        """
+        config = attrs.evolve(self.config, routes=tuple(routes))
+        if self._nursery is None or self._shutting_down:
+            raise RuntimeError("the server is not running")
+        new = {route.uri: route for route in config.routes}
+        changes = RouteChanges(
+            added=tuple(uri for uri in new if uri not in self._routes),
+            changed=tuple(uri for uri in new if uri in self._routes and self._routes[uri].config != new[uri]),
+            deleted=tuple(uri for uri in self._routes if uri not in new),
+        )
+        for uri in (*changes.added, *changes.changed):
+            fresh = _Route(new[uri], config.server)
+            await self._nursery.start(self._run_route, fresh)
+            old = self._routes.get(uri)
+            self._routes[uri] = fresh
+            if old is not None:
+                self._retire(old, "route changed")
+        for uri in changes.deleted:
+            self._retire(self._routes.pop(uri), "route deleted")
+        self.config = config
+        self._router = self._route_table()
+        self.readiness.problems = {
+            uri: None if uri in changes.added or uri in changes.changed else self.readiness.problems.get(uri)
+            for uri in new
+        }
+        if changes:
+            log.info(
+                "routes updated: added %s, changed %s, deleted %s",
+                ", ".join(changes.added) or "none",
+                ", ".join(changes.changed) or "none",
+                ", ".join(changes.deleted) or "none",
+                extra={"event": "routes_updated"},
+            )
+        return changes
+
+    def _retire(self, route: _Route, reason: str) -> None:
+        """Stop serving ``route``: close its sessions with 1001, then its Kafka side (in the background)."""
+        route.retired = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._drain, route, reason)
+
+    async def _drain(self, route: _Route, reason: str) -> None:
+        with trio.move_on_after(self.config.server.grace_period):
+            async with trio.open_nursery() as nursery:
+                for ws in list(route.sessions.values()):
+                    nursery.start_soon(ws.aclose, CLOSE_GOING_AWAY, reason)
+            while route.sessions:
+                await self._sessions_changed.wait()
+        route.scope.cancel()
 
     async def _shutdown(self) -> None:
         """Refuse new sessions, close the open ones with 1001, then stop everything.

@@ -103,7 +103,7 @@ async def test_a_client_that_leaves_during_txn_begin_does_not_keep_the_producer(
                     await leaving.websocket.send_message(encode_txn_request(1, TxnAction.BEGIN))
                     await trio.sleep(0.1)  # the proxy is making the producer / running init_transactions
                 await trio.sleep(3)  # producer made, init_transactions done, by now
-                upstream = server._backends[ROUTE]
+                upstream = server._routes[ROUTE].backend
                 print("transactions_open after the client left:", upstream.statistics().transactions_open)
                 async with open_client(url, request_timeout=60) as client:
                     try:
@@ -129,8 +129,8 @@ async def test_the_watchdog_does_not_keep_answered_commands_and_their_records(ka
                 for i in range(200):
                     results = await client.produce(topic, [OutRecord(value=bytes([i % 256]) * 100_000)])
                     assert isinstance(results[0], Written)
-                producers = server._backends[ROUTE]._producers
-                budget = server._backends[ROUTE].produce_budget
+                producers = server._routes[ROUTE].backend._producers
+                budget = server._routes[ROUTE].backend.produce_budget
                 due = list(producers._due)
                 finished = sum(sending.finished for _, sending, _ in due)
                 gc.collect()
