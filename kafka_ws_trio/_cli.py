@@ -1,4 +1,4 @@
-"""The ``kafka-ws-trio`` console command: serve, offsets, tail, produce, broker."""
+"""The ``kafka-ws-trio`` console command: serve, offsets, tail, produce, hash-key, status, broker."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from ._config import ConfigError, ProxyConfig, ServerConfig, load_config
+from ._logs import setup_logging
 from ._runtime import tune_gc
 from ._version import __version__
 
@@ -46,6 +47,7 @@ _SERVE_OVERRIDES: Final = {
     "--host": "host",
     "--port": "port",
     "--log-level": "log_level",
+    "--log-format": "log_format",
     "--tls-cert": "tls_cert_file",
     "--tls-key": "tls_key_file",
     "--ops-port": "ops_port",
@@ -75,6 +77,24 @@ FAILURES_LISTED: Final = 20
 #: Bytes produce reads from stdin at a time, and the chunks (or files) it reads ahead of the commands.
 READ_CHUNK_BYTES: Final = 65_536
 READ_AHEAD: Final = 4
+#: status: seconds each request to the ops port may take (its --timeout default), and its exit statuses.
+STATUS_TIMEOUT: Final = 5.0
+EXIT_NOT_READY: Final = 1
+EXIT_UNREACHABLE: Final = 2
+#: status: the metrics it prints, by sample name (without the kafka_ws_trio_ prefix), and their words.
+_STATUS_TOTALS: Final = {
+    "sessions_open": "sessions open",
+    "commands_total": "commands",
+    "command_errors_total": "error responses",
+    "kafka_threads_busy": "Kafka threads busy",
+}
+_STATUS_PER_ROUTE: Final = {
+    "upstream_readers_open": "partition readers",
+    "upstream_consumers_open": "Kafka consumers",
+    "upstream_fetches_parked": "parked fetches",
+    "upstream_stream_taps": "stream partitions",
+    "upstream_records_produced_total": "records produced",
+}
 _FROM_WORDING: Final = (
     "--from takes earliest, latest, an offset, a time (ISO 8601, e.g. 2024-05-01T12:00:00Z) "
     "or an age (e.g. -30s, -5m, -2h, -1d)"
@@ -114,6 +134,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen on this port, 0 for any free one (overrides [server] port)")
     serve.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides [server] log_level"
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text, or json: one JSON object a line on stderr (time, level, logger, event, message, "
+        "then the line's own fields such as route, session, principal); overrides [server] log_format",
     )
     serve.add_argument(
         "--tls-cert",
@@ -282,6 +308,28 @@ def _build_parser() -> argparse.ArgumentParser:
     hash_key.add_argument("--id", required=True, help="the key's id: letters, digits and '-' (it is not secret)")
     hash_key.add_argument("--principal", help="who the key names in ACL rules and logs (default: the id)")
 
+    status = sub.add_parser(
+        "status",
+        help="print a proxy's health and key metrics, read from its ops port",
+        description="Ask a proxy's ops port (serve --ops-port, or [server] ops_port) for /healthz, /readyz and\n"
+        "/metrics, and print a short summary: whether the proxy is ready and each route's state,\n"
+        "then sessions open, commands, error responses and Kafka threads busy, and per route the\n"
+        "partition readers, Kafka consumers open, parked fetches, stream partitions and records\n"
+        "produced. The requests go straight to the URL, not through an HTTP proxy.\n\n"
+        "Exit status 0 when the proxy is ready, 1 when it answers but is not ready (a route's\n"
+        "brokers unreachable, not checked yet, or shutting down), 2 when it cannot be reached.",
+        epilog="Example:\n  kafka-ws-trio status http://127.0.0.1:9081",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("url", help="the ops port's base URL, e.g. http://127.0.0.1:9081")
+    status.add_argument(
+        "--timeout",
+        type=float,
+        default=STATUS_TIMEOUT,
+        metavar="S",
+        help=f"seconds each request may take (default {STATUS_TIMEOUT:g})",
+    )
+
     sub.add_parser(
         "broker",
         help="run a local Kafka broker for tests and demos (see 'kafka-ws-trio broker --help')",
@@ -315,16 +363,6 @@ def _client_args(parser: argparse.ArgumentParser, *, all_partitions: bool = Fals
         help=f"sent as 'Authorization: Bearer TOKEN' (an API key or a JWT); default: the environment "
         f"variable {TOKEN_ENV}, which other users cannot see, unlike a command line",
     )
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # kafka-python logs every reconnect attempt at ERROR; our own messages name the cause.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
 
 
 class _WithoutServerListeningLine(logging.Filter):
@@ -1241,7 +1279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             config = _serve_config(args)
-            _setup_logging(config.server.log_level)
+            setup_logging(config.server.log_level, config.server.log_format)
             logging.getLogger("kafka_ws_trio.server").addFilter(_WithoutServerListeningLine())
             tune_gc()
             try:
@@ -1255,7 +1293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "hash-key":
             return _hash_key(args)
-        _setup_logging("WARNING")
+        if args.command == "status":
+            return _status(args.url, args.timeout)
+        setup_logging("WARNING")
         runners = {"offsets": _offsets, "tail": _tail, "produce": _produce}
         return trio.run(runners[args.command], args)
     except ConfigError as exc:
@@ -1287,6 +1327,111 @@ def _hash_key(args: argparse.Namespace) -> int:
     )
     print(key)
     return EXIT_OK
+
+
+class _Unreachable(Exception):
+    """The ops port gave no answer ``status`` can read; the message says what happened."""
+
+
+def _http_get(url: str, timeout: float) -> tuple[int, str]:
+    """The status and body of ``GET url`` (an error status is an answer too); _Unreachable without one."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    # Straight to the address: an http_proxy in the environment is not asked about a loopback ops port.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        try:
+            with opener.open(url, timeout=timeout) as answer:
+                return int(answer.status), answer.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as refused:
+            with refused:
+                return refused.code, refused.read().decode("utf-8", "replace")
+    except urllib.error.URLError as exc:
+        reason = getattr(exc.reason, "strerror", None) or exc.reason
+        raise _Unreachable(f"cannot reach {url} ({reason}); is the proxy running with that ops port?") from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise _Unreachable(f"cannot reach {url} ({reason}); is the proxy running with that ops port?") from None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else f"{value:.3f}"
+
+
+def _status_metrics(text: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """From Prometheus' text format: the totals :data:`_STATUS_TOTALS` names, and per route those of
+    :data:`_STATUS_PER_ROUTE` (summed over the route's Kafka logins)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ._ops._metrics import PREFIX
+
+    totals: dict[str, float] = {}
+    routes: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name.removeprefix(PREFIX)
+            if name in _STATUS_TOTALS and not sample.labels:
+                totals[name] = totals.get(name, 0.0) + sample.value
+            elif name.startswith("upstream_") and "route" in sample.labels:
+                figures = routes.setdefault(sample.labels["route"], {})
+                figures[name] = figures.get(name, 0.0) + sample.value
+    for figures in routes.values():
+        created = figures.get("upstream_consumers_created_total", 0.0)
+        figures["upstream_consumers_open"] = created - figures.get("upstream_consumers_closed_total", 0.0)
+    return totals, routes
+
+
+def _status(url: str, timeout: float) -> int:
+    """``status URL``: the ops port's health and key metrics in a few lines; 0 ready, 1 not ready, 2 no answer."""
+    import json
+
+    if not url.startswith(("http://", "https://")):
+        print(
+            f"kafka-ws-trio: error: status takes the ops port's http:// URL, e.g. http://127.0.0.1:9081 (got {url!r})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    base = url.rstrip("/")
+    try:
+        health, _ = _http_get(f"{base}/healthz", timeout)
+        if health != 200:
+            raise _Unreachable(f"{base}/healthz answered HTTP {health}, not 200: is that a kafka-ws-trio ops port?")
+        readiness_status, body = _http_get(f"{base}/readyz", timeout)
+        try:
+            readiness = json.loads(body)
+            ready, routes = bool(readiness["ready"]), dict(readiness["routes"])
+        except (ValueError, KeyError, TypeError):
+            raise _Unreachable(
+                f"{base}/readyz answered HTTP {readiness_status} without its JSON: is that a kafka-ws-trio ops port?"
+            ) from None
+        metrics_status, exposition = _http_get(f"{base}/metrics", timeout)
+    except _Unreachable as exc:
+        print(f"kafka-ws-trio: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"{base}: {'ready' if ready else 'NOT READY'}{' (shutting down)' if readiness.get('shutting_down') else ''}")
+    for route, state in routes.items():
+        print(f"  route {route}: {state}")
+    if metrics_status != 200:
+        print(
+            f"no metrics: {base}/metrics answered HTTP {metrics_status} "
+            "(the proxy's own port has none; use its ops port)"
+        )
+        return EXIT_OK if ready else EXIT_NOT_READY
+    try:
+        totals, per_route = _status_metrics(exposition)
+    except ValueError as exc:
+        print(f"no metrics: {base}/metrics is not in Prometheus' text format ({exc})")
+        return EXIT_OK if ready else EXIT_NOT_READY
+    print(", ".join(f"{words} {_number(totals.get(name, 0.0))}" for name, words in _STATUS_TOTALS.items()))
+    for route in [*routes, *sorted(set(per_route) - set(routes))]:
+        if route in per_route:
+            figures = ", ".join(
+                f"{words} {_number(per_route[route].get(name, 0.0))}" for name, words in _STATUS_PER_ROUTE.items()
+            )
+            print(f"route {route}: {figures}")
+    return EXIT_OK if ready else EXIT_NOT_READY
 
 
 def unwrap(exc: BaseException) -> BaseException:

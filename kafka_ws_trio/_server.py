@@ -191,12 +191,6 @@ def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Fa
     return Family(name, help, "counter", (label,), tuple(((str(key),), float(n)) for key, n in sorted(counts.items())))
 
 
-def _address(remote: object) -> str:
-    """A peer as ``host:port`` (trio-websocket's Endpoint), or its repr when it is something else."""
-    host, port = getattr(remote, "address", None), getattr(remote, "port", None)
-    return f"{host}:{port}" if host is not None else str(remote)
-
-
 @attrs.frozen
 class RouteChanges:
     """What :meth:`ProxyServer.update_routes` did, by route uri."""
@@ -510,7 +504,7 @@ class ProxyServer:
                             receive_buffer_size=RECEIVE_BYTES,
                         )
                     if request is not None:
-                        await self._serve_request(request, replay, route, slot, admitted, backend)
+                        await self._serve_request(request, replay, route, slot, admitted, backend, _peer(stream))
                     nursery.cancel_scope.cancel()  # trio-websocket's reader task
             finally:
                 if leased is not None:
@@ -647,6 +641,7 @@ class ProxyServer:
         slot: _Slot,
         admitted: Admitted,
         backend: KafkaUpstream | Backend,
+        peer: str,
     ) -> None:
         if self._shutting_down or route.retired:  # began during the handshake
             await request.reject(SHUTTING_DOWN.status, body=SHUTTING_DOWN.body)
@@ -677,7 +672,6 @@ class ProxyServer:
         self._sessions[session] = ws
         route.sessions[session] = ws
         self._sessions_total += 1
-        peer = _address(ws.remote)
         fields = {"session": session.id, "route": uri, "principal": principal.name, "peer": peer}
         log.info(
             "session %d opened on %s from %s as %s",

@@ -105,6 +105,18 @@ async def settled(condition: Callable[[], bool], seconds: float = WAIT) -> bool:
     return False
 
 
+async def listening_url(process: trio.Process, seconds: float) -> str:
+    """The URL of a ``kafka-ws-trio serve`` child, from the 'listening on' line on its stdout."""
+    assert process.stdout is not None
+    seen = b""
+    with trio.fail_after(seconds):
+        while b"listening on ws://" not in seen or not seen.endswith(b"\n"):
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"the server exited before listening: {seen!r}"
+            seen += chunk
+    return seen.split(b"listening on ", 1)[1].split()[0].decode()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
     with socket.socket() as sock:

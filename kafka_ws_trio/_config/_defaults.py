@@ -39,6 +39,9 @@ DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 256
 DEFAULT_MAX_SESSIONS: Final = 10_000
 DEFAULT_LOG_LEVEL: Final = "INFO"
 LOG_LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+#: How log lines look: "text" for people, "json" (one object a line) for a log pipeline.
+DEFAULT_LOG_FORMAT: Final = "text"
+LOG_FORMATS: Final = ("text", "json")
 
 # [[routes]]
 #: The path :meth:`ProxyConfig.single_route` serves; TOML routes must name theirs.

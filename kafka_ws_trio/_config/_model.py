@@ -63,6 +63,7 @@ from ._defaults import (
     DEFAULT_HOST,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KAFKA_THREADS,
+    DEFAULT_LOG_FORMAT,
     DEFAULT_LOG_LEVEL,
     DEFAULT_MAX_GROUP_MEMBERS,
     DEFAULT_MAX_HANDSHAKES,
@@ -98,6 +99,7 @@ from ._defaults import (
     DEFAULT_URI,
     DEFAULT_WORKERS,
     FETCH_ISOLATIONS,
+    LOG_FORMATS,
     LOG_LEVELS,
     MIN_MAX_MESSAGE_SIZE,
     PRODUCE_ACKS,
@@ -137,6 +139,8 @@ class ServerConfig:
     max_sessions: int = attrs.field(default=DEFAULT_MAX_SESSIONS, validator=_integer(1))
     max_group_members: int = attrs.field(default=DEFAULT_MAX_GROUP_MEMBERS, validator=_integer(1))
     log_level: str = attrs.field(default=DEFAULT_LOG_LEVEL, validator=_choice(LOG_LEVELS))
+    #: "text" (what people read) or "json": one JSON object a line, for a log pipeline.
+    log_format: str = attrs.field(default=DEFAULT_LOG_FORMAT, validator=_choice(LOG_FORMATS))
     #: Seconds a client has to finish its TLS and WebSocket handshakes (slowloris).
     handshake_timeout: float = attrs.field(default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_seconds(0, inclusive=False))
     #: Connections still in their handshake, all together and from one IP address; more are refused at once.

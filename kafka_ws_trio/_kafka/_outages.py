@@ -72,7 +72,20 @@ class OutageLog:
         while len(self._causes) > MAX_CAUSES:
             del self._causes[next(iter(self._causes))]
         more = f" ({unlogged} more since the last report)" if unlogged else ""
-        log.warning("route %s: Kafka cannot be used: %s [%s]%s", self._route, failure.reason, failure.code.name, more)
+        log.warning(
+            "route %s: Kafka cannot be used: %s [%s]%s",
+            self._route,
+            failure.reason,
+            failure.code.name,
+            more,
+            extra={
+                "event": "kafka_unreachable",
+                "route": self._route,
+                "code": failure.code.name,
+                "reason": failure.reason,
+                "unreported": unlogged,
+            },
+        )
 
     def recovered(self) -> None:
         """Note a call that reached Kafka; logs the end of an outage once, when failures have stopped."""
@@ -81,7 +94,18 @@ class OutageLog:
         if self._clock() - self._last_failure < RECOVERY_QUIET:
             return  # other calls still fail: a partial outage goes on
         took = self._last_failure - self._since
-        log.warning("route %s: Kafka reachable again after %.1fs (%d failed calls)", self._route, took, self._failures)
+        log.warning(
+            "route %s: Kafka reachable again after %.1fs (%d failed calls)",
+            self._route,
+            took,
+            self._failures,
+            extra={
+                "event": "kafka_reachable",
+                "route": self._route,
+                "duration": round(took, 3),
+                "failures": self._failures,
+            },
+        )
         self._since = None
         self._failures = 0
         self._causes.clear()  # a new outage is news again

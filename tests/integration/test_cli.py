@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _support import listening_url
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from kafka_ws_trio.testing import KafkaBroker, Record, create_topic, produce
@@ -25,14 +26,7 @@ async def _start(args: list[str], nursery: trio.Nursery, stderr: int = subproces
     """Start a server process; return it and the URL from its 'listening on' line."""
     run = functools.partial(trio.run_process, args, stdout=subprocess.PIPE, stderr=stderr, check=False)
     process: trio.Process = await nursery.start(run)
-    assert process.stdout is not None
-    seen = b""
-    with trio.fail_after(START_TIMEOUT):
-        while b"listening on ws://" not in seen or not seen.endswith(b"\n"):
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"the server exited before listening: {seen!r}"
-            seen += chunk
-    url = seen.split(b"listening on ", 1)[1].split()[0].decode()
+    url = await listening_url(process, START_TIMEOUT)
     return process, url
 
 

@@ -21,6 +21,7 @@ LAYERS: Final = {
     "_ports": 2,
     "_auth": 2,
     "_runtime": 2,
+    "_logs": 2,
     "_transport": 3,
     "_streaming": 3,
     "_producing": 3,
