@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from ._proto import Acks, Filter, OutRecord, ProduceResult, Record
+    from ._server import ProxyServer
     from .client import PubSubClient, Stream
 
 log = logging.getLogger("kafka_ws_trio.cli")
@@ -115,7 +116,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the proxy",
         description="Run the proxy until SIGINT or SIGTERM; then close every session with 1001 and exit 0.\n"
-        "SIGHUP reloads the TLS certificate and key (--tls-cert, --tls-key) for new connections.",
+        "SIGHUP reloads the TLS certificate and key (--tls-cert, --tls-key) for new connections and,\n"
+        "with --config, the file's routes: new ones serve at once, sessions on changed or deleted\n"
+        "ones are closed with 1001, the others go on; a file that does not load changes nothing.",
         epilog="Examples:\n  kafka-ws-trio serve --config proxy.toml\n"
         "  kafka-ws-trio serve --kafka 127.0.0.1:9092   (one route, /kafka, no TLS or SASL)\n"
         "  kafka-ws-trio serve --kafka 127.0.0.1:9092 --tls-cert proxy.pem --tls-key proxy.key   (wss://)",
@@ -408,7 +411,8 @@ def _serve_config(args: argparse.Namespace) -> ProxyConfig:
     return config
 
 
-async def _serve(config: ProxyConfig) -> None:
+async def _serve(config: ProxyConfig, reread: Callable[[], ProxyConfig] | None = None) -> None:
+    """Serve ``config`` until SIGINT or SIGTERM; on SIGHUP reload the TLS files and, with ``reread``, the routes."""
     from ._server import serve_proxy
 
     # The receiver stays installed until shutdown is over, and a task takes the signals that come
@@ -432,6 +436,8 @@ async def _serve(config: ProxyConfig) -> None:
                     if signum in RELOAD_SIGNALS:
                         log.info("got %s; reloading the TLS certificate", signal.Signals(signum).name)
                         server.reload_tls()
+                        if reread is not None:
+                            await _reload_routes(server, reread)
                         continue
                     log.info(
                         "got %s; closing sessions (grace period %.0fs)",
@@ -443,6 +449,40 @@ async def _serve(config: ProxyConfig) -> None:
                     break
             absorbing.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _reload_routes(server: ProxyServer, reread: Callable[[], ProxyConfig]) -> None:
+    """Read the config file again and serve its routes; a file that does not load changes nothing.
+
+    Routes change at once (``ProxyServer.update_routes``: sessions on changed or deleted
+    routes are closed with 1001). ``[server]`` settings take a restart: changed ones are named.
+    """
+    try:
+        fresh = await trio.to_thread.run_sync(reread)
+    except ConfigError as exc:
+        log.error("config not reloaded; the running one stays:\n%s", exc, extra={"event": "reload_refused"})
+        return
+    except SystemExit as exc:  # a usage mistake _serve_config reports by exiting
+        log.error("config not reloaded; the running one stays: %s", exc, extra={"event": "reload_refused"})
+        return
+    try:
+        changes = await server.update_routes(fresh.routes)
+    except (ConfigError, OSError, ValueError) as exc:  # a route's key or JWKS file that no longer reads
+        log.error("config not reloaded; the running one stays: %s", exc, extra={"event": "reload_refused"})
+        return
+    differing = [
+        field.name
+        for field in attrs.fields(type(fresh.server))
+        if getattr(fresh.server, field.name) != getattr(server.config.server, field.name)
+    ]
+    if differing:
+        log.warning(
+            "config reloaded, but [server] settings take a restart: %s",
+            ", ".join(differing),
+            extra={"event": "reload_needs_restart"},
+        )
+    if not changes:
+        log.info("config reloaded: the routes are as they were", extra={"event": "config_reloaded"})
 
 
 async def _absorb_signals(signals: AsyncIterator[int]) -> None:
@@ -1283,7 +1323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("kafka_ws_trio.server").addFilter(_WithoutServerListeningLine())
             tune_gc()
             try:
-                trio.run(_serve, config)
+                trio.run(_serve, config, (lambda: _serve_config(args)) if args.config else None)
             except Exception as exc:
                 problem = listen_failure(exc, config.server.host, config.server.port)
                 if problem is None:
