@@ -13,7 +13,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 
-from ._auth import Credential
+from ._auth import ApiKeys, Credential, KeyEntry
 from ._auth._kafka_logins import KafkaLogins
 from ._auth._route import RouteAccess, SessionAccess, Unauthorized
 from ._config import ConfigError, ProxyConfig, RouteConfig, ServerConfig
@@ -22,6 +22,7 @@ from ._http import (
     RECEIVE_BYTES,
     SHUTTING_DOWN,
     Admitted,
+    BodyReader,
     Handler,
     HandshakeCount,
     HeadReader,
@@ -32,6 +33,7 @@ from ._http import (
     WebSocketEndpoint,
     admit,
     admit_client,
+    read_body,
     read_head,
     refuse_no_room,
     send_response,
@@ -39,12 +41,24 @@ from ._http import (
 from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._kafka._diagnosis import diagnose
 from ._ops import Answer, Family, Histogram, MetricsEndpoint, Readiness, healthz
+from ._ops._admin import MAX_BODY as ADMIN_MAX_BODY
+from ._ops._admin import PREFIX as ADMIN_PREFIX
+from ._ops._admin import AdminApi
 from ._ports import Backend
 from ._proto import Amount, CommandFailed, ErrorCode, Grant, StreamLimits
-from ._session import CLOSE_GOING_AWAY, LATENCY_BUCKETS, Session, SessionCounters, SessionLimits, Tally
+from ._session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
+    LATENCY_BUCKETS,
+    Session,
+    SessionCounters,
+    SessionLimits,
+    Tally,
+)
 from ._transport import ReplayStream
 
 log = logging.getLogger("kafka_ws_trio.server")
+audit = logging.getLogger("kafka_ws_trio.audit")
 
 #: Inbound frames trio-websocket buffers per connection before our reader takes them.
 #: Small on purpose: our own bounded command queue is where requests wait.
@@ -315,6 +329,8 @@ class ProxyServer:
         self._sessions_rejected = 0
         #: What the sessions count together (the metrics), sessions closed by code, upgrades refused by status.
         self._tally = Tally()
+        #: Each open session's route, principal, peer and when it opened (the admin API lists them).
+        self._session_info: dict[Session, tuple[str, str, str, float]] = {}
         self._closed_by_code: Counter[int] = Counter()
         self._handshakes_refused: Counter[int] = Counter()
         self._limits = SessionLimits(
@@ -334,10 +350,47 @@ class ProxyServer:
         self._router = self._route_table()
         self._ops_router = Router({**self._probes, "/metrics": lambda _: _respond(self._metrics.respond())})
         self._ops_listeners: list[trio.SocketListener] = []
+        #: The admin API (on the ops port), with the keys that may call it; None without admin keys.
+        self._admin_keys = (
+            ApiKeys(KeyEntry(key.id, key.principal, key.hash) for key in config.server.admin_keys)
+            if config.server.admin_keys
+            else None
+        )
+        self._admin = AdminApi(self, self._admin_key) if self._admin_keys is not None else None
         self._handshakes = HandshakeCount(config.server.max_handshakes, config.server.max_handshakes_per_ip)
         self._handshake_threads = trio.CapacityLimiter(HANDSHAKE_THREADS)
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
+
+    @property
+    def route_configs(self) -> tuple[RouteConfig, ...]:
+        """The routes served now."""
+        return self.config.routes
+
+    def session_list(self) -> list[dict[str, Any]]:
+        """Every open session: id, route, principal, peer, age in seconds, streams open (for the admin API)."""
+        now = trio.current_time()
+        return [
+            {
+                "id": session.id,
+                "route": route,
+                "principal": principal,
+                "peer": peer,
+                "age_seconds": round(now - opened, 1),
+                "streams": session.streams_open,
+            }
+            for session, (route, principal, peer, opened) in sorted(self._session_info.items(), key=lambda i: i[0].id)
+        ]
+
+    def close_session(self, session_id: int) -> bool:
+        """Close one session (1008, ``closed by an operator``); whether it was open."""
+        for session, ws in self._sessions.items():
+            if session.id == session_id:
+                assert self._nursery is not None
+                audit.info("session %d closed by an operator", session_id, extra={"event": "session_closed_by_admin"})
+                self._nursery.start_soon(ws.aclose, CLOSE_POLICY_VIOLATION, "closed by an operator")
+                return True
+        return False
 
     def _route_table(self) -> Router:
         """The proxy port's paths: the probes, then the routes (a route of the same path wins)."""
@@ -585,8 +638,11 @@ class ProxyServer:
         """One connection to the ops listener: one request answered (metrics or a probe), then closed."""
         try:
             with trio.move_on_after(self.config.server.handshake_timeout):
-                head = await read_head(stream, HeadReader(MAX_REQUEST_HEAD))
-                decision = self._ops_router.decide(head) if isinstance(head, RequestHead) else head
+                reader = HeadReader(MAX_REQUEST_HEAD)
+                head = await read_head(stream, reader)
+                decision: Respond | Upgrade = head if isinstance(head, Respond) else self._ops_router.decide(head)
+                if isinstance(head, RequestHead) and head.path.startswith(ADMIN_PREFIX):
+                    decision = await self._admin_request(stream, head, reader)
                 if isinstance(decision, Upgrade):  # no WebSocket route lives here
                     decision = Respond(404, b"no WebSocket routes on the ops port\n")
                 await send_response(stream, decision)
@@ -597,6 +653,39 @@ class ProxyServer:
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
+
+    async def _admin_request(self, stream: trio.SocketStream, head: RequestHead, reader: HeadReader) -> Respond:
+        """An admin API request: its body read (bounded), then answered; 404 when no admin key is configured."""
+        if self._admin is None:
+            return Respond(404, b"no admin API: [server] admin_keys is empty\n")
+        body = await read_body(stream, BodyReader(reader, ADMIN_MAX_BODY))
+        if isinstance(body, Respond):
+            return body
+        answer = await self._admin.handle(head.method, head.path, head.headers, body)
+        if answer.status == 401:
+            audit.warning(
+                "admin request refused (401) from %s: %s %s",
+                _peer(stream),
+                head.method,
+                head.path,
+                extra={"event": "admin_refused", "peer": _peer(stream)},
+            )
+        elif head.method != "GET":
+            audit.info(
+                "admin %s %s from %s: %d",
+                head.method,
+                head.path,
+                _peer(stream),
+                answer.status,
+                extra={"event": "admin_change", "peer": _peer(stream), "status": answer.status},
+            )
+        return _respond(answer)
+
+    async def _admin_key(self, key: str) -> bool:
+        """Whether ``key`` is one of ``[server] admin_keys`` (a scrypt, in the handshake threads)."""
+        assert self._admin_keys is not None
+        keys = self._admin_keys
+        return await trio.to_thread.run_sync(lambda: keys.principal(key) is not None, limiter=self._handshake_threads)
 
     async def _check_readiness(self) -> None:
         """Every ``ready_check_interval``: does some broker of each route answer (TCP)? What /readyz reports."""
@@ -671,6 +760,7 @@ class ProxyServer:
         )
         self._sessions[session] = ws
         route.sessions[session] = ws
+        self._session_info[session] = (uri, principal.name, peer, trio.current_time())
         self._sessions_total += 1
         fields = {"session": session.id, "route": uri, "principal": principal.name, "peer": peer}
         log.info(
@@ -714,6 +804,7 @@ class ProxyServer:
             slot.release()  # with the session gone from statistics(), its slot is free
             del self._sessions[session]
             del route.sessions[session]
+            del self._session_info[session]
             self._sessions_changed.set()
             self._sessions_changed = trio.Event()
             for field in ("commands", "errors", "text_frames"):

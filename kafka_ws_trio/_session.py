@@ -333,6 +333,11 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.id} route={self._route!r}>"
 
+    @property
+    def streams_open(self) -> int:
+        """Push streams open on this session now."""
+        return len(self._streams) if self._streams is not None else 0
+
     def _open_transaction(self) -> Transaction | None:
         return self._producer.transaction if self._producer is not None else None
 

@@ -157,6 +157,10 @@ class ServerConfig:
     ops_port: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_integer(0, 65535, " (0 picks a free port)"))
     )
+    #: Keys that may call the admin API on the ops port (``kafka-ws-trio hash-key`` makes one); none: no admin API.
+    admin_keys: tuple[ApiKeyConfig, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=_instances_of(ApiKeyConfig, "admin_keys tables")
+    )
     #: Seconds between the checks that every route's brokers answer, which ``/readyz`` reports.
     ready_check_interval: float = attrs.field(
         default=DEFAULT_READY_CHECK_INTERVAL, validator=_seconds(0, inclusive=False)

@@ -58,6 +58,19 @@ _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def parse_route(table: Mapping[str, object], environ: Mapping[str, str] | None = None) -> RouteConfig:
+    """Check one route given as a table (a TOML ``[[routes]]`` table, or the same keys in JSON).
+
+    Relative file paths are taken from the current folder. Problems are keyed
+    within the table (``nodes[1]``, ``sasl.mechanism``), every one found.
+
+    Raises:
+        ConfigError: the table is not a valid route.
+    """
+    reader = _Reader(Path.cwd(), os.environ if environ is None else environ)
+    return reader.route(dict(table), 0, {})
+
+
 def load_config(path: str | os.PathLike[str]) -> ProxyConfig:
     """Read and check the TOML config file at *path*.
 
@@ -289,8 +302,11 @@ class _Reader:
         problems = _Problems(table)
         problems.unknown_keys(table, _SERVER_KEYS)
         paths = {key: self.path(item) if key in _SERVER_TLS_PATHS else item for key, item in table.items()}
-        values = _fields(ServerConfig, paths, problems, skip=("tls_key_password",))
+        values = _fields(ServerConfig, paths, problems, skip=("tls_key_password", "admin_keys"))
         self.optional_secret(ServerConfig, table, "tls_key_password", values, problems)
+        if "admin_keys" in table:
+            with problems.within("admin_keys"):
+                values["admin_keys"] = self.array(table["admin_keys"], "admin_keys", self.api_key, "server")
         return _build(ServerConfig, values, problems, _server_tls_problems)
 
     def routes(self, value: object) -> list[RouteConfig]:
@@ -369,10 +385,10 @@ class _Reader:
                 values["password"] = _checked(SaslConfig, "password", secret)
         return _build(SaslConfig, values, problems, _no_problems)
 
-    def array(self, value: object, name: str, read: Callable[[object], _T]) -> tuple[_T, ...]:
-        """An array of tables (``[[routes.NAME]]``), each read by *read*."""
+    def array(self, value: object, name: str, read: Callable[[object], _T], table: str = "routes") -> tuple[_T, ...]:
+        """An array of tables (``[[<table>.NAME]]``), each read by *read*."""
         if not isinstance(value, list):
-            raise ConfigError(f"expected an array of tables ([[routes.{name}]]), got {_kind(value)}")
+            raise ConfigError(f"expected an array of tables ([[{table}.{name}]]), got {_kind(value)}")
         problems = _Problems()
         built = []
         for index, item in enumerate(value):

@@ -13,12 +13,14 @@ an upgrade on a WebSocket route), 404 (no route), 431 (head too large) and
 from __future__ import annotations
 
 from ._front import RECEIVE_BYTES as RECEIVE_BYTES
+from ._front import read_body as read_body
 from ._front import read_head as read_head
 from ._front import send_response as send_response
 from ._gate import Admitted as Admitted
 from ._gate import admit_client as admit_client
 from ._gate import refuse_no_room as refuse_no_room
 from ._head import MAX_REQUEST_HEAD as MAX_REQUEST_HEAD
+from ._head import BodyReader as BodyReader
 from ._head import HeadReader as HeadReader
 from ._head import RequestHead as RequestHead
 from ._head import Respond as Respond

@@ -10,7 +10,7 @@ from typing import Final
 
 import trio
 
-from ._head import HeadReader, RequestHead, Respond, render
+from ._head import BodyReader, HeadReader, RequestHead, Respond, render
 
 #: Bytes read from a socket at a time.
 RECEIVE_BYTES: Final = 64 * 1024
@@ -27,6 +27,14 @@ async def read_head(stream: trio.abc.ReceiveStream, reader: HeadReader) -> Reque
         answer = reader.feed(data)
         if answer is not None:
             return answer
+
+
+async def read_body(stream: trio.abc.ReceiveStream, reader: BodyReader) -> bytes | Respond:
+    """Read until ``reader`` has the request's body, or the response refusing it (the caller bounds the wait)."""
+    answer = reader.feed(None)
+    while answer is None:
+        answer = reader.feed(await stream.receive_some(RECEIVE_BYTES))
+    return answer
 
 
 async def send_response(stream: trio.abc.SendStream, response: Respond) -> None:

@@ -128,3 +128,46 @@ def render(response: Respond) -> bytes:
     body = writer.send(h11.Data(data=response.body))
     end = writer.send(h11.EndOfMessage())
     return data + (body or b"") + (end or b"")
+
+
+class BodyReader:
+    """Reads the body that follows a head :class:`HeadReader` read, at most ``max_size`` bytes, with h11.
+
+    Feed it what the socket gives (``b""`` at its end) until it answers: the
+    body, or the :class:`Respond` refusing it (413 over ``max_size``, 400 for a
+    body that is not HTTP or ends early).
+    """
+
+    def __init__(self, head: HeadReader, max_size: int) -> None:
+        self._connection = head._connection
+        self._max_size = max_size
+        self._body = bytearray()
+        #: What came after the part of the first reads the head reader gave h11.
+        self._pending = bytes(head.received[head._parsed :])
+
+    def feed(self, data: bytes | bytearray | None) -> bytes | Respond | None:
+        """Take the next bytes from the socket (None: only what came with the head; ``b""``: its end).
+
+        Returns None when it needs more.
+        """
+        if self._pending:
+            self._connection.receive_data(self._pending)
+            self._pending = b""
+        if data is not None:
+            self._connection.receive_data(bytes(data))
+        while True:
+            try:
+                event = self._connection.next_event()
+            except h11.RemoteProtocolError:
+                return Respond(HTTPStatus.BAD_REQUEST, b"the request body is not HTTP\n")
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > self._max_size:
+                    too_large = b"request body larger than %d bytes\n" % self._max_size
+                    return Respond(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, too_large)
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(self._body)
+            else:
+                return Respond(HTTPStatus.BAD_REQUEST, b"the request body ended early\n")
