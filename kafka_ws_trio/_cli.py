@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Final, TextIO, TypeAlias
 import attrs
 import trio
 
+from . import _admin_cli as admin_cli
+from ._admin_cli import Unreachable, http_call
 from ._config import ConfigError, ProxyConfig, ServerConfig, load_config
 from ._logs import setup_logging
 from ._runtime import tune_gc
@@ -332,6 +334,8 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds each request may take (default {STATUS_TIMEOUT:g})",
     )
+
+    admin_cli.add_parser(sub)
 
     sub.add_parser(
         "broker",
@@ -1335,6 +1339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_key(args)
         if args.command == "status":
             return _status(args.url, args.timeout)
+        if args.command == "routes":
+            return admin_cli.run(args)
         setup_logging("WARNING")
         runners = {"offsets": _offsets, "tail": _tail, "produce": _produce}
         return trio.run(runners[args.command], args)
@@ -1367,33 +1373,6 @@ def _hash_key(args: argparse.Namespace) -> int:
     )
     print(key)
     return EXIT_OK
-
-
-class _Unreachable(Exception):
-    """The ops port gave no answer ``status`` can read; the message says what happened."""
-
-
-def _http_get(url: str, timeout: float) -> tuple[int, str]:
-    """The status and body of ``GET url`` (an error status is an answer too); _Unreachable without one."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    # Straight to the address: an http_proxy in the environment is not asked about a loopback ops port.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        try:
-            with opener.open(url, timeout=timeout) as answer:
-                return int(answer.status), answer.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as refused:
-            with refused:
-                return refused.code, refused.read().decode("utf-8", "replace")
-    except urllib.error.URLError as exc:
-        reason = getattr(exc.reason, "strerror", None) or exc.reason
-        raise _Unreachable(f"cannot reach {url} ({reason}); is the proxy running with that ops port?") from None
-    except (OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise _Unreachable(f"cannot reach {url} ({reason}); is the proxy running with that ops port?") from None
 
 
 def _number(value: float) -> str:
@@ -1435,19 +1414,19 @@ def _status(url: str, timeout: float) -> int:
         return EXIT_USAGE
     base = url.rstrip("/")
     try:
-        health, _ = _http_get(f"{base}/healthz", timeout)
+        health, _ = http_call(f"{base}/healthz", timeout)
         if health != 200:
-            raise _Unreachable(f"{base}/healthz answered HTTP {health}, not 200: is that a kafka-ws-trio ops port?")
-        readiness_status, body = _http_get(f"{base}/readyz", timeout)
+            raise Unreachable(f"{base}/healthz answered HTTP {health}, not 200: is that a kafka-ws-trio ops port?")
+        readiness_status, body = http_call(f"{base}/readyz", timeout)
         try:
             readiness = json.loads(body)
             ready, routes = bool(readiness["ready"]), dict(readiness["routes"])
         except (ValueError, KeyError, TypeError):
-            raise _Unreachable(
+            raise Unreachable(
                 f"{base}/readyz answered HTTP {readiness_status} without its JSON: is that a kafka-ws-trio ops port?"
             ) from None
-        metrics_status, exposition = _http_get(f"{base}/metrics", timeout)
-    except _Unreachable as exc:
+        metrics_status, exposition = http_call(f"{base}/metrics", timeout)
+    except Unreachable as exc:
         print(f"kafka-ws-trio: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print(f"{base}: {'ready' if ready else 'NOT READY'}{' (shutting down)' if readiness.get('shutting_down') else ''}")

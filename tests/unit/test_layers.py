@@ -32,6 +32,7 @@ LAYERS: Final = {
     "_server": 5,
     "client": 5,
     "_cli": 6,
+    "_admin_cli": 5,
     "__init__": 6,
     "testing": 7,
 }
