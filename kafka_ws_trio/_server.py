@@ -187,6 +187,10 @@ _UPSTREAM_METRICS: Final[dict[str, tuple[str, Literal["counter", "gauge"]]]] = {
     "parked_answered": ("parked fetches answered", "counter"),
     "readers_refused": ("commands refused because max_partition_readers were busy", "counter"),
     "stream_taps": ("partitions of push streams being fed", "gauge"),
+    "streams": ("push streams reading at least one partition", "gauge"),
+    "streams_starved": ("push streams behind the log end with no credit left", "gauge"),
+    "stream_taps_starved": ("partitions of push streams behind the log end with no credit left", "gauge"),
+    "stream_lag": ("records push streams are behind the log end, summed over their partitions", "gauge"),
     "stream_batches": ("batches pushed to streams", "counter"),
     "stream_records": ("records pushed to streams", "counter"),
     "records_produced": ("records produced, with their result", "counter"),
@@ -197,6 +201,7 @@ _UPSTREAM_METRICS: Final[dict[str, tuple[str, Literal["counter", "gauge"]]]] = {
     "transactions_open": ("transactional producers lent to a session now", "gauge"),
     "group_members_joined": ("consumer group members joined", "counter"),
     "group_members_open": ("consumer group members open now", "gauge"),
+    "group_rebalances": ("assignments received by consumer group members (one per member per rebalance)", "counter"),
 }
 
 
@@ -623,6 +628,22 @@ class ProxyServer:
                 for key, up in upstreams
             )
             families.append(Family(f"upstream_{field}", help, kind, ("route", "principal"), samples))
+        # The streams by topic: one series per route, principal and topic, never per session or stream.
+        by_topic = [
+            ((*(key.split(" as ", 1) if " as " in key else (key, "")), topic), figures)
+            for key, up in upstreams
+            for topic, figures in sorted(up.topics.items())
+        ]
+        for field, name, help in (
+            ("streams", "streams", "push streams reading the topic"),
+            ("streams_starved", "streams_starved", "push streams on the topic behind the log end with no credit left"),
+            ("taps", "stream_taps", "partitions of the topic fed to push streams"),
+            ("taps_starved", "stream_taps_starved", "of those, partitions behind the log end with no credit left"),
+            ("lag", "stream_lag", "records push streams are behind the topic's log end, summed over their partitions"),
+            ("lag_max", "stream_lag_max", "records the push stream partition furthest behind the log end lags by"),
+        ):
+            samples = tuple((labels, float(getattr(figures, field))) for labels, figures in by_topic)
+            families.append(Family(f"upstream_topic_{name}", help, "gauge", ("route", "principal", "topic"), samples))
         families.append(
             Histogram(
                 "command_seconds",
@@ -944,12 +965,19 @@ class ProxyServer:
         self._nursery.start_soon(self._drain, route, reason)
 
     async def _drain(self, route: _Route, reason: str) -> None:
+        """Close a retired route's sessions with 1001 once their commands in hand are answered, then its Kafka side.
+
+        Within ``grace_period``: a session still open after it is closed at once.
+        """
+        for session in list(route.sessions):
+            session.drain(CLOSE_GOING_AWAY, reason)
         with trio.move_on_after(self.config.server.grace_period):
+            while route.sessions:
+                await self._sessions_changed.wait()
+        with trio.move_on_after(CLOSE_TIMEOUT):
             async with trio.open_nursery() as nursery:
                 for ws in list(route.sessions.values()):
                     nursery.start_soon(ws.aclose, CLOSE_GOING_AWAY, reason)
-            while route.sessions:
-                await self._sessions_changed.wait()
         route.scope.cancel()
 
     async def _shutdown(self) -> None:

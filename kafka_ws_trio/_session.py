@@ -213,6 +213,7 @@ class Session:
         "_counters",
         "_dispatching",
         "_draining",
+        "_ending",
         "_expired",
         "_expiry",
         "_flushing",
@@ -225,6 +226,7 @@ class Session:
         "_parked",
         "_parking",
         "_producer",
+        "_reading",
         "_reauthenticate",
         "_room",
         "_route",
@@ -305,6 +307,10 @@ class Session:
         self._scope = trio.CancelScope()
         self._too_slow = False
         self._expired = False
+        #: Set by :meth:`drain`: the close code and reason to end with once the commands in hand are answered.
+        self._ending: tuple[int, str] | None = None
+        #: The reader's wait for the next frame, while it waits (drain() cancels it).
+        self._reading: trio.CancelScope | None = None
         #: Charges delivered bytes to the principal's consume quota: the seconds to wait before delivering more.
         self._consume = consume
         #: Set while delivery waits for the consume quota (see :meth:`_charge`); None while it does not.
@@ -361,6 +367,8 @@ class Session:
                         self._arm_expiry()
                         try:
                             await self._reader()
+                            if self._ending is not None:
+                                await self._settle()
                             nursery.cancel_scope.cancel()
                         finally:
                             self._jobs.clear()
@@ -382,11 +390,33 @@ class Session:
             log.exception("%r: internal error; closing the session", self)
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
             return
-        if self._expired:
+        if self._ending is not None:
+            await self._close(*self._ending)
+        elif self._expired:
             await self._close(CLOSE_POLICY_VIOLATION, TOKEN_EXPIRED)
         elif self._too_slow:
             log.warning("%r: client did not read a response for %gs; closing", self, self._limits.send_timeout)
             await self._close(CLOSE_POLICY_VIOLATION, "client too slow")
+
+    def drain(self, code: int, reason: str) -> None:
+        """Take no more commands; once those taken are answered, close with ``code`` and ``reason``.
+
+        Commands waiting in the queue, in a worker or parked at a log end are answered
+        first; pushes of open streams go on meanwhile. The caller bounds the wait: it
+        closes the WebSocket itself when the session takes too long.
+        """
+        if self._ending is not None:
+            return
+        self._ending = (code, reason)
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def _settle(self) -> None:
+        """Wait until every command the reader took is answered (the caller of :meth:`drain` bounds it)."""
+        # Polling on purpose: the answers come from workers and from parked fetches, and nothing
+        # signals "all of them"; a drain is rare, and short.
+        while self._jobs or self._counters.queued or self._counters.in_flight:  # noqa: ASYNC110
+            await trio.sleep(0.005)
 
     def _arm_expiry(self) -> None:
         """Wait for :attr:`expires_at` (and no longer for the one before), in the session's nursery."""
@@ -417,10 +447,18 @@ class Session:
         while True:
             if self._paced is not None:
                 await self._paced.wait()
+            if self._ending is not None:
+                return  # draining: take no more commands
+            reading = self._reading = trio.CancelScope()
             try:
-                frame = await self._ws.get_message()
+                with reading:
+                    frame = await self._ws.get_message()
             except ConnectionClosed:
                 return
+            finally:
+                self._reading = None
+            if reading.cancelled_caught:
+                return  # drain() stopped the wait for the next frame
             tally = self._tally
             tally.frames_in += 1
             tally.bytes_in += len(frame)

@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from kafka_ws_trio import ErrorCode, ProxyConfig, ServerConfig
 from kafka_ws_trio._config import ConfigError, RouteConfig
-from kafka_ws_trio._proto import encode_ping_request
+from kafka_ws_trio._proto import FetchAnswer, decode_response, encode_fetch_request, encode_ping_request
 from kafka_ws_trio.client import PubSubError, open_client
 from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic, produce
 
@@ -120,3 +120,25 @@ async def test_an_invalid_set_of_routes_changes_nothing(kafka_broker: KafkaBroke
             await server.update_routes([])
         assert await on_a.ping() == b""
         assert [r.uri for r in server.config.routes] == ["/a"]
+
+
+async def test_a_changed_route_answers_the_commands_in_hand_before_it_closes_with_1001(
+    kafka_broker: KafkaBroker, topic: str
+) -> None:
+    """A fetch parked at the log end (it waits fetch_max_wait for records) still gets its answer, then the 1001."""
+    slow = route(kafka_broker, "/a", fetch_max_wait=2.0)
+    async with (
+        running_proxy(ProxyConfig(ServerConfig(port=0), (slow,))) as server,
+        open_websocket_url(f"{server.url}/a") as ws,
+    ):
+        await ws.send_message(encode_ping_request(1, b"x"))
+        await ws.get_message()
+        await ws.send_message(encode_fetch_request(2, topic, 0, 2))  # at the log end: parked
+        assert await settled(lambda: server.statistics().commands_in_flight == 1)
+        await server.update_routes([route(kafka_broker, "/a", fetch_max_wait=1.0)])
+        with trio.fail_after(30):
+            answer = decode_response(await ws.get_message())
+        assert isinstance(answer, FetchAnswer) and answer.sequence == 2 and list(answer.records) == []
+        with trio.fail_after(30), pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "route changed")
