@@ -17,6 +17,7 @@ from ._auth import ApiKeys, Credential, KeyEntry
 from ._auth._kafka_logins import KafkaLogins
 from ._auth._route import RouteAccess, SessionAccess, Unauthorized
 from ._config import ConfigError, ProxyConfig, RouteConfig, ServerConfig
+from ._config._toml import parse_route
 from ._http import (
     MAX_REQUEST_HEAD,
     RECEIVE_BYTES,
@@ -40,6 +41,7 @@ from ._http import (
 )
 from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._kafka._diagnosis import diagnose
+from ._kafka._route_store import KafkaRouteStore
 from ._ops import Answer, Family, Histogram, MetricsEndpoint, Readiness, healthz
 from ._ops._admin import MAX_BODY as ADMIN_MAX_BODY
 from ._ops._admin import PREFIX as ADMIN_PREFIX
@@ -210,6 +212,23 @@ def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Fa
     return Family(name, help, "counter", (label,), tuple(((str(key),), float(n)) for key, n in sorted(counts.items())))
 
 
+#: The keys of secret values, which a route store must not hold (their ``*_env`` forms are fine).
+_SECRET_KEYS: Final = frozenset({"password", "key_password", "secret", "text"})
+
+
+def _refuse_secret_values(table: Mapping[str, Any], path: str = "") -> None:
+    """Raise ConfigError for a secret given as a value in ``table`` (at any depth): the store's topic is readable."""
+    for key, value in table.items():
+        where = f"{path}.{key}" if path else key
+        if key in _SECRET_KEYS and isinstance(value, str):
+            raise ConfigError(
+                f"a route store must not hold secrets: give it as {key}_env, the name of a variable every proxy has",
+                key=where,
+            )
+        if isinstance(value, Mapping):
+            _refuse_secret_values(value, where)
+
+
 @attrs.frozen
 class RouteChanges:
     """What :meth:`ProxyServer.update_routes` did, by route uri."""
@@ -320,6 +339,12 @@ class ProxyServer:
         self.config = config
         #: The routes served now, by uri (retired ones are not here, though their sessions may still run).
         self._routes = {route.uri: _Route(route, config.server) for route in config.routes}
+        #: The fleet's route store (routes laid over the file's), and the entries it holds.
+        self._file_routes = config.routes
+        self._store = KafkaRouteStore(config.server.route_store) if config.server.route_store is not None else None
+        self._store_entries: dict[str, dict[str, Any] | None] = {}
+        #: The store offset the routes served now were built from (everything before it is applied).
+        self._store_applied = 0
         self._backend_factory: BackendFactory | None = None
         self._nursery: trio.Nursery | None = None
         self._limiter = limiter
@@ -366,6 +391,59 @@ class ProxyServer:
         self._handshake_threads = trio.CapacityLimiter(HANDSHAKE_THREADS)
         #: Connections admitted to a WebSocket handshake and not ended yet (sessions, and ones on the way).
         self._admitted = 0
+
+    async def change_route(self, uri: str, table: dict[str, Any] | None) -> None:
+        """Serve ``table`` as route ``uri``, or delete it (None): here, or in the route store for the whole fleet.
+
+        With a route store the change is written there, and this returns once this
+        proxy serves it; secrets must then be ``*_env`` keys, never values in the topic.
+
+        Raises:
+            ConfigError: the routes would not be valid (none left; a bad table; a secret's value for the store).
+        """
+        routes = {route.uri: route for route in self.config.routes}
+        if table is None:
+            routes.pop(uri, None)
+        else:
+            if self._store is not None:
+                _refuse_secret_values(table)
+            routes[uri] = parse_route(table)
+        if self._store is None:
+            await self.update_routes(list(routes.values()))
+            return
+        attrs.evolve(self.config, routes=tuple(routes.values()))  # the same checks, before anything is written
+        offset = await self._store.put(uri, table)
+        with trio.move_on_after(self.config.server.handshake_timeout):
+            # Polling on purpose: the store's reader applies what it reads on its own schedule.
+            while self._store_applied <= offset:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+    def route_source(self, uri: str) -> dict[str, Any] | None:
+        """The table the route store holds for ``uri`` (its ``*_env`` keys kept); None without one."""
+        return self._store_entries.get(uri)
+
+    async def _apply_store(self, entries: dict[str, dict[str, Any] | None]) -> None:
+        """Serve the file's routes with the store's laid over them (a bad entry is logged and left out)."""
+        assert self._store is not None
+        read_to = self._store.read_to
+        merged = {route.uri: route for route in self._file_routes}
+        for uri, table in entries.items():
+            if table is None:
+                merged.pop(uri, None)
+                continue
+            try:
+                merged[uri] = parse_route(table)
+            except ConfigError as exc:
+                log.error("route store: the entry for %s is not a valid route; left out: %s", uri, exc)
+        if not merged:
+            log.error("route store: it leaves no route to serve; the routes served now stay")
+        else:
+            try:
+                await self.update_routes(list(merged.values()))
+            except (ConfigError, OSError, ValueError) as exc:
+                log.error("route store: its routes could not be served; the routes served now stay: %s", exc)
+        self._store_entries = entries
+        self._store_applied = read_to
 
     @property
     def route_configs(self) -> tuple[RouteConfig, ...]:
@@ -874,6 +952,8 @@ class ProxyServer:
                 self._backend_factory = backend_factory
                 for route in self._routes.values():
                     await nursery.start(self._run_route, route)
+                if self._store is not None:  # serves what the fleet's store holds before taking clients
+                    await nursery.start(self._store.run, self._apply_store)
                 if server.tls:
                     self._tls = _ListenerTls(_listener_context(server))
                 self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)

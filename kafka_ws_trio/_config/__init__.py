@@ -64,6 +64,7 @@ from ._errors import ConfigError as ConfigError
 from ._errors import ConfigProblem as ConfigProblem
 from ._model import ProxyConfig as ProxyConfig
 from ._model import RouteConfig as RouteConfig
+from ._model import RouteStoreConfig as RouteStoreConfig
 from ._model import SaslConfig as SaslConfig
 from ._model import ServerConfig as ServerConfig
 from ._model import TlsConfig as TlsConfig

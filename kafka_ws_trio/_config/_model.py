@@ -157,6 +157,8 @@ class ServerConfig:
     ops_port: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_integer(0, 65535, " (0 picks a free port)"))
     )
+    #: Routes shared by a fleet of proxies, in a compacted Kafka topic; None: the file's routes only.
+    route_store: RouteStoreConfig | None = attrs.field(default=None, validator=lambda i, a, v: _check_store(a, v))
     #: Keys that may call the admin API on the ops port (``kafka-ws-trio hash-key`` makes one); none: no admin API.
     admin_keys: tuple[ApiKeyConfig, ...] = attrs.field(
         default=(), converter=_to_tuple, validator=_instances_of(ApiKeyConfig, "admin_keys tables")
@@ -295,6 +297,26 @@ class SaslConfig:
     mechanism: str = attrs.field(default=DEFAULT_SASL_MECHANISM, validator=_choice(SASL_MECHANISMS))
     username: str = attrs.field(validator=_string(spaces=True))
     password: Secret = attrs.field(converter=_to_secret, validator=_check_secret)
+
+
+def _check_store(attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, RouteStoreConfig):
+        raise ConfigError(f"expected a [server.route_store] table, got {_kind(value)}", key=attribute.name)
+
+
+@attrs.frozen(kw_only=True)
+class RouteStoreConfig:
+    """The ``[server.route_store]`` table: routes shared by a fleet of proxies, in a compacted Kafka topic.
+
+    Each record's key is a route's uri, its value the route's table as JSON (or a
+    deletion); every proxy tails the topic and serves its file's routes with the
+    topic's laid over them. The admin API writes there.
+    """
+
+    topic: str = attrs.field(validator=_string(spaces=False))
+    nodes: tuple[str, ...] = attrs.field(converter=_to_nodes, validator=_check_nodes)
+    tls: TlsConfig | None = attrs.field(default=None, validator=_instance_of(TlsConfig, "a TlsConfig or None"))
+    sasl: SaslConfig | None = attrs.field(default=None, validator=_instance_of(SaslConfig, "a SaslConfig or None"))
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ from ._model import (
     _NO_ROUTES,
     ProxyConfig,
     RouteConfig,
+    RouteStoreConfig,
     SaslConfig,
     ServerConfig,
     TlsConfig,
@@ -138,6 +139,7 @@ _JWT_KEYS: Final = (*(field.name for field in attrs.fields(JwtConfig)), "secret_
 _API_KEY_KEYS: Final = tuple(field.name for field in attrs.fields(ApiKeyConfig))
 _ACL_KEYS: Final = tuple(field.name for field in attrs.fields(AclRuleConfig))
 _QUOTA_KEYS: Final = tuple(field.name for field in attrs.fields(QuotaConfig))
+_STORE_KEYS: Final = tuple(field.name for field in attrs.fields(RouteStoreConfig))
 _KAFKA_CREDENTIALS_KEYS: Final = (*(field.name for field in attrs.fields(KafkaCredentialsConfig)), "text_env")
 #: The route keys read by a table reader of their own.
 _ROUTE_TABLES: Final = ("tls", "sasl", "api_keys", "jwt", "acl", "quotas", "kafka_credentials")
@@ -302,7 +304,10 @@ class _Reader:
         problems = _Problems(table)
         problems.unknown_keys(table, _SERVER_KEYS)
         paths = {key: self.path(item) if key in _SERVER_TLS_PATHS else item for key, item in table.items()}
-        values = _fields(ServerConfig, paths, problems, skip=("tls_key_password", "admin_keys"))
+        values = _fields(ServerConfig, paths, problems, skip=("tls_key_password", "admin_keys", "route_store"))
+        if "route_store" in table:
+            with problems.within("route_store"):
+                values["route_store"] = self.route_store(table["route_store"])
         self.optional_secret(ServerConfig, table, "tls_key_password", values, problems)
         if "admin_keys" in table:
             with problems.within("admin_keys"):
@@ -432,6 +437,22 @@ class _Reader:
         values = _fields(JwtConfig, table, problems, skip=("secret",))
         self.optional_secret(JwtConfig, value, "secret", values, problems)
         return _build(JwtConfig, values, problems, _jwt_problems)
+
+    def route_store(self, value: object) -> RouteStoreConfig:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f'expected a table such as {{ topic = "kwt-routes", nodes = ["127.0.0.1:9092"] }}, got {_kind(value)}'
+            )
+        problems = _Problems(value)
+        meant = problems.unknown_keys(value, _STORE_KEYS)
+        problems.require(value, "topic", 'the compacted topic the routes live in, e.g. topic = "kwt-routes"', meant)
+        problems.require(value, "nodes", 'the store\'s bootstrap brokers, e.g. nodes = ["127.0.0.1:9092"]', meant)
+        values = _fields(RouteStoreConfig, value, problems, skip=("tls", "sasl"))
+        for key, read in (("tls", self.tls), ("sasl", self.sasl)):
+            if key in value:
+                with problems.within(key):
+                    values[key] = read(value[key])
+        return _build(RouteStoreConfig, values, problems, _no_problems)
 
     def kafka_credentials(self, value: object) -> KafkaCredentialsConfig:
         if not isinstance(value, dict):

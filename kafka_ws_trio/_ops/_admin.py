@@ -41,7 +41,16 @@ class AdminTarget(Protocol):
     @property
     def route_configs(self) -> tuple[RouteConfig, ...]: ...
 
-    async def update_routes(self, routes: Sequence[RouteConfig]) -> object: ...
+    async def change_route(self, uri: str, table: dict[str, Any] | None) -> None:
+        """Serve ``table`` as route ``uri`` (None: delete it), everywhere it is served from.
+
+        Raises ConfigError (the resulting routes are not valid), OSError or ValueError (a file it names).
+        """
+        ...
+
+    def route_source(self, uri: str) -> dict[str, Any] | None:
+        """The table route ``uri`` was last given as, secrets' ``*_env`` keys included, when it is kept; else None."""
+        ...
 
     def session_list(self) -> list[dict[str, Any]]: ...
 
@@ -118,8 +127,7 @@ class AdminApi:
         if method == "DELETE":
             if current is None:
                 return _error(404, f"no route {uri}")
-            del routes[uri]
-            failed = await self._apply(list(routes.values()))
+            failed = await self._change(uri, None)
             return failed or _answer(200, {"deleted": "1", "key": f"/routes/{route_id(uri)}"})
         if method not in ("PUT", "PATCH"):
             return _error(405, f"{method} is not allowed on a route")
@@ -132,7 +140,7 @@ class AdminApi:
         if method == "PATCH":
             if current is None:
                 return _error(404, f"no route {uri}")
-            merged = route_table(current)
+            merged = self._target.route_source(uri) or route_table(current)
             for name, value in table.items():  # JSON merge patch, one level: null removes a key
                 if value is None:
                     merged.pop(name, None)
@@ -145,13 +153,12 @@ class AdminApi:
             route = parse_route(table)
         except ConfigError as exc:
             return _error(400, str(exc), problems=[{"key": k, "problem": p} for k, p in exc.problems])
-        routes[uri] = route
-        failed = await self._apply(list(routes.values()))
+        failed = await self._change(uri, table)
         return failed or _answer(200 if current is not None else 201, _entry(route))
 
-    async def _apply(self, routes: list[RouteConfig]) -> Answer | None:
+    async def _change(self, uri: str, table: dict[str, Any] | None) -> Answer | None:
         try:
-            await self._target.update_routes(routes)
+            await self._target.change_route(uri, table)
         except ConfigError as exc:
             return _error(400, str(exc), problems=[{"key": k, "problem": p} for k, p in exc.problems])
         except (OSError, ValueError) as exc:  # a key or JWKS file the new route names that does not read

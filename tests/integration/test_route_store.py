@@ -1,0 +1,131 @@
+"""A fleet of proxies shares its routes through a compacted Kafka topic (issue 14): two real proxy processes.
+
+A route PUT through one proxy's admin API serves on the other; a DELETE through
+the other closes the route's sessions on both with 1001.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import trio
+from _support import stop_process
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from kafka_ws_trio._auth import new_key
+from kafka_ws_trio._proto import encode_ping_request
+from kafka_ws_trio.testing import KafkaBroker, delete_topic, unique_topic_name
+
+COMMAND: Final = str(Path(sys.executable).parent / "kafka-ws-trio")
+START_TIMEOUT: Final = 60
+ADMIN_KEY, ADMIN_HASH = new_key("fleet")
+
+
+def proxy_config(broker: KafkaBroker, topic: str) -> str:
+    return (
+        "[server]\nport = 0\nops_port = 0\ngrace_period = 5\n"
+        f'admin_keys = [{{ id = "fleet", principal = "operator", hash = "{ADMIN_HASH}" }}]\n'
+        f'route_store = {{ topic = "{topic}", nodes = ["{broker.bootstrap}"] }}\n'
+        f'[[routes]]\nuri = "/kafka"\nnodes = ["{broker.bootstrap}"]\n'
+    )
+
+
+async def start(args: list[str], nursery: trio.Nursery) -> tuple[trio.Process, str, str]:
+    """A proxy process, its ws:// base URL and its ops port's http:// base URL."""
+    run = functools.partial(trio.run_process, args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    process: trio.Process = await nursery.start(run)
+    assert process.stdout is not None
+    seen = b""
+    with trio.fail_after(START_TIMEOUT):
+        while b"Ctrl-C to stop" not in seen:
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"the proxy exited before listening: {seen!r}"
+            seen += chunk
+    line = seen.decode()
+    ws = re.search(r"listening on (ws://\S+)", line)
+    ops = re.search(r"metrics on (http://[^/\s]+)/metrics", line)
+    assert ws is not None and ops is not None, line
+    return process, ws.group(1), ops.group(1)
+
+
+def admin(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method, headers={"X-API-KEY": ADMIN_KEY})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+async def serves(url: str) -> bool:
+    try:
+        async with open_websocket_url(url) as ws:
+            await ws.send_message(encode_ping_request(1, b"p"))
+            await ws.get_message()
+            return True
+    except ConnectionRejected:
+        return False
+
+
+async def closed_with(url: str, opened: trio.Event, outcome: list[tuple[int, str]]) -> None:
+    async with open_websocket_url(url) as ws:
+        await ws.send_message(encode_ping_request(1, b"p"))
+        await ws.get_message()
+        opened.set()
+        with trio.fail_after(60), pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    outcome.append((closed.value.reason.code, closed.value.reason.reason or ""))
+
+
+@pytest.mark.timeout(150)
+async def test_a_route_put_on_one_proxy_serves_on_the_other_and_a_delete_closes_it_on_both(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    topic = unique_topic_name("kwt-routes")
+    config = tmp_path / "proxy.toml"
+    config.write_text(proxy_config(kafka_broker, topic))
+    try:
+        async with trio.open_nursery() as nursery:
+            a, a_ws, a_ops = await start([COMMAND, "serve", "--config", str(config)], nursery)
+            b, b_ws, b_ops = await start([COMMAND, "serve", "--config", str(config)], nursery)
+            try:
+                status, created = await trio.to_thread.run_sync(
+                    admin, a_ops, "PUT", "/admin/routes/live", {"nodes": [kafka_broker.bootstrap]}
+                )
+                assert status == 201, created
+                put_at = time.monotonic()
+                assert await serves(a_ws + "/live")  # the proxy that took it serves it when it answers
+                with trio.fail_after(30):
+                    # Polling on purpose: the other proxy tells nobody when it has read the store.
+                    while not await serves(b_ws + "/live"):  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+                took = time.monotonic() - put_at
+                print(f"the route served on the other proxy {took:.2f}s after the PUT was answered")
+
+                opened_a, opened_b = trio.Event(), trio.Event()
+                outcome: list[tuple[int, str]] = []
+                async with trio.open_nursery() as watchers:
+                    watchers.start_soon(closed_with, a_ws + "/live", opened_a, outcome)
+                    watchers.start_soon(closed_with, b_ws + "/live", opened_b, outcome)
+                    await opened_a.wait()
+                    await opened_b.wait()
+                    status, _ = await trio.to_thread.run_sync(admin, b_ops, "DELETE", "/admin/routes/live")
+                    assert status == 200
+                assert outcome == [(1001, "route deleted"), (1001, "route deleted")]
+                assert not await serves(a_ws + "/live") and not await serves(b_ws + "/live")
+                assert await serves(a_ws + "/kafka") and await serves(b_ws + "/kafka")  # the file's route stays
+            finally:
+                await stop_process(a, 15)
+                await stop_process(b, 15)
+    finally:
+        delete_topic(kafka_broker, topic)
