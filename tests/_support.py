@@ -117,6 +117,19 @@ async def listening_url(process: trio.Process, seconds: float) -> str:
     return seen.split(b"listening on ", 1)[1].split()[0].decode()
 
 
+async def serves(url: str) -> bool:
+    """Whether a new session on ``url`` opens and answers a ping (False: the upgrade was refused, e.g. 404)."""
+    from trio_websocket import ConnectionRejected
+
+    try:
+        async with open_websocket_url(url) as ws:
+            await ws.send_message(encode_ping_request(1, b"p"))
+            await ws.get_message()
+            return True
+    except ConnectionRejected:
+        return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
     with socket.socket() as sock:

@@ -16,8 +16,8 @@ from typing import Final
 
 import pytest
 import trio
-from _support import listening_url, stop_process
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from _support import listening_url, serves, stop_process
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from kafka_ws_trio._proto import encode_ping_request
 from kafka_ws_trio.testing import KafkaBroker
@@ -43,17 +43,6 @@ async def log_holds(log: Path, text: str, seconds: float = 15) -> bool:
     return False
 
 
-async def pings(url: str) -> bool:
-    """Whether a new session on ``url`` opens and answers a ping."""
-    try:
-        async with open_websocket_url(url) as ws:
-            await ws.send_message(encode_ping_request(1, b"p"))
-            await ws.get_message()
-            return True
-    except ConnectionRejected:
-        return False
-
-
 @pytest.mark.timeout(90)
 async def test_sighup_serves_the_file_s_new_routes_and_a_bad_file_changes_nothing(
     kafka_broker: KafkaBroker, tmp_path: Path
@@ -75,8 +64,8 @@ async def test_sighup_serves_the_file_s_new_routes_and_a_bad_file_changes_nothin
                     with trio.fail_after(15), pytest.raises(ConnectionClosed) as closed:
                         await on_b.get_message()
                     assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "route deleted")
-                    assert await pings(base + "/c")
-                    assert not await pings(base + "/b")  # 404 now
+                    assert await serves(base + "/c")
+                    assert not await serves(base + "/b")  # 404 now
                     await on_a.send_message(encode_ping_request(2, b"still"))
                     await on_a.get_message()  # /a did not change: its session goes on
                     assert await log_holds(log, "[server] settings take a restart: max_sessions")
@@ -85,7 +74,7 @@ async def test_sighup_serves_the_file_s_new_routes_and_a_bad_file_changes_nothin
                     process.send_signal(signal.SIGHUP)
                     assert await log_holds(log, 'routes[0].nodes_typo: unknown key; did you mean "nodes"?')
                     assert await log_holds(log, "config not reloaded; the running one stays")
-                    assert await pings(base + "/c")  # the running routes stay
+                    assert await serves(base + "/c")  # the running routes stay
                     await on_a.send_message(encode_ping_request(3, b"still"))
                     await on_a.get_message()
             finally:

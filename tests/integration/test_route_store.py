@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import pytest
 import trio
-from _support import stop_process
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from _support import serves, stop_process
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from kafka_ws_trio._auth import new_key
 from kafka_ws_trio._proto import encode_ping_request
@@ -65,16 +65,6 @@ def admin(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as refused:
         return refused.code, json.loads(refused.read())
-
-
-async def serves(url: str) -> bool:
-    try:
-        async with open_websocket_url(url) as ws:
-            await ws.send_message(encode_ping_request(1, b"p"))
-            await ws.get_message()
-            return True
-    except ConnectionRejected:
-        return False
 
 
 async def closed_with(url: str, opened: trio.Event, outcome: list[tuple[int, str]]) -> None:
