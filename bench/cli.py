@@ -27,6 +27,7 @@ from .fetch import run_fetch, run_stream_partitions, run_stream_throughput
 from .groups import run_group_members, run_group_rebalance, run_group_throughput
 from .identity import run_kafka_identity
 from .meta import run_meta
+from .ops import run_ops_scrape
 from .plan import BROKER_PORT_BASE, FULL, QUICK, SCENARIOS, BenchError, raise_nofile
 from .produce import run_produce_fanin, run_produce_latency, run_produce_throughput
 from .report import print_table, print_verdicts, write_json
@@ -54,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Measure kafka-ws-trio: fetch and stream throughput, fan-out latency by fetch and by stream, "
         "idle sessions and streams, churn, first byte, produce throughput, latency and fan-in, consumer-group "
         "throughput, rebalance and members, handshakes with credentials, isolation from a throttled principal, "
-        "and the cost of per-principal Kafka logins.",
+        "the cost of per-principal Kafka logins, and what scraping /metrics costs.",
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run of every scenario (under 5 minutes)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every figure to FILE")
@@ -137,6 +138,7 @@ def _steps(bench: Bench) -> dict[str, Callable[[], None]]:
         "auth_handshake": lambda: run_auth_handshake(bench),
         "quota_isolation": lambda: run_quota_isolation(bench),
         "kafka_identity": lambda: run_kafka_identity(bench),
+        "ops_scrape": lambda: run_ops_scrape(bench),
     }
 
 

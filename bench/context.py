@@ -66,16 +66,18 @@ class Bench:
         max_sessions: int = MAX_SESSIONS,
         route: dict[str, Any] | None = None,
         bootstrap: str | None = None,
+        server: dict[str, Any] | None = None,
     ) -> Proxy:
         """Start a fresh proxy process on the default config (plus any --server/--route overrides).
 
-        ``route`` holds settings a scenario needs (group_members sets max_group_members); a --route
-        override of the same setting wins over it. ``bootstrap``: another listener of the broker.
+        ``route`` holds settings a scenario needs (group_members sets max_group_members), ``server``
+        likewise for ``[server]`` (ops_scrape sets ops_port); a --route or --server override of the same
+        setting wins over it. ``bootstrap``: another listener of the broker.
         """
         spec: dict[str, Any] = {
             "bootstrap": bootstrap or self.bootstrap,
             "max_sessions": max_sessions,
-            "server": self.server_options,
+            "server": {**(server or {}), **self.server_options},
             "route": {**(route or {}), **self.route_options},
         }
         if self.package_root is not None:

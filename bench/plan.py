@@ -72,6 +72,13 @@ QUOTA_PRODUCE_RATE: Final = 200
 QUOTA_WRITER_RECORDS_PER_SECOND: Final = 50
 QUOTA_WRITER_SESSIONS: Final = 2
 QUOTA_WRITER_IN_FLIGHT: Final = 16
+#: ops_scrape (issue 14): stream sessions held open beside the idle ones (one stream each, on an empty topic),
+#: untimed scrapes of /metrics before the timed ones, the scraper's pace while first bytes are timed, and the
+#: seconds the loaded proxy's CPU is read before the scrapes (what holding the sessions costs without them).
+OPS_STREAM_SESSIONS: Final = 10
+OPS_SCRAPE_WARMUP: Final = 5
+OPS_SCRAPE_INTERVAL: Final = 0.1
+OPS_HOLD_SECONDS: Final = 2.0
 #: Seconds an idle proxy's CPU and broker polls are counted (idle sessions and idle streams).
 IDLE_HOLD_SECONDS: Final = 5.0
 #: Churn and first byte read a small topic: a fetch there is one short frame.
@@ -160,6 +167,11 @@ class Plan:
     quota_window: float
     #: kafka_identity: sessions timed one after another on each of its three runs.
     identity_sequential: int
+    #: ops_scrape: idle sessions open on each of its proxies, /metrics scrapes timed one after another, and
+    #: sessions timed one after another (first byte) with and without a scraper.
+    ops_sessions: int
+    ops_scrapes: int
+    ops_first_byte_samples: int
 
 
 QUICK: Final = Plan(
@@ -192,6 +204,9 @@ QUICK: Final = Plan(
     quota_warmup=3.0,
     quota_window=8.0,
     identity_sequential=40,
+    ops_sessions=1_000,
+    ops_scrapes=200,
+    ops_first_byte_samples=500,
 )
 FULL: Final = Plan(
     name="full",
@@ -222,6 +237,9 @@ FULL: Final = Plan(
     quota_warmup=5.0,
     quota_window=20.0,
     identity_sequential=150,
+    ops_sessions=5_000,
+    ops_scrapes=500,
+    ops_first_byte_samples=2_000,
 )
 
 SCENARIOS: Final = (
@@ -243,6 +261,7 @@ SCENARIOS: Final = (
     "auth_handshake",
     "quota_isolation",
     "kafka_identity",
+    "ops_scrape",
 )
 
 

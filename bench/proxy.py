@@ -6,7 +6,8 @@ its route (the access scenarios: ``auth``, ``jwt``, ``api_keys``, ``acl``,
 ``quotas``) and any what-if overrides. It
 prints one JSON line when it listens and answers each ``{"cmd": "stats"}``
 line on stdin with ``attrs.asdict(server.statistics())``; end of stdin is its
-graceful shutdown.
+graceful shutdown. The ready line also names the ops port (``ops_port``, None
+unless the spec's server settings ask for an ops listener).
 
 With ``package_root`` in its spec (``--proxy-package``), this process, and only
 this one, imports ``kafka_ws_trio`` from that tree: the root goes first on
@@ -113,7 +114,11 @@ async def _serve(spec: dict[str, Any]) -> None:
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve_proxy, config)
-        await tell({"event": "ready", "port": server.port, "pid": os.getpid(), "package": kafka_ws_trio.__file__})
+        # The ops listener's port (``ops_port`` in spec["server"]; 0 picks a free one), None when it has none;
+        # getattr: a --proxy-package tree from before issue 14 has no ops listener.
+        ops_port = getattr(server, "ops_port", None)
+        ready = {"port": server.port, "ops_port": ops_port, "pid": os.getpid(), "package": kafka_ws_trio.__file__}
+        await tell({"event": "ready", **ready})
         pending = b""
         while True:
             chunk = await commands.receive_some(65536)
@@ -143,6 +148,8 @@ class Proxy:
             self.child.stop()
             raise BenchError(f"{name} loaded {ready['package']}, not the package under {root}")
         self.port: int = ready["port"]
+        #: The ops listener (/metrics, /healthz, /readyz), when the spec's server settings asked for one.
+        self.ops_port: int | None = ready.get("ops_port")
         self.package: str = ready["package"]
         self.process = psutil.Process(self.child.pid)
 

@@ -191,6 +191,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         ]
     rows += _produce_rows(results, judged, load)
+    rows += _ops_rows(results, judged, load)
     return rows
 
 
@@ -409,6 +410,37 @@ def _access_rows(
             ),
         ]
     return rows
+
+
+def _ops_rows(
+    results: dict[str, Any], judged: Callable[[str, str], str], load: Callable[[dict[str, Any]], str]
+) -> list[tuple[str, str, str, str, str]]:
+    """The ops port's scenario's rows (issue 14)."""
+    if "ops_scrape" not in results:
+        return []
+    o = results["ops_scrape"]
+    runs = o["runs"]
+    scraped = runs["scraped"]
+    return [
+        (
+            f"ops scrape {o['sessions']:,}",
+            "scrape p50 / p99 ms",
+            f"{_n(o['scrape_p50_ms'], 2)} / {_up(o['scrape_p99_ms'], 2)}",
+            judged("ops_scrape.scrape_p99_ms", "p99 <= 250"),
+            f"{o['scrapes']} scrapes one after another, {_n(o['body_bytes'])} B and {o['series']} series each, "
+            f"proxy CPU {_n(o['proxy_cpu_us_per_scrape'])} us/scrape ({o['held_proxy_cpu_pct']:.0f}% of a core "
+            f"without scrapes); {o['streams']} streams open; " + load(runs["scrape"]),
+        ),
+        (
+            "",
+            "first byte p50 / p99 ms, scraped",
+            f"{_up(o['first_byte_p50_ms'], 2)} / {_n(o['first_byte_p99_ms'], 2)}",
+            judged("ops_scrape.first_byte_p50_ms", f"p50 <= {_n(o['first_byte_bound_ms'], 2)}"),
+            f"without a scraper {_n(o['baseline_first_byte_p50_ms'], 2)} / {_n(o['baseline_first_byte_p99_ms'], 2)} "
+            f"ms; {scraped['scrapes']} scrapes every {o['scrape_interval_ms']} ms beside them "
+            f"(p50 {_n(scraped['scrape_p50_ms'], 2)} ms); " + load(scraped),
+        ),
+    ]
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -56,6 +56,12 @@ IDENTITY_WARM_SLACK_MS: Final = 1.0
 #: kafka_identity: a new principal's first byte, its Kafka clients opened on the way (SASL login, metadata,
 #: a consumer): the same quarter second the fan-out targets allow a page's data.
 IDENTITY_COLD_P50_MAX_MS: Final = 250.0
+#: ops_scrape (issue 14): a scrape of /metrics with the plan's sessions open, p99, ms (a bound on this machine) ...
+OPS_SCRAPE_P99_MAX_MS: Final = 250.0
+#: ... and first byte while a scraper hits /metrics every 100 ms, against the same without it: p50 at most this
+#: times the baseline's, plus this many ms (the noise of single-session timings, as for kafka_identity).
+OPS_FIRST_BYTE_FACTOR: Final = 1.25
+OPS_FIRST_BYTE_SLACK_MS: Final = 1.0
 
 FLAT_RULE: Final = (
     f"rate at most sessions <= {FLAT_FACTOR}x rate at fewest, with the proxy keeping up at both "
@@ -125,6 +131,19 @@ def _identity_warm_ok(results: dict[str, Any]) -> bool:
     run = results["kafka_identity"]
     bound = run["route_login_first_byte_p50_ms"] * IDENTITY_WARM_FACTOR + IDENTITY_WARM_SLACK_MS
     return bool(run["warm_first_byte_p50_ms"] <= bound)
+
+
+def _ops_scrape_p99_ok(results: dict[str, Any]) -> bool:
+    run = results["ops_scrape"]
+    return bool(
+        run["sessions"] >= results["meta"]["plan"]["ops_sessions"] and run["scrape_p99_ms"] <= OPS_SCRAPE_P99_MAX_MS
+    )
+
+
+def _ops_first_byte_ok(results: dict[str, Any]) -> bool:
+    run = results["ops_scrape"]
+    bound = run["baseline_first_byte_p50_ms"] * OPS_FIRST_BYTE_FACTOR + OPS_FIRST_BYTE_SLACK_MS
+    return bool(run["first_byte_p50_ms"] <= bound)
 
 
 def _produce_fanin_p99_ok(results: dict[str, Any]) -> bool:
@@ -226,6 +245,17 @@ TARGETS: Final = (
         "kafka_identity.cold_first_byte_p50_ms",
         f"<= {IDENTITY_COLD_P50_MAX_MS:g}",
         lambda r: r["kafka_identity"]["cold_first_byte_p50_ms"] <= IDENTITY_COLD_P50_MAX_MS,
+    ),
+    Target(
+        "ops_scrape.scrape_p99_ms",
+        f"<= {OPS_SCRAPE_P99_MAX_MS:g} at the plan's sessions (5,000; quick 1,000)",
+        _ops_scrape_p99_ok,
+    ),
+    Target(
+        "ops_scrape.first_byte_p50_ms",
+        f"<= baseline p50 x {OPS_FIRST_BYTE_FACTOR:g} + {OPS_FIRST_BYTE_SLACK_MS:g} ms "
+        "(first byte while /metrics is scraped every 100 ms, against none)",
+        _ops_first_byte_ok,
     ),
 )
 
