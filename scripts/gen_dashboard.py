@@ -403,6 +403,43 @@ def panels() -> list[dict[str, Any]]:
         ),
         8,
     )
+    layout.add(
+        timeseries(
+            "Credit-starved streams",
+            "Push streams reading now, and those behind the log end with no credit left: records wait for the "
+            "client's next grant. Many starved streams point at clients that grant too little or read too slowly.",
+            "short",
+            (per_route(route("kafka_ws_trio_upstream_streams")), "streams {{route}}"),
+            (per_route(route("kafka_ws_trio_upstream_streams_starved")), "starved {{route}}"),
+        ),
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Stream lag by topic",
+            "Records the push streams are behind each topic's log end (as its readers last saw it), summed over "
+            "their partitions, per route and topic.",
+            "short",
+            (
+                f"sum by (route, topic) ({route('kafka_ws_trio_upstream_topic_stream_lag')})",
+                "{{route}} {{topic}}",
+            ),
+        ),
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Largest stream lag by topic",
+            "Records the stream partition furthest behind lags by, per route and topic: one slow client shows "
+            "here even when the sum is small.",
+            "short",
+            (
+                f"max by (route, topic) ({route('kafka_ws_trio_upstream_topic_stream_lag_max')})",
+                "{{route}} {{topic}}",
+            ),
+        ),
+        8,
+    )
 
     layout.row("Produce, transactions and groups ($route)")
     layout.add(
@@ -441,7 +478,7 @@ def panels() -> list[dict[str, Any]]:
             (per_route(route("kafka_ws_trio_upstream_transactions_open")), "open {{route}}"),
             (per_route(rate(route("kafka_ws_trio_upstream_transactions_begun_total"))), "begun/s {{route}}"),
         ),
-        12,
+        8,
     )
     layout.add(
         timeseries(
@@ -451,7 +488,18 @@ def panels() -> list[dict[str, Any]]:
             (per_route(route("kafka_ws_trio_upstream_group_members_open")), "open {{route}}"),
             (per_route(rate(route("kafka_ws_trio_upstream_group_members_joined_total"))), "joined/s {{route}}"),
         ),
-        12,
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Group rebalances",
+            "Rebalances the route's group members took part in, per second: each assignment a member receives "
+            "counts once, so a rebalance of three members here counts 3. A steady rate means members keep "
+            "joining and leaving, or fail to keep their membership.",
+            "ops",
+            (per_route(rate(route("kafka_ws_trio_upstream_group_rebalances_total"))), "{{route}}"),
+        ),
+        8,
     )
     return layout.panels
 

@@ -26,6 +26,8 @@ class Counters:
     stream_batches: int = 0
     stream_records: int = 0
     group_members_joined: int = 0
+    #: Assignments the route's group members received: one per rebalance each member took part in.
+    group_rebalances: int = 0
 
 
 #: Starts a task in the background for as long as the route runs; False when it does not run.

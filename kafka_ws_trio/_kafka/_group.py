@@ -143,6 +143,9 @@ class KafkaGroupMember:
         self._new: set[int] = set()
         #: Whether the group has assigned this member partitions (maybe none) at least once.
         self._assigned_once = False
+        #: Assignments received (one per rebalance) and not yet added to the route's counters: the I/O
+        #: thread counts them here, under the lock, and the Trio side moves them over after each poll.
+        self._rebalances = 0
         self._new_lock = threading.Lock()
         #: What an auto_commit stream last committed, so that nothing unchanged is sent again.
         self._committed: dict[int, int] = {}
@@ -184,6 +187,7 @@ class KafkaGroupMember:
         with self._new_lock:
             self._new.update(tp.partition for tp in ours)
             self._assigned_once = True
+            self._rebalances += 1
 
     async def _on_revoked(self, revoked: Any, *, lost: bool) -> None:
         """Stop the stream sending the partitions before the coordinator moves them; commit what it delivered."""
@@ -236,6 +240,12 @@ class KafkaGroupMember:
 
     # ------------------------------------------------------------ Trio side
 
+    def _count_rebalances(self) -> None:
+        """Add the assignments the I/O thread noted to the route's counters (on the Trio thread)."""
+        with self._new_lock:
+            seen, self._rebalances = self._rebalances, 0
+        self._context.counters.group_rebalances += seen
+
     async def _call(self, fn: Any) -> Any:
         async with self._client.lock:
             if self._client.closed:
@@ -260,6 +270,8 @@ class KafkaGroupMember:
                     self._listener.trouble(failure)
                     await trio.sleep(RETRY_INTERVAL)
                     continue
+                finally:
+                    self._count_rebalances()
                 if self._assigned_once:
                     committed = await self._committed_of_new()
                     if committed is not None:
@@ -370,6 +382,7 @@ class KafkaGroupMember:
         try:
             await self._client.aclose()  # shielded and time-limited
         finally:
+            self._count_rebalances()  # closing may have revoked; a rebalance finished before it still counts
             for slot in self._slots:
                 slot.give()
             self._left.set()

@@ -47,6 +47,18 @@ WINDOW_CHUNK_RECORDS: Final = 4096
 RETRY_PAUSE: Final = 1.0
 
 
+@attrs.frozen
+class TapLag:
+    """One stream's place on a partition, as :meth:`StreamTaps.lags` finds it for the statistics."""
+
+    stream: Stream
+    #: Records from its position to the partition's log end as the reader last saw it (the high watermark;
+    #: for READ_COMMITTED, the last stable offset); None while its position or the log end is not known yet.
+    lag: int | None
+    #: Whether it is behind the log end with no credit left: records wait for the client's next grant.
+    starved: bool
+
+
 @attrs.define(eq=False)
 class _Tap:
     """One stream reading this partition."""
@@ -101,6 +113,26 @@ class StreamTaps:
 
     def __len__(self) -> int:
         return sum(1 for tap in self._taps if not tap.detached)
+
+    def lags(self) -> list[TapLag]:
+        """Each stream on the partition now: how far behind the log end it is, and whether credit holds it back.
+
+        For the statistics, at the moment they are asked for: it reads the positions
+        and credit the pump keeps anyway, and adds nothing to the pump's work. The log
+        end is as of the reader's last poll, so a partition nobody polls (every stream on
+        it paused) shows the lag of that moment, not of records written since.
+        """
+        reader, partition = self._reader, self._partition
+        known = reader.highwater is not None or reader.log_end is not None
+        found = []
+        for tap in self._taps:
+            stream = tap.stream
+            if tap.detached or not stream.open or not stream.reads(partition):
+                continue  # (a group's revoked partition is no longer the stream's, even before its tap goes)
+            position = stream.position(partition)
+            lag = max(0, self._highwater() - position) if known and position is not None else None
+            found.append(TapLag(stream, lag, bool(lag) and stream.credit.paused))
+        return found
 
     def attach(self, stream: Stream, outlet: StreamOutlet) -> tuple[Wake, Detach] | None:
         """Feed ``stream`` from this partition; None when the route is not running."""

@@ -11,7 +11,7 @@ fails with OVERLOADED instead of opening yet another consumer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -44,6 +44,7 @@ from ._metadata import METADATA_TTL, Metadata
 from ._outages import OutageLog
 from ._producer import RouteProducers, route_acks
 from ._reader import PartitionReader
+from ._taps import TapLag
 from ._topic_limits import TopicLimitsCache
 from ._transactions import KafkaTransaction, TransactionPool
 
@@ -53,6 +54,46 @@ log = logging.getLogger("kafka_ws_trio.kafka")
 PARTITION_WATCH_INTERVAL: float = METADATA_TTL
 
 Key = tuple[str, int, Isolation]
+
+
+@attrs.frozen
+class TopicStreamStatistics:
+    """The push streams of one route reading one topic, summed over them: never per session or stream."""
+
+    #: Streams reading at least one partition of the topic now (a group stream with none assigned is not counted).
+    streams: int = 0
+    #: Those of them held back by credit: behind the log end on some partition, with no credit left.
+    streams_starved: int = 0
+    #: Their partitions being fed (a stream over 3 partitions counts 3), and those held back by credit.
+    taps: int = 0
+    taps_starved: int = 0
+    #: Records between each partition's position and its log end as its reader last saw it, summed over the
+    #: partitions, and the largest of them (a partition whose position or log end is not known yet adds 0).
+    lag: int = 0
+    lag_max: int = 0
+
+
+def topic_stream_statistics(lags: Iterable[tuple[str, TapLag]]) -> dict[str, TopicStreamStatistics]:
+    """Sum each topic's stream partitions (``(topic, lag)`` pairs, from every hub) into its statistics.
+
+    A stream counts once per topic however many of its partitions are listed, and is
+    starved when any of them is.
+    """
+    taps: dict[str, list[TapLag]] = {}
+    for topic, lag in lags:
+        taps.setdefault(topic, []).append(lag)
+    found = {}
+    for topic, listed in taps.items():
+        behind = [tap.lag or 0 for tap in listed]
+        found[topic] = TopicStreamStatistics(
+            streams=len({id(tap.stream) for tap in listed}),
+            streams_starved=len({id(tap.stream) for tap in listed if tap.starved}),
+            taps=len(listed),
+            taps_starved=sum(1 for tap in listed if tap.starved),
+            lag=sum(behind),
+            lag_max=max(behind),
+        )
+    return found
 
 
 @attrs.frozen
@@ -73,6 +114,13 @@ class UpstreamStatistics:
     readers_refused: int = 0
     #: Partitions of push streams being fed right now (a stream over 3 partitions counts 3).
     stream_taps: int = 0
+    #: Push streams reading at least one partition now, and those held back by credit (behind the log
+    #: end with no credit left), and their partitions so held back.
+    streams: int = 0
+    streams_starved: int = 0
+    stream_taps_starved: int = 0
+    #: Records the streams are behind the log end, summed over their partitions (see :attr:`topics`).
+    stream_lag: int = 0
     #: Batches and records pushed to streams so far.
     stream_batches: int = 0
     stream_records: int = 0
@@ -88,6 +136,11 @@ class UpstreamStatistics:
     #: Consumer group members joined so far, and open now (a Kafka consumer each).
     group_members_joined: int = 0
     group_members_open: int = 0
+    #: Rebalances the route's group members took part in so far: each assignment a member received
+    #: (its first join included), so a rebalance of two members here counts 2.
+    group_rebalances: int = 0
+    #: The streams by topic: counts, credit-starved streams and lag (their sums are the fields above).
+    topics: dict[str, TopicStreamStatistics] = attrs.field(factory=dict)
 
 
 class KafkaUpstream:
@@ -153,6 +206,9 @@ class KafkaUpstream:
 
     def statistics(self) -> UpstreamStatistics:
         counters = self.counters
+        topics = topic_stream_statistics(
+            (topic, lag) for (topic, _, _), hub in self._hubs.items() for lag in hub.taps.lags()
+        )
         return UpstreamStatistics(
             readers_open=len(self._hubs) + self._closing,
             consumers_created=counters.consumers_created,
@@ -164,6 +220,10 @@ class KafkaUpstream:
             parked_answered=counters.parked_answered,
             readers_refused=counters.readers_refused,
             stream_taps=sum(len(hub.taps) for hub in self._hubs.values()),
+            streams=sum(topic.streams for topic in topics.values()),
+            streams_starved=sum(topic.streams_starved for topic in topics.values()),
+            stream_taps_starved=sum(topic.taps_starved for topic in topics.values()),
+            stream_lag=sum(topic.lag for topic in topics.values()),
             stream_batches=counters.stream_batches,
             stream_records=counters.stream_records,
             records_produced=self._producers.records_sent,
@@ -174,6 +234,8 @@ class KafkaUpstream:
             transactions_open=self._transactions.in_use,
             group_members_joined=counters.group_members_joined,
             group_members_open=self._member_slots[0].used,
+            group_rebalances=counters.group_rebalances,
+            topics=topics,
         )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> bool:

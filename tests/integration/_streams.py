@@ -23,6 +23,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from kafka_ws_trio._pb import pubsub_pb2 as pb
 from kafka_ws_trio._proto import (
+    ErrorAnswer,
     Grant,
     OffsetAnswer,
     Record,
@@ -289,3 +290,35 @@ def assert_taken_over_at_the_commit(
             assert got == list(range(committed, per_partition)), (partition, got)
         else:
             assert got == list(range(per_partition)), (partition, got)
+
+
+#: Seconds a group subscribe may take to be answered (the answer waits for the group's first assignment).
+JOIN_WAIT: Final = 30.0
+
+
+async def join(client: StreamClient, stream_id: int, topic: str, group: str, **options: object) -> SubscribeAnswer:
+    """Subscribe ``stream_id`` in ``group``; the answer, which comes with the group's first assignment."""
+    mark = len(client.received)
+    await client.send(encode_subscribe_request(stream_id, topic, group=group, **options))  # type: ignore[arg-type]
+    found: list[SubscribeAnswer | ErrorAnswer] = []
+
+    def answered() -> bool:
+        found.extend(
+            r
+            for r in client.received[mark:]
+            if isinstance(r, SubscribeAnswer | ErrorAnswer) and r.sequence == stream_id
+        )
+        return bool(found)
+
+    await client.until(answered, f"the answer to the group subscribe {stream_id}", JOIN_WAIT)
+    assert isinstance(found[0], SubscribeAnswer), found[0]
+    return found[0]
+
+
+def owned(client: StreamClient, stream_id: int, answer: SubscribeAnswer) -> set[int]:
+    """The partitions the stream owns now: its answer's, then each ``partitions`` event applied in order."""
+    partitions = {p for p, _ in answer.positions}
+    for event in client.pushes(stream_id, StreamPartitions):
+        partitions -= set(event.revoked)
+        partitions |= set(event.assigned)
+    return partitions

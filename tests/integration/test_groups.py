@@ -12,7 +12,7 @@ from typing import Final
 
 import pytest
 import trio
-from _streams import QUIET, StreamClient, assert_taken_over_at_the_commit, stream_client
+from _streams import JOIN_WAIT, QUIET, StreamClient, assert_taken_over_at_the_commit, join, owned, stream_client
 from _support import running_proxy
 
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
@@ -82,26 +82,6 @@ async def proxy(broker: KafkaBroker, **route: float | bool) -> AsyncIterator[Pro
 
 #: How long a group subscribe may take to be answered: joining, and the rest of the group
 #: rejoining for the rebalance it starts (each member sees it at its next heartbeat), on a busy machine.
-JOIN_WAIT: Final = 30.0
-
-
-async def join(client: StreamClient, stream_id: int, topic: str, group: str, **options: object) -> SubscribeAnswer:
-    """Subscribe ``stream_id`` in ``group``; the answer, which comes with the group's first assignment."""
-    mark = len(client.received)
-    await client.send(encode_subscribe_request(stream_id, topic, group=group, **options))  # type: ignore[arg-type]
-    found: list[SubscribeAnswer | ErrorAnswer] = []
-
-    def answered() -> bool:
-        found.extend(
-            r
-            for r in client.received[mark:]
-            if isinstance(r, SubscribeAnswer | ErrorAnswer) and r.sequence == stream_id
-        )
-        return bool(found)
-
-    await client.until(answered, f"the answer to the group subscribe {stream_id}", JOIN_WAIT)
-    assert isinstance(found[0], SubscribeAnswer), found[0]
-    return found[0]
 
 
 async def members_gone(server: ProxyServer) -> None:
@@ -115,15 +95,6 @@ async def members_gone(server: ProxyServer) -> None:
 
 def group_name() -> str:
     return unique_topic_name("group")
-
-
-def owned(client: StreamClient, stream_id: int, answer: SubscribeAnswer) -> set[int]:
-    """The partitions the stream owns now: its answer's, then each ``partitions`` event applied in order."""
-    partitions = {p for p, _ in answer.positions}
-    for event in client.pushes(stream_id, StreamPartitions):
-        partitions -= set(event.revoked)
-        partitions |= set(event.assigned)
-    return partitions
 
 
 async def commit(client: StreamClient, stream_id: int, offsets: list[tuple[int, int]] | None = None) -> object:
