@@ -209,7 +209,11 @@ _UPSTREAM_METRICS: Final[dict[str, tuple[str, Literal["counter", "gauge"]]]] = {
 
 def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Family:
     """A counter with one label, from counts by that label's value."""
-    return Family(name, help, "counter", (label,), tuple(((str(key),), float(n)) for key, n in sorted(counts.items())))
+
+    def text(key: Any) -> str:
+        return str(int(key)) if isinstance(key, int) else str(key)  # an IntEnum as its number on every Python
+
+    return Family(name, help, "counter", (label,), tuple(((text(key),), float(n)) for key, n in sorted(counts.items())))
 
 
 #: The keys of secret values, which a route store must not hold (their ``*_env`` forms are fine).
@@ -876,7 +880,8 @@ class ProxyServer:
         finally:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await ws.aclose()
-            code = ws.closed.code if ws.closed is not None else CLOSE_ABNORMAL
+            # An int, not wsproto's CloseReason: an IntEnum's str() is its name on Python 3.10.
+            code = int(ws.closed.code) if ws.closed is not None else CLOSE_ABNORMAL
             self._closed_by_code[code] += 1
             counters = session.counters
             duration = round(trio.current_time() - opened, 3)
