@@ -957,8 +957,15 @@ class ProxyServer:
                 self._backend_factory = backend_factory
                 for route in self._routes.values():
                     await nursery.start(self._run_route, route)
-                if self._store is not None:  # serves what the fleet's store holds before taking clients
-                    await nursery.start(self._store.run, self._apply_store)
+                if self._store is not None:
+                    # Serve what the fleet's store holds before taking clients; a store that cannot be read
+                    # soon leaves the file's routes served meanwhile (it is read as soon as it can be).
+                    caught_up = trio.Event()
+                    nursery.start_soon(self._store.run, self._apply_store, caught_up)
+                    with trio.move_on_after(2 * server.handshake_timeout):
+                        await caught_up.wait()
+                    if not caught_up.is_set():
+                        log.warning("serving the file's routes until the route store can be read")
                 if server.tls:
                     self._tls = _ListenerTls(_listener_context(server))
                 self._listeners = await trio.open_tcp_listeners(server.port, host=server.host)

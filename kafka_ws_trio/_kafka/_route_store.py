@@ -31,6 +31,8 @@ log = logging.getLogger("kafka_ws_trio.route_store")
 Entries = dict[str, dict[str, Any] | None]
 #: Milliseconds one poll of the topic waits for records.
 POLL_MS: Final = 500
+#: Seconds between attempts to read the store while it cannot be read (its brokers away, say).
+RETRY_SECONDS: Final = 5.0
 
 
 def store_connection(config: RouteStoreConfig) -> RouteConfig:
@@ -72,29 +74,49 @@ class KafkaRouteStore:
         #: The offset after the last record read: what ``put`` waits to see read.
         self.read_to = 0
 
-    async def run(
-        self,
-        apply: Callable[[Entries], Awaitable[None]],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Tail the topic until cancelled; ``task_status.started()`` once the first catch-up is applied."""
-        try:
-            await trio.to_thread.run_sync(self._open, limiter=self._limiter)
-            started = False
-            while True:
-                changed, caught_up = await trio.to_thread.run_sync(self._poll, limiter=self._limiter)
-                if caught_up and (changed or not started):
-                    await apply(dict(self._entries))
-                if caught_up and not started:
-                    started = True
-                    task_status.started()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(self._connection.request_timeout):
-                await trio.to_thread.run_sync(self._close, limiter=self._limiter)
+    async def run(self, apply: Callable[[Entries], Awaitable[None]], caught_up: trio.Event) -> None:
+        """Tail the topic until cancelled; ``caught_up`` is set once the first catch-up is applied.
+
+        While the store cannot be read (its brokers away, the topic not readable), it
+        tries again every :data:`RETRY_SECONDS`, saying so in the log once per reason.
+        """
+        said = ""
+        while True:
+            try:
+                await self._tail(apply, caught_up)
+            except Exception as exc:  # kafka-python's errors, and OSError: all mean "not readable now"
+                reason = f"{type(exc).__name__}: {exc}"
+                if reason != said:
+                    log.warning(
+                        "route store %s on %s cannot be read (%s); trying again every %gs",
+                        self.topic,
+                        ", ".join(self._connection.nodes),
+                        reason,
+                        RETRY_SECONDS,
+                        extra={"event": "route_store_unreadable", "reason": reason},
+                    )
+                    said = reason
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(self._connection.request_timeout):
+                    await trio.to_thread.run_sync(self._close, limiter=self._limiter)
+            await trio.sleep(RETRY_SECONDS)
+
+    async def _tail(self, apply: Callable[[Entries], Awaitable[None]], caught_up: trio.Event) -> None:
+        await trio.to_thread.run_sync(self._open, limiter=self._limiter)
+        applied = False
+        while True:
+            changed, at_end = await trio.to_thread.run_sync(self._poll, limiter=self._limiter)
+            if at_end and (changed or not applied):
+                await apply(dict(self._entries))
+                applied = True
+                caught_up.set()
 
     async def put(self, uri: str, table: dict[str, Any] | None) -> int:
-        """Write ``uri``'s entry (a table, or None to delete the route); the offset it was written at."""
+        """Write ``uri``'s entry (a table, or None to delete the route); the offset it was written at.
+
+        Raises:
+            OSError: the store cannot be written now (its message says why).
+        """
         return await trio.to_thread.run_sync(self._put, uri, table, limiter=self._limiter)
 
     # -------------------------------------------------------------- in a thread
@@ -116,6 +138,8 @@ class KafkaRouteStore:
                     pass  # another proxy made it meanwhile
         finally:
             admin.close()
+        self._entries = {}  # read again from the start
+        self.read_to = 0
         self._tp = TopicPartition(self.topic, 0)
         self._consumer = KafkaConsumer(**consumer_config(route))
         self._consumer.assign([self._tp])
@@ -147,10 +171,17 @@ class KafkaRouteStore:
         return changed, position is not None and position >= end
 
     def _put(self, uri: str, table: dict[str, Any] | None) -> int:
-        future = self._producer.send(self.topic, key=uri.encode("utf-8"), value=encode_entry(table), partition=0)
-        return int(future.get(timeout=self._connection.request_timeout).offset)
+        if self._producer is None:
+            raise OSError(f"the route store {self.topic} cannot be read or written now (see the log)")
+        try:
+            future = self._producer.send(self.topic, key=uri.encode("utf-8"), value=encode_entry(table), partition=0)
+            return int(future.get(timeout=self._connection.request_timeout).offset)
+        except Exception as exc:
+            raise OSError(f"the route store {self.topic} did not take the change: {exc}") from None
 
     def _close(self) -> None:
-        for client in (self._consumer, self._producer):
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        for client in (consumer, producer):
             if client is not None:
                 client.close()

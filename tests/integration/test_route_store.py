@@ -18,10 +18,12 @@ from typing import Any, Final
 
 import pytest
 import trio
-from _support import serves, stop_process
+from _support import running_proxy, serves, settled, stop_process
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from kafka_ws_trio import ProxyConfig, ServerConfig
 from kafka_ws_trio._auth import new_key
+from kafka_ws_trio._config import RouteConfig, RouteStoreConfig
 from kafka_ws_trio._proto import encode_ping_request
 from kafka_ws_trio.testing import KafkaBroker, delete_topic, unique_topic_name
 
@@ -119,3 +121,23 @@ async def test_a_route_put_on_one_proxy_serves_on_the_other_and_a_delete_closes_
                 await stop_process(b, 15)
     finally:
         delete_topic(kafka_broker, topic)
+
+
+async def test_a_store_that_cannot_be_read_leaves_the_file_s_routes_served_and_says_so(
+    kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RouteStoreConfig(topic="kwt-routes-nowhere", nodes=("127.0.0.1:1",))
+    server_config = ServerConfig(port=0, handshake_timeout=1.0, route_store=store)
+    config = ProxyConfig(server_config, (RouteConfig("/kafka", kafka_broker.bootstrap),))
+    async with running_proxy(config) as server:
+        assert await serves(f"{server.url}/kafka")
+        said = [record.getMessage() for record in caplog.records]
+        assert "serving the file's routes until the route store can be read" in said
+
+        def warned() -> bool:
+            return any(
+                record.getMessage().startswith("route store kwt-routes-nowhere on 127.0.0.1:1 cannot be read")
+                for record in caplog.records
+            )
+
+        assert await settled(warned, 30)
