@@ -1025,11 +1025,22 @@ class ProxyServer:
             changed=tuple(uri for uri in new if uri in self._routes and self._routes[uri].config != new[uri]),
             deleted=tuple(uri for uri in self._routes if uri not in new),
         )
-        for uri in (*changes.added, *changes.changed):
-            fresh = _Route(new[uri], config.server)
-            await self._nursery.start(self._run_route, fresh)
+        # Built first (they read key and JWKS files, and may fail), then started: until the swap
+        # below nothing served has changed, and a failure or a cancellation leaves nothing behind.
+        fresh = {uri: _Route(new[uri], config.server) for uri in (*changes.added, *changes.changed)}
+        started: list[_Route] = []
+        try:
+            for route in fresh.values():
+                await self._nursery.start(self._run_route, route)
+                started.append(route)
+        except BaseException:
+            for route in started:
+                route.scope.cancel()
+            raise
+        # The swap, with no checkpoint in it: a session is routed by the old routes or by the new ones.
+        for uri, route in fresh.items():
             old = self._routes.get(uri)
-            self._routes[uri] = fresh
+            self._routes[uri] = route
             if old is not None:
                 self._retire(old, "route changed")
         for uri in changes.deleted:
@@ -1061,9 +1072,10 @@ class ProxyServer:
 
         Within ``grace_period``: a session still open after it is closed at once.
         """
+        grace = self.config.server.grace_period
         for session in list(route.sessions):
-            session.drain(CLOSE_GOING_AWAY, reason)
-        with trio.move_on_after(self.config.server.grace_period):
+            session.drain(CLOSE_GOING_AWAY, reason, grace)
+        with trio.move_on_after(grace):
             while route.sessions:
                 await self._sessions_changed.wait()
         with trio.move_on_after(CLOSE_TIMEOUT):

@@ -308,7 +308,7 @@ class Session:
         self._too_slow = False
         self._expired = False
         #: Set by :meth:`drain`: the close code and reason to end with once the commands in hand are answered.
-        self._ending: tuple[int, str] | None = None
+        self._ending: tuple[int, str, float] | None = None
         #: The reader's wait for the next frame, while it waits (drain() cancels it).
         self._reading: trio.CancelScope | None = None
         #: Charges delivered bytes to the principal's consume quota: the seconds to wait before delivering more.
@@ -368,7 +368,7 @@ class Session:
                         try:
                             await self._reader()
                             if self._ending is not None:
-                                await self._settle()
+                                await self._settle(self._ending[2])
                             nursery.cancel_scope.cancel()
                         finally:
                             self._jobs.clear()
@@ -391,32 +391,32 @@ class Session:
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
             return
         if self._ending is not None:
-            await self._close(*self._ending)
+            await self._close(*self._ending[:2])
         elif self._expired:
             await self._close(CLOSE_POLICY_VIOLATION, TOKEN_EXPIRED)
         elif self._too_slow:
             log.warning("%r: client did not read a response for %gs; closing", self, self._limits.send_timeout)
             await self._close(CLOSE_POLICY_VIOLATION, "client too slow")
 
-    def drain(self, code: int, reason: str) -> None:
+    def drain(self, code: int, reason: str, within: float) -> None:
         """Take no more commands; once those taken are answered, close with ``code`` and ``reason``.
 
         Commands waiting in the queue, in a worker or parked at a log end are answered
-        first; pushes of open streams go on meanwhile. The caller bounds the wait: it
-        closes the WebSocket itself when the session takes too long.
+        first, for at most ``within`` seconds; pushes of open streams go on meanwhile.
         """
         if self._ending is not None:
             return
-        self._ending = (code, reason)
+        self._ending = (code, reason, within)
         if self._reading is not None:
             self._reading.cancel()
 
-    async def _settle(self) -> None:
-        """Wait until every command the reader took is answered (the caller of :meth:`drain` bounds it)."""
-        # Polling on purpose: the answers come from workers and from parked fetches, and nothing
-        # signals "all of them"; a drain is rare, and short.
-        while self._jobs or self._counters.queued or self._counters.in_flight:  # noqa: ASYNC110
-            await trio.sleep(0.005)
+    async def _settle(self, within: float) -> None:
+        """Wait until every command the reader took is answered, for at most ``within`` seconds."""
+        with trio.move_on_after(within):
+            # Polling on purpose: the answers come from workers and from parked fetches, and nothing
+            # signals "all of them"; a drain is rare, and short.
+            while self._jobs or self._counters.queued or self._counters.in_flight:  # noqa: ASYNC110
+                await trio.sleep(0.005)
 
     def _arm_expiry(self) -> None:
         """Wait for :attr:`expires_at` (and no longer for the one before), in the session's nursery."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from kafka_ws_trio._config import ProxyConfig
 from kafka_ws_trio._pb import pubsub_pb2 as pb
@@ -128,6 +128,24 @@ async def serves(url: str) -> bool:
             return True
     except ConnectionRejected:
         return False
+
+
+async def watch_close(
+    url: str, outcome: list[tuple[int, str]], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Open a session on ``url`` (started once it has answered a ping), then add the code and reason it is
+    closed with to ``outcome``; within 60 s. Use as ``await nursery.start(watch_close, url, outcome)``."""
+    async with open_websocket_url(url) as ws:
+        await ws.send_message(encode_ping_request(1, b"p"))
+        await ws.get_message()
+        task_status.started()
+        with trio.fail_after(60):
+            try:
+                await ws.get_message()
+            except ConnectionClosed as closed:
+                outcome.append((closed.reason.code, closed.reason.reason or ""))
+                return
+    raise AssertionError(f"the session on {url} got a message, not its close")
 
 
 def free_port() -> int:

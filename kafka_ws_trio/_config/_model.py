@@ -158,7 +158,10 @@ class ServerConfig:
         default=None, validator=attrs.validators.optional(_integer(0, 65535, " (0 picks a free port)"))
     )
     #: Routes shared by a fleet of proxies, in a compacted Kafka topic; None: the file's routes only.
-    route_store: RouteStoreConfig | None = attrs.field(default=None, validator=lambda i, a, v: _check_store(a, v))
+    route_store: RouteStoreConfig | None = attrs.field(
+        default=None,
+        validator=lambda *args: _check_store(*args),  # below: it names RouteStoreConfig
+    )
     #: Keys that may call the admin API on the ops port (``kafka-ws-trio hash-key`` makes one); none: no admin API.
     admin_keys: tuple[ApiKeyConfig, ...] = attrs.field(
         default=(), converter=_to_tuple, validator=_instances_of(ApiKeyConfig, "admin_keys tables")
@@ -299,7 +302,7 @@ class SaslConfig:
     password: Secret = attrs.field(converter=_to_secret, validator=_check_secret)
 
 
-def _check_store(attribute: attrs.Attribute[Any], value: object) -> None:
+def _check_store(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, RouteStoreConfig):
         raise ConfigError(f"expected a [server.route_store] table, got {_kind(value)}", key=attribute.name)
 

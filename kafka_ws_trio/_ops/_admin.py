@@ -120,8 +120,7 @@ class AdminApi:
         return _answer(200, {"total": len(routes), "list": [_entry(route) for route in routes]})
 
     async def _route(self, method: str, uri: str, body: bytes) -> Answer:
-        routes = {route.uri: route for route in self._target.route_configs}
-        current = routes.get(uri)
+        current = next((route for route in self._target.route_configs if route.uri == uri), None)
         if method == "GET":
             return _answer(200, _entry(current)) if current is not None else _error(404, f"no route {uri}")
         if method == "DELETE":

@@ -18,13 +18,11 @@ from typing import Any, Final
 
 import pytest
 import trio
-from _support import running_proxy, serves, settled, stop_process
-from trio_websocket import ConnectionClosed, open_websocket_url
+from _support import running_proxy, serves, settled, stop_process, watch_close
 
 from kafka_ws_trio import ProxyConfig, ServerConfig
 from kafka_ws_trio._auth import new_key
 from kafka_ws_trio._config import RouteConfig, RouteStoreConfig
-from kafka_ws_trio._proto import encode_ping_request
 from kafka_ws_trio.testing import KafkaBroker, delete_topic, unique_topic_name
 
 COMMAND: Final = str(Path(sys.executable).parent / "kafka-ws-trio")
@@ -69,16 +67,6 @@ def admin(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any
         return refused.code, json.loads(refused.read())
 
 
-async def closed_with(url: str, opened: trio.Event, outcome: list[tuple[int, str]]) -> None:
-    async with open_websocket_url(url) as ws:
-        await ws.send_message(encode_ping_request(1, b"p"))
-        await ws.get_message()
-        opened.set()
-        with trio.fail_after(60), pytest.raises(ConnectionClosed) as closed:
-            await ws.get_message()
-    outcome.append((closed.value.reason.code, closed.value.reason.reason or ""))
-
-
 @pytest.mark.timeout(150)
 async def test_a_route_put_on_one_proxy_serves_on_the_other_and_a_delete_closes_it_on_both(
     kafka_broker: KafkaBroker, tmp_path: Path
@@ -104,13 +92,10 @@ async def test_a_route_put_on_one_proxy_serves_on_the_other_and_a_delete_closes_
                 took = time.monotonic() - put_at
                 print(f"the route served on the other proxy {took:.2f}s after the PUT was answered")
 
-                opened_a, opened_b = trio.Event(), trio.Event()
                 outcome: list[tuple[int, str]] = []
                 async with trio.open_nursery() as watchers:
-                    watchers.start_soon(closed_with, a_ws + "/live", opened_a, outcome)
-                    watchers.start_soon(closed_with, b_ws + "/live", opened_b, outcome)
-                    await opened_a.wait()
-                    await opened_b.wait()
+                    await watchers.start(watch_close, a_ws + "/live", outcome)
+                    await watchers.start(watch_close, b_ws + "/live", outcome)
                     status, _ = await trio.to_thread.run_sync(admin, b_ops, "DELETE", "/admin/routes/live")
                     assert status == 200
                 assert outcome == [(1001, "route deleted"), (1001, "route deleted")]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from _support import running_proxy, settled
+from _support import running_proxy, settled, watch_close
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from kafka_ws_trio import ErrorCode, ProxyConfig, ServerConfig
@@ -36,18 +36,6 @@ def route(broker: KafkaBroker, uri: str, **options: Any) -> RouteConfig:
     return RouteConfig(uri, broker.bootstrap, **options)
 
 
-async def closed_with(url: str, until: trio.Event) -> tuple[int, str]:
-    """Open a raw session on ``url``, set ``until`` once it is open, and return the close code and reason it gets."""
-    async with open_websocket_url(url) as ws:
-        await ws.send_message(encode_ping_request(1, b"x"))
-        await ws.get_message()
-        until.set()
-        with trio.fail_after(30), pytest.raises(ConnectionClosed) as closed:
-            await ws.get_message()
-    reason = closed.value.reason
-    return reason.code, reason.reason or ""
-
-
 async def test_a_new_route_serves_at_once_and_the_others_sessions_are_untouched(
     kafka_broker: KafkaBroker, topic: str
 ) -> None:
@@ -67,14 +55,8 @@ async def test_a_deleted_route_closes_its_sessions_with_1001_and_its_path_answer
 ) -> None:
     config = ProxyConfig(ServerConfig(port=0), (route(kafka_broker, "/a"), route(kafka_broker, "/b")))
     async with running_proxy(config) as server, trio.open_nursery() as nursery:
-        opened = trio.Event()
         outcome: list[tuple[int, str]] = []
-
-        async def watch() -> None:
-            outcome.append(await closed_with(f"{server.url}/b", opened))
-
-        nursery.start_soon(watch)
-        await opened.wait()
+        await nursery.start(watch_close, f"{server.url}/b", outcome)
         changes = await server.update_routes([route(kafka_broker, "/a")])
         assert changes.deleted == ("/b",)
         assert await settled(lambda: bool(outcome), 30)
@@ -91,14 +73,8 @@ async def test_a_changed_route_closes_its_sessions_with_1001_and_new_ones_get_th
 ) -> None:
     config = ProxyConfig(ServerConfig(port=0), (route(kafka_broker, "/a", produce=True), route(kafka_broker, "/b")))
     async with running_proxy(config) as server, trio.open_nursery() as nursery:
-        opened = trio.Event()
         outcome: list[tuple[int, str]] = []
-
-        async def watch() -> None:
-            outcome.append(await closed_with(f"{server.url}/a", opened))
-
-        nursery.start_soon(watch)
-        await opened.wait()
+        await nursery.start(watch_close, f"{server.url}/a", outcome)
         async with open_client(f"{server.url}/b") as on_b:
             changes = await server.update_routes([route(kafka_broker, "/a", produce=False), route(kafka_broker, "/b")])
             assert (changes.added, changes.changed, changes.deleted) == ((), ("/a",), ())
