@@ -43,6 +43,7 @@ from ._proto import (
     encode_error,
     encode_ok,
     encode_produce_answer,
+    kind_of,
     produce_error,
 )
 
@@ -53,7 +54,7 @@ DEADLINE_MARGIN: Final = 2.0
 
 #: Sends a frame without blocking (the session writes it now or from a task), then calls ``after``, if
 #: given, once it is written (or the session has ended).
-Reply = Callable[[bytes, Callable[[], None] | None], None]
+Reply = Callable[[str, bytes, Callable[[], None] | None], None]
 #: Bytes one record's result may take in a ProduceResp, at most, once the answer is made to fit
 #: (``encode_produce_answer``): a command may carry only as many records as fit max_message_size.
 MAX_RESULT_BYTES: Final = PRODUCE_RESULT_BOUND
@@ -154,13 +155,13 @@ class SessionProducer:
                         await self._txn(command.sequence, command.action)
                 except Exception:
                     log.exception("bug while handling %r", command)
-                    self._error(command.sequence, ErrorCode.INTERNAL_ERROR, "internal error")
+                    self._error(kind_of(command), command.sequence, ErrorCode.INTERNAL_ERROR, "internal error")
         finally:
             self._running = False
 
-    def _error(self, sequence: int, code: ErrorCode, message: str) -> None:
+    def _error(self, kind: str, sequence: int, code: ErrorCode, message: str) -> None:
         self.errors += 1
-        self._reply(encode_error(sequence, code, message), None)
+        self._reply(kind, encode_error(sequence, code, message), None)
 
     # ---------------------------------------------------------------- produce
 
@@ -169,19 +170,19 @@ class SessionProducer:
         if command.transactional:
             transaction = self._transaction
             if transaction is None:
-                self._no_transaction(command.sequence)
+                self._no_transaction("produce", command.sequence)
                 return
         records = len(command.records)
         if records * MAX_RESULT_BYTES > self._max_message_size:
             most = self._max_message_size // MAX_RESULT_BYTES
             message = f"produce refused: {records} records, more than the {most} whose answer fits in max_message_size"
-            self._error(command.sequence, ErrorCode.INVALID_REQUEST, message)
+            self._error("produce", command.sequence, ErrorCode.INVALID_REQUEST, message)
             return
         amount = Amount(records, sum(record.size for record in command.records))
         route = self._backend.produce_budget
         too_large = self._budget.too_large(amount) or route.too_large(amount)
         if too_large is not None:
-            self._error(command.sequence, ErrorCode.OVERLOADED, f"produce refused: {too_large}")
+            self._error("produce", command.sequence, ErrorCode.OVERLOADED, f"produce refused: {too_large}")
             return
         waited = self._backend.produce_timeout
         taken: list[Budget] = []
@@ -195,6 +196,7 @@ class SessionProducer:
             if len(taken) < 2:
                 bound = "produce_session" if not taken else "produce_route"
                 self._error(
+                    "produce",
                     command.sequence,
                     ErrorCode.OVERLOADED,
                     f"produce refused: no room in flight within {waited:g}s ({bound}_records/{bound}_bytes)",
@@ -202,7 +204,7 @@ class SessionProducer:
                 return
             if transaction is not None and transaction is not self._transaction:
                 # It ended (expired) while this command waited for room: nothing of it goes there.
-                self._no_transaction(command.sequence)
+                self._no_transaction("produce", command.sequence)
                 return
 
             def done(results: tuple[ProduceResult, ...]) -> None:
@@ -213,7 +215,7 @@ class SessionProducer:
                         self._settled.set()
                     self._doom(command.sequence, results)
                 answer = encode_produce_answer(command.sequence, results, self._max_message_size)
-                self._reply(answer, partial(self._budget.give, amount))
+                self._reply("produce", answer, partial(self._budget.give, amount))
 
             counted = transaction is not None and transaction is self._counting
             self._in_txn += counted
@@ -230,7 +232,7 @@ class SessionProducer:
                 results = _all_failed(command, failure)
                 if counted:
                     self._doom(command.sequence, results)
-                self._reply(encode_produce_answer(command.sequence, results, self._max_message_size), None)
+                self._reply("produce", encode_produce_answer(command.sequence, results, self._max_message_size), None)
             except BaseException:
                 self._in_txn -= counted
                 raise
@@ -247,7 +249,7 @@ class SessionProducer:
             return
         transaction = self._transaction
         if transaction is None:
-            self._no_transaction(sequence)
+            self._no_transaction("txn", sequence)
             return
         # The transaction stays the session's until it has ended: a session cancelled meanwhile
         # (its client gone) aborts it as it closes (a no-op once the end has begun).
@@ -255,7 +257,7 @@ class SessionProducer:
         if action == TxnAction.ABORT:
             await transaction.abort()
             self._transaction = None
-            self._reply(encode_ok(sequence), None)
+            self._reply("txn", encode_ok(sequence), None)
             return
         try:
             await self._settle()
@@ -266,30 +268,30 @@ class SessionProducer:
             await transaction.commit()
         except CommandFailed as exc:
             self._transaction = None
-            self._error(sequence, exc.code, exc.reason)
+            self._error("txn", sequence, exc.code, exc.reason)
             return
         self._transaction = None
-        self._reply(encode_ok(sequence), None)
+        self._reply("txn", encode_ok(sequence), None)
 
     async def _begin(self, sequence: int) -> None:
         if self._transaction is not None:
-            self._error(sequence, ErrorCode.TXN_ALREADY_OPEN, "a transaction is already open")
+            self._error("txn", sequence, ErrorCode.TXN_ALREADY_OPEN, "a transaction is already open")
             return
         try:
             with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
                 transaction = await self._backend.begin_transaction()
         except CommandFailed as exc:
-            self._error(sequence, exc.code, f"cannot begin a transaction: {exc.reason}")
+            self._error("txn", sequence, exc.code, f"cannot begin a transaction: {exc.reason}")
             return
         except trio.TooSlowError:
-            self._error(sequence, ErrorCode.TIMEOUT, "cannot begin a transaction: timed out")
+            self._error("txn", sequence, ErrorCode.TIMEOUT, "cannot begin a transaction: timed out")
             return
         # Ours from here, even if the session is ending: run's end aborts it.
         self._transaction = transaction
         self._counting, self._in_txn, self._expired, self._doomed = transaction, 0, False, None
         self._expiry = trio.CancelScope()
         self._spawn(self._expire, transaction, self._expiry)
-        self._reply(encode_ok(sequence), None)
+        self._reply("txn", encode_ok(sequence), None)
 
     def _doom(self, sequence: int, results: tuple[ProduceResult, ...]) -> None:
         """Remember the first record of the transaction that was not written."""
@@ -300,13 +302,13 @@ class SessionProducer:
                 self._doomed = f"record {index} of produce {sequence} was not written ({result.message})"
                 return
 
-    def _no_transaction(self, sequence: int) -> None:
+    def _no_transaction(self, kind: str, sequence: int) -> None:
         if self._expired:
             timeout = self._backend.transaction_timeout
             message = f"the transaction stayed open longer than {timeout:g}s (transaction_timeout) and was aborted"
-            self._error(sequence, ErrorCode.TXN_TIMED_OUT, message)
+            self._error(kind, sequence, ErrorCode.TXN_TIMED_OUT, message)
         else:
-            self._error(sequence, ErrorCode.TXN_NOT_OPEN, "no transaction is open (send TXN_BEGIN first)")
+            self._error(kind, sequence, ErrorCode.TXN_NOT_OPEN, "no transaction is open (send TXN_BEGIN first)")
 
     async def _settle(self) -> None:
         """Wait until Kafka has answered every produce of the transaction (they end within ``produce_timeout``)."""

@@ -216,6 +216,16 @@ def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Fa
     return Family(name, help, "counter", (label,), tuple(((text(key),), float(n)) for key, n in sorted(counts.items())))
 
 
+def _code_name(code: int) -> str:
+    """An answer's result in the metrics: OK, an error code's name, or its number when it has none."""
+    if code == 0:
+        return "OK"
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
 #: The keys of secret values, which a route store must not hold (their ``*_env`` forms are fine).
 _SECRET_KEYS: Final = frozenset({"password", "key_password", "secret", "text"})
 
@@ -297,6 +307,8 @@ class ProxyStatistics:
     #: or quotas refused, by error code (60, 61, 62).
     commands_by_kind: dict[str, int] = attrs.field(factory=dict)
     commands_refused: dict[int, int] = attrs.field(factory=dict)
+    #: Commands answered, by kind and the answer's error code (0: not an error response).
+    command_results: dict[tuple[str, int], int] = attrs.field(factory=dict)
     #: WebSocket messages and their payload bytes, received and sent.
     frames_in: int = 0
     bytes_in: int = 0
@@ -580,6 +592,7 @@ class ProxyServer:
             handshakes_refused=dict(self._handshakes_refused),
             commands_by_kind=dict(tally.commands),
             commands_refused=dict(tally.refused),
+            command_results=dict(tally.results),
             frames_in=tally.frames_in,
             bytes_in=tally.bytes_in,
             frames_out=tally.frames_out,
@@ -701,6 +714,16 @@ class ProxyServer:
                 "commands refused by the principal's rights (60, 61) or quotas (62), by error code",
                 "code",
                 stats.commands_refused,
+            ),
+            Family(
+                "command_results",
+                "commands answered, by kind and error code (code 0, result OK: not an error response)",
+                "counter",
+                ("kind", "code", "result"),
+                tuple(
+                    ((kind, str(code), _code_name(code)), float(n))
+                    for (kind, code), n in sorted(stats.command_results.items())
+                ),
             ),
         ]
         upstreams = sorted(stats.upstreams.items())

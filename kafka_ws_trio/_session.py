@@ -83,6 +83,7 @@ from ._proto import (
     Subscribe,
     Ticket,
     Unsubscribe,
+    answer_code,
     encode_error,
     encode_group_offsets_answer,
     encode_ok,
@@ -168,19 +169,35 @@ class Tally:
     the command kinds and error codes are a few fixed names and numbers.
     """
 
-    __slots__ = ("bytes_in", "bytes_out", "commands", "frames_in", "frames_out", "latency", "latency_sum", "refused")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "commands",
+        "frames_in",
+        "frames_out",
+        "latency",
+        "latency_sum",
+        "refused",
+        "results",
+    )
 
     def __init__(self) -> None:
         #: Commands received, by kind (``_proto.kind_of``).
         self.commands: Counter[str] = Counter()
         #: Commands the principal's rights or quotas refused, by error code.
         self.refused: Counter[int] = Counter()
+        #: Commands answered, by kind and the answer's error code (0: not an error).
+        self.results: Counter[tuple[str, int]] = Counter()
         #: WebSocket messages and their payload bytes, received and sent.
         self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
         #: Per kind of command answered by a worker: how many took at most each bucket's seconds (not
         #: cumulative; the last is +Inf), and their sum.
         self.latency: dict[str, list[int]] = {}
         self.latency_sum: dict[str, float] = {}
+
+    def answered(self, kind: str, frame: Frame) -> None:
+        """One command of ``kind`` answered with ``frame`` (a fetch answer's head and body: never an error)."""
+        self.results[kind, 0 if isinstance(frame, tuple) else answer_code(frame)] += 1
 
     def took(self, kind: str, seconds: float) -> None:
         """One command of ``kind`` answered ``seconds`` after the reader took it."""
@@ -469,7 +486,8 @@ class Session:
                 continue
             self._counters.commands += 1
             action = self._connection.receive(frame)
-            tally.commands[self._connection.kind] += 1
+            kind = self._connection.kind
+            tally.commands[kind] += 1
             if isinstance(action, Reply):
                 if action.denied:
                     self._counters.denied += 1
@@ -487,6 +505,7 @@ class Session:
                     )
                 elif action.note:
                     log.debug("%r: frame does not decode: %s", self, action.note)
+                tally.answered(kind, action.frame)
                 await self._send(action.frame)
                 if action.denied:
                     await self._hold_after_refusal()
@@ -522,12 +541,17 @@ class Session:
                 exc.reason,
                 extra={"event": "credential_refused"},
             )
-            await self._send(encode_error(request.sequence, exc.code, exc.reason))
+            await self._answer("auth", encode_error(request.sequence, exc.code, exc.reason))
             return
         self.expires_at = expires_at
         self._arm_expiry()
         audit.info("%r: fresh credential taken for %s", self, self.principal, extra={"event": "credential_taken"})
-        await self._send(encode_ok(request.sequence))
+        await self._answer("auth", encode_ok(request.sequence))
+
+    async def _answer(self, kind: str, frame: bytes) -> None:
+        """Send the answer to a command of ``kind``, counted by its error code."""
+        self._tally.answered(kind, frame)
+        await self._send(frame)
 
     async def _hold_after_refusal(self) -> None:
         """After a quota refusal the client did not wait for, take no frame until its ``retry_after`` has passed.
@@ -551,6 +575,7 @@ class Session:
         if isinstance(request, Fetch) and at_front and self._cache is not None:
             answer = self._answer_from_memory(request)
             if answer is not None:
+                self._tally.answered("fetch", answer)
                 await self._send(answer)
                 return
         ticket = self._lanes.take(command.keys)
@@ -577,7 +602,7 @@ class Session:
                 # a seek or unsubscribe sent before a subscribe of its id must not act on that stream.
                 stream = streams.registry.get(request.subscription)
         except CommandFailed as exc:
-            await self._send(self._stream_error(request.sequence, exc))
+            await self._answer(kind_of(request), self._stream_error(request.sequence, exc))
             return
         ticket = self._lanes.take(action.keys)
         await self._queue(_Job(request, ticket, stream))
@@ -694,6 +719,7 @@ class Session:
             self._spawn(self._work_parked, request, ticket)
             return
         frame = self._connection.answer(request, result)
+        self._tally.answered("fetch", frame)
         if isinstance(frame, tuple) and not self._send_lock.locked():
             written = self._write_now(frame)
             if written is not None:
@@ -703,8 +729,8 @@ class Session:
                 return
         self._spawn(self._send_in_turn, frame, ticket)
 
-    def _reply_soon(self, frame: bytes, after: Callable[[], None] | None = None) -> None:
-        """Send an answer from a callback: straight into the socket when it is free, else from a task.
+    def _reply_soon(self, kind: str, frame: bytes, after: Callable[[], None] | None = None) -> None:
+        """Send a ``kind`` command's answer from a callback: straight into the socket when it is free, else from a task.
 
         ``after`` runs once the frame is in the socket's hands (or the session has ended), so
         that what the answer stands for (a produce's room in flight) is held until then.
@@ -713,6 +739,7 @@ class Session:
             if after is not None:
                 after()
             return  # the session is ending
+        self._tally.answered(kind, frame)
         if not self._outbox and not self._flushing and not self._send_lock.locked():
             written = self._write_now((frame, b""))
             if written is not None:
@@ -743,7 +770,9 @@ class Session:
 
     async def _work_parked(self, request: Fetch, ticket: Ticket) -> None:
         """A parked fetch the backend gave back: answer it like any other command."""
-        await self._send_in_turn(await self._respond(request), ticket)
+        frame = await self._respond(request)
+        self._tally.answered("fetch", frame)
+        await self._send_in_turn(frame, ticket)
 
     async def _flush(self) -> None:
         """Send what a direct write left in the stream; a client that does not take it in time ends the session."""
@@ -815,13 +844,15 @@ class Session:
             else:
                 frame = await self._respond(request)
                 await self._wait_turn(job.ticket)
+            kind = kind_of(request)
+            self._tally.answered(kind, frame)
             try:
                 await self._send(frame)
                 if after is not None:
                     after()
             finally:
                 self._done(job.ticket)
-            self._tally.took(kind_of(request), trio.current_time() - job.taken)
+            self._tally.took(kind, trio.current_time() - job.taken)
         finally:
             self._counters.in_flight -= 1
             self._busy -= 1

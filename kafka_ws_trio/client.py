@@ -104,6 +104,7 @@ from ._proto import (
     encode_subscribe_request,
     encode_txn_request,
     encode_unsubscribe_request,
+    read_varint,
 )
 from ._proto import StreamEnded as _Ended
 
@@ -292,33 +293,21 @@ def _stream_start(start: int | datetime | Mapping[int, int]) -> Start:
     )
 
 
-def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at ``pos`` and where it ends."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _fields(data: bytes, start: int, end: int, number: int) -> Iterator[tuple[int, int, int]]:
     """Where each length-delimited field ``number`` of the message in ``data[start:end]`` starts, and its
     payload starts and ends (``data`` is known to parse: protobuf read it first)."""
     pos = start
     while pos < end:
         field_start = pos
-        key, pos = _varint_at(data, pos)
+        key, pos = read_varint(data, pos)
         wire = key & 7
         if wire == 2:
-            size, pos = _varint_at(data, pos)
+            size, pos = read_varint(data, pos)
             if key >> 3 == number:
                 yield field_start, pos, pos + size
             pos += size
         elif wire == 0:
-            pos = _varint_at(data, pos)[1]
+            pos = read_varint(data, pos)[1]
         else:
             pos += 8 if wire == 1 else 4
 

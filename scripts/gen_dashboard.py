@@ -29,8 +29,9 @@ ROUTE = 'instance=~"$instance", route=~"$route"'
 RATE = "$__rate_interval"
 
 
-def proxy(metric: str) -> str:
-    return f"{metric}{{{PROXY}}}"
+def proxy(metric: str, matcher: str = "") -> str:
+    """The metric's selector on the dashboard's proxies, with one more label ``matcher`` if given."""
+    return f"{metric}{{{PROXY}{',' + matcher if matcher else ''}}}"
 
 
 def route(metric: str) -> str:
@@ -247,7 +248,18 @@ def panels() -> list[dict[str, Any]]:
             "ops",
             (f"sum by (kind) ({rate(proxy('kafka_ws_trio_commands_by_kind_total'))})", "{{kind}}"),
         ),
-        12,
+        8,
+    )
+    errors = proxy("kafka_ws_trio_command_results_total", 'result!="OK"')
+    layout.add(
+        timeseries(
+            "Error responses by kind and result",
+            "Commands answered with an error response per second, by kind and error code (schema/README.md "
+            "lists the codes).",
+            "ops",
+            (f"sum by (kind, result) ({rate(errors)})", "{{kind}} {{result}}"),
+        ),
+        8,
     )
     layout.add(
         timeseries(
@@ -256,7 +268,7 @@ def panels() -> list[dict[str, Any]]:
             "ops",
             (f"sum by (code) ({rate(proxy('kafka_ws_trio_commands_refused_total'))})", "{{code}}"),
         ),
-        12,
+        8,
     )
     for quantile, name in ((0.5, "median"), (0.99, "99th percentile")):
         buckets = f"sum by (kind, le) ({rate(proxy('kafka_ws_trio_command_seconds_bucket'))})"

@@ -15,6 +15,7 @@ from ._budget import Budget as Budget
 from ._budget import Claim as Claim
 from ._codec import MAX_GROUP_NAME as MAX_GROUP_NAME
 from ._codec import RecordTooLarge as RecordTooLarge
+from ._codec import answer_code as answer_code
 from ._codec import decode_record as decode_record
 from ._codec import decode_request as decode_request
 from ._codec import decode_response as decode_response
@@ -58,6 +59,7 @@ from ._entries import EncodedBatch as EncodedBatch
 from ._entries import Entries as Entries
 from ._entries import encode_fetch_head as encode_fetch_head
 from ._entries import encode_message_entry as encode_message_entry
+from ._entries import read_varint as read_varint
 from ._entries import record_too_large as record_too_large
 from ._entries import varint as varint
 from ._errors import CONNECTION_FAILURES as CONNECTION_FAILURES

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from .._pb import pubsub_pb2 as pb
+from ._entries import read_varint
 from ._errors import ErrorCode
 from ._events import (
     AddCredit,
@@ -325,6 +326,43 @@ def encode_error(sequence: int, code: ErrorCode, message: str) -> bytes:
     """
     error = pb.ErrorResp(code=int(code), message=message)
     return pb.PubSubResp(sequence=sequence, error_resp=error).SerializeToString()
+
+
+#: PubSubResp.error_resp's field number; ErrorResp.code is field 1 (a varint) inside it.
+_ERROR_RESP_FIELD: Final = 31
+
+
+def answer_code(frame: bytes) -> int:
+    """The error code an answer frame carries: an ErrorResp's ``code``, else 0 (for the metrics).
+
+    It reads only the frame's head (the sequence, then the tag of the oneof answer), so a
+    large fetch answer costs a few bytes. A frame it cannot read counts as 0.
+    """
+    try:
+        at = 0
+        while at < len(frame):
+            tag, at = read_varint(frame, at)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _, at = read_varint(frame, at)
+                continue
+            if field != _ERROR_RESP_FIELD or wire != 2:
+                return 0  # the oneof answer is another one
+            size, at = read_varint(frame, at)
+            end = at + size
+            while at < end:
+                tag, at = read_varint(frame, at)
+                if tag == 0x08:  # ErrorResp.code, a varint
+                    code, _ = read_varint(frame, at)
+                    return code
+                if tag & 7 != 2:
+                    return 0
+                size, at = read_varint(frame, at)
+                at += size
+            return 0
+    except ValueError:
+        return 0
+    return 0
 
 
 def encode_list_offset(sequence: int, offset: int) -> bytes:

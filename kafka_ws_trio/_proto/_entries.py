@@ -26,6 +26,20 @@ FETCH_FRAME_OVERHEAD: Final = 1 + 10 + 2 + 5
 _SMALL_VARINTS: Final = tuple(bytes((n,)) for n in range(128))
 
 
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The base-128 varint at ``data[at:]`` and the index after it; ValueError if ``data`` ends first."""
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
 def varint(value: int) -> bytes:
     """The base-128 varint of ``value``; negative numbers as 64-bit two's complement."""
     if 0 <= value < 128:

@@ -23,7 +23,7 @@ from _support import free_port, running_proxy, settled, stop_process
 
 from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
 from kafka_ws_trio._config import RouteConfig
-from kafka_ws_trio.client import open_client
+from kafka_ws_trio.client import PubSubError, open_client
 from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic
 
 pytestmark = pytest.mark.timeout(90)
@@ -133,6 +133,32 @@ async def test_metrics_move_with_what_the_proxy_does_and_promtool_accepts_them(
         assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
         # /metrics is for the ops port only: the proxy's port may face the internet.
         assert (await aget(server.port, "/metrics"))[0] == 404
+
+
+async def test_commands_are_counted_by_kind_and_result_code(kafka_broker: KafkaBroker, topic: str) -> None:
+    async with running_proxy(config(kafka_broker)) as server:
+        assert server.ops_port is not None
+        async with open_client(f"{server.url}/kafka") as client:
+            await client.ping()
+            await client.list_offset(topic, 0, -1)
+            async with client.transaction():  # begin, then commit: two txn commands answered OK
+                await client.produce(topic, [b"counted"])
+            with pytest.raises(PubSubError) as missing:
+                await client.fetch(topic + "-missing", 0, 0)
+            assert missing.value.code == 10
+            await client.websocket.send_message(b"\xff\xff not a PubSubReq")  # answered with sequence 0
+            assert await settled(lambda: ("malformed", 2) in server.statistics().command_results)
+            _, _, exposition = await aget(server.ops_port, "/metrics")
+
+    def results(**labels: str) -> float:
+        return sample(exposition, "kafka_ws_trio_command_results_total", **labels)
+
+    assert results(kind="ping", code="0", result="OK") == 1
+    assert results(kind="list_offset", code="0", result="OK") == 1
+    assert results(kind="produce", code="0", result="OK") == 1
+    assert results(kind="txn", code="0", result="OK") == 2
+    assert results(kind="fetch", code="10", result="TOPIC_NOT_FOUND") == 1
+    assert results(kind="malformed", code="2", result="WRONG_COMMAND") == 1
 
 
 async def test_a_real_prometheus_server_scrapes_the_ops_port(kafka_broker: KafkaBroker, tmp_path: Path) -> None:

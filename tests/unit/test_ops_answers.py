@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from kafka_ws_trio._ops import Family, Histogram, MetricsEndpoint, Readiness, healthz
+from kafka_ws_trio._proto import (
+    ErrorCode,
+    Record,
+    answer_code,
+    encode_error,
+    encode_fetch,
+    encode_list_offset,
+    encode_ok,
+    encode_pong,
+    encode_subscribe_answer,
+)
 from kafka_ws_trio._session import LATENCY_BUCKETS, Tally
 
 
@@ -76,3 +90,37 @@ def test_the_tally_puts_each_latency_in_the_first_bucket_it_fits() -> None:
     assert counts[1] == 1  # 1.1 ms: the 2.5 ms bucket
     assert counts[-1] == 1 and len(counts) == len(LATENCY_BUCKETS) + 1  # past the last bound: +Inf
     assert tally.latency_sum["fetch"] == 0.0005 + 0.001 + 0.0011 + 30.0
+
+
+@given(
+    sequence=st.integers(min_value=0, max_value=2**63 - 1),
+    code=st.sampled_from(list(ErrorCode)).filter(lambda c: c != ErrorCode.UNSPECIFIED),
+    message=st.text(max_size=300),
+)
+def test_answer_code_reads_an_error_response_s_code(sequence: int, code: ErrorCode, message: str) -> None:
+    assert answer_code(encode_error(sequence, code, message)) == int(code)
+
+
+@given(sequence=st.integers(min_value=0, max_value=2**63 - 1), state=st.binary(max_size=100))
+def test_answer_code_is_0_for_answers_that_are_not_errors(sequence: int, state: bytes) -> None:
+    for frame in (
+        encode_pong(sequence, state),
+        encode_ok(sequence),
+        encode_list_offset(sequence, 42),
+        encode_subscribe_answer(sequence, [(0, 5)]),
+        encode_fetch(sequence, [Record(offset=7, timestamp=1, key=b"k", value=state)], 1 << 20)[0],
+    ):
+        assert answer_code(frame) == 0
+
+
+@given(st.binary(max_size=64))
+def test_answer_code_never_raises_on_garbage(frame: bytes) -> None:
+    assert answer_code(frame) >= 0
+
+
+def test_the_tally_counts_answers_by_kind_and_code() -> None:
+    tally = Tally()
+    tally.answered("fetch", encode_error(3, ErrorCode.TOPIC_NOT_FOUND, "not found topic"))
+    tally.answered("fetch", (b"head", b"body"))  # an answer from memory: head and body, never an error
+    tally.answered("ping", encode_pong(4, b""))
+    assert tally.results == {("fetch", 10): 1, ("fetch", 0): 1, ("ping", 0): 1}
