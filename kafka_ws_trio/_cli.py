@@ -117,7 +117,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the proxy",
-        description="Run the proxy until SIGINT or SIGTERM; then close every session with 1001 and exit 0.\n"
+        description="Run the proxy until SIGINT or SIGTERM; then /readyz answers 503, and after shutdown_delay\n"
+        "every session answers the commands it holds and is closed with 1001, and it exits 0.\n"
         "SIGHUP reloads the TLS certificate and key (--tls-cert, --tls-key) for new connections and,\n"
         "with --config, the file's routes: new ones serve at once, sessions on changed or deleted\n"
         "ones are closed with 1001, the others go on; a file that does not load changes nothing.",

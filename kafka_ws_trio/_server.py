@@ -1091,36 +1091,46 @@ class ProxyServer:
         self._nursery.start_soon(self._drain, route, reason)
 
     async def _drain(self, route: _Route, reason: str) -> None:
-        """Close a retired route's sessions with 1001 once their commands in hand are answered, then its Kafka side.
+        """Close a retired route's sessions with 1001 once their commands in hand are answered, then its Kafka side."""
+        await self._close_sessions(route.sessions, reason)
+        route.scope.cancel()
 
-        Within ``grace_period``: a session still open after it is closed at once.
+    async def _close_sessions(self, sessions: Mapping[Session, WebSocketConnection], reason: str) -> None:
+        """Drain ``sessions`` (a live view: it shrinks as they end) and close them with 1001, within ``grace_period``.
+
+        Each takes no more commands, answers the ones it holds (pushes go on meanwhile), then
+        closes; one still open when the grace period ends is closed at once.
         """
         grace = self.config.server.grace_period
-        for session in list(route.sessions):
+        for session in list(sessions):
             session.drain(CLOSE_GOING_AWAY, reason, grace)
         with trio.move_on_after(grace):
-            while route.sessions:
+            while sessions:
                 await self._sessions_changed.wait()
         with trio.move_on_after(CLOSE_TIMEOUT):
             async with trio.open_nursery() as nursery:
-                for ws in list(route.sessions.values()):
+                for ws in list(sessions.values()):
                     nursery.start_soon(ws.aclose, CLOSE_GOING_AWAY, reason)
-        route.scope.cancel()
 
     async def _shutdown(self) -> None:
-        """Refuse new sessions, close the open ones with 1001, then stop everything.
+        """Turn /readyz to 503, serve ``shutdown_delay`` more, then refuse new sessions, drain the open ones, stop.
 
-        Sessions get ``grace_period`` seconds to finish their closing
-        handshake; whatever is left after that is cancelled.
+        Draining is as for a retired route: commands in hand are answered, then the
+        session is closed with 1001, all within ``grace_period``; whatever is left
+        after that is cancelled.
         """
-        self._shutting_down = True
         self.readiness.shutting_down = True  # /readyz turns 503 at once: a balancer drains us first
-        with trio.move_on_after(self.config.server.grace_period):
-            async with trio.open_nursery() as nursery:
-                for ws in list(self._sessions.values()):
-                    nursery.start_soon(ws.aclose, CLOSE_GOING_AWAY, "server shutting down")
-            while self._sessions:
-                await self._sessions_changed.wait()
+        delay = self.config.server.shutdown_delay
+        if delay > 0:
+            log.info(
+                "shutting down: /readyz answers 503; serving %gs more (shutdown_delay), then closing %d sessions",
+                delay,
+                len(self._sessions),
+                extra={"event": "shutdown_delay"},
+            )
+            await trio.sleep(delay)
+        self._shutting_down = True
+        await self._close_sessions(self._sessions, "server shutting down")
         self._scope.cancel()
 
 
@@ -1146,9 +1156,11 @@ async def serve_proxy(
             once the listening socket is bound.
 
     Cancellation:
-        Cancelling the task is a graceful shutdown: new connections are
-        refused, every open session is sent close code 1001 ("going away"),
-        and after at most ``config.server.grace_period`` seconds whatever is
+        Cancelling the task is a graceful shutdown: ``/readyz`` answers 503,
+        and after ``config.server.shutdown_delay`` seconds (0 by default) new
+        connections are refused and every open session is drained: it answers
+        the commands it holds, then is sent close code 1001 ("going away").
+        After at most ``config.server.grace_period`` more seconds whatever is
         still running is cancelled. Kafka clients are closed under a shielded,
         time-limited scope before this raises ``Cancelled``.
     """

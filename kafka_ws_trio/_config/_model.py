@@ -170,6 +170,9 @@ class ServerConfig:
     ready_check_interval: float = attrs.field(
         default=DEFAULT_READY_CHECK_INTERVAL, validator=_seconds(0, inclusive=False)
     )
+    #: Seconds a stopping proxy goes on serving, new sessions too, after ``/readyz`` turns 503 and before it
+    #: drains its sessions: time for a load balancer's probe to see it and send clients elsewhere.
+    shutdown_delay: float = attrs.field(default=0.0, validator=_seconds(0, inclusive=True))
 
     def __attrs_post_init__(self) -> None:
         _raise_all(_server_tls_problems(attrs.asdict(self, recurse=False)))

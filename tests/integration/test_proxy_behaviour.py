@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from typing import Final
+from typing import Any, Final
 
 import pytest
 import trio
@@ -38,6 +38,7 @@ from _support import (
 )
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from kafka_ws_trio import serve_proxy
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._kafka import UpstreamStatistics
 from kafka_ws_trio._pb import pubsub_pb2 as pb
@@ -460,3 +461,63 @@ async def test_graceful_shutdown_closes_every_session_with_1001(kafka_broker: Ka
     assert all(at - stopping <= GRACE_PERIOD + SLACK for _, at in closes), [at - stopping for _, at in closes]
     assert stopped_after <= GRACE_PERIOD + SLACK
     assert server.statistics().sessions_open == 0
+
+
+async def test_shutdown_answers_the_commands_in_hand_before_it_closes_with_1001(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """A fetch parked at the log end (it waits fetch_max_wait) when shutdown starts still gets its answer."""
+    config = plain_config(kafka_broker, ServerConfig(port=0, grace_period=GRACE_PERIOD + WAIT), fetch_max_wait=2.0)
+    async with trio.open_nursery() as nursery:
+        stop = trio.CancelScope()
+        server = await nursery.start(stoppable_proxy, config, stop)
+        async with open_websocket_url(server.url + ROUTE, connect_timeout=WAIT) as ws:
+            await request(TrioFrames(ws), ping(1, b"x"))
+            await ws.send_message(fetch(2, kafka_topic, 0, 0))  # an empty topic: parked
+            assert await settled(lambda: server.statistics().commands_in_flight == 1)
+            stopping = trio.current_time()
+            stop.cancel()
+            with trio.fail_after(WAIT):
+                answer = parse(await ws.get_message())
+            assert answer.sequence == 2 and answer.WhichOneof("resp") == "kafka_fetch_resp", answer
+            assert list(answer.kafka_fetch_resp.messages) == []
+            with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            closed_after = trio.current_time() - stopping
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "server shutting down")
+    assert 1.0 <= closed_after <= 2.0 + SLACK, closed_after  # after the fetch's wait in Kafka, not at once
+
+
+async def test_shutdown_delay_keeps_serving_with_readyz_503_then_drains(kafka_broker: KafkaBroker) -> None:
+    """For shutdown_delay seconds /readyz says 503 while sessions, new ones too, are still served."""
+    delay = 3.0
+    server_config = ServerConfig(port=0, grace_period=GRACE_PERIOD, shutdown_delay=delay, ready_check_interval=0.2)
+    async with trio.open_nursery() as nursery:
+        stop = trio.CancelScope()
+        server = await nursery.start(stoppable_proxy, plain_config(kafka_broker, server_config), stop)
+        assert await settled(lambda: server.readiness.ready)
+        async with open_websocket_url(server.url + ROUTE, connect_timeout=WAIT) as early:
+            stopping = trio.current_time()
+            stop.cancel()
+            assert await http_status(server.port, http_get("/readyz", upgrade=False)) == 503
+            async with open_websocket_url(server.url + ROUTE, connect_timeout=WAIT) as late:
+                for ws in (early, late):
+                    pong = await request(TrioFrames(ws), ping(1, b"still served"))
+                    assert pong.pong_resp.state == b"still served"
+                assert trio.current_time() - stopping < delay
+                with trio.fail_after(delay + GRACE_PERIOD + SLACK), pytest.raises(ConnectionClosed) as closed:
+                    await late.get_message()
+            closed_after = trio.current_time() - stopping
+            assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "server shutting down")
+            assert closed_after >= delay, closed_after
+            with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as closed:
+                await early.get_message()
+            assert closed.value.reason.code == 1001
+
+
+async def stoppable_proxy(
+    config: ProxyConfig, stop: trio.CancelScope, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """``serve_proxy`` until ``stop`` is cancelled: a shutdown the test's own clients (outside it) live through."""
+    with stop:
+        await serve_proxy(config, task_status=task_status)
