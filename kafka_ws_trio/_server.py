@@ -41,11 +41,11 @@ from ._http import (
 )
 from ._kafka import IdentityPool, KafkaUpstream, MemberSlots, UpstreamStatistics
 from ._kafka._diagnosis import diagnose
-from ._kafka._route_store import KafkaRouteStore
+from ._kafka._route_store import KafkaRouteStore, store_connection
 from ._ops import Answer, Family, Histogram, MetricsEndpoint, Readiness, healthz
 from ._ops._admin import MAX_BODY as ADMIN_MAX_BODY
 from ._ops._admin import PREFIX as ADMIN_PREFIX
-from ._ops._admin import AdminApi
+from ._ops._admin import AdminApi, StoreUnavailable, unfinished
 from ._ports import Backend
 from ._proto import Amount, CommandFailed, ErrorCode, Grant, StreamLimits
 from ._session import (
@@ -416,6 +416,7 @@ class ProxyServer:
 
         Raises:
             ConfigError: the routes would not be valid (none left; a bad table; a secret's value for the store).
+            StoreUnavailable: the route store did not take the change (nothing was changed).
         """
         routes = {route.uri: route for route in self.config.routes}
         if table is None:
@@ -428,7 +429,10 @@ class ProxyServer:
             await self.update_routes(list(routes.values()))
             return
         attrs.evolve(self.config, routes=tuple(routes.values()))  # the same checks, before anything is written
-        offset = await self._store.put(uri, table)
+        try:
+            offset = await self._store.put(uri, table)
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from None
         with trio.move_on_after(self.config.server.handshake_timeout):
             # Polling on purpose: the store's reader applies what it reads on its own schedule.
             while self._store_applied <= offset:  # noqa: ASYNC110
@@ -763,12 +767,12 @@ class ProxyServer:
     async def _serve_ops(self, stream: trio.SocketStream) -> None:
         """One connection to the ops listener: one request answered (metrics or a probe), then closed."""
         try:
-            with trio.move_on_after(self.config.server.handshake_timeout):
+            with trio.move_on_after(self.config.server.handshake_timeout) as deadline:
                 reader = HeadReader(MAX_REQUEST_HEAD)
                 head = await read_head(stream, reader)
                 decision: Respond | Upgrade = head if isinstance(head, Respond) else self._ops_router.decide(head)
                 if isinstance(head, RequestHead) and head.path.startswith(ADMIN_PREFIX):
-                    decision = await self._admin_request(stream, head, reader)
+                    decision = await self._admin_request(stream, head, reader, deadline)
                 if isinstance(decision, Upgrade):  # no WebSocket route lives here
                     decision = Respond(404, b"no WebSocket routes on the ops port\n")
                 await send_response(stream, decision)
@@ -780,14 +784,26 @@ class ProxyServer:
             with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
                 await stream.aclose()
 
-    async def _admin_request(self, stream: trio.SocketStream, head: RequestHead, reader: HeadReader) -> Respond:
-        """An admin API request: its body read (bounded), then answered; 404 when no admin key is configured."""
+    async def _admin_request(
+        self, stream: trio.SocketStream, head: RequestHead, reader: HeadReader, deadline: trio.CancelScope
+    ) -> Respond:
+        """An admin API request: its body read (bounded), then answered; 404 when no admin key is configured.
+
+        The body is read within the request's ``deadline`` (``handshake_timeout``); the change then gets
+        :attr:`admin_timeout` (a store write is a Kafka round trip), and an answer of 503 if it runs out.
+        """
         if self._admin is None:
             return Respond(404, b"no admin API: [server] admin_keys is empty\n")
         body = await read_body(stream, BodyReader(reader, ADMIN_MAX_BODY))
         if isinstance(body, Respond):
             return body
-        answer = await self._admin.handle(head.method, head.path, head.headers, body)
+        limit = self.admin_timeout
+        deadline.deadline = trio.current_time() + limit + CLOSE_TIMEOUT  # then the answer has time to go out
+        answer: Answer | None = None
+        with trio.move_on_after(limit):
+            answer = await self._admin.handle(head.method, head.path, head.headers, body)
+        if answer is None:
+            answer = unfinished(limit)
         if answer.status == 401:
             audit.warning(
                 "admin request refused (401) from %s: %s %s",
@@ -806,6 +822,15 @@ class ProxyServer:
                 extra={"event": "admin_change", "peer": _peer(stream), "status": answer.status},
             )
         return _respond(answer)
+
+    @property
+    def admin_timeout(self) -> float:
+        """Seconds an admin request has for its change: ``handshake_timeout``, and with a route store its
+        write (at most twice the store's ``request_timeout``: the producer's wait for metadata, then its ack)."""
+        server = self.config.server
+        if server.route_store is None:
+            return server.handshake_timeout
+        return server.handshake_timeout + 2 * store_connection(server.route_store).request_timeout
 
     async def _admin_key(self, key: str) -> bool:
         """Whether ``key`` is one of ``[server] admin_keys`` (a scrypt, in the handshake threads)."""

@@ -323,6 +323,11 @@ class RouteStoreConfig:
     nodes: tuple[str, ...] = attrs.field(converter=_to_nodes, validator=_check_nodes)
     tls: TlsConfig | None = attrs.field(default=None, validator=_instance_of(TlsConfig, "a TlsConfig or None"))
     sasl: SaslConfig | None = attrs.field(default=None, validator=_instance_of(SaslConfig, "a SaslConfig or None"))
+    #: Copies of the topic Kafka keeps, when a proxy creates it (not when it exists); None: the broker's
+    #: ``default.replication.factor``. A production fleet wants 3, so that the routes outlive a broker.
+    replication_factor: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_integer(1, 32767, " (copies of the topic)"))
+    )
 
 
 @attrs.frozen

@@ -66,6 +66,7 @@ class KafkaRouteStore:
 
     def __init__(self, config: RouteStoreConfig) -> None:
         self.topic = config.topic
+        self._replication = config.replication_factor if config.replication_factor is not None else -1
         self._connection = store_connection(config)
         self._limiter = trio.CapacityLimiter(1)
         self._consumer: Any = None
@@ -117,6 +118,8 @@ class KafkaRouteStore:
         Raises:
             OSError: the store cannot be written now (its message says why).
         """
+        if self._producer is None:  # not open (nor being opened): say so now, not after the open's wait
+            raise OSError(f"the route store {self.topic} cannot be read or written now (see the log)")
         return await trio.to_thread.run_sync(self._put, uri, table, limiter=self._limiter)
 
     # -------------------------------------------------------------- in a thread
@@ -130,10 +133,11 @@ class KafkaRouteStore:
         admin = KafkaAdminClient(**admin_config(route))
         try:
             if self.topic not in set(admin.list_topics()):
-                topic = NewTopic(self.topic, 1, -1, topic_configs={"cleanup.policy": "compact"})
+                topic = NewTopic(self.topic, 1, self._replication, topic_configs={"cleanup.policy": "compact"})
                 try:
                     admin.create_topics([topic], timeout_ms=int(route.request_timeout * 1000))
-                    log.info("created the route store's topic %s (compacted)", self.topic)
+                    copies = "the broker's default" if self._replication < 0 else self._replication
+                    log.info("created the route store's topic %s (compacted; replicas: %s)", self.topic, copies)
                 except TopicAlreadyExistsError:
                     pass  # another proxy made it meanwhile
         finally:

@@ -12,8 +12,11 @@ whose ``error_msg`` names the key path, as the config loader does. Every
 request needs an admin key (``X-API-KEY: <key>`` as APISIX takes it, or
 ``Authorization: Bearer <key>``): without a valid one, 401.
 
-Changes apply at once (``ProxyServer.update_routes``) and live in memory: a
-restart, or a SIGHUP reload of the config file, replaces them with the file's.
+Changes apply at once (``ProxyServer.update_routes``). Without a route store
+they live in memory: a restart, or a SIGHUP reload of the config file, replaces
+them with the file's. With one they are written to its topic, which every proxy
+of the fleet reads (and reads again when it starts); a store that cannot take a
+change now answers 503, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ MAX_BODY: Final = 1 << 20
 _JSON: Final = "application/json"
 
 
+class StoreUnavailable(Exception):
+    """The route store cannot take a change now (its brokers away, the write refused): 503, nothing changed."""
+
+
 class AdminTarget(Protocol):
     """What the admin API changes: the server (``ProxyServer``)."""
 
@@ -44,7 +51,8 @@ class AdminTarget(Protocol):
     async def change_route(self, uri: str, table: dict[str, Any] | None) -> None:
         """Serve ``table`` as route ``uri`` (None: delete it), everywhere it is served from.
 
-        Raises ConfigError (the resulting routes are not valid), OSError or ValueError (a file it names).
+        Raises ConfigError (the resulting routes are not valid), OSError or ValueError (a file it names),
+        StoreUnavailable (the fleet's route store did not take the change).
         """
         ...
 
@@ -63,6 +71,11 @@ def _answer(status: int, body: Mapping[str, Any]) -> Answer:
 
 def _error(status: int, message: str, **more: Any) -> Answer:
     return _answer(status, {"error_msg": message, **more})
+
+
+def unfinished(seconds: float) -> Answer:
+    """The answer to a request whose change ran out of time (the server's deadline): 503."""
+    return _error(503, f"the change did not finish within {seconds:g}s; it may still take effect (GET to see)")
 
 
 def route_id(uri: str) -> str:
@@ -160,6 +173,8 @@ class AdminApi:
             await self._target.change_route(uri, table)
         except ConfigError as exc:
             return _error(400, str(exc), problems=[{"key": k, "problem": p} for k, p in exc.problems])
+        except StoreUnavailable as exc:
+            return _error(503, str(exc))
         except (OSError, ValueError) as exc:  # a key or JWKS file the new route names that does not read
             return _error(400, str(exc))
         return None

@@ -16,7 +16,7 @@ import trio
 from _support import running_proxy, settled
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from kafka_ws_trio import ProxyConfig, ServerConfig
+from kafka_ws_trio import ProxyConfig, ProxyServer, ServerConfig
 from kafka_ws_trio._auth import new_key
 from kafka_ws_trio._config import RouteConfig, SaslConfig
 from kafka_ws_trio._config._access import ApiKeyConfig
@@ -165,3 +165,26 @@ async def test_sessions_are_listed_and_one_is_closed_by_an_operator(kafka_broker
         assert (closed.value.reason.code, closed.value.reason.reason) == (1008, "closed by an operator")
         assert await other.ping(b"y") == b"y"  # the other session goes on
         assert (await acall(server.ops_port, "DELETE", "/admin/sessions/999999"))[0] == 404
+
+
+async def test_a_change_that_does_not_finish_in_time_gets_503_and_the_proxy_goes_on(
+    kafka_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change's own deadline (admin_timeout) answers 503 instead of dropping the connection."""
+
+    async def stuck(self: ProxyServer, uri: str, table: dict[str, Any] | None) -> None:
+        await trio.sleep_forever()  # a store write that never returns
+
+    monkeypatch.setattr(ProxyServer, "change_route", stuck)
+    async with running_proxy(config(kafka_broker, handshake_timeout=0.5)) as server:
+        assert server.admin_timeout == 0.5
+        started = trio.current_time()
+        status, answer = await acall(server.ops_port, "PUT", "/admin/routes/new", {"nodes": [kafka_broker.bootstrap]})
+        assert (status, answer) == (
+            503,
+            {"error_msg": "the change did not finish within 0.5s; it may still take effect (GET to see)"},
+        )
+        assert trio.current_time() - started < 5
+        assert (await acall(server.ops_port, "GET", "/admin/routes"))[0] == 200
+        async with open_client(f"{server.url}/kafka") as client:
+            await client.ping()

@@ -23,6 +23,7 @@ from _support import running_proxy, serves, settled, stop_process, watch_close
 from kafka_ws_trio import ProxyConfig, ServerConfig
 from kafka_ws_trio._auth import new_key
 from kafka_ws_trio._config import RouteConfig, RouteStoreConfig
+from kafka_ws_trio._config._access import ApiKeyConfig
 from kafka_ws_trio.testing import KafkaBroker, delete_topic, unique_topic_name
 
 COMMAND: Final = str(Path(sys.executable).parent / "kafka-ws-trio")
@@ -126,3 +127,94 @@ async def test_a_store_that_cannot_be_read_leaves_the_file_s_routes_served_and_s
             )
 
         assert await settled(warned, 30)
+
+
+def store_config(broker: KafkaBroker, store: RouteStoreConfig, **server: Any) -> ProxyConfig:
+    options: dict[str, Any] = {
+        "port": 0,
+        "ops_port": 0,
+        "admin_keys": (ApiKeyConfig(id="fleet", principal="operator", hash=ADMIN_HASH),),
+        "route_store": store,
+        **server,
+    }
+    return ProxyConfig(ServerConfig(**options), (RouteConfig("/kafka", broker.bootstrap),))
+
+
+def topic_layout(broker: KafkaBroker, topic: str) -> tuple[int, str]:
+    """The topic's replica count and cleanup.policy, as the broker describes them."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    client = KafkaAdminClient(**broker.client_config())
+    try:
+        (described,) = client.describe_topics([topic])
+        configs = client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        client.close()
+    return len(described["partitions"][0]["replica_nodes"]), configs["topic"][topic]["cleanup.policy"]["value"]
+
+
+@pytest.mark.timeout(120)
+async def test_a_proxy_that_starts_serves_what_the_store_holds_before_its_first_client(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A restart: the store keeps a put, a patch and a delete, and the next proxy serves them from the start."""
+    topic = unique_topic_name("kwt-routes")
+    store = RouteStoreConfig(topic=topic, nodes=(kafka_broker.bootstrap,), replication_factor=1)
+    try:
+        async with running_proxy(store_config(kafka_broker, store)) as first:
+            ops = f"http://127.0.0.1:{first.ops_port}"
+            for uri in ("kept", "gone"):
+                body = {"nodes": [kafka_broker.bootstrap]}
+                assert (await trio.to_thread.run_sync(admin, ops, "PUT", f"/admin/routes/{uri}", body))[0] == 201
+            patch = {"fetch_max_wait": 0.25}
+            assert (await trio.to_thread.run_sync(admin, ops, "PATCH", "/admin/routes/kept", patch))[0] == 200
+            assert (await trio.to_thread.run_sync(admin, ops, "DELETE", "/admin/routes/gone"))[0] == 200
+        assert await trio.to_thread.run_sync(topic_layout, kafka_broker, topic) == (1, "compact")
+
+        async with running_proxy(store_config(kafka_broker, store)) as second:
+            # No wait: the store is read to its end before the listener opens.
+            assert await serves(f"{second.url}/kept")
+            assert not await serves(f"{second.url}/gone")
+            assert await serves(f"{second.url}/kafka")  # the file's route
+            status, kept = await trio.to_thread.run_sync(
+                admin, f"http://127.0.0.1:{second.ops_port}", "GET", "/admin/routes/kept"
+            )
+            assert status == 200 and kept["value"]["fetch_max_wait"] == 0.25, kept
+    finally:
+        delete_topic(kafka_broker, topic)
+
+
+async def test_a_store_that_cannot_take_a_change_answers_503_and_changes_nothing(kafka_broker: KafkaBroker) -> None:
+    store = RouteStoreConfig(topic="kwt-routes-nowhere", nodes=("127.0.0.1:1",))
+    async with running_proxy(store_config(kafka_broker, store, handshake_timeout=1.0)) as server:
+        ops = f"http://127.0.0.1:{server.ops_port}"
+        body = {"nodes": [kafka_broker.bootstrap]}
+        status, answer = await trio.to_thread.run_sync(admin, ops, "PUT", "/admin/routes/new", body)
+        assert status == 503, answer
+        assert answer["error_msg"].startswith("the route store kwt-routes-nowhere cannot be read or written now")
+        patch = {"fetch_max_wait": 0.25}
+        status, answer = await trio.to_thread.run_sync(admin, ops, "PATCH", "/admin/routes/kafka", patch)
+        assert status == 503, answer
+        status, kafka = await trio.to_thread.run_sync(admin, ops, "GET", "/admin/routes/kafka")
+        assert status == 200 and kafka["value"]["fetch_max_wait"] != 0.25, kafka
+        assert not await serves(f"{server.url}/new")
+        assert await serves(f"{server.url}/kafka")
+
+
+async def test_a_replication_factor_the_cluster_cannot_give_is_named_in_the_log(
+    kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One broker cannot keep three copies: the store stays unread, says why, and the file's routes serve."""
+    topic = unique_topic_name("kwt-routes")
+    store = RouteStoreConfig(topic=topic, nodes=(kafka_broker.bootstrap,), replication_factor=3)
+    async with running_proxy(store_config(kafka_broker, store, handshake_timeout=1.0)) as server:
+        assert await serves(f"{server.url}/kafka")
+
+        def warned() -> bool:
+            return any(
+                record.getMessage().startswith(f"route store {topic} on {kafka_broker.bootstrap} cannot be read")
+                and "InvalidReplicationFactor" in record.getMessage()
+                for record in caplog.records
+            )
+
+        assert await settled(warned, 30), [r.getMessage() for r in caplog.records if "route store" in r.getMessage()]
