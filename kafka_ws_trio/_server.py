@@ -216,6 +216,14 @@ def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Fa
     return Family(name, help, "counter", (label,), tuple(((text(key),), float(n)) for key, n in sorted(counts.items())))
 
 
+def _by_kind(results: Mapping[tuple[str, int], int]) -> dict[str, dict[int, int]]:
+    """Counts by (kind, code) as counts by kind, then code (plain keys: the statistics turn into JSON as they are)."""
+    nested: dict[str, dict[int, int]] = {}
+    for (kind, code), n in results.items():
+        nested.setdefault(kind, {})[code] = n
+    return nested
+
+
 def _code_name(code: int) -> str:
     """An answer's result in the metrics: OK, an error code's name, or its number when it has none."""
     if code == 0:
@@ -307,8 +315,8 @@ class ProxyStatistics:
     #: or quotas refused, by error code (60, 61, 62).
     commands_by_kind: dict[str, int] = attrs.field(factory=dict)
     commands_refused: dict[int, int] = attrs.field(factory=dict)
-    #: Commands answered, by kind and the answer's error code (0: not an error response).
-    command_results: dict[tuple[str, int], int] = attrs.field(factory=dict)
+    #: Commands answered, by kind, then by the answer's error code (0: not an error response).
+    command_results: dict[str, dict[int, int]] = attrs.field(factory=dict)
     #: WebSocket messages and their payload bytes, received and sent.
     frames_in: int = 0
     bytes_in: int = 0
@@ -596,7 +604,7 @@ class ProxyServer:
             handshakes_refused=dict(self._handshakes_refused),
             commands_by_kind=dict(tally.commands),
             commands_refused=dict(tally.refused),
-            command_results=dict(tally.results),
+            command_results=_by_kind(tally.results),
             frames_in=tally.frames_in,
             bytes_in=tally.bytes_in,
             frames_out=tally.frames_out,
@@ -726,7 +734,8 @@ class ProxyServer:
                 ("kind", "code", "result"),
                 tuple(
                     ((kind, str(code), _code_name(code)), float(n))
-                    for (kind, code), n in sorted(stats.command_results.items())
+                    for kind, codes in sorted(stats.command_results.items())
+                    for code, n in sorted(codes.items())
                 ),
             ),
         ]
