@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 #: Where the commands look for the admin key when --admin-key is not given.
 ADMIN_KEY_ENV: Final = "KAFKA_WS_TRIO_ADMIN_KEY"
-#: Seconds each request may take.
-ADMIN_TIMEOUT: Final = 10.0
+#: Seconds each request may take: more than the server gives a change with a route store (its
+#: admin_timeout, 20 s with the defaults, then 5 s to send the answer).
+ADMIN_TIMEOUT: Final = 30.0
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2

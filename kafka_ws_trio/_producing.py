@@ -44,6 +44,7 @@ from ._proto import (
     encode_ok,
     encode_produce_answer,
     kind_of,
+    produce_answer_code,
     produce_error,
 )
 
@@ -52,9 +53,10 @@ log = logging.getLogger("kafka_ws_trio.session")
 #: Seconds added to the backend's deadlines before the session gives up waiting on it.
 DEADLINE_MARGIN: Final = 2.0
 
-#: Sends a frame without blocking (the session writes it now or from a task), then calls ``after``, if
-#: given, once it is written (or the session has ended).
-Reply = Callable[[str, bytes, Callable[[], None] | None], None]
+#: ``reply(kind, frame, after, code)`` sends the answer to a command of ``kind`` (``produce`` or ``txn``)
+#: without blocking (the session writes it now or from a task), then calls ``after``, if given, once
+#: it is written (or the session has ended). ``code`` is its result in the metrics (0: not an error).
+Reply = Callable[[str, bytes, Callable[[], None] | None, int], None]
 #: Bytes one record's result may take in a ProduceResp, at most, once the answer is made to fit
 #: (``encode_produce_answer``): a command may carry only as many records as fit max_message_size.
 MAX_RESULT_BYTES: Final = PRODUCE_RESULT_BOUND
@@ -70,6 +72,7 @@ class SessionProducer:
         "_doomed",
         "_expired",
         "_expiry",
+        "_handed",
         "_in_txn",
         "_max_message_size",
         "_queue",
@@ -101,6 +104,8 @@ class SessionProducer:
         #: Commands not yet handed to the backend, in order; None while none waits.
         self._queue: deque[ProduceCommand] | None = None
         self._running = False
+        #: Produce commands handed to the backend whose answer has not been made yet.
+        self._handed = 0
         self._room: trio.Event | None = None
         self._transaction: Transaction | None = None
         #: Cancels the open transaction's timer.
@@ -117,6 +122,11 @@ class SessionProducer:
         self._settled: trio.Event | None = None
         #: Error responses sent.
         self.errors = 0
+
+    @property
+    def pending(self) -> int:
+        """Commands taken and not answered yet: queued, being carried out, or handed to Kafka (a drain waits)."""
+        return (len(self._queue) if self._queue else 0) + self._running + self._handed
 
     @property
     def transaction(self) -> Transaction | None:
@@ -161,7 +171,7 @@ class SessionProducer:
 
     def _error(self, kind: str, sequence: int, code: ErrorCode, message: str) -> None:
         self.errors += 1
-        self._reply(kind, encode_error(sequence, code, message), None)
+        self._reply(kind, encode_error(sequence, code, message), None, code)
 
     # ---------------------------------------------------------------- produce
 
@@ -208,6 +218,7 @@ class SessionProducer:
                 return
 
             def done(results: tuple[ProduceResult, ...]) -> None:
+                self._handed -= 1
                 route.give(amount)  # Kafka holds them no longer; the session's share waits for the answer
                 if transaction is not None and transaction is self._counting:
                     self._in_txn -= 1
@@ -215,16 +226,18 @@ class SessionProducer:
                         self._settled.set()
                     self._doom(command.sequence, results)
                 answer = encode_produce_answer(command.sequence, results, self._max_message_size)
-                self._reply("produce", answer, partial(self._budget.give, amount))
+                self._reply("produce", answer, partial(self._budget.give, amount), produce_answer_code(results))
 
             counted = transaction is not None and transaction is self._counting
             self._in_txn += counted
+            self._handed += 1  # before the call: done may come before it returns
             try:
                 with trio.fail_after(self._backend.deadline + DEADLINE_MARGIN):
                     await self._backend.produce(command.topic, command.records, command.acks, done, transaction)
                 handed = True
             except (CommandFailed, trio.TooSlowError) as exc:
                 # Nothing was handed over, so done will not be called.
+                self._handed -= 1
                 failure = (
                     exc if isinstance(exc, CommandFailed) else CommandFailed(ErrorCode.TIMEOUT, "produce timed out")
                 )
@@ -232,8 +245,10 @@ class SessionProducer:
                 results = _all_failed(command, failure)
                 if counted:
                     self._doom(command.sequence, results)
-                self._reply("produce", encode_produce_answer(command.sequence, results, self._max_message_size), None)
+                answer = encode_produce_answer(command.sequence, results, self._max_message_size)
+                self._reply("produce", answer, None, failure.code)
             except BaseException:
+                self._handed -= 1
                 self._in_txn -= counted
                 raise
         finally:
@@ -257,7 +272,7 @@ class SessionProducer:
         if action == TxnAction.ABORT:
             await transaction.abort()
             self._transaction = None
-            self._reply("txn", encode_ok(sequence), None)
+            self._reply("txn", encode_ok(sequence), None, 0)
             return
         try:
             await self._settle()
@@ -271,7 +286,7 @@ class SessionProducer:
             self._error("txn", sequence, exc.code, exc.reason)
             return
         self._transaction = None
-        self._reply("txn", encode_ok(sequence), None)
+        self._reply("txn", encode_ok(sequence), None, 0)
 
     async def _begin(self, sequence: int) -> None:
         if self._transaction is not None:
@@ -291,7 +306,7 @@ class SessionProducer:
         self._counting, self._in_txn, self._expired, self._doomed = transaction, 0, False, None
         self._expiry = trio.CancelScope()
         self._spawn(self._expire, transaction, self._expiry)
-        self._reply("txn", encode_ok(sequence), None)
+        self._reply("txn", encode_ok(sequence), None, 0)
 
     def _doom(self, sequence: int, results: tuple[ProduceResult, ...]) -> None:
         """Remember the first record of the transaction that was not written."""

@@ -45,7 +45,7 @@ from ._kafka._route_store import KafkaRouteStore, store_connection
 from ._ops import Answer, Family, Histogram, MetricsEndpoint, Readiness, healthz
 from ._ops._admin import MAX_BODY as ADMIN_MAX_BODY
 from ._ops._admin import PREFIX as ADMIN_PREFIX
-from ._ops._admin import AdminApi, StoreUnavailable, unfinished
+from ._ops._admin import AdminApi, ChangeUnavailable, unfinished
 from ._ports import Backend
 from ._proto import Amount, CommandFailed, ErrorCode, Grant, StreamLimits
 from ._session import (
@@ -216,6 +216,10 @@ def _labelled(name: str, help: str, label: str, counts: Mapping[Any, int]) -> Fa
     return Family(name, help, "counter", (label,), tuple(((text(key),), float(n)) for key, n in sorted(counts.items())))
 
 
+#: The close reason of sessions drained by a shutdown (code 1001).
+SHUTTING_DOWN_REASON: Final = "server shutting down"
+
+
 def _by_kind(results: Mapping[tuple[str, int], int]) -> dict[str, dict[int, int]]:
     """Counts by (kind, code) as counts by kind, then code (plain keys: the statistics turn into JSON as they are)."""
     nested: dict[str, dict[int, int]] = {}
@@ -351,6 +355,8 @@ class _Route:
         self.scope = trio.CancelScope()
         self.sessions: dict[Session, WebSocketConnection] = {}
         self.retired = False
+        #: Why it was retired ("route changed", "route deleted"): the close reason its sessions get.
+        self.retired_reason = ""
 
 
 class ProxyServer:
@@ -424,8 +430,11 @@ class ProxyServer:
 
         Raises:
             ConfigError: the routes would not be valid (none left; a bad table; a secret's value for the store).
-            StoreUnavailable: the route store did not take the change (nothing was changed).
+            ChangeUnavailable: not now: the server is shutting down, or the route store did not take the
+                change (or did not confirm it in time: the message then says it may still take effect).
         """
+        if self._shutting_down:
+            raise ChangeUnavailable("the server is shutting down; nothing was changed")
         routes = {route.uri: route for route in self.config.routes}
         if table is None:
             routes.pop(uri, None)
@@ -440,7 +449,7 @@ class ProxyServer:
         try:
             offset = await self._store.put(uri, table)
         except OSError as exc:
-            raise StoreUnavailable(str(exc)) from None
+            raise ChangeUnavailable(str(exc)) from None
         with trio.move_on_after(self.config.server.handshake_timeout):
             # Polling on purpose: the store's reader applies what it reads on its own schedule.
             while self._store_applied <= offset:  # noqa: ASYNC110
@@ -453,6 +462,8 @@ class ProxyServer:
     async def _apply_store(self, entries: dict[str, dict[str, Any] | None]) -> None:
         """Serve the file's routes with the store's laid over them (a bad entry is logged and left out)."""
         assert self._store is not None
+        if self._shutting_down:
+            return  # the routes are being drained: nothing is served any more
         read_to = self._store.read_to
         merged = {route.uri: route for route in self._file_routes}
         for uri, table in entries.items():
@@ -574,18 +585,25 @@ class ProxyServer:
 
     def statistics(self) -> ProxyStatistics:
         """Counters and gauges of the whole server at this moment."""
-        live = list(self._sessions)
         total = self._closed_counters
+        commands, errors, text_frames, queued, in_flight = total.commands, total.errors, total.text_frames, 0, 0
+        for session in self._sessions:  # one pass: a scrape runs this, on the event loop, at every session count
+            counters = session.counters
+            commands += counters.commands
+            errors += counters.errors
+            text_frames += counters.text_frames
+            queued += counters.queued
+            in_flight += counters.in_flight
         tally = self._tally
         return ProxyStatistics(
-            sessions_open=len(live),
+            sessions_open=len(self._sessions),
             sessions_total=self._sessions_total,
             sessions_rejected=self._sessions_rejected,
-            commands_total=total.commands + sum(s.counters.commands for s in live),
-            errors_total=total.errors + sum(s.counters.errors for s in live),
-            text_frames_total=total.text_frames + sum(s.counters.text_frames for s in live),
-            commands_queued=sum(s.counters.queued for s in live),
-            commands_in_flight=sum(s.counters.in_flight for s in live),
+            commands_total=commands,
+            errors_total=errors,
+            text_frames_total=text_frames,
+            commands_queued=queued,
+            commands_in_flight=in_flight,
             kafka_threads_busy=self._limiter.borrowed_tokens,
             upstreams={
                 **{
@@ -813,6 +831,8 @@ class ProxyServer:
             answer = await self._admin.handle(head.method, head.path, head.headers, body)
         if answer is None:
             answer = unfinished(limit)
+        # A change that overran its limit (a thread is not cancellable) still gets time to send its answer.
+        deadline.deadline = max(deadline.deadline, trio.current_time() + CLOSE_TIMEOUT)
         if answer.status == 401:
             audit.warning(
                 "admin request refused (401) from %s: %s %s",
@@ -931,6 +951,10 @@ class ProxyServer:
             principal.name,
             extra={"event": "session_opened", **fields},
         )
+        ending = self._ending_reason(route)
+        if ending is not None:
+            # Shutdown or a route change began during the accept, after its drain looked at the sessions.
+            session.drain(CLOSE_GOING_AWAY, ending, self.config.server.grace_period)
         opened = trio.current_time()
         try:
             await session.run()
@@ -1118,9 +1142,16 @@ class ProxyServer:
             )
         return changes
 
+    def _ending_reason(self, route: _Route) -> str | None:
+        """Why a session on ``route`` is to be drained now (shutdown, or the route retired); None: it is not."""
+        if self._shutting_down:
+            return SHUTTING_DOWN_REASON
+        return route.retired_reason if route.retired else None
+
     def _retire(self, route: _Route, reason: str) -> None:
         """Stop serving ``route``: close its sessions with 1001, then its Kafka side (in the background)."""
         route.retired = True
+        route.retired_reason = reason
         assert self._nursery is not None
         self._nursery.start_soon(self._drain, route, reason)
 
@@ -1164,7 +1195,7 @@ class ProxyServer:
             )
             await trio.sleep(delay)
         self._shutting_down = True
-        await self._close_sessions(self._sessions, "server shutting down")
+        await self._close_sessions(self._sessions, SHUTTING_DOWN_REASON)
         self._scope.cancel()
 
 

@@ -222,6 +222,7 @@ class Session:
     """Serves one accepted WebSocket until the peer leaves or the server stops."""
 
     __slots__ = (
+        "_answering",
         "_backend",
         "_busy",
         "_cache",
@@ -340,6 +341,8 @@ class Session:
         self._room: trio.Event | None = None
         #: Worker tasks running, at most ``workers``; and, only while the dispatcher waits for one to end, its event.
         self._busy = 0
+        #: Answers on their way in tasks of their own (a parked fetch's, a produce's): a drain waits for them.
+        self._answering = 0
         self._worker_free: trio.Event | None = None
         self._cache = backend if isinstance(backend, CachingBackend) else None
         self._parking = backend if isinstance(backend, ParkingBackend) else None
@@ -360,6 +363,11 @@ class Session:
     def streams_open(self) -> int:
         """Push streams open on this session now."""
         return len(self._streams) if self._streams is not None else 0
+
+    @property
+    def _producing(self) -> int:
+        """Produce and txn commands taken and not answered yet."""
+        return self._producer.pending if self._producer is not None else 0
 
     def _open_transaction(self) -> Transaction | None:
         return self._producer.transaction if self._producer is not None else None
@@ -432,8 +440,13 @@ class Session:
         with trio.move_on_after(within):
             # Polling on purpose: the answers come from workers and from parked fetches, and nothing
             # signals "all of them"; a drain is rare, and short.
-            while self._jobs or self._counters.queued or self._counters.in_flight:  # noqa: ASYNC110
+            while self._unanswered():  # noqa: ASYNC110
                 await trio.sleep(0.005)
+
+    def _unanswered(self) -> bool:
+        """Whether some command the reader took is still to be answered (queued, at work, parked, on its way)."""
+        counters = self._counters
+        return bool(self._jobs or counters.queued or counters.in_flight or self._answering or self._producing)
 
     def _arm_expiry(self) -> None:
         """Wait for :attr:`expires_at` (and no longer for the one before), in the session's nursery."""
@@ -462,20 +475,21 @@ class Session:
 
     async def _reader(self) -> None:
         while True:
-            if self._paced is not None:
-                await self._paced.wait()
             if self._ending is not None:
                 return  # draining: take no more commands
+            # drain() cancels this scope: the waits for the consume quota and for the next frame end at once.
             reading = self._reading = trio.CancelScope()
             try:
                 with reading:
+                    if self._paced is not None:
+                        await self._paced.wait()
                     frame = await self._ws.get_message()
             except ConnectionClosed:
                 return
             finally:
                 self._reading = None
             if reading.cancelled_caught:
-                return  # drain() stopped the wait for the next frame
+                return  # drain() stopped the wait
             tally = self._tally
             tally.frames_in += 1
             tally.bytes_in += len(frame)
@@ -508,7 +522,12 @@ class Session:
                 tally.answered(kind, action.frame)
                 await self._send(action.frame)
                 if action.denied:
-                    await self._hold_after_refusal()
+                    holding = self._reading = trio.CancelScope()  # a drain ends the hold too
+                    try:
+                        with holding:
+                            await self._hold_after_refusal()
+                    finally:
+                        self._reading = None
                 continue
             if isinstance(action, StreamAction):
                 await self._take_stream(action)
@@ -716,7 +735,7 @@ class Session:
     def _answer_parked(self, request: Fetch, ticket: Ticket, result: ParkedResult) -> None:
         """Send the answer to a parked fetch: straight into the socket when it takes it, else from a task."""
         if result is None:
-            self._spawn(self._work_parked, request, ticket)
+            self._spawn_answer(self._work_parked, request, ticket)
             return
         frame = self._connection.answer(request, result)
         self._tally.answered("fetch", frame)
@@ -727,19 +746,21 @@ class Session:
                 if not written:
                     self._spawn(self._flush)
                 return
-        self._spawn(self._send_in_turn, frame, ticket)
+        self._spawn_answer(self._send_in_turn, frame, ticket)
 
-    def _reply_soon(self, kind: str, frame: bytes, after: Callable[[], None] | None = None) -> None:
+    def _reply_soon(self, kind: str, frame: bytes, after: Callable[[], None] | None, code: int) -> None:
         """Send a ``kind`` command's answer from a callback: straight into the socket when it is free, else from a task.
 
         ``after`` runs once the frame is in the socket's hands (or the session has ended), so
-        that what the answer stands for (a produce's room in flight) is held until then.
+        that what the answer stands for (a produce's room in flight) is held until then. ``code``
+        is the answer's result in the metrics (the producer knows it: a ProduceResp that wrote
+        nothing counts as its first record's error).
         """
         if self._nursery is None:
             if after is not None:
                 after()
             return  # the session is ending
-        self._tally.answered(kind, frame)
+        self._tally.results[kind, code] += 1
         if not self._outbox and not self._flushing and not self._send_lock.locked():
             written = self._write_now((frame, b""))
             if written is not None:
@@ -748,7 +769,7 @@ class Session:
                 if after is not None:
                     after()
                 return
-        self._spawn(self._send_then, frame, after)
+        self._spawn_answer(self._send_then, frame, after)
 
     async def _send_then(self, frame: bytes, after: Callable[[], None] | None) -> None:
         try:
@@ -760,6 +781,18 @@ class Session:
     def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
+
+    def _spawn_answer(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Spawn a task that sends an answer, counted in :attr:`_answering` until it ends."""
+        if self._nursery is not None:
+            self._answering += 1
+            self._nursery.start_soon(self._answer_task, fn, args)
+
+    async def _answer_task(self, fn: Callable[..., Awaitable[None]], args: tuple[object, ...]) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self._answering -= 1
 
     async def _send_in_turn(self, frame: Frame, ticket: Ticket) -> None:
         """Send a parked fetch's answer (its ticket is the lane's turn), then let the lane move on."""

@@ -91,6 +91,17 @@ async def running_proxy(
             nursery.cancel_scope.cancel()
 
 
+async def stoppable_proxy(
+    config: ProxyConfig, stop: trio.CancelScope, *, task_status: trio.TaskStatus[ProxyServer] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """``serve_proxy`` until ``stop`` is cancelled: a shutdown the test's own clients (outside it) live through.
+
+    Use as ``server = await nursery.start(stoppable_proxy, config, stop)``, then ``stop.cancel()``.
+    """
+    with stop:
+        await serve_proxy(config, task_status=task_status)
+
+
 async def settled(condition: Callable[[], bool], seconds: float = WAIT) -> bool:
     """Wait until ``condition()`` holds, for a state nothing signals (a statistics counter,
     the thread list); False if it still does not after ``seconds``.

@@ -116,7 +116,8 @@ class KafkaRouteStore:
         """Write ``uri``'s entry (a table, or None to delete the route); the offset it was written at.
 
         Raises:
-            OSError: the store cannot be written now (its message says why).
+            OSError: the store cannot be written now (its message says why); TimeoutError (an OSError):
+                the write was not confirmed in time, and may still take effect.
         """
         if self._producer is None:  # not open (nor being opened): say so now, not after the open's wait
             raise OSError(f"the route store {self.topic} cannot be read or written now (see the log)")
@@ -177,9 +178,18 @@ class KafkaRouteStore:
     def _put(self, uri: str, table: dict[str, Any] | None) -> int:
         if self._producer is None:
             raise OSError(f"the route store {self.topic} cannot be read or written now (see the log)")
+        from kafka.errors import KafkaTimeoutError
+
+        wait = self._connection.request_timeout
         try:
             future = self._producer.send(self.topic, key=uri.encode("utf-8"), value=encode_entry(table), partition=0)
-            return int(future.get(timeout=self._connection.request_timeout).offset)
+            return int(future.get(timeout=wait).offset)
+        except KafkaTimeoutError:
+            # Handed over, unconfirmed: the producer may still write it (it retries until its delivery timeout).
+            raise TimeoutError(
+                f"the route store {self.topic} did not confirm the change within {wait:g}s; "
+                "it may still take effect (GET to see)"
+            ) from None
         except Exception as exc:
             raise OSError(f"the route store {self.topic} did not take the change: {exc}") from None
 

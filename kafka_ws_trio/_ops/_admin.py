@@ -38,8 +38,11 @@ MAX_BODY: Final = 1 << 20
 _JSON: Final = "application/json"
 
 
-class StoreUnavailable(Exception):
-    """The route store cannot take a change now (its brokers away, the write refused): 503, nothing changed."""
+class ChangeUnavailable(Exception):
+    """A change cannot be taken now (the route store unreachable or slow, the server shutting down): 503.
+
+    Its message says whether the change may still take effect.
+    """
 
 
 class AdminTarget(Protocol):
@@ -52,7 +55,7 @@ class AdminTarget(Protocol):
         """Serve ``table`` as route ``uri`` (None: delete it), everywhere it is served from.
 
         Raises ConfigError (the resulting routes are not valid), OSError or ValueError (a file it names),
-        StoreUnavailable (the fleet's route store did not take the change).
+        ChangeUnavailable (not now: the fleet's route store did not take it, or the server is stopping).
         """
         ...
 
@@ -173,7 +176,7 @@ class AdminApi:
             await self._target.change_route(uri, table)
         except ConfigError as exc:
             return _error(400, str(exc), problems=[{"key": k, "problem": p} for k, p in exc.problems])
-        except StoreUnavailable as exc:
+        except ChangeUnavailable as exc:
             return _error(503, str(exc))
         except (OSError, ValueError) as exc:  # a key or JWKS file the new route names that does not read
             return _error(400, str(exc))

@@ -138,6 +138,7 @@ from ._produce import PRODUCE_RESULT_BOUND as PRODUCE_RESULT_BOUND
 from ._produce import encode_produce_answer as encode_produce_answer
 from ._produce import encode_produce_request as encode_produce_request
 from ._produce import encode_txn_request as encode_txn_request
+from ._produce import produce_answer_code as produce_answer_code
 from ._produce import produce_error as produce_error
 from ._rules import ECHOED_TOPIC_CHARS as ECHOED_TOPIC_CHARS
 from ._rules import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH

@@ -178,3 +178,16 @@ def decode_produce_answer(sequence: int, answer: pb.ProduceResp) -> ProduceAnswe
         else:
             results.append(Written(result.partition, result.offset, result.timestamp))
     return ProduceAnswer(sequence=sequence, results=tuple(results))
+
+
+def produce_answer_code(results: Sequence[ProduceResult]) -> int:
+    """A produce answer's result for the metrics: the first record's error code when none was written, else 0.
+
+    A ProduceResp is never an ErrorResp (each record has its outcome); one that wrote nothing is
+    counted as the failure it is.
+    """
+    if results and all(isinstance(result, NotWritten) for result in results):
+        first = results[0]
+        assert isinstance(first, NotWritten)
+        return first.code
+    return 0

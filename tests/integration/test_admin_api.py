@@ -11,16 +11,17 @@ import urllib.error
 import urllib.request
 from typing import Any, Final
 
+import attrs
 import pytest
 import trio
-from _support import running_proxy, settled
+from _support import running_proxy, settled, stoppable_proxy
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from kafka_ws_trio import ProxyConfig, ProxyServer, ServerConfig
 from kafka_ws_trio._auth import new_key
 from kafka_ws_trio._config import RouteConfig, SaslConfig
 from kafka_ws_trio._config._access import ApiKeyConfig
-from kafka_ws_trio._proto import encode_ping_request
+from kafka_ws_trio._proto import encode_fetch_request, encode_ping_request
 from kafka_ws_trio.client import open_client
 from kafka_ws_trio.testing import KafkaBroker
 
@@ -188,3 +189,25 @@ async def test_a_change_that_does_not_finish_in_time_gets_503_and_the_proxy_goes
         assert (await acall(server.ops_port, "GET", "/admin/routes"))[0] == 200
         async with open_client(f"{server.url}/kafka") as client:
             await client.ping()
+
+
+async def test_a_change_while_the_proxy_shuts_down_gets_503(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
+    """During the drain (a fetch parked at the log end holds it) the admin API still answers, and refuses changes."""
+    proxy = attrs.evolve(
+        config(kafka_broker, grace_period=30.0),
+        routes=(RouteConfig("/kafka", kafka_broker.bootstrap, fetch_max_wait=2.0),),
+    )
+    async with trio.open_nursery() as nursery:
+        stop = trio.CancelScope()
+        server = await nursery.start(stoppable_proxy, proxy, stop)
+        async with open_websocket_url(f"{server.url}/kafka") as ws:
+            await ws.send_message(encode_fetch_request(1, kafka_topic, 0, 0))
+            assert await settled(lambda: server.statistics().commands_in_flight == 1)
+            stop.cancel()
+            assert await settled(lambda: not server.readiness.ready)
+            status, answer = await acall(server.ops_port, "PUT", "/admin/routes/new", {"nodes": ["127.0.0.1:1"]})
+            assert (status, answer) == (503, {"error_msg": "the server is shutting down; nothing was changed"})
+            with trio.fail_after(30):
+                await ws.get_message()  # the parked fetch's answer, then the close
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()

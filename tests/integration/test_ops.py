@@ -22,9 +22,9 @@ import pytest
 import trio
 from _support import free_port, running_proxy, settled, stop_process
 
-from kafka_ws_trio import ProxyConfig, ServerConfig, serve_proxy
+from kafka_ws_trio import ErrorCode, ProxyConfig, ServerConfig, serve_proxy
 from kafka_ws_trio._config import RouteConfig
-from kafka_ws_trio.client import PubSubError, open_client
+from kafka_ws_trio.client import NotWritten, PubSubError, open_client
 from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic
 
 pytestmark = pytest.mark.timeout(90)
@@ -147,6 +147,8 @@ async def test_commands_are_counted_by_kind_and_result_code(kafka_broker: KafkaB
             with pytest.raises(PubSubError) as missing:
                 await client.fetch(topic + "-missing", 0, 0)
             assert missing.value.code == 10
+            (failed,) = await client.produce(topic + "-missing", [b"nowhere"])  # answered, with no record written
+            assert isinstance(failed, NotWritten) and failed.code != 0, failed
             await client.websocket.send_message(b"\xff\xff not a PubSubReq")  # answered with sequence 0
             assert await settled(lambda: server.statistics().command_results.get("malformed") == {2: 1})
             json.dumps(attrs.asdict(server.statistics()))  # an embedding app may log them as JSON
@@ -158,6 +160,7 @@ async def test_commands_are_counted_by_kind_and_result_code(kafka_broker: KafkaB
     assert results(kind="ping", code="0", result="OK") == 1
     assert results(kind="list_offset", code="0", result="OK") == 1
     assert results(kind="produce", code="0", result="OK") == 1
+    assert results(kind="produce", code=str(failed.code), result=ErrorCode(failed.code).name) == 1
     assert results(kind="txn", code="0", result="OK") == 2
     assert results(kind="fetch", code="10", result="TOPIC_NOT_FOUND") == 1
     assert results(kind="malformed", code="2", result="WRONG_COMMAND") == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import trio
@@ -34,15 +34,15 @@ from _support import (
     request,
     running_proxy,
     settled,
+    stoppable_proxy,
     threads_except_idle_workers,
 )
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from kafka_ws_trio import serve_proxy
 from kafka_ws_trio._config import ProxyConfig, ServerConfig
 from kafka_ws_trio._kafka import UpstreamStatistics
 from kafka_ws_trio._pb import pubsub_pb2 as pb
-from kafka_ws_trio._proto import ErrorCode, Record
+from kafka_ws_trio._proto import ErrorCode, OutRecord, Record, encode_produce_request
 from kafka_ws_trio.client import PubSubClient, PubSubError, open_client
 from kafka_ws_trio.testing import KafkaBroker, _broker, create_topic, produce
 
@@ -488,6 +488,28 @@ async def test_shutdown_answers_the_commands_in_hand_before_it_closes_with_1001(
     assert 1.0 <= closed_after <= 2.0 + SLACK, closed_after  # after the fetch's wait in Kafka, not at once
 
 
+async def test_shutdown_answers_a_produce_kafka_has_not_acknowledged_yet(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """A produce waiting in the producer's linger when shutdown starts is written and answered, then the 1001."""
+    config = plain_config(kafka_broker, ServerConfig(port=0, grace_period=GRACE_PERIOD + WAIT), produce_linger=1.5)
+    async with trio.open_nursery() as nursery:
+        stop = trio.CancelScope()
+        server = await nursery.start(stoppable_proxy, config, stop)
+        async with open_websocket_url(server.url + ROUTE, connect_timeout=WAIT) as ws:
+            await ws.send_message(encode_produce_request(1, kafka_topic, [OutRecord(value=b"kept")]))
+            assert await settled(lambda: server.statistics().upstreams[ROUTE].produce_records_in_flight == 1)
+            stop.cancel()
+            with trio.fail_after(WAIT):
+                answer = parse(await ws.get_message())
+            assert answer.sequence == 1 and answer.WhichOneof("resp") == "produce_resp", answer
+            (result,) = answer.produce_resp.results
+            assert not result.HasField("error") and result.offset == 0, result
+            with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "server shutting down")
+
+
 async def test_shutdown_delay_keeps_serving_with_readyz_503_then_drains(kafka_broker: KafkaBroker) -> None:
     """For shutdown_delay seconds /readyz says 503 while sessions, new ones too, are still served."""
     delay = 3.0
@@ -513,11 +535,3 @@ async def test_shutdown_delay_keeps_serving_with_readyz_503_then_drains(kafka_br
             with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as closed:
                 await early.get_message()
             assert closed.value.reason.code == 1001
-
-
-async def stoppable_proxy(
-    config: ProxyConfig, stop: trio.CancelScope, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """``serve_proxy`` until ``stop`` is cancelled: a shutdown the test's own clients (outside it) live through."""
-    with stop:
-        await serve_proxy(config, task_status=task_status)

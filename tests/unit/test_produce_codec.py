@@ -36,6 +36,7 @@ from kafka_ws_trio._proto import (
     encode_produce_answer,
     encode_produce_request,
     encode_txn_request,
+    produce_answer_code,
     produce_error,
 )
 
@@ -263,3 +264,13 @@ def test_an_answer_too_large_for_the_frame_limit_is_made_to_fit() -> None:
     assert isinstance(cut, ProduceAnswer)
     assert all(isinstance(r, NotWritten) and len(r.message) <= 24 for r in cut.results)
     assert encode_produce_answer(1, results) == encode_produce_answer(1, results, 1 << 20)  # fits: unchanged
+
+
+def test_a_produce_answer_counts_as_an_error_only_when_no_record_was_written() -> None:
+    failed = NotWritten(partition=-1, code=int(ErrorCode.TOPIC_NOT_FOUND), message="not found topic")
+    timed_out = NotWritten(partition=0, code=int(ErrorCode.TIMEOUT), message="timed out")
+    written = Written(partition=0, offset=5, timestamp=1)
+    assert produce_answer_code([failed, timed_out]) == int(ErrorCode.TOPIC_NOT_FOUND)
+    assert produce_answer_code([written, failed]) == 0
+    assert produce_answer_code([failed, written]) == 0
+    assert produce_answer_code([]) == 0
