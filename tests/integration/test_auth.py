@@ -20,7 +20,7 @@ import attrs
 import jwt
 import pytest
 import trio
-from _support import running_proxy
+from _support import running_proxy, settled
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
@@ -28,7 +28,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from kafka_ws_trio import ErrorCode, ProxyConfig, ServerConfig
 from kafka_ws_trio._config import RouteConfig, Secret
 from kafka_ws_trio._config._access import AclRuleConfig, ApiKeyConfig, JwtConfig, QuotaConfig
-from kafka_ws_trio._proto import ErrorAnswer, decode_response, encode_auth_request
+from kafka_ws_trio._proto import ErrorAnswer, OutRecord, decode_response, encode_auth_request, encode_produce_request
 from kafka_ws_trio.client import EARLIEST, ConnectFailed, PubSubError, Written, open_client
 from kafka_ws_trio.testing import KafkaBroker, create_topic, delete_topic, produce
 
@@ -296,6 +296,30 @@ async def test_a_produce_over_the_quota_gets_retry_after_and_is_taken_after_it(
         await trio.sleep(wait_ms / 1000 + 0.05)
         assert len(await client.produce(topic, [b"e", b"f"])) == 2
         assert await client.list_offset(topic, 0, -1) == 8, "nothing refused was written"
+
+
+async def test_a_session_held_after_ignoring_retry_after_is_drained_at_once_by_a_route_change(
+    kafka_broker: KafkaBroker, keys: Keys, topic: str
+) -> None:
+    """The hold lasts the retry_after the client was told (about 5 s here); a drain does not wait for it."""
+    quotas = QuotaConfig(produce_records_per_second=0.2)
+    config = secured(kafka_broker, keys, topic, quotas=quotas)
+    async with (
+        running_proxy(config) as server,
+        open_client(f"{server.url}/kafka", token=token(keys, scope=WRITE_SCOPE)) as client,
+    ):
+        assert len(await client.produce(topic, [b"a"])) == 1  # the burst: one record
+        with pytest.raises(PubSubError) as over:
+            await client.produce(topic, [b"b"])
+        assert int(over.value.message.rsplit("retry_after_ms=", 1)[1]) >= 4000, over.value.message
+        await client.websocket.send_message(encode_produce_request(1000, topic, [OutRecord(value=b"c")]))
+        assert await settled(lambda: server.statistics().commands_refused.get(62) == 2)
+        changed = attrs.evolve(config.routes[0], fetch_max_wait=0.3)
+        started = trio.current_time()
+        await server.update_routes([changed])
+        assert await settled(lambda: server.statistics().sessions_open == 0, 3.0), "the hold delayed the drain"
+        assert server.statistics().sessions_closed == {1001: 1}
+        assert trio.current_time() - started < 3.0
 
 
 async def test_connections_over_the_quota_get_429(kafka_broker: KafkaBroker, keys: Keys, topic: str) -> None:
