@@ -235,7 +235,7 @@ def _code_name(code: int) -> str:
     try:
         return ErrorCode(code).name
     except ValueError:
-        return str(code)
+        return str(int(code))
 
 
 #: The keys of secret values, which a route store must not hold (their ``*_env`` forms are fine).
@@ -751,7 +751,7 @@ class ProxyServer:
                 "counter",
                 ("kind", "code", "result"),
                 tuple(
-                    ((kind, str(code), _code_name(code)), float(n))
+                    ((kind, str(int(code)), _code_name(code)), float(n))
                     for kind, codes in sorted(stats.command_results.items())
                     for code, n in sorted(codes.items())
                 ),

@@ -760,7 +760,7 @@ class Session:
             if after is not None:
                 after()
             return  # the session is ending
-        self._tally.results[kind, code] += 1
+        self._tally.results[kind, int(code)] += 1  # an int: an IntEnum's str() is its name on Python 3.10
         if not self._outbox and not self._flushing and not self._send_lock.locked():
             written = self._write_now((frame, b""))
             if written is not None:

@@ -261,7 +261,9 @@ async def test_row10_transactions_abort_hides_commit_shows_and_a_closed_connecti
                     await leaving._answer(lambda s: _produce_frame(s, topic, b"in-closed-txn", True), _produce_type())
                 async with client_of(url) as after, after.transaction():
                     await after.produce(topic, [b"committed-3"])
+                # The two streams read on their own: each is waited for (stream 2 may come second).
                 await streams.until(lambda: seen(streams, 1)[-1:] == [b"committed-3"], "the last commit")
+                await streams.until(lambda: seen(streams, 2)[-1:] == [b"committed-3"], "the last commit, uncommitted")
                 assert seen(streams, 1) == [b"committed-1", b"committed-2", b"left-open", b"committed-3"]
                 assert seen(streams, 2) == [
                     b"aborted-1",
