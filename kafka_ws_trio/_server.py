@@ -405,7 +405,7 @@ class ProxyServer:
         self._metrics = MetricsEndpoint(self._families)
         self._probes: dict[str, Handler] = {
             "/healthz": lambda _: _respond(healthz()),
-            "/readyz": lambda _: _respond(self.readiness.respond()),
+            "/readyz": lambda request: _respond(self.readiness.respond(request.target.partition("?")[2])),
         }
         self._router = self._route_table()
         self._ops_router = Router({**self._probes, "/metrics": lambda _: _respond(self._metrics.respond())})

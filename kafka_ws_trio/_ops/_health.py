@@ -6,7 +6,8 @@ been found reachable, not while one is unreachable, and not from the moment
 shutdown starts (so that the balancer drains this proxy before its sessions
 are closed). The reachability of each route comes from a background check the
 server runs every ``ready_check_interval``; the answer reads its last result,
-so a probe never waits on Kafka.
+so a probe never waits on Kafka. ``/readyz?exclude=kafka`` leaves those checks
+out: only shutdown makes it 503 (as Kubernetes' ``/readyz?exclude=`` does).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from typing import Final
+from urllib.parse import parse_qs
 
 import attrs
 
 _JSON: Final = "application/json"
+#: The checks a probe may leave out with ``/readyz?exclude=NAME`` (shutdown is never left out).
+EXCLUDABLE: Final = ("kafka",)
 
 
 @attrs.frozen
@@ -50,11 +54,25 @@ class Readiness:
     def ready(self) -> bool:
         return not self.shutting_down and all(problem == "" for problem in self.problems.values())
 
-    def respond(self) -> Answer:
-        """200 when ready, else 503; the body says why, route by route, as JSON."""
+    def respond(self, query: str = "") -> Answer:
+        """200 when ready, else 503; the body says why, route by route, as JSON.
+
+        ``query`` is the request's query string: ``exclude=kafka`` leaves the routes' checks out,
+        so that only shutdown turns the answer to 503 (a balancer that should keep a proxy in
+        rotation through a Kafka outage, which every proxy of a fleet shares). Any other
+        ``exclude`` gets 400.
+        """
+        excluded = [name for value in parse_qs(query).get("exclude", []) for name in value.split(",")]
+        unknown = sorted(set(excluded) - set(EXCLUDABLE))
+        if unknown:
+            message = f"/readyz cannot exclude {', '.join(unknown)}; it can exclude: {', '.join(EXCLUDABLE)}\n"
+            return Answer(400, message.encode())
         routes = {
             route: "not checked yet" if problem is None else problem or "reachable"
             for route, problem in self.problems.items()
         }
-        body = {"ready": self.ready, "shutting_down": self.shutting_down, "routes": routes}
-        return Answer(200 if self.ready else 503, (json.dumps(body) + "\n").encode(), _JSON)
+        ready = not self.shutting_down if "kafka" in excluded else self.ready
+        body: dict[str, object] = {"ready": ready, "shutting_down": self.shutting_down, "routes": routes}
+        if excluded:
+            body["excluded"] = sorted(set(excluded))
+        return Answer(200 if ready else 503, (json.dumps(body) + "\n").encode(), _JSON)

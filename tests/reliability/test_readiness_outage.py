@@ -67,6 +67,8 @@ async def test_readyz_turns_503_while_the_broker_is_down_and_200_once_it_is_back
         assert status == 503
         assert json.loads(body)["routes"]["/kafka"].startswith("broker unreachable"), body
         assert await probe(server, "/healthz") == (200, "ok\n")  # the proxy itself is alive
+        status, body = await probe(server, "/readyz?exclude=kafka")  # a balancer that keeps it through outages
+        assert (status, json.loads(body)["excluded"]) == (200, ["kafka"]), body
 
         await trio.to_thread.run_sync(BROKER.start)
         assert await settled(lambda: server.readiness.ready, RESTART_LIMIT), server.readiness.problems

@@ -49,6 +49,27 @@ def test_shutdown_makes_it_unready_whatever_the_routes_say() -> None:
     assert json.loads(answer.body) == {"ready": False, "shutting_down": True, "routes": {"/a": "reachable"}}
 
 
+def test_readyz_may_leave_kafka_out_but_never_shutdown() -> None:
+    readiness = Readiness(["/a"])
+    readiness.checked("/a", "broker unreachable: 127.0.0.1:1")
+    assert readiness.respond().status == 503
+    answer = readiness.respond("exclude=kafka")
+    assert answer.status == 200
+    assert json.loads(answer.body) == {
+        "ready": True,
+        "shutting_down": False,
+        "routes": {"/a": "broker unreachable: 127.0.0.1:1"},
+        "excluded": ["kafka"],
+    }
+    readiness.shutting_down = True
+    assert readiness.respond("exclude=kafka").status == 503
+
+
+def test_readyz_names_what_it_cannot_exclude() -> None:
+    answer = Readiness(["/a"]).respond("exclude=kafka,shutdown")
+    assert (answer.status, answer.body) == (400, b"/readyz cannot exclude shutdown; it can exclude: kafka\n")
+
+
 def test_families_are_rendered_by_prometheus_client_at_each_scrape() -> None:
     seen = [0]
 
