@@ -444,13 +444,16 @@ async def _serve(config: ProxyConfig, reread: Callable[[], ProxyConfig] | None =
                         if reread is not None:
                             await _reload_routes(server, reread)
                         continue
+                    delay = config.server.shutdown_delay if server.readiness.ever_ready else 0
+                    waits = f"serving {delay:g}s more (shutdown_delay; a second signal ends it), then " if delay else ""
                     log.info(
-                        "got %s; closing sessions (grace period %.0fs)",
+                        "got %s; %sclosing sessions (grace period %.0fs)",
                         signal.Signals(signum).name,
+                        waits,
                         config.server.grace_period,
                     )
                     nursery.cancel_scope.cancel()
-                    absorbing.start_soon(_absorb_signals, signals)
+                    absorbing.start_soon(_absorb_signals, signals, server)
                     break
             absorbing.cancel_scope.cancel()
     log.info("stopped")
@@ -490,10 +493,14 @@ async def _reload_routes(server: ProxyServer, reread: Callable[[], ProxyConfig])
         log.info("config reloaded: the routes are as they were", extra={"event": "config_reloaded"})
 
 
-async def _absorb_signals(signals: AsyncIterator[int]) -> None:
-    """Take the signals that come during shutdown: it goes on (within the grace period) whatever comes."""
+async def _absorb_signals(signals: AsyncIterator[int], server: ProxyServer) -> None:
+    """Take the signals that come during shutdown: one ends ``shutdown_delay``; the grace period goes on."""
     async for signum in signals:
-        log.info("got %s again; still closing sessions", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if signum not in RELOAD_SIGNALS and server.end_shutdown_delay():
+            log.info("got %s again; closing sessions now, without the rest of shutdown_delay", name)
+        else:
+            log.info("got %s again; still closing sessions", name)
 
 
 def _open_client(args: argparse.Namespace) -> AbstractAsyncContextManager[PubSubClient]:

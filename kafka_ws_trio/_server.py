@@ -400,6 +400,8 @@ class ProxyServer:
             send_timeout=config.server.send_timeout,
         )
         self._shutting_down = False
+        #: The shutdown's wait of ``shutdown_delay``, while it runs (:meth:`end_shutdown_delay` ends it).
+        self._delaying: trio.CancelScope | None = None
         #: What /readyz answers, and /metrics (built at each scrape from statistics()).
         self.readiness = Readiness(route.uri for route in config.routes)
         self._metrics = MetricsEndpoint(self._families)
@@ -1142,6 +1144,13 @@ class ProxyServer:
             )
         return changes
 
+    def end_shutdown_delay(self) -> bool:
+        """Go on to drain the sessions now if the shutdown is in its ``shutdown_delay``; whether it was."""
+        if self._delaying is None:
+            return False
+        self._delaying.cancel()
+        return True
+
     def _ending_reason(self, route: _Route) -> str | None:
         """Why a session on ``route`` is to be drained now (shutdown, or the route retired); None: it is not."""
         if self._shutting_down:
@@ -1186,14 +1195,17 @@ class ProxyServer:
         """
         self.readiness.shutting_down = True  # /readyz turns 503 at once: a balancer drains us first
         delay = self.config.server.shutdown_delay
-        if delay > 0:
+        if delay > 0 and self.readiness.ever_ready:  # never ready: no balancer sends us clients to wait for
             log.info(
                 "shutting down: /readyz answers 503; serving %gs more (shutdown_delay), then closing %d sessions",
                 delay,
                 len(self._sessions),
                 extra={"event": "shutdown_delay"},
             )
-            await trio.sleep(delay)
+            self._delaying = trio.CancelScope(deadline=trio.current_time() + delay)
+            with self._delaying:
+                await trio.sleep_forever()
+            self._delaying = None
         self._shutting_down = True
         await self._close_sessions(self._sessions, SHUTTING_DOWN_REASON)
         self._scope.cancel()

@@ -45,10 +45,13 @@ class Readiness:
         #: Per route: None until its first check, "" when reachable, else why not.
         self.problems: dict[str, str | None] = dict.fromkeys(routes)
         self.shutting_down = False
+        #: Whether /readyz has ever answered 200 (before, no balancer sends this proxy clients).
+        self.ever_ready = False
 
     def checked(self, route: str, problem: str | None) -> None:
         """Record a check of ``route``: None when its cluster answered, else the reason."""
         self.problems[route] = problem or ""
+        self.ever_ready = self.ever_ready or self.ready
 
     @property
     def ready(self) -> bool:

@@ -148,3 +148,63 @@ async def test_a_second_sigterm_during_the_grace_period_does_not_cut_the_shutdow
     assert status == 0, f"exit status {status}\n{log[-3000:]}"
     assert "got SIGTERM again; still closing sessions" in log, log[-3000:]
     assert log.rstrip().endswith("stopped"), log[-3000:]
+
+
+@pytest.mark.timeout(120)
+async def test_a_second_sigterm_during_shutdown_delay_ends_the_delay(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    """With shutdown_delay = 60, a first SIGTERM keeps serving (the session open, /readyz 503); a second one
+    goes on to close the session with 1001 at once, and the process exits 0 long before the 60 s."""
+    delay = 60.0
+    config = _reliability.write_config(
+        tmp_path / "proxy.toml",
+        kafka_broker.bootstrap,
+        server={"grace_period": GRACE_PERIOD, "shutdown_delay": delay, "ready_check_interval": 0.2},
+    )
+    async with (
+        _reliability.proxy_process(config, tmp_path / "proxy.log") as proxy,
+        open_websocket_url(proxy.url, connect_timeout=WAIT) as ws,
+    ):
+        await readyz_turns(proxy.url, "200")
+        signalled = trio.current_time()
+        proxy.process.send_signal(signal.SIGTERM)
+        await readyz_turns(proxy.url, "503")
+        await ws.send_message(encode_fetch_request(1, "no-such-topic", 0, 0))
+        with trio.fail_after(WAIT):
+            answer = decode_response(await ws.get_message())  # still served during the delay
+        assert answer.sequence == 1, answer
+        proxy.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(GRACE_PERIOD + DELIVERY_MARGIN), pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert closed.value.reason.code == 1001
+        with trio.fail_after(GRACE_PERIOD + EXIT_MARGIN):
+            status = await proxy.process.wait()
+        assert trio.current_time() - signalled < delay / 2
+    log = proxy.log_text()
+    assert status == 0, f"exit status {status}\n{log[-3000:]}"
+    assert "serving 60s more (shutdown_delay; a second signal ends it)" in log, log[-3000:]
+    assert "got SIGTERM again; closing sessions now, without the rest of shutdown_delay" in log, log[-3000:]
+
+
+async def readyz_turns(url: str, status: str) -> None:
+    """Wait (within WAIT) until GET /readyz on the proxy's port answers ``status``."""
+    answer = ""
+    with trio.move_on_after(WAIT):
+        while not (answer := await trio.to_thread.run_sync(readyz, url)).startswith(status):  # noqa: ASYNC110 - polling another process
+            await trio.sleep(0.1)
+        return
+    raise AssertionError(f"/readyz did not turn {status}: {answer}")
+
+
+def readyz(url: str) -> str:
+    """``STATUS BODY`` of GET /readyz on the proxy's port (blocking: call it in a thread)."""
+    import urllib.error
+    import urllib.request
+
+    base = url.replace("ws://", "http://", 1).rsplit("/", 1)[0]
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=2) as answer:
+            return f"{answer.status} {answer.read().decode()}"
+    except urllib.error.HTTPError as refused:
+        return f"{refused.code} {refused.read().decode()}"
+    except OSError as exc:
+        return f"unreachable {exc}"
