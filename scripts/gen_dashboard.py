@@ -324,6 +324,37 @@ def panels() -> list[dict[str, Any]]:
         6,
     )
 
+    layout.row("Process")
+    layout.add(
+        timeseries(
+            "Resident memory",
+            "The proxy process's resident memory (prometheus-client's process collector). docs/ARCHITECTURE.md "
+            "'Bounds, and the worst case of memory' says how it grows with sessions, streams and partition readers.",
+            "bytes",
+            (per_instance(proxy("process_resident_memory_bytes")), "{{instance}}"),
+        ),
+        8,
+    )
+    layout.add(
+        timeseries(
+            "CPU",
+            "CPU seconds per second the proxy process used, all its threads together (1 is one core).",
+            "short",
+            (per_instance(rate(proxy("process_cpu_seconds_total"))), "{{instance}}"),
+        ),
+        8,
+    )
+    layout.add(
+        timeseries(
+            "Open files",
+            "File descriptors open (sockets to clients and brokers, mostly), against the process's limit.",
+            "short",
+            (per_instance(proxy("process_open_fds")), "open {{instance}}"),
+            (per_instance(proxy("process_max_fds")), "limit {{instance}}"),
+        ),
+        8,
+    )
+
     layout.row("Partition readers ($route)")
     layout.add(
         timeseries(

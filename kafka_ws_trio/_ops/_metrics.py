@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Literal
 
 import attrs
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -88,6 +88,11 @@ class MetricsEndpoint:
     def __init__(self, families: Callable[[], Iterable[Family | Histogram]]) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(families))
+        # prometheus-client's own: the process (resident memory, CPU seconds, open files, from /proc
+        # on Linux), the Python version and the garbage collector, under their usual names.
+        ProcessCollector(registry=self._registry)
+        PlatformCollector(registry=self._registry)
+        GCCollector(registry=self._registry)
 
     def render(self) -> bytes:
         return generate_latest(self._registry)

@@ -123,6 +123,9 @@ async def test_metrics_move_with_what_the_proxy_does_and_promtool_accepts_them(
         assert sample(during, "kafka_ws_trio_commands_by_kind_total", kind="ping") == 2
         assert sample(during, "kafka_ws_trio_frames_in_total") == sample(before, "kafka_ws_trio_frames_in_total") + 2
         assert sample(during, "kafka_ws_trio_frames_out_total") >= 2  # the two pongs (and nothing else was asked)
+        # prometheus-client's process collector: the proxy's memory, CPU and files.
+        assert sample(during, "process_resident_memory_bytes") > 10 * 2**20
+        assert sample(during, "process_open_fds") > 0
         async with open_client(f"{server.url}/kafka") as client:
             await client.list_offset(topic, 0, -1)
         assert await settled(lambda: server.statistics().sessions_closed.get(1000) == 2)
