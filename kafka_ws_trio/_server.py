@@ -410,7 +410,11 @@ class ProxyServer:
             "/readyz": lambda request: _respond(self.readiness.respond(request.target.partition("?")[2])),
         }
         self._router = self._route_table()
-        self._ops_router = Router({**self._probes, "/metrics": lambda _: _respond(self._metrics.respond())})
+        # /metrics and /admin/ are answered by _serve_ops itself (async: a render thread, a change).
+        self._ops_router = Router(self._probes)
+        #: One scrape renders at a time, in a thread of its own (listing the process's open files takes a
+        #: few ms at thousands of sessions).
+        self._scrape_threads = trio.CapacityLimiter(1)
         self._ops_listeners: list[trio.SocketListener] = []
         #: The admin API (on the ops port), with the keys that may call it; None without admin keys.
         self._admin_keys = (
@@ -799,9 +803,15 @@ class ProxyServer:
             with trio.move_on_after(self.config.server.handshake_timeout) as deadline:
                 reader = HeadReader(MAX_REQUEST_HEAD)
                 head = await read_head(stream, reader)
-                decision: Respond | Upgrade = head if isinstance(head, Respond) else self._ops_router.decide(head)
-                if isinstance(head, RequestHead) and head.path.startswith(ADMIN_PREFIX):
+                decision: Respond | Upgrade
+                if isinstance(head, Respond):
+                    decision = head
+                elif head.path == "/metrics":
+                    decision = await self._scrape()
+                elif head.path.startswith(ADMIN_PREFIX):
                     decision = await self._admin_request(stream, head, reader, deadline)
+                else:
+                    decision = self._ops_router.decide(head)
                 if isinstance(decision, Upgrade):  # no WebSocket route lives here
                     decision = Respond(404, b"no WebSocket routes on the ops port\n")
                 await send_response(stream, decision)
@@ -852,6 +862,12 @@ class ProxyServer:
                 answer.status,
                 extra={"event": "admin_change", "peer": _peer(stream), "status": answer.status},
             )
+        return _respond(answer)
+
+    async def _scrape(self) -> Respond:
+        """``GET /metrics``: the families taken here, on the loop; rendered in a thread (one at a time)."""
+        families = self._metrics.snapshot()
+        answer = await trio.to_thread.run_sync(self._metrics.respond, families, limiter=self._scrape_threads)
         return _respond(answer)
 
     @property

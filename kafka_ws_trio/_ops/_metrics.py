@@ -9,7 +9,8 @@ escaping, ``# HELP`` and ``# TYPE`` lines, ``_total`` suffixes), so what
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -67,11 +68,13 @@ class Histogram:
 
 
 class _Collector(Collector):
-    def __init__(self, families: Callable[[], Iterable[Family | Histogram]]) -> None:
-        self._families = families
+    """Yields the families it is handed for one render (see :meth:`MetricsEndpoint.render`)."""
+
+    def __init__(self) -> None:
+        self.families: Sequence[Family | Histogram] = ()
 
     def collect(self) -> Iterator[Metric]:
-        for family in self._families():
+        for family in self.families:
             if isinstance(family, Histogram):
                 yield family.metric()
                 continue
@@ -83,19 +86,40 @@ class _Collector(Collector):
 
 
 class MetricsEndpoint:
-    """``GET /metrics``: the families ``families()`` gives now, in Prometheus' text format."""
+    """``GET /metrics``: the families ``families()`` gives now, in Prometheus' text format.
+
+    Two steps, so that the costly one can leave the event loop: :meth:`snapshot`
+    calls ``families()`` (where the server's state lives), and :meth:`render`
+    writes them with prometheus-client's own process, platform and GC
+    collectors, from any thread (one render at a time).
+    """
 
     def __init__(self, families: Callable[[], Iterable[Family | Histogram]]) -> None:
+        self._families = families
+        self._collector = _Collector()
+        self._lock = threading.Lock()
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(families))
+        self._registry.register(self._collector)
         # prometheus-client's own: the process (resident memory, CPU seconds, open files, from /proc
-        # on Linux), the Python version and the garbage collector, under their usual names.
+        # on Linux; counting the open files lists them, which is why a render may take a thread),
+        # the Python version and the garbage collector, under their usual names.
         ProcessCollector(registry=self._registry)
         PlatformCollector(registry=self._registry)
         GCCollector(registry=self._registry)
 
-    def render(self) -> bytes:
-        return generate_latest(self._registry)
+    def snapshot(self) -> tuple[Family | Histogram, ...]:
+        """The families now (call it where ``families()`` may run: the server's event loop)."""
+        return tuple(self._families())
 
-    def respond(self) -> Answer:
-        return Answer(200, self.render(), CONTENT_TYPE)
+    def render(self, families: Sequence[Family | Histogram] | None = None) -> bytes:
+        """The exposition of ``families`` (a :meth:`snapshot`; None: one taken now) and the library's collectors."""
+        chosen = self.snapshot() if families is None else families
+        with self._lock:
+            self._collector.families = chosen
+            try:
+                return generate_latest(self._registry)
+            finally:
+                self._collector.families = ()
+
+    def respond(self, families: Sequence[Family | Histogram] | None = None) -> Answer:
+        return Answer(200, self.render(families), CONTENT_TYPE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,6 +88,26 @@ def test_families_are_rendered_by_prometheus_client_at_each_scrape() -> None:
     assert 'kafka_ws_trio_upstream_broker_polls_total{route="/k\\"1\\\\"} 7.0' in text  # escaped by the library
     endpoint.render()
     assert seen[0] == 2  # built afresh at each scrape, never cached
+
+
+def test_a_snapshot_is_rendered_in_another_thread_without_asking_for_the_families_again() -> None:
+    asked = [0]
+
+    def families() -> list[Family]:
+        asked[0] += 1
+        return [Family.single("sessions_open", "sessions open now", "gauge", 5)]
+
+    endpoint = MetricsEndpoint(families)
+    snapshot = endpoint.snapshot()
+    rendered: list[bytes] = []
+    thread = threading.Thread(target=lambda: rendered.append(endpoint.render(snapshot)))
+    thread.start()
+    thread.join(timeout=10)
+    assert asked[0] == 1
+    text = rendered[0].decode()
+    assert "kafka_ws_trio_sessions_open 5.0" in text
+    assert "process_resident_memory_bytes" in text and "python_info{" in text  # the library's collectors
+    assert "kafka_ws_trio_sessions_open" not in endpoint.render(()).decode()  # nothing kept from the last render
 
 
 def test_a_histogram_s_buckets_are_made_cumulative_with_its_sum_and_count() -> None:
