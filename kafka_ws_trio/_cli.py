@@ -444,12 +444,9 @@ async def _serve(config: ProxyConfig, reread: Callable[[], ProxyConfig] | None =
                         if reread is not None:
                             await _reload_routes(server, reread)
                         continue
-                    delay = config.server.shutdown_delay if server.readiness.ever_ready else 0
-                    waits = f"serving {delay:g}s more (shutdown_delay; a second signal ends it), then " if delay else ""
                     log.info(
-                        "got %s; %sclosing sessions (grace period %.0fs)",
+                        "got %s; closing sessions (grace period %.0fs)",
                         signal.Signals(signum).name,
-                        waits,
                         config.server.grace_period,
                     )
                     nursery.cancel_scope.cancel()
@@ -497,7 +494,9 @@ async def _absorb_signals(signals: AsyncIterator[int], server: ProxyServer) -> N
     """Take the signals that come during shutdown: one ends ``shutdown_delay``; the grace period goes on."""
     async for signum in signals:
         name = signal.Signals(signum).name
-        if signum not in RELOAD_SIGNALS and server.end_shutdown_delay():
+        if signum in RELOAD_SIGNALS:
+            log.info("got %s during shutdown; not reloading", name)
+        elif server.end_shutdown_delay():
             log.info("got %s again; closing sessions now, without the rest of shutdown_delay", name)
         else:
             log.info("got %s again; still closing sessions", name)

@@ -732,7 +732,9 @@ class ProxyServer:
             Family.single(
                 "kafka_threads_busy", "threads calling Kafka now (of kafka_threads)", "gauge", stats.kafka_threads_busy
             ),
-            Family.single("ready", "1 when /readyz answers 200", "gauge", 1.0 if self.readiness.ready else 0.0),
+            Family.single(
+                "ready", "1 when /readyz (nothing excluded) answers 200", "gauge", float(self.readiness.ready)
+            ),
             Family.single("frames_in", "WebSocket messages received", "counter", stats.frames_in),
             Family.single("bytes_in", "payload bytes of the WebSocket messages received", "counter", stats.bytes_in),
             Family.single("frames_out", "WebSocket messages sent", "counter", stats.frames_out),
@@ -807,7 +809,7 @@ class ProxyServer:
                 if isinstance(head, Respond):
                     decision = head
                 elif head.path == "/metrics":
-                    decision = await self._scrape()
+                    decision = await self._scrape(deadline)
                 elif head.path.startswith(ADMIN_PREFIX):
                     decision = await self._admin_request(stream, head, reader, deadline)
                 else:
@@ -864,10 +866,18 @@ class ProxyServer:
             )
         return _respond(answer)
 
-    async def _scrape(self) -> Respond:
-        """``GET /metrics``: the families taken here, on the loop; rendered in a thread (one at a time)."""
+    async def _scrape(self, deadline: trio.CancelScope) -> Respond:
+        """``GET /metrics``: the families taken here, on the loop; rendered in a thread (one at a time).
+
+        A scrape that cannot get the thread before its request's ``deadline`` (less the time to send
+        an answer) gets 503 rather than a connection closed without one.
+        """
         families = self._metrics.snapshot()
-        answer = await trio.to_thread.run_sync(self._metrics.respond, families, limiter=self._scrape_threads)
+        answer: Answer | None = None
+        with trio.move_on_at(deadline.deadline - CLOSE_TIMEOUT):
+            answer = await trio.to_thread.run_sync(self._metrics.respond, families, limiter=self._scrape_threads)
+        if answer is None:
+            return Respond(503, b"another scrape is still being rendered; try again\n")
         return _respond(answer)
 
     @property
@@ -1211,17 +1221,22 @@ class ProxyServer:
         """
         self.readiness.shutting_down = True  # /readyz turns 503 at once: a balancer drains us first
         delay = self.config.server.shutdown_delay
-        if delay > 0 and self.readiness.ever_ready:  # never ready: no balancer sends us clients to wait for
+        if delay > 0 and not self.readiness.ever_ready:
+            log.info("shutting down: never ready, so no balancer sends clients here; no shutdown_delay")
+        elif delay > 0:
             log.info(
-                "shutting down: /readyz answers 503; serving %gs more (shutdown_delay), then closing %d sessions",
+                "shutting down: /readyz answers 503; serving %gs more (shutdown_delay; a second signal ends it), "
+                "then closing %d sessions",
                 delay,
                 len(self._sessions),
                 extra={"event": "shutdown_delay"},
             )
             self._delaying = trio.CancelScope(deadline=trio.current_time() + delay)
-            with self._delaying:
-                await trio.sleep_forever()
-            self._delaying = None
+            try:
+                with self._delaying:
+                    await trio.sleep_forever()
+            finally:
+                self._delaying = None
         self._shutting_down = True
         await self._close_sessions(self._sessions, SHUTTING_DOWN_REASON)
         self._scope.cancel()
@@ -1250,9 +1265,11 @@ async def serve_proxy(
 
     Cancellation:
         Cancelling the task is a graceful shutdown: ``/readyz`` answers 503,
-        and after ``config.server.shutdown_delay`` seconds (0 by default) new
-        connections are refused and every open session is drained: it answers
-        the commands it holds, then is sent close code 1001 ("going away").
+        and after ``config.server.shutdown_delay`` seconds (0 by default; none
+        for a proxy never found ready; :meth:`ProxyServer.end_shutdown_delay`
+        ends it) new connections are refused and every open session is
+        drained: it answers the commands it holds, then is sent close code
+        1001 ("going away").
         After at most ``config.server.grace_period`` more seconds whatever is
         still running is cancelled. Kafka clients are closed under a shielded,
         time-limited scope before this raises ``Cancelled``.

@@ -548,9 +548,12 @@ def panels() -> list[dict[str, Any]]:
 
 
 def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
-    """A multi-value variable of one label's values, with an "All" that matches everything."""
+    """A multi-value variable of one label's values, with an "All" that stands for each of them.
+
+    No catch-all regex: the Process row's ``process_*`` metrics are every Python or Go target's too,
+    and "All" must mean the proxies (the instances that have ``kafka_ws_trio_ready``), not them.
+    """
     return {
-        "allValue": ".*",
         "current": {},
         "datasource": DATASOURCE,
         "definition": query,

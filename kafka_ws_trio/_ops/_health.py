@@ -7,7 +7,7 @@ shutdown starts (so that the balancer drains this proxy before its sessions
 are closed). The reachability of each route comes from a background check the
 server runs every ``ready_check_interval``; the answer reads its last result,
 so a probe never waits on Kafka. ``/readyz?exclude=kafka`` leaves those checks
-out: only shutdown makes it 503 (as Kubernetes' ``/readyz?exclude=`` does).
+out: only shutdown makes it 503 (like Kubernetes' ``/readyz?exclude=``, an unknown name is ignored).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class Readiness:
         #: Per route: None until its first check, "" when reachable, else why not.
         self.problems: dict[str, str | None] = dict.fromkeys(routes)
         self.shutting_down = False
-        #: Whether /readyz has ever answered 200 (before, no balancer sends this proxy clients).
+        #: Whether this proxy was ever found ready, or /readyz (with or without exclusions) ever answered 200:
+        #: until then no balancer that probes it sends this proxy clients.
         self.ever_ready = False
 
     def checked(self, route: str, problem: str | None) -> None:
@@ -62,20 +63,23 @@ class Readiness:
 
         ``query`` is the request's query string: ``exclude=kafka`` leaves the routes' checks out,
         so that only shutdown turns the answer to 503 (a balancer that should keep a proxy in
-        rotation through a Kafka outage, which every proxy of a fleet shares). Any other
-        ``exclude`` gets 400.
+        rotation through a Kafka outage, which every proxy of a fleet shares). A name it does not
+        know is left out of nothing and listed as ``unknown_excluded`` in the body: a typo in a
+        balancer's probe must not take every proxy of a fleet out at once.
         """
-        excluded = [name for value in parse_qs(query).get("exclude", []) for name in value.split(",")]
-        unknown = sorted(set(excluded) - set(EXCLUDABLE))
-        if unknown:
-            message = f"/readyz cannot exclude {', '.join(unknown)}; it can exclude: {', '.join(EXCLUDABLE)}\n"
-            return Answer(400, message.encode())
+        names = {
+            name.strip() for value in parse_qs(query).get("exclude", []) for name in value.split(",") if name.strip()
+        }
+        excluded, unknown = sorted(names & set(EXCLUDABLE)), sorted(names - set(EXCLUDABLE))
         routes = {
             route: "not checked yet" if problem is None else problem or "reachable"
             for route, problem in self.problems.items()
         }
         ready = not self.shutting_down if "kafka" in excluded else self.ready
+        self.ever_ready = self.ever_ready or ready
         body: dict[str, object] = {"ready": ready, "shutting_down": self.shutting_down, "routes": routes}
         if excluded:
-            body["excluded"] = sorted(set(excluded))
+            body["excluded"] = excluded
+        if unknown:
+            body["unknown_excluded"] = unknown
         return Answer(200 if ready else 503, (json.dumps(body) + "\n").encode(), _JSON)

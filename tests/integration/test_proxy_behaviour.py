@@ -510,6 +510,27 @@ async def test_shutdown_answers_a_produce_kafka_has_not_acknowledged_yet(
     assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "server shutting down")
 
 
+async def test_a_proxy_never_found_ready_skips_shutdown_delay(
+    kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its route's broker never answered and no probe got 200: no balancer sends it clients to wait for."""
+    caplog.set_level(logging.INFO, logger="kafka_ws_trio")
+    server_config = ServerConfig(port=0, grace_period=GRACE_PERIOD, shutdown_delay=60.0, ready_check_interval=0.2)
+    config = ProxyConfig.single_route("127.0.0.1:1", server=server_config)
+    async with trio.open_nursery() as nursery:
+        stop = trio.CancelScope()
+        server = await nursery.start(stoppable_proxy, config, stop)
+        assert await settled(lambda: None not in server.readiness.problems.values())  # checked: unreachable
+        async with open_websocket_url(server.url + ROUTE, connect_timeout=WAIT) as ws:
+            stopping = trio.current_time()
+            stop.cancel()
+            with trio.fail_after(GRACE_PERIOD + SLACK), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason.code == 1001
+    assert trio.current_time() - stopping < GRACE_PERIOD + SLACK
+    assert "shutting down: never ready, so no balancer sends clients here; no shutdown_delay" in caplog.text
+
+
 async def test_shutdown_delay_keeps_serving_with_readyz_503_then_drains(kafka_broker: KafkaBroker) -> None:
     """For shutdown_delay seconds /readyz says 503 while sessions, new ones too, are still served."""
     delay = 3.0

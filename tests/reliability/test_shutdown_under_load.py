@@ -182,6 +182,7 @@ async def test_a_second_sigterm_during_shutdown_delay_ends_the_delay(kafka_broke
     log = proxy.log_text()
     assert status == 0, f"exit status {status}\n{log[-3000:]}"
     assert "serving 60s more (shutdown_delay; a second signal ends it)" in log, log[-3000:]
+    assert "got SIGTERM; closing sessions (grace period 3s)" in log, log[-3000:]
     assert "got SIGTERM again; closing sessions now, without the rest of shutdown_delay" in log, log[-3000:]
 
 

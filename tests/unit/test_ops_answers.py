@@ -66,9 +66,23 @@ def test_readyz_may_leave_kafka_out_but_never_shutdown() -> None:
     assert readiness.respond("exclude=kafka").status == 503
 
 
-def test_readyz_names_what_it_cannot_exclude() -> None:
-    answer = Readiness(["/a"]).respond("exclude=kafka,shutdown")
-    assert (answer.status, answer.body) == (400, b"/readyz cannot exclude shutdown; it can exclude: kafka\n")
+def test_readyz_ignores_what_it_cannot_exclude_and_says_so() -> None:
+    readiness = Readiness(["/a"])
+    readiness.checked("/a", None)
+    readiness.shutting_down = True
+    answer = readiness.respond("exclude=kafka,+shutdown,,&exclude=kakfa")  # a typo must not pull a fleet
+    assert answer.status == 503
+    assert json.loads(answer.body)["excluded"] == ["kafka"]
+    assert json.loads(answer.body)["unknown_excluded"] == ["kakfa", "shutdown"]
+
+
+def test_a_proxy_is_ever_ready_once_a_probe_got_200_even_with_kafka_excluded() -> None:
+    readiness = Readiness(["/a"])
+    readiness.checked("/a", "broker unreachable: 127.0.0.1:1")
+    assert not readiness.ever_ready
+    assert readiness.respond().status == 503 and not readiness.ever_ready
+    assert readiness.respond("exclude=kafka").status == 200
+    assert readiness.ever_ready  # a balancer probing that may send it clients: a shutdown waits shutdown_delay
 
 
 def test_families_are_rendered_by_prometheus_client_at_each_scrape() -> None:
