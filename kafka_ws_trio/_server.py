@@ -373,8 +373,10 @@ class ProxyServer:
         self._file_routes = config.routes
         self._store = KafkaRouteStore(config.server.route_store) if config.server.route_store is not None else None
         self._store_entries: dict[str, dict[str, Any] | None] = {}
-        #: The store offset the routes served now were built from (everything before it is applied).
+        #: The store offset the routes served now were built from (everything before it is applied), and
+        #: the event set (then replaced) each time it moves.
         self._store_applied = 0
+        self._store_moved = trio.Event()
         self._backend_factory: BackendFactory | None = None
         self._nursery: trio.Nursery | None = None
         self._limiter = limiter
@@ -457,9 +459,8 @@ class ProxyServer:
         except OSError as exc:
             raise ChangeUnavailable(str(exc)) from None
         with trio.move_on_after(self.config.server.handshake_timeout):
-            # Polling on purpose: the store's reader applies what it reads on its own schedule.
-            while self._store_applied <= offset:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            while self._store_applied <= offset:
+                await self._store_moved.wait()
 
     def route_source(self, uri: str) -> dict[str, Any] | None:
         """The table the route store holds for ``uri`` (its ``*_env`` keys kept); None without one."""
@@ -489,6 +490,8 @@ class ProxyServer:
                 log.error("route store: its routes could not be served; the routes served now stay: %s", exc)
         self._store_entries = entries
         self._store_applied = read_to
+        self._store_moved.set()
+        self._store_moved = trio.Event()
 
     @property
     def route_configs(self) -> tuple[RouteConfig, ...]:

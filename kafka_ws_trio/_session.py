@@ -104,6 +104,8 @@ COMMAND_DEADLINE_MARGIN: Final = 2.0
 STREAM_COMMAND_DEADLINES: Final = 4
 
 #: WebSocket close codes (RFC 6455).
+#: Seconds between a draining session's looks at what it still has to answer.
+DRAIN_POLL_INTERVAL: Final = 0.005
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_INTERNAL_ERROR: Final = 1011
@@ -327,7 +329,7 @@ class Session:
         self._expired = False
         #: Set by :meth:`drain`: the close code and reason to end with once the commands in hand are answered.
         self._ending: tuple[int, str, float] | None = None
-        #: The reader's wait for the next frame, while it waits (drain() cancels it).
+        #: The reader's wait (a frame, the consume quota, a refusal's hold) while it waits; drain() cancels it.
         self._reading: trio.CancelScope | None = None
         #: Charges delivered bytes to the principal's consume quota: the seconds to wait before delivering more.
         self._consume = consume
@@ -441,7 +443,7 @@ class Session:
             # Polling on purpose: the answers come from workers and from parked fetches, and nothing
             # signals "all of them"; a drain is rare, and short.
             while self._unanswered():  # noqa: ASYNC110
-                await trio.sleep(0.005)
+                await trio.sleep(DRAIN_POLL_INTERVAL)
 
     def _unanswered(self) -> bool:
         """Whether some command the reader took is still to be answered (queued, at work, parked, on its way)."""

@@ -104,12 +104,13 @@ class KafkaRouteStore:
 
     async def _tail(self, apply: Callable[[Entries], Awaitable[None]], caught_up: trio.Event) -> None:
         await trio.to_thread.run_sync(self._open, limiter=self._limiter)
-        applied = False
+        unapplied = True  # entries read (or, at first, the topic's start) that apply has not had yet
         while True:
-            changed, at_end = await trio.to_thread.run_sync(self._poll, limiter=self._limiter)
-            if at_end and (changed or not applied):
+            changed, at_end = await trio.to_thread.run_sync(self._poll, unapplied, limiter=self._limiter)
+            unapplied = unapplied or changed
+            if unapplied and at_end:
                 await apply(dict(self._entries))
-                applied = True
+                unapplied = False
                 caught_up.set()
 
     async def put(self, uri: str, table: dict[str, Any] | None) -> int:
@@ -151,8 +152,12 @@ class KafkaRouteStore:
         self._consumer.seek_to_beginning(self._tp)
         self._producer = KafkaProducer(**producer_config(route, -1))
 
-    def _poll(self) -> tuple[bool, bool]:
-        """Read what came; (whether an entry changed, whether the end of the topic is reached)."""
+    def _poll(self, unapplied: bool) -> tuple[bool, bool]:
+        """Read what came; (whether an entry changed, whether the end of the topic is reached).
+
+        The end is asked of the broker only when something waits to be applied: a quiet
+        store costs one fetch per poll, not a ListOffsets too (the end is then reported False).
+        """
         batches = self._consumer.poll(timeout_ms=POLL_MS)
         changed = False
         for records in batches.values():
@@ -171,6 +176,8 @@ class KafkaRouteStore:
                 else:
                     self._entries.pop(uri, None)
                 changed = True
+        if not (unapplied or changed):
+            return False, False
         end = self._consumer.end_offsets([self._tp], timeout_ms=int(self._connection.request_timeout * 1000))[self._tp]
         position = self._consumer.position(self._tp)
         return changed, position is not None and position >= end
